@@ -1,0 +1,150 @@
+"""The ``medfoundry`` command: thin typer commands that parse, then call a recipe.
+
+Heavy imports (torch, timm) happen inside the commands, so ``medfoundry --help`` is instant.
+Bad input prints one line per problem (no traceback) and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+app = typer.Typer(
+    name="medfoundry",
+    help="Pretrain biomedical image encoders on many small datasets, and measure what they save.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+T = TypeVar("T")
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+def _run(action: Callable[[], T]) -> T:
+    """Run a command body; user errors become one-line messages and exit code 2."""
+    from medfoundry.errors import MedfoundryError
+
+    _configure_logging()
+    try:
+        return action()
+    except MedfoundryError as e:
+        for problem in e.problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted; resume with --resume RUN_DIR", err=True)
+        raise typer.Exit(130) from None
+
+
+def _configure_logging() -> None:
+    from rich.logging import RichHandler
+
+    handler = RichHandler(show_path=False, show_time=False, markup=False)
+    logger = logging.getLogger("medfoundry")
+    if not logger.handlers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+@app.command()
+def pretrain(
+    config: Annotated[Path | None, typer.Argument(help="Pretraining config (YAML).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: a.b=value (repeatable).")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run in this folder from its last checkpoint.")
+    ] = None,
+) -> None:
+    """Multi-task pretraining (memory flat in the number of tasks)."""
+
+    def body() -> None:
+        from medfoundry.errors import ConfigError
+        from medfoundry.recipes import pretrain_multitask
+        from medfoundry.recipes.pretrain_config import load_pretrain_config
+
+        overrides = list(set_ or [])
+        if config is None and resume is None:
+            raise ConfigError("give a CONFIG, or --resume RUN_DIR to continue a run")
+        if resume is not None:
+            overrides.append(f"run_dir={resume}")
+        cfg = load_pretrain_config(config if config is not None else resume / "config.yaml", overrides)  # type: ignore[operator]
+        try:
+            run_dir = pretrain_multitask.run(cfg, resume=resume is not None)
+        except pretrain_multitask.NonFiniteLossError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"done: {run_dir} (checkpoints in {run_dir / 'checkpoints'})")
+
+    _run(body)
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder (e.g. RUN/checkpoints/best).")],
+    timm_dir: Annotated[Path, typer.Option("--timm", help="Write the encoder here as a plain timm model.")],
+) -> None:
+    """Export a checkpoint's encoder so that plain timm loads it."""
+
+    def body() -> None:
+        from medfoundry.recipes import export_timm
+
+        out = export_timm.run(checkpoint, timm_dir)
+        typer.echo(f"exported: {out}  (load with timm.create_model('local-dir:{out}', pretrained=True))")
+
+    _run(body)
+
+
+@app.command("demo-data")
+def demo_data(out_dir: Annotated[Path, typer.Argument(help="Folder to write the database into.")]) -> None:
+    """Write the built-in multi-task database of real packaged images (PNG + CSV + tasks.yaml)."""
+
+    def body() -> None:
+        from medfoundry.demo import build_demo_database
+
+        typer.echo(f"wrote {build_demo_database(out_dir)}")
+
+    _run(body)
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for data and runs.")] = Path("runs/demo"),
+    quick: Annotated[bool, typer.Option(help="A short run (about a minute on 2 CPU cores).")] = False,
+) -> None:
+    """Build the demo database from packaged images and pretrain a small encoder on it."""
+
+    def body() -> Any:
+        from medfoundry.recipes import demo as demo_recipe
+
+        return demo_recipe.run(out_dir, quick=quick)
+
+    _run(body)
+
+
+@app.command("ls")
+def list_registries() -> None:
+    """List task types and encoders."""
+    import timm
+
+    from medfoundry.tasks import TASK_TYPES
+
+    typer.echo("task types: " + ", ".join(TASK_TYPES.names()))
+    typer.echo(
+        f"encoders: any timm model ({len(timm.list_models())} names; e.g. swin_tiny_patch4_window7_224, "
+        "convnext_atto, resnet18, vit_small_patch16_224)"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

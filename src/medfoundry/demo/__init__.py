@@ -1,0 +1,7 @@
+"""The built-in demo: a multi-task database from real images that ship inside packages."""
+
+from __future__ import annotations
+
+from medfoundry.demo.database import build_demo_database
+
+__all__ = ["build_demo_database"]

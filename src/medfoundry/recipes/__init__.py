@@ -1,0 +1,1 @@
+"""Recipes: one readable ``run(...)`` per job, built from the components."""

@@ -1,0 +1,84 @@
+"""Recipe: export a checkpoint's encoder as a plain timm model folder.
+
+The folder holds ``model.safetensors`` and timm's ``config.json`` (architecture, the arguments
+that rebuild it such as ``norm_layer`` or ``img_size``, and the input preprocessing), so that
+timm alone loads it::
+
+    timm.create_model("local-dir:DIR", pretrained=True)
+    # or, with the architecture named explicitly:
+    timm.create_model(NAME, pretrained=True, num_classes=0, **model_args,
+                      pretrained_cfg_overlay=dict(file="DIR/model.safetensors"))
+
+The export checks itself: it reloads the folder with timm and compares the feature maps with
+medfoundry's encoder before it is moved into place. For plain ViTs the exported model gives the
+ViT's own (stride-16) features; the simple feature pyramid stays in the medfoundry checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import timm
+import torch
+
+from medfoundry.errors import ConfigError
+from medfoundry.training.checkpoint import write_atomically
+from medfoundry.training.model_loading import load_multitask_model
+
+__all__ = ["run"]
+
+
+def run(checkpoint: Path, out_dir: Path) -> Path:
+    """Write the encoder of ``checkpoint`` to ``out_dir`` as a timm model; returns ``out_dir``.
+
+    Raises:
+        ConfigError: not a checkpoint, or timm cannot rebuild this encoder from its config.
+    """
+    model, config = load_multitask_model(checkpoint)
+    encoder = model.encoder
+    backbone = encoder.backbone
+
+    def write(tmp: Path) -> None:
+        timm.models.save_for_hf(
+            backbone,
+            str(tmp),
+            safe_serialization=True,
+            model_config={
+                "medfoundry": {
+                    "source_checkpoint": str(checkpoint),
+                    "tasks": config["tasks"],
+                    "training": config.get("training", {}),
+                    "versions": config.get("versions", {}),
+                }
+            },
+        )
+        _check_reload(tmp, encoder)
+
+    return write_atomically(Path(out_dir), write)
+
+
+@torch.no_grad()
+def _check_reload(folder: Path, encoder: torch.nn.Module) -> None:
+    """timm must rebuild the same network from the folder alone."""
+    cfg = json.loads((folder / "config.json").read_text())
+    try:
+        reloaded = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    except Exception as e:  # noqa: BLE001 - any failure here means the export is unusable
+        raise ConfigError(
+            f"export: timm cannot rebuild '{cfg.get('architecture')}' with arguments {cfg.get('model_args')} "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
+    size = cfg["pretrained_cfg"]["input_size"][-1]
+    x = torch.rand(1, 3, size, size)
+    ours = encoder.backbone.forward_intermediates(
+        (x - encoder.mean) / encoder.std, indices=encoder.indices, norm=True, intermediates_only=True
+    )
+    theirs = reloaded.forward_intermediates(
+        (x - encoder.mean) / encoder.std, indices=encoder.indices, norm=True, intermediates_only=True
+    )
+    for a, b in zip(ours, theirs, strict=True):
+        if not torch.allclose(a, b, atol=1e-5, rtol=1e-4):
+            raise ConfigError(
+                "export: features of the timm-reloaded encoder differ from medfoundry's; not exported"
+            )

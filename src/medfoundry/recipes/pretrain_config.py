@@ -1,0 +1,136 @@
+"""The one config of the multi-task pretraining recipe (``medfoundry pretrain CONFIG.yaml``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from medfoundry.config_io import apply_overrides, load_yaml, validate_config
+from medfoundry.errors import ConfigError
+from medfoundry.models.config import ModelConfig
+from medfoundry.tasks.spec import TaskSpec
+from medfoundry.training.optim import OptimizerConfig
+
+__all__ = ["DataConfig", "PretrainConfig", "TrainingConfig", "load_pretrain_config"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Frozen):
+    """How task data is fed.
+
+    Args:
+        batch_size: Default images per batch of each task (a task's ``batch_size`` overrides).
+        num_workers: DataLoader worker processes per task (0: load in the main process).
+        val_fraction: Share of a task's unsplit rows used for validation.
+        augment: Random flips of training images (and their masks and boxes).
+    """
+
+    batch_size: int = Field(default=16, ge=1)
+    num_workers: int = Field(default=0, ge=0)
+    val_fraction: float = Field(default=0.2, ge=0, lt=1)
+    augment: bool = True
+
+
+class TrainingConfig(_Frozen):
+    """The training loop.
+
+    Args:
+        strategy: ``memory_constant`` (per-task backward, memory flat in the number of tasks)
+            or ``joint`` (sum of losses, one backward; a baseline for benchmarks only).
+        epochs: Epochs; one epoch is as many rounds as the largest task has batches.
+        max_steps: Fixed budget of shared steps instead of ``epochs``.
+        rounds_per_shared_step: Batches of each task per shared optimizer step.
+        optimizer: AdamW and its schedule (warm-up, cosine).
+        precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast + loss scaling; CUDA only).
+        grad_clip_norm: Clip gradient norms (shared and per head); ``None`` disables.
+        max_consecutive_nonfinite: Stop after this many steps in a row with a non-finite loss.
+        checkpoint_every_steps: Save the resumable ``last`` checkpoint this often (and at
+            every epoch end and the end of the run).
+        val_every_steps: Validate this often; ``None``: at every epoch end.
+        log_every_steps: Write training metrics this often.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+
+    strategy: Literal["memory_constant", "joint"] = "memory_constant"
+    epochs: int = Field(default=1, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+    rounds_per_shared_step: int = Field(default=1, ge=1)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    grad_clip_norm: float | None = Field(default=1.0, gt=0)
+    max_consecutive_nonfinite: int = Field(default=20, ge=1)
+    checkpoint_every_steps: int = Field(default=100, ge=1)
+    val_every_steps: int | None = Field(default=None, ge=1)
+    log_every_steps: int = Field(default=10, ge=1)
+    device: str = "auto"
+
+
+class PretrainConfig(_Frozen):
+    """Multi-task pretraining: model, tasks, data and loop.
+
+    Args:
+        run_dir: Output folder (config, metrics, checkpoints).
+        seed: Seeds model initialisation, data order and augmentation.
+        model: The shared model.
+        tasks: The task database: a list of task specs (in a YAML file, ``tasks:`` may also be
+            the path of a YAML file holding that list).
+        data: Batching and loading.
+        training: The loop.
+        progress: Show a progress bar.
+    """
+
+    run_dir: Path
+    seed: int = 0
+    model: ModelConfig
+    tasks: list[TaskSpec] = Field(min_length=1)
+    data: DataConfig = Field(default_factory=DataConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _unique_task_names(self) -> PretrainConfig:
+        names = [t.name for t in self.tasks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"task names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+def load_pretrain_config(path: Path, overrides: Sequence[str] = ()) -> PretrainConfig:
+    """Read a pretraining config; relative data paths are resolved against the file they are in.
+
+    Raises:
+        ConfigError: every problem of the file, one per line.
+    """
+    path = Path(path)
+    raw = load_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    raw = apply_overrides(raw, overrides)
+    tasks = raw.get("tasks")
+    if isinstance(tasks, str):
+        tasks_file = (path.parent / tasks) if not Path(tasks).is_absolute() else Path(tasks)
+        listed = load_yaml(tasks_file)
+        listed = listed.get("tasks") if isinstance(listed, dict) else listed
+        if not isinstance(listed, list):
+            raise ConfigError(f"{tasks_file}: expected a list of tasks (or a mapping with a 'tasks' list)")
+        raw["tasks"] = _resolve_sources(listed, tasks_file.parent)
+    elif isinstance(tasks, list):
+        raw["tasks"] = _resolve_sources(tasks, path.parent)
+    return validate_config(PretrainConfig, raw, str(path))
+
+
+def _resolve_sources(tasks: list[Any], base: Path) -> list[Any]:
+    for task in tasks:
+        source = task.get("source") if isinstance(task, dict) else None
+        if isinstance(source, dict):
+            for key in ("path", "root"):
+                if isinstance(source.get(key), str) and not Path(source[key]).is_absolute():
+                    source[key] = str((base / source[key]).resolve())
+    return tasks

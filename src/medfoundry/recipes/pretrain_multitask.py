@@ -1,0 +1,298 @@
+"""Recipe: multi-task pretraining with memory flat in the number of tasks (UMedPT [0]).
+
+``run(cfg)`` reads top to bottom: check the tasks and their data, build the model and
+optimizers, then loop over shared steps (round-robin over tasks, per-task backward), validating
+per task, logging, and saving resumable checkpoints. Everything that can fail on user input
+fails before the run folder is created.
+
+[0] Schäfer et al., "Overcoming data scarcity in biomedical imaging with a foundational
+    multi-task model", Nature Computational Science 4, 495-509 (2024).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from medfoundry.data.task_dataset import TaskDataset
+from medfoundry.data.task_records import load_task_records
+from medfoundry.errors import ConfigError
+from medfoundry.models.build import build_multitask_model
+from medfoundry.recipes.pretrain_config import PretrainConfig
+from medfoundry.tasks import TaskType, build_task
+from medfoundry.training.checkpoint import (
+    load_checkpoint_config,
+    load_model_weights,
+    load_trainer_state,
+    save_checkpoint,
+)
+from medfoundry.training.checkpoint_config import checkpoint_config
+from medfoundry.training.device import resolve_device, resolve_precision
+from medfoundry.training.metrics_log import MetricsLog
+from medfoundry.training.multitask_step import Optimizers, joint_step, memory_constant_step
+from medfoundry.training.optim import build_adamw, lr_factor, set_lr
+from medfoundry.training.progress import TrainingProgress
+from medfoundry.training.rng import rng_state, seed_everything, set_rng_state
+from medfoundry.training.task_batch import TaskCollate
+from medfoundry.training.task_loader import CyclicTaskLoader
+from medfoundry.training.task_sampler import RoundRobinSampler
+from medfoundry.training.validation import validate
+
+__all__ = ["NonFiniteLossError", "run"]
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced non-finite losses too many steps in a row."""
+
+
+def run(cfg: PretrainConfig, resume: bool = False) -> Path:
+    """Pretrain the shared encoder on all tasks of ``cfg``; returns the run folder.
+
+    Args:
+        cfg: The run's configuration.
+        resume: Continue the run in ``cfg.run_dir`` from its last checkpoint. The config must be
+            the one the run was started with.
+
+    Raises:
+        ConfigError, DataError: bad configuration or data, before anything is written.
+        NonFiniteLossError: ``max_consecutive_nonfinite`` steps in a row had a non-finite loss.
+    """
+    t = cfg.training
+    # --- everything that can fail on user input, before writing anything ---
+    tasks: dict[str, TaskType] = {spec.name: build_task(spec) for spec in cfg.tasks}
+    splits = {
+        spec.name: load_task_records(
+            spec.name,
+            spec.source,
+            tasks[spec.name].target,
+            spec.classes,
+            cfg.seed,
+            cfg.data.val_fraction,
+            getattr(tasks[spec.name], "ignore_index", None),
+        )
+        for spec in cfg.tasks
+    }
+    device = resolve_device(t.device)
+    autocast_dtype, scaler = resolve_precision(t.precision, device)
+    seed_everything(cfg.seed)
+    model = build_multitask_model(cfg.model, tasks)
+    run_dir = _prepare_run_dir(cfg, resume)
+
+    # --- model, optimizers, data streams ---
+    model.to(device)
+    head_lr = t.optimizer.head_lr or t.optimizer.lr
+    optimizers = Optimizers(
+        shared=build_adamw(model.shared_parameters(), t.optimizer.lr, t.optimizer),
+        heads={name: build_adamw(model.head_parameters(name), head_lr, t.optimizer) for name in tasks},
+        scaler=scaler,
+    )
+    state = _restore(run_dir, model, optimizers) if resume else None
+    consumed = state["sampler"] if state else {}
+    size = cfg.model.image_size
+    pin = device.type == "cuda"
+    loaders = {
+        spec.name: CyclicTaskLoader(
+            spec.name,
+            TaskDataset(splits[spec.name]["train"], tasks[spec.name].target, size, cfg.data.augment),
+            TaskCollate(spec.name, tasks[spec.name]),
+            spec.batch_size or cfg.data.batch_size,
+            cfg.seed,
+            cfg.data.num_workers,
+            start_batch=consumed.get(spec.name, 0),
+            pin_memory=pin,
+        )
+        for spec in cfg.tasks
+    }
+    sampler = RoundRobinSampler(loaders, t.rounds_per_shared_step)
+    val_loaders = {
+        spec.name: DataLoader(
+            TaskDataset(splits[spec.name]["val"], tasks[spec.name].target, size, augment=False),
+            batch_size=spec.batch_size or cfg.data.batch_size,
+            collate_fn=TaskCollate(spec.name, tasks[spec.name]),
+            num_workers=cfg.data.num_workers,
+            pin_memory=pin,
+        )
+        for spec in cfg.tasks
+    }
+    total_steps = t.max_steps or t.epochs * sampler.steps_per_epoch
+    step_fn = memory_constant_step if t.strategy == "memory_constant" else joint_step
+    step = state["step"] if state else 0
+    best = state["best_val_loss"] if state else math.inf
+    nonfinite_streak = state["nonfinite_streak"] if state else 0
+    metrics_log = MetricsLog(run_dir, resume_step=step if resume else None)
+    log.info(
+        "%d tasks, %d steps (%d per epoch), %d params shared, device %s",
+        len(tasks),
+        total_steps,
+        sampler.steps_per_epoch,
+        sum(p.numel() for p in model.shared_parameters()),
+        device,
+    )
+
+    def validate_and_keep_best(step: int, best: float) -> float:
+        results = validate(model, tasks, val_loaders, device, autocast_dtype)
+        mean_loss = sum(r["loss"] for r in results.values()) / len(results)
+        flat = {f"{task}/{k}": v for task, r in results.items() for k, v in r.items()}
+        metrics_log.log(step, "val", {**flat, "mean_loss": mean_loss})
+        progress.print(_val_line(step, results, mean_loss))
+        if mean_loss < best:
+            metrics = {"val": results, "val_mean_loss": mean_loss}
+            save_checkpoint(run_dir / "checkpoints" / "best", model, checkpoint_config(cfg, step, metrics))
+        return min(best, mean_loss)
+
+    # --- the loop ---
+    window: dict[str, list[float]] = {}
+    window_images, window_seconds = 0, 0.0  # training time only: validation and saving excluded
+    model.train()
+    with TrainingProgress(total_steps, step, enabled=cfg.progress) as progress:
+        if not resume:
+            best = validate_and_keep_best(0, best)  # the untrained baseline of every task
+        while step < total_steps:
+            factor = lr_factor(step, total_steps, t.optimizer.warmup_steps, t.optimizer.min_lr_ratio)
+            for optimizer in (optimizers.shared, *optimizers.heads.values()):
+                set_lr(optimizer, factor)
+            started = time.perf_counter()
+            batches = [b.to(device, non_blocking=pin) for b in sampler.next_step()]
+            result = step_fn(model, tasks, batches, optimizers, autocast_dtype, t.grad_clip_norm)
+            window_seconds += time.perf_counter() - started
+            step += 1
+
+            nonfinite_streak = nonfinite_streak + 1 if result.nonfinite else 0
+            if result.nonfinite:
+                _report_nonfinite(
+                    step,
+                    result.nonfinite,
+                    optimizers,
+                    nonfinite_streak,
+                    t.max_consecutive_nonfinite,
+                    progress,
+                )
+            for task, value in result.losses.items():
+                window.setdefault(task, []).append(value)
+            window_images += result.images
+
+            if step % t.log_every_steps == 0 or step == total_steps:
+                means = {task: sum(v) / len(v) for task, v in window.items()}
+                images_per_s = window_images / max(window_seconds, 1e-9)
+                metrics_log.log(
+                    step,
+                    "train",
+                    {
+                        **{f"loss/{task}": v for task, v in means.items()},
+                        "lr": optimizers.shared.param_groups[0]["lr"],
+                        "grad_norm": result.grad_norm,
+                        "images_per_s": images_per_s,
+                        "epoch": step / sampler.steps_per_epoch,
+                    },
+                )
+                progress.update(step, means, images_per_s)
+                window, window_images, window_seconds = {}, 0, 0.0
+
+            epoch_end = step % sampler.steps_per_epoch == 0
+            if epoch_end or step == total_steps or (t.val_every_steps and step % t.val_every_steps == 0):
+                best = validate_and_keep_best(step, best)
+            if epoch_end or step == total_steps or step % t.checkpoint_every_steps == 0:
+                trainer_state = {
+                    "step": step,
+                    "best_val_loss": best,
+                    "nonfinite_streak": nonfinite_streak,
+                    "sampler": sampler.state(),
+                    "optimizers": {
+                        "shared": optimizers.shared.state_dict(),
+                        "heads": {n: o.state_dict() for n, o in optimizers.heads.items()},
+                        "scaler": scaler.state_dict() if scaler is not None else None,
+                    },
+                    "rng": rng_state(),
+                }
+                save_checkpoint(
+                    run_dir / "checkpoints" / "last", model, checkpoint_config(cfg, step), trainer_state
+                )
+    sampler.close()
+    metrics_log.close()
+    return run_dir
+
+
+def _report_nonfinite(
+    step: int, tasks: list[str], optimizers: Optimizers, streak: int, limit: int, progress: TrainingProgress
+) -> None:
+    lr = optimizers.shared.param_groups[0]["lr"]
+    message = f"step {step}: non-finite loss in task(s) {', '.join(tasks)} (lr {lr:.3g}); batch skipped"
+    log.warning(message)
+    progress.print(f"[yellow]{message}")
+    if streak >= limit:
+        raise NonFiniteLossError(
+            f"{message}; {streak} steps in a row had non-finite losses, stopping. "
+            "Lower training.optimizer.lr or check the data of these tasks."
+        )
+
+
+def _prepare_run_dir(cfg: PretrainConfig, resume: bool) -> Path:
+    """Create the run folder and write the resolved config (or check it, when resuming)."""
+    run_dir = Path(cfg.run_dir)
+    config_file = run_dir / "config.yaml"
+    resolved = cfg.model_dump(mode="json")
+    if resume:
+        if not config_file.is_file():
+            raise ConfigError(f"{run_dir}: not a run folder (no config.yaml); cannot resume")
+        load_checkpoint_config(run_dir / "checkpoints" / "last")
+        previous = yaml.safe_load(config_file.read_text())
+        differences = _differences(previous, resolved)
+        if differences:
+            raise ConfigError(
+                f"{run_dir}: the config differs from the one the run was started with at "
+                f"{', '.join(differences[:8])}; resume with the run's own config.yaml"
+            )
+        return run_dir
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(
+            f"run_dir {run_dir} already exists and is not empty; use --resume {run_dir} to continue it, "
+            "or set run_dir to a new folder"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / ".config.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    tmp.replace(config_file)
+    return run_dir
+
+
+def _restore(run_dir: Path, model: torch.nn.Module, optimizers: Optimizers) -> dict[str, Any]:
+    last = run_dir / "checkpoints" / "last"
+    load_model_weights(last, model)
+    state = load_trainer_state(last)
+    optimizers.shared.load_state_dict(state["optimizers"]["shared"])
+    for name, optimizer in optimizers.heads.items():
+        optimizer.load_state_dict(state["optimizers"]["heads"][name])
+    if optimizers.scaler is not None and state["optimizers"]["scaler"] is not None:
+        optimizers.scaler.load_state_dict(state["optimizers"]["scaler"])
+    set_rng_state(state["rng"])
+    return state
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [
+            d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{prefix}{i}.")
+        ]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _val_line(step: int, results: dict[str, dict[str, float]], mean_loss: float) -> str:
+    parts = []
+    for task, r in results.items():
+        shown = [f"loss {r['loss']:.3f}"] + [
+            f"{k} {v:.3f}" for k, v in r.items() if k != "loss" and "/" not in k and math.isfinite(v)
+        ]
+        parts.append(f"{task}: {', '.join(shown)}")
+    return f"[cyan]val @ step {step}[/] mean loss {mean_loss:.3f} | " + " | ".join(parts)

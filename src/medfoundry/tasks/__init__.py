@@ -1,0 +1,39 @@
+"""Task types: head, normalised loss, metrics and collate for each label type.
+
+``TASK_TYPES`` maps a spec's ``type`` to its class; ``build_task(spec)`` makes the task.
+"""
+
+from __future__ import annotations
+
+from medfoundry.registry import Registry
+from medfoundry.tasks.classification import ClassificationTask
+from medfoundry.tasks.detection import DetectionTask
+from medfoundry.tasks.multilabel import MultilabelTask
+from medfoundry.tasks.segmentation import SegmentationTask
+from medfoundry.tasks.spec import TaskSpec
+from medfoundry.tasks.task_type import FeatureKind, TaskMetrics, TaskType, TaskTypeClass
+
+__all__ = [
+    "TASK_TYPES",
+    "ClassificationTask",
+    "DetectionTask",
+    "FeatureKind",
+    "MultilabelTask",
+    "SegmentationTask",
+    "TaskMetrics",
+    "TaskSpec",
+    "TaskType",
+    "TaskTypeClass",
+    "build_task",
+]
+
+TASK_TYPES: Registry[TaskTypeClass] = Registry("task type")
+TASK_TYPES.register("classification")(ClassificationTask)
+TASK_TYPES.register("detection")(DetectionTask)
+TASK_TYPES.register("multilabel")(MultilabelTask)
+TASK_TYPES.register("segmentation")(SegmentationTask)
+
+
+def build_task(spec: TaskSpec) -> TaskType:
+    """Make the task for a spec (validates the spec's type and options)."""
+    return TASK_TYPES.get(spec.type)(spec)

@@ -1,0 +1,99 @@
+"""Multi-label classification with missing labels.
+
+Each class is an independent yes/no question. Entries that are not labelled (NaN in the
+targets; empty, -1 or NaN in a manifest) are left out of the loss and the metrics, so datasets
+that label different subsets of findings can share one head.
+
+Loss: binary cross-entropy over labelled entries / ln(2): exactly 1 at p = 0.5.
+Metrics: macro AUROC over labelled entries, accuracy at threshold 0.5 over labelled entries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from medfoundry.data.record import TargetKind
+from medfoundry.tasks.options import parse_options
+from medfoundry.tasks.scores import macro_auroc
+from medfoundry.tasks.spec import TaskSpec
+from medfoundry.tasks.task_type import FeatureKind
+
+__all__ = ["MultilabelTask"]
+
+
+class MultilabelOptions(BaseModel):
+    """A multilabel task has no options yet."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MultilabelTask:
+    """``C`` independent binary labels per image, any of which may be missing.
+
+    Input to the head: pooled features ``(B, in_channels)``. Output: logits ``(B, C)``.
+    Targets: ``(B, C)`` float32 of 1.0 / 0.0 / NaN (missing).
+
+    Examples:
+        >>> spec = TaskSpec(name="findings", type="multilabel", classes=["a", "b"],
+        ...                 source={"path": "f.csv"})
+        >>> task = MultilabelTask(spec)
+        >>> targets = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
+        >>> round(task.loss(torch.zeros(2, 2), targets).item(), 4)
+        1.0
+    """
+
+    Options: ClassVar[type[BaseModel]] = MultilabelOptions
+    feature: ClassVar[FeatureKind] = "pooled"
+    target: ClassVar[TargetKind] = "multilabel"
+
+    def __init__(self, spec: TaskSpec) -> None:
+        self.spec = spec
+        self.options = parse_options(spec, MultilabelOptions)
+
+    def build_head(self, in_channels: int) -> nn.Module:
+        return nn.Linear(in_channels, self.spec.num_classes)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        labelled = ~torch.isnan(targets)
+        if not labelled.any():
+            # keeps the graph (and DDP's view of which parameters are used) intact
+            return outputs.sum() * 0.0
+        bce = F.binary_cross_entropy_with_logits(outputs.float()[labelled], targets[labelled])
+        return bce / math.log(2.0)
+
+    def metrics(self) -> MultilabelMetrics:
+        return MultilabelMetrics()
+
+    def collate_targets(self, targets: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(list(targets)).float()
+
+
+class MultilabelMetrics:
+    """Macro AUROC and accuracy over labelled entries only."""
+
+    def __init__(self) -> None:
+        self._scores: list[np.ndarray] = []
+        self._targets: list[np.ndarray] = []
+
+    def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        self._scores.append(outputs.detach().float().sigmoid().cpu().numpy())
+        self._targets.append(targets.detach().float().cpu().numpy())
+
+    def compute(self) -> dict[str, float]:
+        if not self._targets:
+            return {"auroc": math.nan, "accuracy": math.nan}
+        scores, targets = np.concatenate(self._scores), np.concatenate(self._targets)
+        labelled = ~np.isnan(targets)
+        correct = (scores[labelled] >= 0.5) == (targets[labelled] == 1.0)
+        return {
+            "auroc": macro_auroc(targets, scores),
+            "accuracy": float(correct.mean()) if correct.size else math.nan,
+        }

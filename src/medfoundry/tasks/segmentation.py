@@ -1,0 +1,182 @@
+"""Semantic segmentation: one 1x1 conv on the shared pixel decoder's per-pixel embedding.
+
+Loss: the mean of a soft Dice loss and a focal loss, each about 1 at chance level. The focal
+term is divided by its value for a uniform prediction, ``(1 - 1/C)^gamma * ln(C)`` (``ln(C)``
+for ``gamma = 0``, the cross-entropy normalisation of UMedPT [0]); the Dice loss
+``1 - mean_c dice_c`` is between ``1 - 2/(C+1)`` and 1 at chance without rescaling.
+Pixels equal to ``ignore_index`` count in neither term nor in the metrics.
+
+Metrics: Dice per class over the whole split (``2 TP / (2 TP + FP + FN)``, summed over all
+images, NaN for a class absent from both prediction and target) and their mean over
+non-background classes.
+
+[0] Schäfer et al., Nature Computational Science 4, 495-509 (2024).
+[1] Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from medfoundry.data.record import TargetKind
+from medfoundry.errors import ConfigError
+from medfoundry.tasks.options import parse_options
+from medfoundry.tasks.spec import TaskSpec
+from medfoundry.tasks.task_type import FeatureKind
+
+__all__ = ["SegmentationTask", "soft_dice_loss", "focal_loss"]
+
+
+class SegmentationOptions(BaseModel):
+    """Options of a segmentation task.
+
+    Args:
+        ignore_index: Mask value excluded from loss and metrics (e.g. unlabelled pixels).
+        background_index: Class left out of ``mean_dice``; ``None`` averages all classes.
+        focal_gamma: Focusing parameter of the focal loss (0 gives cross-entropy).
+        dice_smooth: Additive smoothing of the soft Dice ratio.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ignore_index: int = 255
+    background_index: int | None = 0
+    focal_gamma: float = Field(default=2.0, ge=0.0)
+    dice_smooth: float = Field(default=1.0, ge=0.0)
+
+
+class SegmentationTask:
+    """A class per pixel out of ``C >= 2`` classes (index 0 usually background).
+
+    Input to the head: the per-pixel embedding ``(B, E, H, W)``. Output: logits ``(B, C, H, W)``.
+    Targets: ``(B, H, W)`` int64 class indices, ``ignore_index`` for unlabelled pixels.
+
+    Examples:
+        >>> spec = TaskSpec(name="nuclei", type="segmentation", classes=["background", "nucleus"],
+        ...                 source={"path": "n.csv"})
+        >>> task = SegmentationTask(spec)
+        >>> logits = torch.zeros(1, 2, 4, 4)
+        >>> target = torch.zeros(1, 4, 4, dtype=torch.long); target[0, :2] = 1
+        >>> round(task.loss(logits, target).item(), 3)  # chance level
+        0.833
+    """
+
+    Options: ClassVar[type[BaseModel]] = SegmentationOptions
+    feature: ClassVar[FeatureKind] = "pixel"
+    target: ClassVar[TargetKind] = "mask"
+
+    def __init__(self, spec: TaskSpec) -> None:
+        if spec.num_classes < 2:
+            raise ConfigError(
+                f"task '{spec.name}': segmentation needs at least 2 classes (e.g. background and "
+                f"foreground), got {spec.classes}"
+            )
+        self.spec = spec
+        self.options = parse_options(spec, SegmentationOptions)
+        o, c = self.options, spec.num_classes
+        if o.background_index is not None and not 0 <= o.background_index < c:
+            raise ConfigError(f"task '{spec.name}': options.background_index must be in [0, {c - 1}]")
+        if 0 <= o.ignore_index < c:
+            raise ConfigError(
+                f"task '{spec.name}': options.ignore_index {o.ignore_index} is a class index; "
+                f"use a value outside [0, {c - 1}]"
+            )
+        self._focal_at_chance = (1.0 - 1.0 / c) ** o.focal_gamma * math.log(c)
+
+    def build_head(self, in_channels: int) -> nn.Module:
+        return nn.Conv2d(in_channels, self.spec.num_classes, kernel_size=1)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = outputs.float()
+        valid = targets != self.options.ignore_index
+        if not valid.any():
+            return logits.sum() * 0.0
+        dice = soft_dice_loss(logits, targets, valid, self.options.dice_smooth)
+        focal = focal_loss(logits, targets, valid, self.options.focal_gamma)
+        return 0.5 * (dice + focal / self._focal_at_chance)
+
+    def metrics(self) -> SegmentationMetrics:
+        return SegmentationMetrics(
+            self.spec.classes, self.options.ignore_index, self.options.background_index
+        )
+
+    def collate_targets(self, targets: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(list(targets)).long()
+
+
+def soft_dice_loss(
+    logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, smooth: float
+) -> torch.Tensor:
+    """``1 - mean over classes of soft Dice``, summed over the batch's valid pixels.
+
+    Args:
+        logits: ``(B, C, H, W)``.
+        targets: ``(B, H, W)`` class indices (values at invalid pixels are ignored).
+        valid: ``(B, H, W)`` bool, pixels that count.
+        smooth: Added to numerator and denominator (keeps absent classes finite).
+    """
+    num_classes = logits.shape[1]
+    probs = logits.softmax(dim=1) * valid.unsqueeze(1)
+    onehot = F.one_hot(torch.where(valid, targets, 0), num_classes).permute(0, 3, 1, 2) * valid.unsqueeze(1)
+    dims = (0, 2, 3)
+    intersection = (probs * onehot).sum(dims)
+    denominator = probs.sum(dims) + onehot.sum(dims)
+    dice = (2 * intersection + smooth) / (denominator + smooth)
+    return 1.0 - dice.mean()
+
+
+def focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """Softmax focal loss ``-(1 - p_t)^gamma log p_t`` averaged over valid pixels.
+
+    Written here because ``torchvision.ops.sigmoid_focal_loss`` is the sigmoid (one-vs-rest)
+    form; semantic segmentation needs the softmax form.
+    """
+    log_p = logits.log_softmax(dim=1)
+    safe_targets = torch.where(valid, targets, 0).unsqueeze(1)
+    log_pt = log_p.gather(1, safe_targets).squeeze(1)[valid]
+    return (-((1.0 - log_pt.exp()) ** gamma) * log_pt).mean()
+
+
+class SegmentationMetrics:
+    """Per-class Dice accumulated over the whole split (not averaged per image)."""
+
+    def __init__(self, classes: list[str], ignore_index: int, background_index: int | None) -> None:
+        self.classes = classes
+        self.ignore_index = ignore_index
+        self.background_index = background_index
+        n = len(classes)
+        self._tp = np.zeros(n, dtype=np.int64)
+        self._fp = np.zeros(n, dtype=np.int64)
+        self._fn = np.zeros(n, dtype=np.int64)
+
+    def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        n = len(self.classes)
+        valid = targets != self.ignore_index
+        pred = outputs.detach().argmax(dim=1)[valid].cpu()
+        true = targets[valid].cpu()
+        # a confusion matrix via bincount: rows are targets, columns predictions
+        confusion = torch.bincount(true * n + pred, minlength=n * n).reshape(n, n).numpy()
+        tp = np.diag(confusion)
+        self._tp += tp
+        self._fp += confusion.sum(axis=0) - tp
+        self._fn += confusion.sum(axis=1) - tp
+
+    def compute(self) -> dict[str, float]:
+        denominator = 2 * self._tp + self._fp + self._fn
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dice = np.where(denominator > 0, 2 * self._tp / np.maximum(denominator, 1), np.nan)
+        result = {f"dice/{name}": float(d) for name, d in zip(self.classes, dice, strict=True)}
+        keep = [i for i in range(len(self.classes)) if i != self.background_index]
+        kept = dice[keep]
+        result["mean_dice"] = float(np.nanmean(kept)) if not np.all(np.isnan(kept)) else math.nan
+        return result

@@ -1,0 +1,61 @@
+"""The task specification: one entry of a task database.
+
+A task is one labelled dataset with one label type. The spec says what the task is (name,
+type, classes, modality), where its data comes from (``source``) and task-type options, which
+the task type validates with its own ``Options`` model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from medfoundry.data.manifest import ManifestSource
+
+__all__ = ["TaskSpec"]
+
+
+class TaskSpec(BaseModel):
+    """One task of a multi-task database.
+
+    Args:
+        name: Unique identifier (letters, digits, ``_`` and ``-``); names the head and log keys.
+        type: A registered task type: ``classification``, ``multilabel``, ``segmentation``,
+            ``detection`` (``medfoundry ls`` lists them).
+        classes: Class names, in label order. For segmentation, index 0 is usually background
+            and mask pixel value ``i`` means ``classes[i]``; for multilabel these are also the
+            manifest's label columns.
+        source: Where the samples come from.
+        modality: Free text (``CT``, ``fluorescence``, ...), recorded in checkpoints and reports.
+        batch_size: Images per batch for this task; ``None`` uses the run's default.
+        options: Task-type options, validated by the task type (e.g. ``ignore_index``).
+
+    Examples:
+        >>> spec = TaskSpec(name="nuclei", type="segmentation", classes=["background", "nucleus"],
+        ...                 source={"path": "nuclei.csv"})
+        >>> spec.num_classes
+        2
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    type: str
+    classes: list[str] = Field(min_length=1)
+    source: ManifestSource
+    modality: str | None = None
+    batch_size: int | None = Field(default=None, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("classes")
+    @classmethod
+    def _unique_classes(cls, classes: list[str]) -> list[str]:
+        dupes = sorted({c for c in classes if classes.count(c) > 1})
+        if dupes:
+            raise ValueError(f"class names must be unique; repeated: {', '.join(dupes)}")
+        return classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)

@@ -1,0 +1,71 @@
+"""What every task type provides.
+
+A task type is one module in ``medfoundry.tasks`` with one class implementing ``TaskType``:
+the head it puts on a shared feature, its loss normalised so that chance level is about 1
+(so that no task dominates the shared gradient without tuned weights), its metrics and how it
+collates targets. Adding a task type is one module, one ``register`` line and one test file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal, Protocol
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from medfoundry.data.record import TargetKind
+from medfoundry.tasks.spec import TaskSpec
+
+__all__ = ["FeatureKind", "TaskMetrics", "TaskType", "TaskTypeClass"]
+
+FeatureKind = Literal["pooled", "pixel", "pyramid"]
+"""The shared feature a head consumes: the pooled deepest map ``(B, C)``, the pixel decoder's
+per-pixel embedding ``(B, E, H, W)``, or the detection decoder's per-level tower outputs."""
+
+
+class TaskMetrics(Protocol):
+    """Accumulates predictions over a split and computes the task's metrics."""
+
+    def update(self, outputs: Any, targets: Any) -> None:
+        """Add one batch (model outputs and collated targets)."""
+
+    def compute(self) -> dict[str, float]:
+        """Metric name -> value over everything added (NaN when undefined)."""
+
+
+class TaskType(Protocol):
+    """One task, bound to its spec.
+
+    Attributes:
+        feature: Which shared feature the head reads.
+        target: What the task needs from each sample (see ``medfoundry.data.record``).
+        spec: The task's spec.
+    """
+
+    feature: ClassVar[FeatureKind]
+    target: ClassVar[TargetKind]
+    spec: TaskSpec
+
+    def build_head(self, in_channels: int) -> nn.Module:
+        """The task's own layers on top of the shared feature (``in_channels`` wide)."""
+
+    def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
+        """Scalar loss, normalised so that chance-level predictions give about 1."""
+
+    def metrics(self) -> TaskMetrics:
+        """A fresh metric accumulator."""
+
+    def collate_targets(self, targets: Sequence[Any]) -> Any:
+        """Batch the per-sample targets that the dataset produced."""
+
+
+class TaskTypeClass(Protocol):
+    """A task-type class: its options model, and a constructor from a spec."""
+
+    Options: ClassVar[type[BaseModel]]
+    feature: ClassVar[FeatureKind]
+    target: ClassVar[TargetKind]
+
+    def __call__(self, spec: TaskSpec) -> TaskType: ...

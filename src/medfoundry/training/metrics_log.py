@@ -1,0 +1,71 @@
+"""Metrics to ``metrics.jsonl`` (one JSON object per line) and TensorBoard event files.
+
+On resume, lines logged after the checkpoint's step are dropped (they will be logged again),
+and TensorBoard is told to purge those steps, so both logs read as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsLog", "read_metrics"]
+
+
+class MetricsLog:
+    """Appends metric records; each has ``step``, ``kind`` (``train``/``val``) and values.
+
+    Args:
+        run_dir: Run folder; writes ``metrics.jsonl`` and ``tensorboard/`` there.
+        resume_step: Step of the checkpoint a resumed run starts from, or ``None``.
+        enable_tensorboard: Also write TensorBoard event files.
+    """
+
+    def __init__(
+        self, run_dir: Path, resume_step: int | None = None, enable_tensorboard: bool = True
+    ) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        if resume_step is not None and self.path.exists():
+            kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, self.path)
+        self._file = self.path.open("a", encoding="utf-8")
+        self._writer: Any = None
+        if enable_tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            purge = resume_step + 1 if resume_step is not None else None
+            self._writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
+
+    def log(self, step: int, kind: str, values: dict[str, float]) -> None:
+        record = {"step": step, "kind": kind, **{k: _json_float(v) for k, v in values.items()}}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._writer is not None:
+            for key, value in values.items():
+                if isinstance(value, int | float) and math.isfinite(value):
+                    self._writer.add_scalar(f"{kind}/{key}", value, step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All records of a ``metrics.jsonl`` (a torn last line from a crash is skipped)."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _json_float(value: float) -> float | None:
+    return value if not isinstance(value, float) or math.isfinite(value) else None

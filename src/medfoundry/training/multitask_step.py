@@ -1,0 +1,183 @@
+"""One shared update of the multi-task model: the memory-constant strategy, and the joint baseline.
+
+Memory-constant [0]: for each task batch, forward through the shared blocks and the task's head,
+normalised loss, ``backward()`` at once (which frees that batch's activations), then step the
+task's own head optimizer and free its gradients. The shared gradients accumulate over all task
+batches of the step; the shared optimizer steps once at the end. Peak memory is parameters +
+one gradient buffer + optimizer state + the activations of ONE task batch, whatever the number
+of tasks.
+
+Joint (``strategy: joint``, a baseline for the memory benchmark only): sum all task losses and
+call one ``backward()``, which keeps every task's graph alive at once.
+
+Non-finite guard: a batch whose loss is NaN/inf is skipped before its backward and reported; a
+head whose gradient is non-finite is not stepped; a shared gradient that is non-finite (which
+can only come from a finite loss whose backward overflowed) skips the whole shared update, so
+nothing non-finite ever reaches the shared weights.
+
+[0] Schäfer et al., Nature Computational Science 4, 495-509 (2024).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from medfoundry.models.multitask_model import MultiTaskModel
+from medfoundry.tasks.task_type import TaskType
+from medfoundry.training.task_batch import TaskBatch
+
+__all__ = ["Optimizers", "StepResult", "joint_step", "memory_constant_step"]
+
+
+@dataclass
+class Optimizers:
+    """The shared optimizer, one optimizer per head, and the fp16 loss scaler (if any)."""
+
+    shared: torch.optim.Optimizer
+    heads: dict[str, torch.optim.Optimizer]
+    scaler: torch.amp.GradScaler | None = None
+
+
+@dataclass
+class StepResult:
+    """What one shared step did.
+
+    Attributes:
+        losses: Task -> mean normalised loss of its finite batches in this step.
+        nonfinite: Tasks whose batch had a non-finite loss and was skipped.
+        shared_updated: Whether the shared optimizer stepped.
+        grad_norm: Shared gradient norm before clipping (NaN when there was no gradient).
+        images: Images processed.
+    """
+
+    losses: dict[str, float] = field(default_factory=dict)
+    nonfinite: list[str] = field(default_factory=list)
+    shared_updated: bool = False
+    grad_norm: float = math.nan
+    images: int = 0
+
+
+def memory_constant_step(
+    model: MultiTaskModel,
+    tasks: Mapping[str, TaskType],
+    batches: Sequence[TaskBatch],
+    optimizers: Optimizers,
+    autocast_dtype: torch.dtype | None = None,
+    grad_clip_norm: float | None = None,
+) -> StepResult:
+    """Per-task forward + immediate backward; one shared optimizer step at the end.
+
+    Args:
+        model: The multi-task model, in training mode, on the batches' device.
+        tasks: Task name -> task (for the loss).
+        batches: The step's batches (usually one per task).
+        optimizers: Shared and per-head optimizers.
+        autocast_dtype: ``torch.bfloat16`` / ``torch.float16`` for mixed precision, else ``None``.
+        grad_clip_norm: Clip shared and head gradient norms to this value.
+
+    Returns:
+        Per-task losses and what was updated.
+    """
+    result = StepResult()
+    sums: dict[str, list[float]] = {}
+    for batch in batches:
+        with _autocast(batch.images.device, autocast_dtype):
+            outputs = model(batch.task, batch.images)
+            loss = tasks[batch.task].loss(outputs, batch.targets)
+        value = loss.item()
+        if not math.isfinite(value):
+            result.nonfinite.append(batch.task)
+            continue
+        _scaled(loss, optimizers.scaler).backward()
+        del outputs, loss  # the graph is gone; drop the head output too before the next task
+        _step_head(optimizers, batch.task, model.head_parameters(batch.task), grad_clip_norm)
+        sums.setdefault(batch.task, []).append(value)
+        result.images += len(batch)
+    result.losses = {task: sum(v) / len(v) for task, v in sums.items()}
+    result.grad_norm, result.shared_updated = _step_shared(
+        optimizers, model.shared_parameters(), grad_clip_norm
+    )
+    return result
+
+
+def joint_step(
+    model: MultiTaskModel,
+    tasks: Mapping[str, TaskType],
+    batches: Sequence[TaskBatch],
+    optimizers: Optimizers,
+    autocast_dtype: torch.dtype | None = None,
+    grad_clip_norm: float | None = None,
+) -> StepResult:
+    """Sum of all task losses, one backward (every task's graph alive at once). Baseline only."""
+    result = StepResult()
+    sums: dict[str, list[float]] = {}
+    total: torch.Tensor | None = None
+    for batch in batches:
+        with _autocast(batch.images.device, autocast_dtype):
+            loss = tasks[batch.task].loss(model(batch.task, batch.images), batch.targets)
+        value = loss.item()
+        if not math.isfinite(value):
+            result.nonfinite.append(batch.task)
+            continue
+        total = loss if total is None else total + loss
+        sums.setdefault(batch.task, []).append(value)
+        result.images += len(batch)
+    if total is not None:
+        _scaled(total, optimizers.scaler).backward()
+    for task in sums:
+        _step_head(optimizers, task, model.head_parameters(task), grad_clip_norm)
+    result.losses = {task: sum(v) / len(v) for task, v in sums.items()}
+    result.grad_norm, result.shared_updated = _step_shared(
+        optimizers, model.shared_parameters(), grad_clip_norm
+    )
+    return result
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[None]:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _scaled(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> torch.Tensor:
+    return scaler.scale(loss) if scaler is not None else loss
+
+
+def _step_head(optimizers: Optimizers, task: str, params: list[nn.Parameter], clip: float | None) -> None:
+    """Unscale, clip and step one head right after its backward, then free its gradients."""
+    optimizer = optimizers.heads[task]
+    grads = [p.grad for p in params if p.grad is not None]
+    if grads:
+        if optimizers.scaler is not None:
+            # the shared scaler keeps its own bookkeeping for the shared optimizer only
+            torch._foreach_mul_(grads, 1.0 / optimizers.scaler.get_scale())
+        norm = nn.utils.clip_grad_norm_(params, clip if clip else math.inf)
+        if torch.isfinite(norm):
+            optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _step_shared(
+    optimizers: Optimizers, params: list[nn.Parameter], clip: float | None
+) -> tuple[float, bool]:
+    """Clip and step the shared optimizer unless the gradient is non-finite; free gradients."""
+    optimizer, scaler = optimizers.shared, optimizers.scaler
+    if not any(p.grad is not None for p in params):
+        return math.nan, False
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    norm = float(nn.utils.clip_grad_norm_(params, clip if clip else math.inf))
+    updated = math.isfinite(norm)
+    if scaler is not None:
+        scaler.step(optimizer)  # skips by itself when the unscaled gradient is non-finite
+        scaler.update()
+    elif updated:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm, updated

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medfoundry.data import ManifestSource, read_manifest
+from medfoundry.errors import DataError
+
+
+def _image(path: Path, size: int = 8) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((size, size), np.uint8)).save(path)
+    return path.name
+
+
+def _write(path: Path, text: str) -> ManifestSource:
+    path.write_text(text)
+    return ManifestSource(path=path)
+
+
+def test_classification_rows_become_class_indices(tmp_path: Path) -> None:
+    _image(tmp_path / "a.png"), _image(tmp_path / "b.png")
+    src = _write(tmp_path / "m.csv", "image,label,split\na.png,cat,train\nb.png,dog,val\n")
+    records = read_manifest(src, "label", ["dog", "cat"])
+    assert [(r.image.name, r.label, r.split) for r in records] == [("a.png", 1, "train"), ("b.png", 0, "val")]
+
+
+def test_tsv_and_multilabel_missing_values(tmp_path: Path) -> None:
+    _image(tmp_path / "a.png")
+    src = _write(tmp_path / "m.tsv", "image\tx\ty\tz\na.png\t1\t\t-1\n")
+    (record,) = read_manifest(src, "multilabel", ["x", "y", "z"])
+    assert record.labels is not None
+    assert record.labels[0] == 1.0 and math.isnan(record.labels[1]) and math.isnan(record.labels[2])
+
+
+def test_boxes_are_parsed_and_class_names_mapped(tmp_path: Path) -> None:
+    _image(tmp_path / "a.png")
+    boxes = json.dumps([[1, 2, 5, 6, "b"], [0, 0, 3, 3, "a"]]).replace('"', '""')
+    src = _write(tmp_path / "m.csv", f'image,boxes\na.png,"{boxes}"\n')
+    (record,) = read_manifest(src, "boxes", ["a", "b"])
+    assert record.boxes is not None
+    assert [tuple(b) for b in record.boxes] == [(1, 2, 5, 6, 1), (0, 0, 3, 3, 0)]
+
+
+def test_every_bad_row_is_reported_with_file_and_row(tmp_path: Path) -> None:
+    _image(tmp_path / "a.png")
+    src = _write(tmp_path / "m.csv", "image,label\na.png,cat\nmissing.png,cat\na.png,cat\nb.png,horse\n")
+    with pytest.raises(DataError) as info:
+        read_manifest(src, "label", ["cat", "dog"])
+    problems = info.value.problems
+    assert any("row 3" in p and "file not found" in p for p in problems)
+    assert any("row 4" in p and "listed twice" in p for p in problems)
+    assert any("row 5" in p for p in problems)  # b.png is missing too
+    assert all(str(src.path) in p for p in problems)
+
+
+def test_label_outside_declared_classes(tmp_path: Path) -> None:
+    _image(tmp_path / "a.png")
+    src = _write(tmp_path / "m.csv", "image,label\na.png,horse\n")
+    with pytest.raises(DataError, match=r"row 2: label 'horse' is not a declared class \(cat, dog\)"):
+        read_manifest(src, "label", ["cat", "dog"])
+
+
+@pytest.mark.parametrize(
+    ("boxes", "message"),
+    [
+        ('[[5, 0, 1, 4, "a"]]', "needs x2 > x1"),
+        ('[[0, 0, 1, 4, "zebra"]]', "class 'zebra' is not a declared class"),
+        ("[[0, 0, 1]]", "must be \\[x1, y1, x2, y2, class\\]"),
+        ("not json", "not valid JSON"),
+    ],
+)
+def test_bad_boxes(tmp_path: Path, boxes: str, message: str) -> None:
+    _image(tmp_path / "a.png")
+    src = _write(
+        tmp_path / "m.csv", "image,boxes\na.png,'x'\n".replace("'x'", '"' + boxes.replace('"', '""') + '"')
+    )
+    with pytest.raises(DataError, match=message):
+        read_manifest(src, "boxes", ["a"])
+
+
+def test_missing_column_and_empty_manifest(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"missing column\(s\) label \(found: image\)"):
+        read_manifest(_write(tmp_path / "m.csv", "image\na.png\n"), "label", ["a", "b"])
+    with pytest.raises(DataError, match="has no rows"):
+        read_manifest(_write(tmp_path / "e.csv", "image,label\n"), "label", ["a", "b"])
+    with pytest.raises(DataError, match="manifest file not found"):
+        read_manifest(ManifestSource(path=tmp_path / "nope.csv"), "label", ["a", "b"])
+
+
+def test_bad_split_value(tmp_path: Path) -> None:
+    _image(tmp_path / "a.png")
+    with pytest.raises(DataError, match="split 'training' is not one of train, val, test"):
+        read_manifest(
+            _write(tmp_path / "m.csv", "image,label,split\na.png,a,training\n"), "label", ["a", "b"]
+        )
+
+
+def test_mask_checks_name_size_mismatches_and_values_outside_the_classes(tmp_path: Path) -> None:
+    from medfoundry.data import check_mask_values
+
+    _image(tmp_path / "a.png", 8), _image(tmp_path / "b.png", 8)
+    Image.fromarray(np.array([[0, 1], [3, 255]], np.uint8).repeat(4, 0).repeat(4, 1)).save(
+        tmp_path / "ma.png"
+    )
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "mb.png")
+    src = _write(tmp_path / "m.csv", "image,mask\na.png,ma.png\nb.png,mb.png\n")
+    records = read_manifest(src, "mask", ["background", "cell"])
+    with pytest.raises(DataError) as info:
+        check_mask_values(records, ["background", "cell"], 255, str(src.path))
+    assert len(info.value.problems) == 2
+    assert (
+        "row 2: mask" in info.value.problems[0]
+        and "value(s) [3] outside the 2 declared classes" in info.value.problems[0]
+    )
+    assert "row 3: mask" in info.value.problems[1] and "is 4x4 but image" in info.value.problems[1]

@@ -1,0 +1,27 @@
+"""Every YAML config that ships with medfoundry validates and builds its model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medfoundry.models import build_multitask_model
+from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.tasks import build_task
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted([*ROOT.glob("configs/*.yaml"), *ROOT.glob("src/medfoundry/**/*.yaml")])
+
+
+def test_configs_are_found() -> None:
+    assert {p.name for p in CONFIGS} >= {"tiny_cpu.yaml", "umedpt_swin_t.yaml", "demo_pretrain.yaml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_config_validates_and_builds(path: Path, demo_db: Path) -> None:
+    assert path.read_text().startswith("#"), "a shipped YAML opens with the command that runs it"
+    cfg = load_pretrain_config(path, [f"tasks={demo_db}"])
+    tasks = {spec.name: build_task(spec) for spec in cfg.tasks}
+    model = build_multitask_model(cfg.model, tasks)
+    assert set(model.heads) == set(tasks)

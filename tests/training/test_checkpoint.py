@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from medfoundry.errors import ConfigError
+from medfoundry.training.checkpoint import (
+    load_checkpoint_config,
+    load_model_weights,
+    load_trainer_state,
+    save_checkpoint,
+    write_atomically,
+)
+
+
+def test_round_trip_without_pickle(tmp_path: Path) -> None:
+    model = torch.nn.Linear(4, 3)
+    rng = torch.get_rng_state()
+    path = save_checkpoint(tmp_path / "ckpt", model, {"note": "x"}, {"step": 3, "rng": rng})
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "trainer_state.json",
+        "trainer_state.safetensors",
+    ]
+    other = torch.nn.Linear(4, 3)
+    load_model_weights(path, other)
+    assert torch.equal(other.weight, model.weight)
+    assert load_checkpoint_config(path)["note"] == "x"
+    assert torch.equal(load_trainer_state(path)["rng"], rng)
+
+
+def test_a_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path: Path) -> None:
+    model = torch.nn.Linear(2, 2)
+    save_checkpoint(tmp_path / "last", model, {"step": 1})
+
+    def crash(tmp: Path) -> None:
+        (tmp / "model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(tmp_path / "last", crash)
+    assert load_checkpoint_config(tmp_path / "last")["step"] == 1
+    save_checkpoint(tmp_path / "last", model, {"step": 2})  # the stale temporary folder is cleaned up
+    assert load_checkpoint_config(tmp_path / "last")["step"] == 2
+
+
+def test_a_crash_between_the_renames_is_recovered(tmp_path: Path) -> None:
+    model = torch.nn.Linear(2, 2)
+    save_checkpoint(tmp_path / "last", model, {"step": 1})
+    (tmp_path / "last").rename(tmp_path / ".last.old")
+    assert load_checkpoint_config(tmp_path / "last")["step"] == 1
+
+
+def test_not_a_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a medfoundry checkpoint"):
+        load_checkpoint_config(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "resnet18"}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match="not a medfoundry checkpoint config"):
+        load_checkpoint_config(tmp_path)
+    save_checkpoint(tmp_path / "best", torch.nn.Linear(2, 2), {})
+    with pytest.raises(ConfigError, match="no trainer state"):
+        load_trainer_state(tmp_path / "best")
+    with pytest.raises(ConfigError, match="weights do not fit"):
+        load_model_weights(tmp_path / "best", torch.nn.Linear(3, 2))

@@ -1,0 +1,113 @@
+"""The memory-constant step against the joint baseline, and the non-finite guard."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from medfoundry.models import (
+    DetectionDecoderConfig,
+    EncoderConfig,
+    ModelConfig,
+    PixelDecoderConfig,
+    build_multitask_model,
+)
+from medfoundry.tasks import TaskSpec, build_task
+from medfoundry.training import Optimizers, TaskBatch, joint_step, memory_constant_step
+from medfoundry.training.multitask_step import _step_shared
+
+
+def _setup() -> tuple[torch.nn.Module, dict[str, object], list[TaskBatch]]:
+    specs = [
+        TaskSpec(name="c", type="classification", classes=["a", "b", "c"], source={"path": "c.csv"}),
+        TaskSpec(name="s", type="segmentation", classes=["bg", "fg"], source={"path": "s.csv"}),
+        TaskSpec(name="d", type="detection", classes=["obj"], source={"path": "d.csv"}),
+        TaskSpec(name="m", type="multilabel", classes=["x", "y"], source={"path": "m.csv"}),
+    ]
+    tasks = {s.name: build_task(s) for s in specs}
+    cfg = ModelConfig(
+        image_size=32,
+        encoder=EncoderConfig(name="resnet10t"),
+        pixel_decoder=PixelDecoderConfig(channels=16, embed_dim=8),
+        detection_decoder=DetectionDecoderConfig(channels=16, num_convs=1, num_levels=3),
+    )
+    torch.manual_seed(0)
+    model = build_multitask_model(cfg, tasks)  # type: ignore[arg-type]
+    g = torch.Generator().manual_seed(1)
+    box = {"boxes": torch.tensor([[4.0, 4.0, 20.0, 18.0]]), "labels": torch.tensor([0])}
+    batches = [
+        TaskBatch("c", torch.rand(4, 3, 32, 32, generator=g), torch.tensor([0, 1, 2, 1])),
+        TaskBatch("s", torch.rand(4, 3, 32, 32, generator=g), torch.randint(0, 2, (4, 32, 32), generator=g)),
+        TaskBatch(
+            "d",
+            torch.rand(2, 3, 32, 32, generator=g),
+            [box, {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}],
+        ),
+        TaskBatch("m", torch.rand(4, 3, 32, 32, generator=g), torch.tensor([[1.0, math.nan]] * 4)),
+    ]
+    return model, tasks, batches
+
+
+def _sgd(model: torch.nn.Module) -> Optimizers:
+    # plain SGD: the update is exactly -lr * gradient, so equal updates mean equal gradients
+    return Optimizers(
+        shared=torch.optim.SGD(model.shared_parameters(), lr=1.0),
+        heads={t: torch.optim.SGD(model.head_parameters(t), lr=1.0) for t in model.heads},
+    )
+
+
+def test_memory_constant_step_equals_the_joint_sum_of_losses() -> None:
+    model, tasks, batches = _setup()
+    other = copy.deepcopy(model)
+    a = memory_constant_step(model, tasks, batches, _sgd(model))
+    b = joint_step(other, tasks, batches, _sgd(other))
+    assert a.shared_updated and b.shared_updated and not a.nonfinite
+    assert a.losses == b.losses and set(a.losses) == {"c", "s", "d", "m"}
+    for (name, p), q in zip(model.named_parameters(), other.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-5), name
+    assert all(p.grad is None for p in model.parameters())  # gradients freed with set_to_none
+
+
+def test_a_non_finite_batch_is_skipped_and_never_reaches_the_shared_weights() -> None:
+    model, tasks, batches = _setup()
+    reference = copy.deepcopy(model)
+    poisoned = [TaskBatch(b.task, b.images.clone(), b.targets) for b in batches]
+    poisoned[1].images[0, 0, 0, 0] = math.nan
+    result = memory_constant_step(model, tasks, poisoned, _sgd(model))
+    expected = memory_constant_step(reference, tasks, [b for b in batches if b.task != "s"], _sgd(reference))
+    assert result.nonfinite == ["s"] and "s" not in result.losses
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert expected.shared_updated
+
+
+def test_a_non_finite_shared_gradient_skips_the_update() -> None:
+    layer = torch.nn.Linear(2, 2)
+    before = layer.weight.detach().clone()
+    layer(torch.ones(1, 2)).sum().backward()
+    layer.weight.grad[0, 0] = math.inf  # type: ignore[index]
+    norm, updated = _step_shared(
+        Optimizers(torch.optim.SGD(layer.parameters(), lr=1.0), {}), list(layer.parameters()), 1.0
+    )
+    assert not updated and math.isinf(norm)
+    assert torch.equal(layer.weight, before) and layer.weight.grad is None
+
+
+def test_each_head_steps_right_after_its_own_backward() -> None:
+    model, tasks, batches = _setup()
+    seen: list[tuple[str, bool]] = []
+    optimizers = _sgd(model)
+    for task, optimizer in optimizers.heads.items():
+        optimizer.register_step_pre_hook(
+            lambda opt, args, kwargs, task=task: seen.append(
+                (
+                    task,
+                    all(p.grad is None for t in model.heads if t != task for p in model.head_parameters(t)),
+                )
+            )
+        )
+    memory_constant_step(model, tasks, batches, optimizers)
+    # heads step in batch order, and when one steps no other head holds a gradient
+    assert seen == [("c", True), ("s", True), ("d", True), ("m", True)]
