@@ -119,3 +119,11 @@ def test_mask_checks_name_size_mismatches_and_values_outside_the_classes(tmp_pat
         and "value(s) [3] outside the 2 declared classes" in info.value.problems[0]
     )
     assert "row 3: mask" in info.value.problems[1] and "is 4x4 but image" in info.value.problems[1]
+
+
+def test_group_and_center_columns_and_image_only_rows(tmp_path: Path) -> None:
+    _image(tmp_path / "a.png"), _image(tmp_path / "b.png")
+    src = _write(tmp_path / "m.csv", "image,group,center\na.png,p1,site A\nb.png,,\n")
+    a, b = read_manifest(src, "image", [])
+    assert (a.group, a.center, a.label, a.mask) == ("p1", "site A", None, None)
+    assert (b.group, b.center) == (None, None)

@@ -8,7 +8,9 @@ Columns (names configurable):
 - segmentation: ``mask``, path of an integer mask whose pixel value ``i`` is ``classes[i]``;
 - detection: ``boxes``, a JSON list of ``[x1, y1, x2, y2, "class"]`` in pixels of the image
   (an empty list for an image without objects);
-- optional ``split``: ``train``, ``val`` or ``test``.
+- unlabelled data (``image`` target): only the image column;
+- optional ``split`` (``train``, ``val`` or ``test``), ``group`` (patient/volume id) and
+  ``center`` (acquisition site) columns.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -41,6 +44,8 @@ class ManifestSource(BaseModel):
         mask_column: Segmentation mask path column.
         boxes_column: Detection boxes column.
         split_column: Column with ``train``/``val``/``test``; used when present.
+        group_column: Column with a patient / volume id; used when present.
+        center_column: Column with the acquisition site; used when present.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -53,6 +58,8 @@ class ManifestSource(BaseModel):
     mask_column: str = "mask"
     boxes_column: str = "boxes"
     split_column: str = "split"
+    group_column: str = "group"
+    center_column: str = "center"
 
 
 def read_manifest(source: ManifestSource, target: TargetKind, classes: list[str]) -> list[Record]:
@@ -97,7 +104,14 @@ def read_manifest(source: ManifestSource, target: TargetKind, classes: list[str]
                 raise DataError(f"{where}: image {image} is listed twice (first at row {seen[image]})")
             seen[image] = row_number
             split = _split(row, source.split_column, where) if has_split else None
-            records.append(_record(source, target, classes, row, image, split, root, where, row_number))
+            record = _record(source, target, classes, row, image, split, root, where, row_number)
+            records.append(
+                replace(
+                    record,
+                    group=_optional(row, source.group_column),
+                    center=_optional(row, source.center_column),
+                )
+            )
         except DataError as e:
             problems.extend(e.problems)
     if problems:
@@ -111,6 +125,7 @@ def _target_columns(source: ManifestSource, target: TargetKind, classes: list[st
         "multilabel": list(classes),
         "mask": [source.mask_column],
         "boxes": [source.boxes_column],
+        "image": [],
     }[target]
 
 
@@ -133,6 +148,8 @@ def _record(
         return Record(
             image, split, row_number, mask=_existing_path(root, row[source.mask_column], where, "mask")
         )
+    if target == "image":
+        return Record(image, split, row_number)
     return Record(image, split, row_number, boxes=_boxes(row[source.boxes_column], classes, where))
 
 
@@ -144,6 +161,11 @@ def _existing_path(root: Path, value: str, where: str, column: str) -> Path:
     if not p.is_file():
         raise DataError(f"{where}: file not found: {p}")
     return p
+
+
+def _optional(row: dict[str, str], column: str) -> str | None:
+    value = (row.get(column) or "").strip()
+    return value or None
 
 
 def _split(row: dict[str, str], column: str, where: str) -> str | None:

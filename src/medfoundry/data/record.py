@@ -8,8 +8,9 @@ from typing import Literal, NamedTuple
 
 __all__ = ["Box", "Record", "TargetKind"]
 
-TargetKind = Literal["label", "multilabel", "mask", "boxes"]
-"""What a task needs from each sample: a class index, per-class 1/0/missing, a mask or boxes."""
+TargetKind = Literal["label", "multilabel", "mask", "boxes", "image"]
+"""What a task needs from each sample: a class index, per-class 1/0/missing, a mask, boxes, or
+nothing but the image (unlabelled data, e.g. for masked-image pretraining)."""
 
 
 class Box(NamedTuple):
@@ -34,6 +35,8 @@ class Record:
         labels: Per-class 1.0 / 0.0 / NaN for missing (multilabel).
         mask: Mask file (segmentation).
         boxes: Boxes (detection).
+        group: Patient / volume / subject id; samples of one group never straddle splits.
+        center: Acquisition site, for cross-center evaluation.
     """
 
     image: Path
@@ -43,3 +46,5 @@ class Record:
     labels: tuple[float, ...] | None = None
     mask: Path | None = None
     boxes: tuple[Box, ...] | None = None
+    group: str | None = None
+    center: str | None = None

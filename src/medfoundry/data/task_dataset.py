@@ -20,7 +20,7 @@ __all__ = ["Sample", "TaskDataset"]
 Sample = tuple[torch.Tensor, Any]
 """An image ``(3, S, S)`` float32 in [0, 1] and its target: a class index (int), per-class
 1/0/NaN ``(C,)`` float32, a mask ``(S, S)`` int64, or ``{"boxes": (N, 4) xyxy float32 pixels,
-"labels": (N,) int64}``."""
+"labels": (N,) int64}``, or ``None`` for image-only (unlabelled) tasks."""
 
 
 class TaskDataset(Dataset[Sample]):
@@ -63,6 +63,8 @@ class TaskDataset(Dataset[Sample]):
         return image.as_subclass(torch.Tensor).contiguous(), _plain(target)
 
     def _target(self, record: Record, size: torch.Size) -> Any:
+        if self.target == "image":
+            return None
         if self.target == "label":
             return record.label
         if self.target == "multilabel":
