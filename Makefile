@@ -1,12 +1,12 @@
 # The two README commands:
 #   make demo   set everything up, then run the main job on the built-in demo data
-#   make test   set everything up, then run the test suite (this is what CI runs)
+#   make test   set everything up, then lint, type-check and run the test suite (what CI runs)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,9 @@ demo: $(STAMP)
 	$(BIN)/medfoundry demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
-
-lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache

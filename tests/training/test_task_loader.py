@@ -55,7 +55,7 @@ def test_round_robin_epoch_follows_the_largest_task(tmp_path: Path) -> None:
     small, large = _loader(tmp_path, 2, "small"), _loader(tmp_path, 10, "large")
     sampler = RoundRobinSampler({"small": small, "large": large})
     assert sampler.rounds_per_epoch == 4 and sampler.steps_per_epoch == 4
-    steps = [sampler.next_step() for _ in range(4)]
+    steps = [list(sampler.next_step()) for _ in range(4)]
     assert all([b.task for b in step] == ["small", "large"] for step in steps)
     assert sampler.state() == {"small": 4, "large": 4}  # the small task restarted 3 times
     assert RoundRobinSampler({"small": small, "large": large}, rounds_per_step=3).steps_per_epoch == 2

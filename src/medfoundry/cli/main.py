@@ -7,7 +7,6 @@ Bad input prints one line per problem (no traceback) and exits with code 2.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -147,4 +146,4 @@ def list_registries() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

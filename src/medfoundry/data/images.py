@@ -83,7 +83,9 @@ def to_unit_rgb(array: np.ndarray, path: Path | str) -> np.ndarray:
         out = array.astype(np.float32)
     elif array.dtype.kind in "iu":
         info = np.iinfo(array.dtype)
-        out = (array.astype(np.float32) - max(info.min, 0)) / (info.max - max(info.min, 0))
+        out = ((array.astype(np.float32) - max(info.min, 0)) / (info.max - max(info.min, 0))).astype(
+            np.float32
+        )
     elif array.dtype.kind == "f":
         if not np.all(np.isfinite(array)):
             raise DataError(f"{path}: image holds NaN or infinite values")
@@ -102,8 +104,9 @@ def _read_array(path: Path) -> np.ndarray:
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
             return np.asarray(tifffile.imread(path))
-        with Image.open(path) as image:
-            image.load()
+        with Image.open(path) as file:
+            file.load()
+            image: Image.Image = file
             if image.mode == "P":
                 image = image.convert("RGBA" if "transparency" in image.info else "RGB")
             elif image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):

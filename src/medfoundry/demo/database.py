@@ -156,7 +156,8 @@ def _write_modality(
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
     low, high = np.percentile(image, [1.0, 99.8])
-    return (np.clip((image.astype(np.float32) - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
+    scaled: np.ndarray = np.clip((image.astype(np.float32) - low) / max(high - low, 1e-6), 0, 1) * 255
+    return scaled.astype(np.uint8)
 
 
 def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:

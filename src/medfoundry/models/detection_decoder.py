@@ -63,7 +63,7 @@ class FCOSDecoder(nn.Module):
     def __init__(
         self,
         in_channels: list[int],
-        in_strides: list[int],
+        in_strides: list[float],
         channels: int = 64,
         num_convs: int = 2,
         num_levels: int = 5,

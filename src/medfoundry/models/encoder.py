@@ -18,6 +18,7 @@ strides 4, 8, 16, 32 so that U-Net and FPN decoders work on them too.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import timm
 import torch
@@ -55,9 +56,15 @@ class Encoder(nn.Module):
         pyramid: Simple pyramid applied to the single returned map (plain ViTs), or ``None``.
     """
 
+    # timm models expose their API (forward_intermediates, feature_info, pretrained_cfg)
+    # dynamically, so the backbone is typed loosely; the buffers are declared for type checkers.
+    backbone: Any
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Any,
         indices: list[int],
         mean: tuple[float, ...],
         std: tuple[float, ...],
@@ -69,7 +76,7 @@ class Encoder(nn.Module):
         self.pyramid = pyramid
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-        info = backbone.feature_info  # type: ignore[union-attr]
+        info = backbone.feature_info
         if pyramid is not None:
             self.feature_info = pyramid.feature_info
         else:
@@ -82,21 +89,24 @@ class Encoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         x = (images - self.mean) / self.std
-        features = self.backbone.forward_intermediates(  # type: ignore[operator]
+        features = self.backbone.forward_intermediates(
             x, indices=self.indices, norm=True, stop_early=True, intermediates_only=True
         )
-        return self.pyramid(features[-1]) if self.pyramid is not None else list(features)
+        if self.pyramid is not None:
+            levels: list[torch.Tensor] = self.pyramid(features[-1])
+            return levels
+        return list(features)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute backbone activations in backward instead of storing them."""
-        self.backbone.set_grad_checkpointing(enable)  # type: ignore[operator]
+        self.backbone.set_grad_checkpointing(enable)
 
 
 def create_encoder(
     name: str,
     pretrained: bool = False,
     img_size: int | None = None,
-    model_kwargs: dict[str, object] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
     use_groupnorm: bool = True,
     use_grad_checkpointing: bool = False,
 ) -> Encoder:
@@ -152,9 +162,7 @@ def create_encoder(
     return encoder
 
 
-def _create_backbone(
-    name: str, pretrained: bool, img_size: int | None, kwargs: dict[str, object]
-) -> nn.Module:
+def _create_backbone(name: str, pretrained: bool, img_size: int | None, kwargs: dict[str, Any]) -> Any:
     try:
         if img_size is not None:
             try:

@@ -57,7 +57,8 @@ class MultiTaskModel(nn.Module):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled deepest encoder map ``(B, C)``: the image embedding used by probes."""
-        return self.encoder(images)[-1].mean(dim=(-2, -1))
+        deepest: torch.Tensor = self.encoder(images)[-1]
+        return deepest.mean(dim=(-2, -1))
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters of the encoder and shared decoders (one optimizer, stepped per round)."""

@@ -77,4 +77,5 @@ class UNetPixelDecoder(nn.Module):
             x = block(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
         if tuple(x.shape[-2:]) != tuple(image_size):
             x = F.interpolate(x, size=image_size, mode="bilinear", align_corners=False)
-        return self.proj(x)
+        embedding: torch.Tensor = self.proj(x)
+        return embedding

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
 
 from medfoundry.errors import ConfigError
+from medfoundry.models.encoder import Encoder
 from medfoundry.training.checkpoint import write_atomically
 from medfoundry.training.model_loading import load_multitask_model
 
@@ -59,24 +61,22 @@ def run(checkpoint: Path, out_dir: Path) -> Path:
 
 
 @torch.no_grad()
-def _check_reload(folder: Path, encoder: torch.nn.Module) -> None:
+def _check_reload(folder: Path, encoder: Encoder) -> None:
     """timm must rebuild the same network from the folder alone."""
     cfg = json.loads((folder / "config.json").read_text())
     try:
-        reloaded = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+        reloaded: Any = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
     except Exception as e:  # noqa: BLE001 - any failure here means the export is unusable
         raise ConfigError(
             f"export: timm cannot rebuild '{cfg.get('architecture')}' with arguments {cfg.get('model_args')} "
             f"({type(e).__name__}: {str(e).splitlines()[0][:200]})"
         ) from None
     size = cfg["pretrained_cfg"]["input_size"][-1]
-    x = torch.rand(1, 3, size, size)
+    x = (torch.rand(1, 3, size, size) - encoder.mean) / encoder.std
     ours = encoder.backbone.forward_intermediates(
-        (x - encoder.mean) / encoder.std, indices=encoder.indices, norm=True, intermediates_only=True
+        x, indices=encoder.indices, norm=True, intermediates_only=True
     )
-    theirs = reloaded.forward_intermediates(
-        (x - encoder.mean) / encoder.std, indices=encoder.indices, norm=True, intermediates_only=True
-    )
+    theirs = reloaded.forward_intermediates(x, indices=encoder.indices, norm=True, intermediates_only=True)
     for a, b in zip(ours, theirs, strict=True):
         if not torch.allclose(a, b, atol=1e-5, rtol=1e-4):
             raise ConfigError(

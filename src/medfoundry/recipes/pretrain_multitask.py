@@ -161,7 +161,9 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
             for optimizer in (optimizers.shared, *optimizers.heads.values()):
                 set_lr(optimizer, factor)
             started = time.perf_counter()
-            batches = [b.to(device, non_blocking=pin) for b in sampler.next_step()]
+            batches = (
+                b.to(device, non_blocking=pin) for b in sampler.next_step()
+            )  # lazily, one task at a time
             result = step_fn(model, tasks, batches, optimizers, autocast_dtype, t.grad_clip_norm)
             window_seconds += time.perf_counter() - started
             step += 1

@@ -101,7 +101,8 @@ class SegmentationTask:
             return logits.sum() * 0.0
         dice = soft_dice_loss(logits, targets, valid, self.options.dice_smooth)
         focal = focal_loss(logits, targets, valid, self.options.focal_gamma)
-        return 0.5 * (dice + focal / self._focal_at_chance)
+        loss: torch.Tensor = 0.5 * (dice + focal / self._focal_at_chance)
+        return loss
 
     def metrics(self) -> SegmentationMetrics:
         return SegmentationMetrics(

@@ -8,11 +8,10 @@ collates targets. Adding a task type is one module, one ``register`` line and on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal, Protocol
 
 import torch
-from pydantic import BaseModel
 from torch import nn
 
 from medfoundry.data.record import TargetKind
@@ -61,11 +60,5 @@ class TaskType(Protocol):
         """Batch the per-sample targets that the dataset produced."""
 
 
-class TaskTypeClass(Protocol):
-    """A task-type class: its options model, and a constructor from a spec."""
-
-    Options: ClassVar[type[BaseModel]]
-    feature: ClassVar[FeatureKind]
-    target: ClassVar[TargetKind]
-
-    def __call__(self, spec: TaskSpec) -> TaskType: ...
+TaskTypeClass = Callable[[TaskSpec], TaskType]
+"""A task-type class: called with a spec, it returns the task (and validates its options)."""

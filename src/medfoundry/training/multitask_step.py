@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -66,7 +66,7 @@ class StepResult:
 def memory_constant_step(
     model: MultiTaskModel,
     tasks: Mapping[str, TaskType],
-    batches: Sequence[TaskBatch],
+    batches: Iterable[TaskBatch],
     optimizers: Optimizers,
     autocast_dtype: torch.dtype | None = None,
     grad_clip_norm: float | None = None,
@@ -76,7 +76,8 @@ def memory_constant_step(
     Args:
         model: The multi-task model, in training mode, on the batches' device.
         tasks: Task name -> task (for the loss).
-        batches: The step's batches (usually one per task).
+        batches: The step's batches (usually one per task); a lazy iterable keeps only one
+            task's batch in memory at a time.
         optimizers: Shared and per-head optimizers.
         autocast_dtype: ``torch.bfloat16`` / ``torch.float16`` for mixed precision, else ``None``.
         grad_clip_norm: Clip shared and head gradient norms to this value.
@@ -109,7 +110,7 @@ def memory_constant_step(
 def joint_step(
     model: MultiTaskModel,
     tasks: Mapping[str, TaskType],
-    batches: Sequence[TaskBatch],
+    batches: Iterable[TaskBatch],
     optimizers: Optimizers,
     autocast_dtype: torch.dtype | None = None,
     grad_clip_norm: float | None = None,

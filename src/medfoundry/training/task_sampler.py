@@ -9,7 +9,7 @@ once; every update sees every task regardless of dataset size [0].
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from medfoundry.training.task_batch import TaskBatch
 from medfoundry.training.task_loader import CyclicTaskLoader
@@ -34,8 +34,11 @@ class RoundRobinSampler:
     def steps_per_epoch(self) -> int:
         return -(-self.rounds_per_epoch // self.rounds_per_step)
 
-    def next_step(self) -> list[TaskBatch]:
-        return [loader.next_batch() for _ in range(self.rounds_per_step) for loader in self.loaders.values()]
+    def next_step(self) -> Iterator[TaskBatch]:
+        """The step's batches, fetched lazily: only one task's batch is held at a time."""
+        for _ in range(self.rounds_per_step):
+            for loader in self.loaders.values():
+                yield loader.next_batch()
 
     def state(self) -> dict[str, int]:
         """Batches consumed per task; enough to resume every loader exactly."""
