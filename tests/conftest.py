@@ -28,7 +28,7 @@ def tiny_config(run_dir: Path, tasks: Any, **overrides: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "run_dir": str(run_dir),
         "seed": 0,
-        "progress": False,
+        "enable_progress": False,
         "tasks": tasks,
         "model": {
             "image_size": 32,

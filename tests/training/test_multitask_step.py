@@ -16,7 +16,7 @@ from medfoundry.models import (
 )
 from medfoundry.tasks import TaskSpec, build_task
 from medfoundry.training import Optimizers, TaskBatch, joint_step, memory_constant_step
-from medfoundry.training.multitask_step import _step_shared
+from medfoundry.training.multitask_step import SINGLE_PROCESS, _step_shared
 
 
 def _setup() -> tuple[torch.nn.Module, dict[str, object], list[TaskBatch]]:
@@ -89,7 +89,10 @@ def test_a_non_finite_shared_gradient_skips_the_update() -> None:
     layer(torch.ones(1, 2)).sum().backward()
     layer.weight.grad[0, 0] = math.inf  # type: ignore[index]
     norm, updated = _step_shared(
-        Optimizers(torch.optim.SGD(layer.parameters(), lr=1.0), {}), list(layer.parameters()), 1.0
+        Optimizers(torch.optim.SGD(layer.parameters(), lr=1.0), {}),
+        list(layer.parameters()),
+        1.0,
+        SINGLE_PROCESS,
     )
     assert not updated and math.isinf(norm)
     assert torch.equal(layer.weight, before) and layer.weight.grad is None

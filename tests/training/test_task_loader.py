@@ -12,7 +12,16 @@ from medfoundry.tasks import TaskSpec, build_task
 from medfoundry.training import CyclicTaskLoader, RoundRobinSampler, TaskCollate
 
 
-def _loader(tmp_path: Path, n: int, name: str, start: int = 0, workers: int = 0) -> CyclicTaskLoader:
+def _loader(
+    tmp_path: Path,
+    n: int,
+    name: str,
+    start: int = 0,
+    workers: int = 0,
+    batch: int = 3,
+    rank: int = 0,
+    world: int = 1,
+) -> CyclicTaskLoader:
     records = []
     for i in range(n):
         path = tmp_path / f"{name}_{i}.png"
@@ -24,7 +33,15 @@ def _loader(tmp_path: Path, n: int, name: str, start: int = 0, workers: int = 0)
     )
     dataset = TaskDataset(records, "label", 4, augment=True)
     return CyclicTaskLoader(
-        name, dataset, TaskCollate(name, task), 3, seed=1, num_workers=workers, start_batch=start
+        name,
+        dataset,
+        TaskCollate(name, task),
+        batch,
+        seed=1,
+        num_workers=workers,
+        start_batch=start,
+        rank=rank,
+        world_size=world,
     )
 
 
@@ -32,11 +49,14 @@ def _ids(batch: object) -> list[int]:
     return [round(v * 255 / 10) for v in batch.images[:, 0, 0, 0].tolist()]  # type: ignore[attr-defined]
 
 
-def test_each_pass_visits_every_sample_once_in_a_new_order(tmp_path: Path) -> None:
+def test_batches_are_full_and_each_pass_visits_every_sample_once(tmp_path: Path) -> None:
     loader = _loader(tmp_path, 7, "t")
     assert loader.batches_per_pass == 3
-    passes = [[i for _ in range(3) for i in _ids(loader.next_batch())] for _ in range(2)]
-    assert sorted(passes[0]) == sorted(passes[1]) == list(range(7))
+    batches = [_ids(loader.next_batch()) for _ in range(7)]  # 21 samples: exactly 3 passes
+    assert all(len(b) == 3 for b in batches)
+    stream = [i for b in batches for i in b]
+    passes = [stream[0:7], stream[7:14], stream[14:21]]
+    assert all(sorted(p) == list(range(7)) for p in passes)
     assert passes[0] != passes[1]
 
 
@@ -59,3 +79,15 @@ def test_round_robin_epoch_follows_the_largest_task(tmp_path: Path) -> None:
     assert all([b.task for b in step] == ["small", "large"] for step in steps)
     assert sampler.state() == {"small": 4, "large": 4}  # the small task restarted 3 times
     assert RoundRobinSampler({"small": small, "large": large}, rounds_per_step=3).steps_per_epoch == 2
+
+
+def test_ranks_split_each_global_batch_into_equal_slices(tmp_path: Path) -> None:
+    single = _loader(tmp_path, 9, "t", batch=4)
+    ranks = [_loader(tmp_path, 9, "t", batch=4, rank=r, world=2) for r in range(2)]
+    for _ in range(5):
+        whole = single.next_batch()
+        parts = [loader.next_batch() for loader in ranks]
+        assert [len(p) for p in parts] == [2, 2]
+        assert torch.equal(torch.cat([p.images for p in parts]), whole.images)
+    with pytest.raises(ValueError, match="not divisible by the 3 processes"):
+        _loader(tmp_path, 9, "t", batch=4, world=3)

@@ -48,7 +48,10 @@ def _run(action: Callable[[], T]) -> T:
 def _configure_logging() -> None:
     from rich.logging import RichHandler
 
+    from medfoundry.training.distributed import RankZeroFilter
+
     handler = RichHandler(show_path=False, show_time=False, markup=False)
+    handler.addFilter(RankZeroFilter())
     logger = logging.getLogger("medfoundry")
     if not logger.handlers:
         logger.addHandler(handler)
@@ -71,6 +74,7 @@ def pretrain(
         from medfoundry.errors import ConfigError
         from medfoundry.recipes import pretrain_multitask
         from medfoundry.recipes.pretrain_config import load_pretrain_config
+        from medfoundry.training.distributed import DistributedRunError
 
         overrides = list(set_ or [])
         if config is None and resume is None:
@@ -80,7 +84,7 @@ def pretrain(
         cfg = load_pretrain_config(config if config is not None else resume / "config.yaml", overrides)  # type: ignore[operator]
         try:
             run_dir = pretrain_multitask.run(cfg, resume=resume is not None)
-        except pretrain_multitask.NonFiniteLossError as e:
+        except (pretrain_multitask.NonFiniteLossError, DistributedRunError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from None
         typer.echo(f"done: {run_dir} (checkpoints in {run_dir / 'checkpoints'})")

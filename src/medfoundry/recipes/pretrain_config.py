@@ -54,7 +54,14 @@ class TrainingConfig(_Frozen):
             every epoch end and the end of the run).
         val_every_steps: Validate this often; ``None``: at every epoch end.
         log_every_steps: Write training metrics this often.
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``. Under torchrun
+            each process takes the GPU of its local rank.
+        distributed_timeout_s: Multi-process runs: how long joining the group, and any
+            collective, may wait for the other processes before failing instead of hanging.
+        enable_compile: Compile the encoder with ``torch.compile`` (GPU; the first steps are slow).
+        use_channels_last: Channels-last memory layout for model and images (faster convolutions
+            on tensor-core GPUs).
+        enable_cudnn_benchmark: Let cuDNN pick the fastest convolution algorithms (GPU).
     """
 
     strategy: Literal["memory_constant", "joint"] = "memory_constant"
@@ -69,6 +76,10 @@ class TrainingConfig(_Frozen):
     val_every_steps: int | None = Field(default=None, ge=1)
     log_every_steps: int = Field(default=10, ge=1)
     device: str = "auto"
+    distributed_timeout_s: float = Field(default=600.0, gt=0)
+    enable_compile: bool = False
+    use_channels_last: bool = False
+    enable_cudnn_benchmark: bool = True
 
 
 class PretrainConfig(_Frozen):
@@ -82,7 +93,7 @@ class PretrainConfig(_Frozen):
             the path of a YAML file holding that list).
         data: Batching and loading.
         training: The loop.
-        progress: Show a progress bar.
+        enable_progress: Show a progress bar.
     """
 
     run_dir: Path
@@ -91,7 +102,7 @@ class PretrainConfig(_Frozen):
     tasks: list[TaskSpec] = Field(min_length=1)
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
-    progress: bool = True
+    enable_progress: bool = True
 
     @model_validator(mode="after")
     def _unique_task_names(self) -> PretrainConfig:

@@ -5,6 +5,10 @@ optimizers, then loop over shared steps (round-robin over tasks, per-task backwa
 per task, logging, and saving resumable checkpoints. Everything that can fail on user input
 fails before the run folder is created.
 
+The same code runs as one process or as several under ``torchrun`` (one per GPU, or gloo
+processes on a CPU): each rank trains on its slice of every global batch, gradients are averaged
+where the loop needs them (``training.distributed``), and rank 0 alone writes files.
+
 [0] Schäfer et al., "Overcoming data scarcity in biomedical imaging with a foundational
     multi-task model", Nature Computational Science 4, 495-509 (2024).
 """
@@ -27,22 +31,19 @@ from medfoundry.errors import ConfigError
 from medfoundry.models.build import build_multitask_model
 from medfoundry.recipes.pretrain_config import PretrainConfig
 from medfoundry.tasks import TaskType, build_task
-from medfoundry.training.checkpoint import (
-    load_checkpoint_config,
-    load_model_weights,
-    load_trainer_state,
-    save_checkpoint,
-)
+from medfoundry.training.checkpoint import load_checkpoint_config, save_checkpoint
 from medfoundry.training.checkpoint_config import checkpoint_config
 from medfoundry.training.device import resolve_device, resolve_precision
+from medfoundry.training.distributed import DistributedContext, init_distributed
 from medfoundry.training.metrics_log import MetricsLog
 from medfoundry.training.multitask_step import Optimizers, joint_step, memory_constant_step
 from medfoundry.training.optim import build_adamw, lr_factor, set_lr
 from medfoundry.training.progress import TrainingProgress
-from medfoundry.training.rng import rng_state, seed_everything, set_rng_state
+from medfoundry.training.rng import seed_everything
 from medfoundry.training.task_batch import TaskCollate
 from medfoundry.training.task_loader import CyclicTaskLoader
 from medfoundry.training.task_sampler import RoundRobinSampler
+from medfoundry.training.trainer_state import capture_trainer_state, restore_trainer_state
 from medfoundry.training.validation import validate
 
 __all__ = ["NonFiniteLossError", "run"]
@@ -60,7 +61,7 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     Args:
         cfg: The run's configuration.
         resume: Continue the run in ``cfg.run_dir`` from its last checkpoint. The config must be
-            the one the run was started with.
+            the one the run was started with (the number of processes may differ).
 
     Raises:
         ConfigError, DataError: bad configuration or data, before anything is written.
@@ -83,19 +84,36 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     }
     device = resolve_device(t.device)
     autocast_dtype, scaler = resolve_precision(t.precision, device)
-    seed_everything(cfg.seed)
+    dist = init_distributed(device, t.distributed_timeout_s)
+    device = dist.device
+    batch_sizes = {spec.name: spec.batch_size or cfg.data.batch_size for spec in cfg.tasks}
+    _check_batch_sizes(batch_sizes, dist)
+    seed_everything(cfg.seed)  # the same initial weights on every rank
     model = build_multitask_model(cfg.model, tasks)
-    run_dir = _prepare_run_dir(cfg, resume)
+    if dist.rank:
+        torch.manual_seed(cfg.seed + 7919 * dist.rank)  # in-model randomness differs per rank
+    run_dir = Path(cfg.run_dir)
+    dist.run_on_main(lambda: _prepare_run_dir(cfg, resume))
 
     # --- model, optimizers, data streams ---
     model.to(device)
+    if t.use_channels_last:
+        model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = t.enable_cudnn_benchmark
     head_lr = t.optimizer.head_lr or t.optimizer.lr
     optimizers = Optimizers(
         shared=build_adamw(model.shared_parameters(), t.optimizer.lr, t.optimizer),
         heads={name: build_adamw(model.head_parameters(name), head_lr, t.optimizer) for name in tasks},
         scaler=scaler,
     )
-    state = _restore(run_dir, model, optimizers) if resume else None
+    state = (
+        restore_trainer_state(run_dir / "checkpoints" / "last", model, optimizers, dist, device, cfg.seed)
+        if resume
+        else None
+    )
+    if t.enable_compile:
+        model.encoder.compile()  # in place: parameter names, and so checkpoints, stay the same
     consumed = state["sampler"] if state else {}
     size = cfg.model.image_size
     pin = device.type == "cuda"
@@ -104,19 +122,21 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
             spec.name,
             TaskDataset(splits[spec.name]["train"], tasks[spec.name].target, size, cfg.data.augment),
             TaskCollate(spec.name, tasks[spec.name]),
-            spec.batch_size or cfg.data.batch_size,
+            batch_sizes[spec.name],
             cfg.seed,
             cfg.data.num_workers,
             start_batch=consumed.get(spec.name, 0),
             pin_memory=pin,
+            rank=dist.rank,
+            world_size=dist.world_size,
         )
         for spec in cfg.tasks
     }
     sampler = RoundRobinSampler(loaders, t.rounds_per_shared_step)
-    val_loaders = {
+    val_loaders = {  # every rank validates the whole split (identical results), rank 0 reports
         spec.name: DataLoader(
             TaskDataset(splits[spec.name]["val"], tasks[spec.name].target, size, augment=False),
-            batch_size=spec.batch_size or cfg.data.batch_size,
+            batch_size=batch_sizes[spec.name],
             collate_fn=TaskCollate(spec.name, tasks[spec.name]),
             num_workers=cfg.data.num_workers,
             pin_memory=pin,
@@ -128,32 +148,37 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     step = state["step"] if state else 0
     best = state["best_val_loss"] if state else math.inf
     nonfinite_streak = state["nonfinite_streak"] if state else 0
-    metrics_log = MetricsLog(run_dir, resume_step=step if resume else None)
+    metrics_log = MetricsLog(run_dir, resume_step=step if resume else None) if dist.is_main else None
     log.info(
-        "%d tasks, %d steps (%d per epoch), %d params shared, device %s",
+        "%d tasks, %d steps (%d per epoch), %d params shared, device %s, %d process(es)",
         len(tasks),
         total_steps,
         sampler.steps_per_epoch,
         sum(p.numel() for p in model.shared_parameters()),
         device,
+        dist.world_size,
     )
 
     def validate_and_keep_best(step: int, best: float) -> float:
         results = validate(model, tasks, val_loaders, device, autocast_dtype)
         mean_loss = sum(r["loss"] for r in results.values()) / len(results)
-        flat = {f"{task}/{k}": v for task, r in results.items() for k, v in r.items()}
-        metrics_log.log(step, "val", {**flat, "mean_loss": mean_loss})
-        progress.print(_val_line(step, results, mean_loss))
-        if mean_loss < best:
-            metrics = {"val": results, "val_mean_loss": mean_loss}
-            save_checkpoint(run_dir / "checkpoints" / "best", model, checkpoint_config(cfg, step, metrics))
+        if metrics_log is not None:
+            flat = {f"{task}/{k}": v for task, r in results.items() for k, v in r.items()}
+            metrics_log.log(step, "val", {**flat, "mean_loss": mean_loss})
+            progress.print(_val_line(step, results, mean_loss))
+            if mean_loss < best:
+                metrics = {"val": results, "val_mean_loss": mean_loss}
+                save_checkpoint(
+                    run_dir / "checkpoints" / "best", model, checkpoint_config(cfg, step, metrics)
+                )
         return min(best, mean_loss)
 
     # --- the loop ---
     window: dict[str, list[float]] = {}
     window_images, window_seconds = 0, 0.0  # training time only: validation and saving excluded
     model.train()
-    with TrainingProgress(total_steps, step, enabled=cfg.progress) as progress:
+    progress_bar = TrainingProgress(total_steps, step, enabled=cfg.enable_progress and dist.is_main)
+    with dist.failures_reported(), progress_bar as progress:
         if not resume:
             best = validate_and_keep_best(0, best)  # the untrained baseline of every task
         while step < total_steps:
@@ -161,10 +186,9 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
             for optimizer in (optimizers.shared, *optimizers.heads.values()):
                 set_lr(optimizer, factor)
             started = time.perf_counter()
-            batches = (
-                b.to(device, non_blocking=pin) for b in sampler.next_step()
-            )  # lazily, one task at a time
-            result = step_fn(model, tasks, batches, optimizers, autocast_dtype, t.grad_clip_norm)
+            # batches are fetched lazily: one task's batch in memory at a time
+            batches = (b.to(device, pin, t.use_channels_last) for b in sampler.next_step())
+            result = step_fn(model, tasks, batches, optimizers, autocast_dtype, t.grad_clip_norm, dist)
             window_seconds += time.perf_counter() - started
             step += 1
 
@@ -180,9 +204,9 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
                 )
             for task, value in result.losses.items():
                 window.setdefault(task, []).append(value)
-            window_images += result.images
+            window_images += result.images * dist.world_size
 
-            if step % t.log_every_steps == 0 or step == total_steps:
+            if metrics_log is not None and (step % t.log_every_steps == 0 or step == total_steps):
                 means = {task: sum(v) / len(v) for task, v in window.items()}
                 images_per_s = window_images / max(window_seconds, 1e-9)
                 metrics_log.log(
@@ -203,24 +227,26 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
             if epoch_end or step == total_steps or (t.val_every_steps and step % t.val_every_steps == 0):
                 best = validate_and_keep_best(step, best)
             if epoch_end or step == total_steps or step % t.checkpoint_every_steps == 0:
-                trainer_state = {
-                    "step": step,
-                    "best_val_loss": best,
-                    "nonfinite_streak": nonfinite_streak,
-                    "sampler": sampler.state(),
-                    "optimizers": {
-                        "shared": optimizers.shared.state_dict(),
-                        "heads": {n: o.state_dict() for n, o in optimizers.heads.items()},
-                        "scaler": scaler.state_dict() if scaler is not None else None,
-                    },
-                    "rng": rng_state(),
-                }
-                save_checkpoint(
-                    run_dir / "checkpoints" / "last", model, checkpoint_config(cfg, step), trainer_state
+                trainer_state = capture_trainer_state(
+                    step, best, nonfinite_streak, sampler.state(), optimizers, dist, device
                 )
+                if dist.is_main:
+                    last = run_dir / "checkpoints" / "last"
+                    save_checkpoint(last, model, checkpoint_config(cfg, step), trainer_state)
     sampler.close()
-    metrics_log.close()
+    if metrics_log is not None:
+        metrics_log.close()
+    dist.close()
     return run_dir
+
+
+def _check_batch_sizes(batch_sizes: dict[str, int], dist: DistributedContext) -> None:
+    bad = [f"{task} ({size})" for task, size in batch_sizes.items() if size % dist.world_size]
+    if bad:
+        raise ConfigError(
+            f"batch sizes must be divisible by the {dist.world_size} processes so that every process gets an "
+            f"equal slice; not divisible: {', '.join(bad)} (data.batch_size or the task's batch_size)"
+        )
 
 
 def _report_nonfinite(
@@ -264,19 +290,6 @@ def _prepare_run_dir(cfg: PretrainConfig, resume: bool) -> Path:
     tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
     tmp.replace(config_file)
     return run_dir
-
-
-def _restore(run_dir: Path, model: torch.nn.Module, optimizers: Optimizers) -> dict[str, Any]:
-    last = run_dir / "checkpoints" / "last"
-    load_model_weights(last, model)
-    state = load_trainer_state(last)
-    optimizers.shared.load_state_dict(state["optimizers"]["shared"])
-    for name, optimizer in optimizers.heads.items():
-        optimizer.load_state_dict(state["optimizers"]["heads"][name])
-    if optimizers.scaler is not None and state["optimizers"]["scaler"] is not None:
-        optimizers.scaler.load_state_dict(state["optimizers"]["scaler"])
-    set_rng_state(state["rng"])
-    return state
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:

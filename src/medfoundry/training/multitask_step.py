@@ -10,7 +10,11 @@ of tasks.
 Joint (``strategy: joint``, a baseline for the memory benchmark only): sum all task losses and
 call one ``backward()``, which keeps every task's graph alive at once.
 
-Non-finite guard: a batch whose loss is NaN/inf is skipped before its backward and reported; a
+Multi-process runs (``dist``): every rank runs the same tasks in the same order on its slice of
+each global batch; a head's gradient is averaged over ranks right after its backward, the
+shared gradient once per step (see ``training.distributed``).
+
+Non-finite guard: a batch whose loss is NaN/inf (on any rank) is skipped before its backward; a
 head whose gradient is non-finite is not stepped; a shared gradient that is non-finite (which
 can only come from a finite loss whose backward overflowed) skips the whole shared update, so
 nothing non-finite ever reaches the shared weights.
@@ -30,9 +34,12 @@ from torch import nn
 
 from medfoundry.models.multitask_model import MultiTaskModel
 from medfoundry.tasks.task_type import TaskType
+from medfoundry.training.distributed import DistributedContext
 from medfoundry.training.task_batch import TaskBatch
 
 __all__ = ["Optimizers", "StepResult", "joint_step", "memory_constant_step"]
+
+SINGLE_PROCESS = DistributedContext()
 
 
 @dataclass
@@ -50,6 +57,7 @@ class StepResult:
 
     Attributes:
         losses: Task -> mean normalised loss of its finite batches in this step.
+        batch_losses: Task -> the loss of each of its finite batches (mean over ranks).
         nonfinite: Tasks whose batch had a non-finite loss and was skipped.
         shared_updated: Whether the shared optimizer stepped.
         grad_norm: Shared gradient norm before clipping (NaN when there was no gradient).
@@ -61,6 +69,12 @@ class StepResult:
     shared_updated: bool = False
     grad_norm: float = math.nan
     images: int = 0
+    batch_losses: dict[str, list[float]] = field(default_factory=dict, repr=False)
+
+    def finish(self, grad_norm: float, shared_updated: bool) -> None:
+        """Set the per-task means and what the shared step did."""
+        self.losses = {task: sum(v) / len(v) for task, v in self.batch_losses.items()}
+        self.grad_norm, self.shared_updated = grad_norm, shared_updated
 
 
 def memory_constant_step(
@@ -70,6 +84,7 @@ def memory_constant_step(
     optimizers: Optimizers,
     autocast_dtype: torch.dtype | None = None,
     grad_clip_norm: float | None = None,
+    dist: DistributedContext = SINGLE_PROCESS,
 ) -> StepResult:
     """Per-task forward + immediate backward; one shared optimizer step at the end.
 
@@ -81,29 +96,20 @@ def memory_constant_step(
         optimizers: Shared and per-head optimizers.
         autocast_dtype: ``torch.bfloat16`` / ``torch.float16`` for mixed precision, else ``None``.
         grad_clip_norm: Clip shared and head gradient norms to this value.
+        dist: The processes of a multi-process run (default: this process alone).
 
     Returns:
-        Per-task losses and what was updated.
+        Per-task losses (mean over ranks) and what was updated.
     """
     result = StepResult()
-    sums: dict[str, list[float]] = {}
     for batch in batches:
-        with _autocast(batch.images.device, autocast_dtype):
-            outputs = model(batch.task, batch.images)
-            loss = tasks[batch.task].loss(outputs, batch.targets)
-        value = loss.item()
-        if not math.isfinite(value):
-            result.nonfinite.append(batch.task)
+        loss = _finite_loss(model, tasks, batch, autocast_dtype, dist, result)
+        if loss is None:
             continue
         _scaled(loss, optimizers.scaler).backward()
-        del outputs, loss  # the graph is gone; drop the head output too before the next task
-        _step_head(optimizers, batch.task, model.head_parameters(batch.task), grad_clip_norm)
-        sums.setdefault(batch.task, []).append(value)
-        result.images += len(batch)
-    result.losses = {task: sum(v) / len(v) for task, v in sums.items()}
-    result.grad_norm, result.shared_updated = _step_shared(
-        optimizers, model.shared_parameters(), grad_clip_norm
-    )
+        del loss  # the graph is gone; drop what is left of it before the next task
+        _step_head(optimizers, batch.task, model.head_parameters(batch.task), grad_clip_norm, dist)
+    result.finish(*_step_shared(optimizers, model.shared_parameters(), grad_clip_norm, dist))
     return result
 
 
@@ -114,30 +120,41 @@ def joint_step(
     optimizers: Optimizers,
     autocast_dtype: torch.dtype | None = None,
     grad_clip_norm: float | None = None,
+    dist: DistributedContext = SINGLE_PROCESS,
 ) -> StepResult:
     """Sum of all task losses, one backward (every task's graph alive at once). Baseline only."""
     result = StepResult()
-    sums: dict[str, list[float]] = {}
-    total: torch.Tensor | None = None
+    losses = []
     for batch in batches:
-        with _autocast(batch.images.device, autocast_dtype):
-            loss = tasks[batch.task].loss(model(batch.task, batch.images), batch.targets)
-        value = loss.item()
-        if not math.isfinite(value):
-            result.nonfinite.append(batch.task)
-            continue
-        total = loss if total is None else total + loss
-        sums.setdefault(batch.task, []).append(value)
-        result.images += len(batch)
-    if total is not None:
-        _scaled(total, optimizers.scaler).backward()
-    for task in sums:
-        _step_head(optimizers, task, model.head_parameters(task), grad_clip_norm)
-    result.losses = {task: sum(v) / len(v) for task, v in sums.items()}
-    result.grad_norm, result.shared_updated = _step_shared(
-        optimizers, model.shared_parameters(), grad_clip_norm
-    )
+        loss = _finite_loss(model, tasks, batch, autocast_dtype, dist, result)
+        if loss is not None:
+            losses.append(loss)
+    if losses:
+        _scaled(torch.stack(losses).sum(), optimizers.scaler).backward()
+    for task in dict.fromkeys(result.batch_losses):
+        _step_head(optimizers, task, model.head_parameters(task), grad_clip_norm, dist)
+    result.finish(*_step_shared(optimizers, model.shared_parameters(), grad_clip_norm, dist))
     return result
+
+
+def _finite_loss(
+    model: MultiTaskModel,
+    tasks: Mapping[str, TaskType],
+    batch: TaskBatch,
+    autocast_dtype: torch.dtype | None,
+    dist: DistributedContext,
+    result: StepResult,
+) -> torch.Tensor | None:
+    """The batch's normalised loss, or ``None`` (recorded) when it is non-finite on any rank."""
+    with _autocast(batch.images.device, autocast_dtype):
+        loss = tasks[batch.task].loss(model(batch.task, batch.images), batch.targets)
+    finite, value = dist.agree_finite(loss.item())
+    if not finite:
+        result.nonfinite.append(batch.task)
+        return None
+    result.batch_losses.setdefault(batch.task, []).append(value)
+    result.images += len(batch)
+    return loss
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[None]:
@@ -150,9 +167,16 @@ def _scaled(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> torch.Te
     return scaler.scale(loss) if scaler is not None else loss
 
 
-def _step_head(optimizers: Optimizers, task: str, params: list[nn.Parameter], clip: float | None) -> None:
-    """Unscale, clip and step one head right after its backward, then free its gradients."""
+def _step_head(
+    optimizers: Optimizers,
+    task: str,
+    params: list[nn.Parameter],
+    clip: float | None,
+    dist: DistributedContext,
+) -> None:
+    """Average over ranks, unscale, clip and step one head right after its backward; free its gradients."""
     optimizer = optimizers.heads[task]
+    dist.average_gradients(params)
     grads = [p.grad for p in params if p.grad is not None]
     if grads:
         if optimizers.scaler is not None:
@@ -165,12 +189,13 @@ def _step_head(optimizers: Optimizers, task: str, params: list[nn.Parameter], cl
 
 
 def _step_shared(
-    optimizers: Optimizers, params: list[nn.Parameter], clip: float | None
+    optimizers: Optimizers, params: list[nn.Parameter], clip: float | None, dist: DistributedContext
 ) -> tuple[float, bool]:
-    """Clip and step the shared optimizer unless the gradient is non-finite; free gradients."""
+    """Average over ranks, clip and step the shared optimizer unless the gradient is non-finite."""
     optimizer, scaler = optimizers.shared, optimizers.scaler
     if not any(p.grad is not None for p in params):
         return math.nan, False
+    dist.average_gradients(params)
     if scaler is not None:
         scaler.unscale_(optimizer)
     norm = float(nn.utils.clip_grad_norm_(params, clip if clip else math.inf))

@@ -25,12 +25,11 @@ class TaskBatch:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def to(self, device: torch.device, non_blocking: bool = False) -> TaskBatch:
-        return TaskBatch(
-            self.task,
-            self.images.to(device, non_blocking=non_blocking),
-            move_to(self.targets, device, non_blocking),
-        )
+    def to(self, device: torch.device, non_blocking: bool = False, channels_last: bool = False) -> TaskBatch:
+        images = self.images.to(device, non_blocking=non_blocking)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return TaskBatch(self.task, images, move_to(self.targets, device, non_blocking))
 
     def pin_memory(self) -> TaskBatch:
         """Called by the DataLoader's pin-memory thread."""

@@ -1,0 +1,185 @@
+"""Multi-process training with gloo on the CPU: same weights as one process, resume, failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import safetensors.torch
+import torch
+import yaml
+
+from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    return {**env, "OMP_NUM_THREADS": "1", **extra}
+
+
+def _classification_tasks(demo_db: Path, tmp_path: Path) -> list[dict[str, Any]]:
+    """Two classification tasks on real images; their losses are means over images, so a batch
+    split across processes gives exactly the mean gradient of the whole batch."""
+    rows = list(csv.DictReader((demo_db.parent / "nuclei_det.csv").open()))
+    with (tmp_path / "density.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["image", "label", "split"])
+        writer.writeheader()
+        for row in rows:  # label derived from the nuclei boxes: 3 or more nuclei in the tile is "dense"
+            dense = len(json.loads(row["boxes"])) >= 3
+            writer.writerow(
+                {
+                    "image": str(demo_db.parent / row["image"]),
+                    "label": "dense" if dense else "sparse",
+                    "split": row["split"],
+                }
+            )
+    return [
+        {
+            "name": "modality",
+            "type": "classification",
+            "source": {"path": str(demo_db.parent / "modality.csv")},
+            "classes": ["fundus", "immunohistochemistry", "phase_contrast", "h_and_e", "fluorescence"],
+        },
+        {
+            "name": "density",
+            "type": "classification",
+            "classes": ["sparse", "dense"],
+            "source": {"path": str(tmp_path / "density.csv")},
+        },
+    ]
+
+
+def _config(tmp_path: Path, name: str, tasks: list[dict[str, Any]], **overrides: Any) -> Path:
+    cfg = tiny_config(
+        tmp_path / name, tasks, **{"training.max_steps": 4, "training.distributed_timeout_s": 60, **overrides}
+    )
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _torchrun(nproc: int, *args: str, **popen: Any) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        f"--master_port={_free_port()}",
+        "-m",
+        "medfoundry.cli.main",
+        *args,
+    ]
+    return subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(str(run / "checkpoints" / "last" / "model.safetensors"))
+
+
+def _output(process: subprocess.Popen[bytes]) -> str:
+    return process.stdout.read().decode() if process.stdout else ""
+
+
+def test_two_processes_end_with_the_weights_of_one(demo_db: Path, tmp_path: Path) -> None:
+    tasks = _classification_tasks(demo_db, tmp_path)
+    single = subprocess.run(
+        [sys.executable, "-m", "medfoundry.cli.main", "pretrain", str(_config(tmp_path, "one", tasks))],
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert single.returncode == 0, single.stderr
+    pair = _torchrun(2, "pretrain", str(_config(tmp_path, "two", tasks)))
+    assert pair.wait(timeout=300) == 0, _output(pair)
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    assert a.keys() == b.keys()
+    # relative difference of the whole weight vector; float sums in another order differ by ~1e-8
+    difference = torch.cat([(a[k] - b[k]).flatten() for k in a]).norm()
+    assert difference / torch.cat([a[k].flatten() for k in a]).norm() <= 1e-5
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    train = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in train if r["kind"] == "train"] == [1, 2, 3, 4]  # written once, by rank 0
+
+
+def test_a_killed_two_process_run_resumes_with_one_process(demo_db: Path, tmp_path: Path) -> None:
+    tasks = _classification_tasks(demo_db, tmp_path)
+    config = _config(
+        tmp_path, "run", tasks, **{"training.max_steps": 40, "training.checkpoint_every_steps": 2}
+    )
+    pair = _torchrun(2, "pretrain", str(config), start_new_session=True)
+    last = tmp_path / "run" / "checkpoints" / "last" / "config.json"
+    deadline = time.monotonic() + 240
+    while not last.exists() and pair.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(pair.pid, signal.SIGKILL)
+    pair.wait()
+    step = json.loads(last.read_text())["training"]["step"]
+    assert 2 <= step < 40
+    resumed = subprocess.run(
+        [sys.executable, "-m", "medfoundry.cli.main", "pretrain", "--resume", str(tmp_path / "run")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(last.read_text())["training"]["step"] == 40
+
+
+def _rank(rank: int, port: int, config: Path) -> subprocess.Popen[bytes]:
+    env = _env(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "medfoundry.cli.main", "pretrain", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_a_rank_that_dies_ends_the_other_with_a_message(demo_db: Path, tmp_path: Path) -> None:
+    tasks = _classification_tasks(demo_db, tmp_path)
+    config = _config(
+        tmp_path, "run", tasks, **{"training.max_steps": 200, "training.distributed_timeout_s": 30}
+    )
+    port = _free_port()
+    ranks = [_rank(0, port, config), _rank(1, port, config)]
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not (metrics.exists() and '"train"' in metrics.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ranks[1].kill()
+    started = time.monotonic()
+    code = ranks[0].wait(timeout=120)
+    output = _output(ranks[0])
+    assert code == 1, output
+    assert "rank 0 of 2: a collective operation failed" in output
+    assert time.monotonic() - started < 60
+
+
+def test_a_missing_process_is_a_clear_error_not_a_hang(demo_db: Path, tmp_path: Path) -> None:
+    tasks = _classification_tasks(demo_db, tmp_path)
+    config = _config(tmp_path, "run", tasks, **{"training.distributed_timeout_s": 5})
+    alone = _rank(0, _free_port(), config)
+    code = alone.wait(timeout=120)
+    output = _output(alone)
+    assert code == 2, output
+    assert "could not join the 2 processes at 127.0.0.1" in output
+    assert not (tmp_path / "run").exists()
