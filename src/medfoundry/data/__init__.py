@@ -8,6 +8,7 @@ from medfoundry.data.manifest import ManifestSource, read_manifest
 from medfoundry.data.record import Box, Record, TargetKind
 from medfoundry.data.splits import split_records
 from medfoundry.data.task_dataset import Sample, TaskDataset
+from medfoundry.data.task_records import load_task_records
 
 __all__ = [
     "Box",
@@ -17,6 +18,7 @@ __all__ = [
     "TargetKind",
     "TaskDataset",
     "check_mask_values",
+    "load_task_records",
     "read_image",
     "read_manifest",
     "read_mask",
