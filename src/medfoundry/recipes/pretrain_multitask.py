@@ -21,12 +21,11 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from medfoundry.data.task_dataset import TaskDataset
-from medfoundry.data.task_records import load_task_records
-from medfoundry.errors import ConfigError
+from medfoundry.data import AugmentConfig, TaskData, TaskDataset, load_task_data, resolve_classes
+from medfoundry.errors import ConfigError, DataError
 from medfoundry.models.build import build_multitask_model
 from medfoundry.recipes.pretrain_config import PretrainConfig
-from medfoundry.tasks import TaskType, build_task
+from medfoundry.tasks import TASK_TYPES, TaskType, build_task
 from medfoundry.training.checkpoint import (
     load_checkpoint_config,
     load_model_weights,
@@ -68,23 +67,13 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     """
     t = cfg.training
     # --- everything that can fail on user input, before writing anything ---
+    cfg = _with_classes(cfg)
     tasks: dict[str, TaskType] = {spec.name: build_task(spec) for spec in cfg.tasks}
-    splits = {
-        spec.name: load_task_records(
-            spec.name,
-            spec.source,
-            tasks[spec.name].target,
-            spec.classes,
-            cfg.seed,
-            cfg.data.val_fraction,
-            getattr(tasks[spec.name], "ignore_index", None),
-        )
-        for spec in cfg.tasks
-    }
     device = resolve_device(t.device)
     autocast_dtype, scaler = resolve_precision(t.precision, device)
     seed_everything(cfg.seed)
     model = build_multitask_model(cfg.model, tasks)
+    data = _load_data(cfg, tasks)  # last: decoding into the cache is the slow check
     run_dir = _prepare_run_dir(cfg, resume)
 
     # --- model, optimizers, data streams ---
@@ -102,7 +91,7 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     loaders = {
         spec.name: CyclicTaskLoader(
             spec.name,
-            TaskDataset(splits[spec.name]["train"], tasks[spec.name].target, size, cfg.data.augment),
+            _dataset(data[spec.name], "train", tasks[spec.name], size, cfg.data.augment),
             TaskCollate(spec.name, tasks[spec.name]),
             spec.batch_size or cfg.data.batch_size,
             cfg.seed,
@@ -115,7 +104,7 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     sampler = RoundRobinSampler(loaders, t.rounds_per_shared_step)
     val_loaders = {
         spec.name: DataLoader(
-            TaskDataset(splits[spec.name]["val"], tasks[spec.name].target, size, augment=False),
+            _dataset(data[spec.name], "val", tasks[spec.name], size, AugmentConfig.off()),
             batch_size=spec.batch_size or cfg.data.batch_size,
             collate_fn=TaskCollate(spec.name, tasks[spec.name]),
             num_workers=cfg.data.num_workers,
@@ -218,7 +207,54 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
                 )
     sampler.close()
     metrics_log.close()
+    skipped = {name: len(d.skipped) for name, d in data.items() if d.skipped}
+    if skipped:
+        log.warning(
+            "samples left out (data.on_error: skip): %s", ", ".join(f"{n}: {c}" for n, c in skipped.items())
+        )
     return run_dir
+
+
+def _with_classes(cfg: PretrainConfig) -> PretrainConfig:
+    """The config with every task's classes: declared, or read from its data."""
+    specs = [
+        spec.model_copy(
+            update={"classes": resolve_classes(spec.source, TASK_TYPES.get(spec.type).target, spec.classes)}
+        )
+        for spec in cfg.tasks
+    ]
+    return cfg.model_copy(update={"tasks": specs})
+
+
+def _load_data(cfg: PretrainConfig, tasks: dict[str, TaskType]) -> dict[str, TaskData]:
+    """Every task's records, split and cached; the problems of all tasks are reported together."""
+    data, problems = {}, []
+    for spec in cfg.tasks:
+        task = tasks[spec.name]
+        try:
+            data[spec.name] = load_task_data(
+                spec,
+                task.target,
+                cfg.seed,
+                cfg.data.val_fraction,
+                cfg.model.image_size,
+                cfg.data.cache_settings(),
+                getattr(task, "ignore_index", None),
+                cfg.data.on_error,
+            )
+        except DataError as e:
+            problems += e.problems
+            continue
+        for line in data[spec.name].skipped:
+            log.warning("task '%s': left out: %s", spec.name, line)
+    if problems:
+        raise DataError(problems)
+    return data
+
+
+def _dataset(data: TaskData, split: str, task: TaskType, size: int, augment: AugmentConfig) -> TaskDataset:
+    prepared = data.prepared[split]
+    return TaskDataset(prepared.records, task.target, size, augment, prepared.arrays)
 
 
 def _report_nonfinite(
