@@ -132,3 +132,18 @@ def test_arrays_are_not_pickled_into_worker_processes(tmp_path: Path) -> None:
     restored = pickle.loads(pickle.dumps(prepared.arrays))
     assert len(pickle.dumps(prepared.arrays)) < 1000
     np.testing.assert_array_equal(restored.image(1), prepared.arrays.image(1))
+
+
+def test_worker_processes_decode_volumes_like_the_main_process(nibabel_data: Path, tmp_path: Path) -> None:
+    from medfoundry.data import VolumeSource
+
+    records = (
+        VolumeSource(type="volume", images=nibabel_data / "anatomical.nii")
+        .scan("image", [], Preprocessing(), 255)
+        .records
+    )
+    here = prepare_arrays("v-train", records, "image", 32, Preprocessing(), 0, 255, CacheSettings(None))
+    workers = prepare_arrays(
+        "v-train", records, "image", 32, Preprocessing(), 0, 255, CacheSettings(None, num_workers=2)
+    )
+    np.testing.assert_array_equal(here.arrays.arrays["images"], workers.arrays.arrays["images"])

@@ -31,6 +31,7 @@ from medfoundry.data.intensity import (
     RangeIntensity,
     apply_windows,
     intensity_bounds,
+    linear_to_unit,
     scale_to_unit,
 )
 from medfoundry.data.volumes import LPS_TO_RAS, Volume, reoriented_shape, to_canonical
@@ -143,8 +144,8 @@ class DicomSeriesLoader:
 
     series: dict[Path, tuple[Path, ...]]
 
-    def __call__(self, first: Path) -> Volume:
-        files = self.series[first]
+    def __call__(self, path: Path) -> Volume:
+        files = self.series[path]
         datasets, slices = zip(*(_read_pixels(f) for f in files), strict=True)
         values = np.stack(
             [apply_modality_lut(s, ds) for ds, s in zip(datasets, slices, strict=True)], axis=-1
@@ -153,7 +154,7 @@ class DicomSeriesLoader:
         head = datasets[0]
         photometric = str(head.get("PhotometricInterpretation", "MONOCHROME2"))
         fallback = intensity_bounds(volume.data, _FALLBACK)
-        volume.extra = _SeriesVoi(head, photometric == "MONOCHROME1", fallback, str(first))
+        volume.extra = _SeriesVoi(head, photometric == "MONOCHROME1", fallback, str(path))
         return volume
 
     def cache_key(self, signature: Callable[[Path], str]) -> str:
@@ -206,12 +207,12 @@ def _voi(
         depth = int(ds.VOILUTSequence[0].LUTDescriptor[2])
         integral = values.astype(np.int64) if np.array_equal(values, np.round(values)) else values
         out = apply_voi_lut(integral, ds, prefer_lut=True).astype(np.float32)
-        return np.clip(out / (2**depth - 1), 0, 1)[..., None]
+        return linear_to_unit(out, 0, 2**depth - 1)
     if "WindowCenter" in ds and "WindowWidth" in ds:
         # apply_windowing maps onto the stored value range; extremes tell that range
         low, high = apply_voi_lut(np.array([-1e12, 1e12]), ds, prefer_lut=False)
         out = apply_voi_lut(values.astype(np.float64), ds, prefer_lut=False)
-        return np.clip((out - low) / (high - low), 0, 1).astype(np.float32)[..., None]
+        return linear_to_unit(out, low, high)
     return scale_to_unit(values, _FALLBACK, where, fallback)
 
 
@@ -219,7 +220,7 @@ def _bits_range(pixels: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     bits = int(ds.get("BitsStored", 16))
     signed = int(ds.get("PixelRepresentation", 0)) == 1
     low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-    return np.clip((pixels.astype(np.float32) - low) / (high - low), 0, 1)[..., None]
+    return linear_to_unit(pixels, low, high)
 
 
 def _or_range(intensity: Any) -> Any:

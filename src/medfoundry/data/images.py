@@ -73,7 +73,8 @@ def read_mask(path: Path) -> np.ndarray:
     check_file(path)
     if path.name.lower().endswith(NIFTI_SUFFIXES):
         try:
-            array = np.asanyarray(nib.load(path).dataobj)
+            nifti: Any = nib.load(path)
+            array = np.asanyarray(nifti.dataobj)
         except Exception as e:  # nibabel raises many types for corrupt files
             raise DataError(f"{path}: cannot read NIfTI mask ({type(e).__name__}: {str(e)[:120]})") from None
         array = (
@@ -92,7 +93,8 @@ def read_mask(path: Path) -> np.ndarray:
             raise DataError(f"{path}: mask holds non-integer values; masks are class indices")
     elif array.dtype.kind not in "iub":
         raise DataError(f"{path}: unsupported mask dtype {array.dtype}")
-    return array.astype(np.int64)
+    mask: np.ndarray = array.astype(np.int64)
+    return mask
 
 
 def check_file(path: Path) -> None:
@@ -117,12 +119,15 @@ def _read_array(path: Path) -> np.ndarray:
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
             return np.asarray(tifffile.imread(path))
-        with Image.open(path) as image:
+        with Image.open(path) as opened:
+            image: Image.Image = opened
             image.load()
             if image.mode == "P":
                 image = image.convert("RGBA" if "transparency" in image.info else "RGB")
             elif image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 image = image.convert("RGB")
+            elif image.mode == "I" and path.suffix.lower() == ".png":
+                return np.asarray(image).astype(np.uint16)  # 16-bit PNG that Pillow widened to int32
             return np.asarray(image)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {str(e)[:120]})") from None

@@ -34,6 +34,7 @@ __all__ = [
     "WindowIntensity",
     "apply_windows",
     "intensity_bounds",
+    "linear_to_unit",
     "scale_to_unit",
 ]
 
@@ -145,7 +146,7 @@ def scale_to_unit(
     if intensity.type == "range":
         return _dtype_range(array, where)
     if intensity.type in ("minmax", "percentile"):
-        return _linear(array, *(bounds or intensity_bounds(array, intensity)))
+        return linear_to_unit(array, *(bounds or intensity_bounds(array, intensity)))
     raise DataError(
         f"{where}: intensity '{intensity.type}' needs DICOM (voi) or CT in HU (window: DICOM CT, "
         "NIfTI or NRRD); use range, minmax or percentile for this file"
@@ -163,15 +164,16 @@ def intensity_bounds(reference: np.ndarray, intensity: Any) -> tuple[float, floa
 def apply_windows(hu: np.ndarray, intensity: WindowIntensity) -> np.ndarray:
     """CT windows as channels: ``(H, W)`` HU -> ``(H, W, 3)`` float32 in [0, 1]."""
     channels = [
-        _linear(hu, level - width / 2, level + width / 2) for level, width in intensity.levels_widths()
+        linear_to_unit(hu, level - width / 2, level + width / 2) for level, width in intensity.levels_widths()
     ]
     stacked = np.concatenate(channels, axis=-1) if len(channels) == 3 else channels[0]
     return stacked if stacked.shape[-1] == 3 else np.repeat(stacked, 3, axis=-1)
 
 
-def _linear(array: np.ndarray, low: float, high: float) -> np.ndarray:
+def linear_to_unit(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``low`` -> 0, ``high`` -> 1, clipped: ``(H, W[, C])`` -> ``(H, W, C)`` float32."""
     scaled = (array.astype(np.float32) - low) / max(high - low, 1e-12)
-    out = np.clip(scaled, 0.0, 1.0)
+    out: np.ndarray = np.clip(scaled, 0.0, 1.0)
     return out[..., None] if out.ndim == 2 else out
 
 
@@ -180,8 +182,8 @@ def _dtype_range(array: np.ndarray, where: str) -> np.ndarray:
         return array.astype(np.float32)
     if array.dtype.kind in "iu":
         info = np.iinfo(array.dtype)
-        low = max(info.min, 0)  # signed images: negatives clip to 0
-        return np.clip((array.astype(np.float32) - low) / (info.max - low), 0.0, 1.0)
+        zero = max(info.min, 0)  # signed images: negatives clip to 0
+        return linear_to_unit(array, zero, info.max)
     if array.dtype.kind == "f":
         low, high = float(array.min()), float(array.max())
         if low < -1e-3 or high > 1 + 1e-3:

@@ -96,7 +96,8 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     # with the training process for cores
     channels = [Image.fromarray(np.ascontiguousarray(image[..., c])) for c in range(image.shape[-1])]
     resized = [np.asarray(c.resize((width, height), Image.Resampling.BILINEAR)) for c in channels]
-    return np.clip(np.stack(resized, axis=-1), 0, 1)
+    out: np.ndarray = np.clip(np.stack(resized, axis=-1), 0, 1)
+    return out
 
 
 def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:

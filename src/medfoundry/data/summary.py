@@ -86,7 +86,9 @@ def _class_counts(
     elif target == "mask":
         for prepared in data.prepared.values():
             masks = prepared.arrays.arrays.get("masks")
-            for row in prepared.arrays.rows if masks is not None else ():
+            if masks is None:
+                continue
+            for row in prepared.arrays.rows:
                 present = np.unique(np.asarray(masks[row]))
                 counts.update(int(v) for v in present if 0 <= v < len(classes))
     return {name: counts.get(i, 0) for i, name in enumerate(classes)}

@@ -77,9 +77,11 @@ class TaskDataset(Dataset[Sample]):
         record = self.records[index]
         image, mask, geometry = self._pixels(index, record)
         target = self._target(record, mask, geometry, image.shape[-2:])
-        # augmentation draws from torch's global RNG; fork it so the caller's stream is untouched
+        # augmentation draws from torch's global CPU RNG; fork it so the caller's stream is
+        # untouched. Seeding only that generator (not torch.manual_seed, which also queues a seed
+        # for every accelerator backend, with a stack trace each) keeps a sample well under 1 ms.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             image, target = self.transform(tv_tensors.Image(image), target)
         image = image.as_subclass(torch.Tensor)
         image = image.float().div_(255) if image.dtype == torch.uint8 else image.float()
@@ -99,8 +101,8 @@ class TaskDataset(Dataset[Sample]):
             raise DataError(
                 f"{record.mask}: mask size {shape} differs from image {record.where} {pixels.image.shape[:2]}"
             )
-        image, mask, geometry = fit_to_size(pixels.image, pixels.mask, self.image_size, "stretch", 0)
-        return torch.from_numpy(image).permute(2, 0, 1), mask, geometry
+        fitted, mask, geometry = fit_to_size(pixels.image, pixels.mask, self.image_size, "stretch", 0)
+        return torch.from_numpy(fitted).permute(2, 0, 1), mask, geometry
 
     def _target(
         self, record: Record, mask: np.ndarray | None, geometry: tuple[float, ...], size: torch.Size

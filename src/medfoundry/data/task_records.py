@@ -29,11 +29,16 @@ DEFAULT_IGNORE_INDEX = 255
 class DataSpec(Protocol):
     """The data-related part of a task spec (``medfoundry.tasks.TaskSpec`` is one)."""
 
-    name: str
-    source: SourceBase
-    classes: list[str]
-    preprocessing: Preprocessing
-    split: SplitPolicy
+    @property
+    def name(self) -> str: ...
+    @property
+    def source(self) -> SourceBase: ...
+    @property
+    def classes(self) -> list[str]: ...
+    @property
+    def preprocessing(self) -> Preprocessing: ...
+    @property
+    def split(self) -> SplitPolicy: ...
 
 
 @dataclass

@@ -98,7 +98,7 @@ def load_volume(path: Path, volume_index: int | None) -> Volume:
             data, header = nrrd.read(str(path))
             affine = _nrrd_affine(header, data.ndim)
         else:
-            image = nib.load(path)
+            image: Any = nib.load(path)  # a spatial image (typed as its file-based base class)
             data, affine = np.asanyarray(image.dataobj), image.affine
     except DataError:
         raise
@@ -115,7 +115,7 @@ def canonical_shape(path: Path) -> tuple[int, int, int]:
             header = nrrd.read_header(str(path))
             shape, affine = tuple(int(s) for s in header["sizes"]), _nrrd_affine(header, len(header["sizes"]))
         else:
-            image = nib.load(path)
+            image: Any = nib.load(path)
             shape, affine = image.shape, image.affine
     except Exception as e:  # nibabel / pynrrd raise many types for corrupt files
         raise DataError(f"{path}: cannot read volume header ({type(e).__name__}: {str(e)[:120]})") from None
@@ -226,7 +226,8 @@ class VolumeSliceReader:
         if intensity.type == "window":
             return apply_windows(values, intensity)
         if intensity.type == "voi" and volume.extra is not None:
-            return volume.extra(values)  # a DICOM series' own VOI (see ``dicom``)
+            voi: np.ndarray = volume.extra(values)  # a DICOM series' own VOI (see ``dicom``)
+            return voi
         return scale_to_unit(values, intensity, where, bounds)
 
     def _resample(

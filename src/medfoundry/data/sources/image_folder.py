@@ -58,7 +58,8 @@ class ImageFolderSource(SourceBase):
                     f"{self.path}: no image files ({', '.join(self.extensions)}) below this folder"
                 )
             return SourceScan([Record(f, None, i, reader=reader) for i, f in enumerate(files)])
-        records, problems = [], []
+        records: list[Record] = []
+        problems: list[str] = []
         for folder, split in self._class_folders():
             if folder.name not in classes:
                 problems.append(

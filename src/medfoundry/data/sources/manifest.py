@@ -21,7 +21,7 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from medfoundry.data.masks import MaskValues
 from medfoundry.data.preprocessing import Preprocessing
@@ -142,7 +142,7 @@ class ManifestSource(SourceBase):
 
     def _target(
         self, target: TargetKind, classes: list[str], row: dict[str, str], root: Path, where: str
-    ) -> dict[str, object]:
+    ) -> dict[str, Any]:
         if target == "label":
             return {"label": _class_index(row[self.label_column], classes, where)}
         if target == "multilabel":

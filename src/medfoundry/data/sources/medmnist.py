@@ -159,7 +159,7 @@ class NpzImageReader:
                 with np.load(path) as data:
                     self._whole = np.asarray(data[self.key])
         if self._whole is not None:
-            return self._whole[index]
+            return np.asarray(self._whole[index])
         return self._streamed(path, index)
 
     def _streamed(self, path: Path, index: int) -> np.ndarray:

@@ -78,16 +78,16 @@ class SegmentationFoldersSource(SourceBase):
         records, problems, used = [], [], set()
         for i, image in enumerate(images):
             key = file_stem(image) + self.mask_suffix
-            mask = masks.get(key)
-            if mask is None:
+            mask_path = masks.get(key)
+            if mask_path is None:
                 problems.append(f"{image}: no mask named {key}.* in {self.masks}")
                 continue
             used.add(key)
             if target == "mask":
-                records.append(Record(image, None, i, mask=mask, reader=reader))
+                records.append(Record(image, None, i, mask=mask_path, reader=reader))
                 continue
             try:
-                records.append(Record(image, None, i, boxes=_instance_boxes(mask), reader=reader))
+                records.append(Record(image, None, i, boxes=_instance_boxes(mask_path), reader=reader))
             except DataError as e:
                 problems.extend(e.problems)
         if not shared:

@@ -83,7 +83,8 @@ class VolumeSource(SourceBase):
         background = {0, ignore_index}
         if mapping is not None and mapping.lookup is not None:
             background = {stored for stored, index in mapping.lookup if index == 0} | {ignore_index}
-        records, problems = [], []
+        records: list[Record] = []
+        problems: list[str] = []
         for volume in volumes:
             label = labels.get(file_stem(volume) + self.label_suffix)
             try:
