@@ -166,7 +166,8 @@ def prepare_arrays(
     Raises:
         DataError: with ``on_error: raise``, every sample that failed (nothing is cached).
     """
-    key = _cache_key(records, target, size, preprocessing, num_classes, ignore_index, cache.validation)
+    fit = _Fit(target, size, preprocessing, num_classes, ignore_index)
+    key = _cache_key(records, fit, cache.validation)
     folder = cache.folder / f"{name}-{key[:24]}" if cache.folder is not None else None
     if folder is not None and (folder / "meta.json").is_file():
         meta = json.loads((folder / "meta.json").read_text())
@@ -177,9 +178,7 @@ def prepare_arrays(
     started = time.perf_counter()
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}") if folder else None
     try:
-        arrays, kept, problems = _build(
-            records, target, size, preprocessing, num_classes, ignore_index, tmp, cache
-        )
+        arrays, kept, problems = _build(records, fit, tmp, cache.num_workers)
         if problems and on_error == "raise":
             raise DataError(problems)
         if tmp is None or folder is None:
@@ -209,19 +208,12 @@ def _finish(
 
 
 def _build(
-    records: Sequence[Record],
-    target: TargetKind,
-    size: int,
-    preprocessing: Preprocessing,
-    num_classes: int,
-    ignore_index: int,
-    folder: Path | None,
-    cache: CacheSettings,
+    records: Sequence[Record], fit: _Fit, folder: Path | None, num_workers: int
 ) -> tuple[dict[str, np.ndarray], list[int], list[str]]:
-    n = len(records)
+    n, size = len(records), fit.size
     if folder is not None:
         folder.mkdir(parents=True)
-    store = np.uint8 if preprocessing.store == "uint8" else np.float16
+    store = np.uint8 if fit.preprocessing.store == "uint8" else np.float16
 
     def alloc(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         if folder is None:
@@ -234,11 +226,10 @@ def _build(
         "sizes": alloc("sizes", (n, 2), np.int32),
         "geometry": alloc("geometry", (n, 4), np.float32),
     }
-    if target == "mask":
+    if fit.target == "mask":
         arrays["masks"] = alloc("masks", (n, size, size), np.int16)
     kept, problems = [], []
-    fit = _Fit(target, size, preprocessing, num_classes, ignore_index)
-    for i, result in _decoded(records, fit, cache.num_workers):
+    for i, result in _decoded(records, fit, num_workers):
         if isinstance(result, list):
             problems.extend(result)
             continue
@@ -312,15 +303,7 @@ def _decoded(
     yield from enumerate(loader)
 
 
-def _cache_key(
-    records: Sequence[Record],
-    target: TargetKind,
-    size: int,
-    preprocessing: Preprocessing,
-    num_classes: int,
-    ignore_index: int,
-    validation: str,
-) -> str:
+def _cache_key(records: Sequence[Record], fit: _Fit, validation: str) -> str:
     fingerprints: dict[Path, str] = {}
 
     def signature(path: Path) -> str:
@@ -336,11 +319,11 @@ def _cache_key(
     digest = hashlib.sha256()
     settings = (
         CACHE_FORMAT,
-        target,
-        size,
-        preprocessing.model_dump_json(),
-        num_classes,
-        ignore_index,
+        fit.target,
+        fit.size,
+        fit.preprocessing.model_dump_json(),
+        fit.num_classes,
+        fit.ignore_index,
         validation,
     )
     digest.update(repr(settings).encode())

@@ -102,7 +102,7 @@ def load_task_records(
         DataError: every problem found (missing files, bad labels, empty splits).
     """
     scanned, _ = _scan_and_split(
-        name, source, target, classes, seed, val_fraction, ignore_index, preprocessing, split, on_error
+        source, target, classes, seed, val_fraction, ignore_index, preprocessing, split, on_error
     )
     _check_splits(name, source, scanned, require_val)
     return scanned
@@ -138,7 +138,6 @@ def load_task_data(
         DataError: every problem of the task, one line each (naming file, row or key).
     """
     records, skipped = _scan_and_split(
-        spec.name,
         spec.source,
         target,
         spec.classes,
@@ -183,7 +182,6 @@ def load_task_data(
 
 
 def _scan_and_split(
-    name: str,
     source: SourceBase,
     target: TargetKind,
     classes: list[str],

@@ -50,8 +50,8 @@ class SourceBase(BaseModel):
 
     @property
     def location(self) -> str:
-        """The file or folder the source reads, for messages."""
-        return str(getattr(self, "path", ""))
+        """The file or folder the source reads (``path``, or ``images`` for paired folders), for messages."""
+        return str(getattr(self, "path", None) or getattr(self, "images", ""))
 
     def scan(
         self, target: TargetKind, classes: list[str], preprocessing: Preprocessing, ignore_index: int

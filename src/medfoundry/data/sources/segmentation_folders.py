@@ -49,10 +49,6 @@ class SegmentationFoldersSource(SourceBase):
     mask_suffix: str = ""
     mask_values: MaskValues = None
 
-    @property
-    def location(self) -> str:
-        return str(self.images)
-
     def _scan(
         self, target: TargetKind, classes: list[str], preprocessing: Preprocessing, ignore_index: int
     ) -> SourceScan:

@@ -63,10 +63,6 @@ class VolumeSource(SourceBase):
     volume_index: int | None = Field(default=None, ge=0)
     mask_values: MaskValues = None
 
-    @property
-    def location(self) -> str:
-        return str(self.images)
-
     def _scan(
         self, target: TargetKind, classes: list[str], preprocessing: Preprocessing, ignore_index: int
     ) -> SourceScan:
