@@ -184,8 +184,11 @@ def prepare_arrays(
         if tmp is None or folder is None:
             return _finish(records, SampleArrays(None, arrays, np.asarray(kept)), problems, on_error, False)
         meta = {"format": CACHE_FORMAT, "key": key, "name": name, "kept": kept, "problems": problems}
+        for array in arrays.values():
+            if isinstance(array, np.memmap):
+                array.flush()
         (tmp / "meta.json").write_text(json.dumps(meta))
-        del arrays  # flush and close the memory maps before the rename
+        del arrays  # close the memory maps before the rename
         try:
             tmp.rename(folder)
         except OSError:  # another process (e.g. another rank) cached the same key first
@@ -216,7 +219,7 @@ def _build(
     store = np.uint8 if fit.preprocessing.store == "uint8" else np.float16
 
     def alloc(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        if folder is None:
+        if folder is None or n == 0:  # an empty file cannot be memory-mapped
             return np.zeros(shape, dtype)
         return np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
 

@@ -58,14 +58,15 @@ def summarize_task(name: str, target: TargetKind, classes: list[str], data: Task
     if sizes:
         stacked = np.concatenate(sizes)
         area = stacked[:, 0].astype(np.int64) * stacked[:, 1]
-        image_sizes = (tuple(stacked[area.argmin()].tolist()), tuple(stacked[area.argmax()].tolist()))
+        (h1, w1), (h2, w2) = stacked[area.argmin()].tolist(), stacked[area.argmax()].tolist()
+        image_sizes = ((h1, w1), (h2, w2))
     summary = TaskSummary(
         name,
         target,
         classes,
         counts,
         {split: len(data.records[split]) for split in ("train", "val", "test")},
-        image_sizes,  # type: ignore[arg-type]
+        image_sizes,
         skipped=list(data.skipped),
     )
     summary.warnings = _warnings(target, classes, counts, data)

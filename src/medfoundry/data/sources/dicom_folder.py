@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pydicom
 
@@ -89,7 +89,7 @@ class DicomSource(SourceBase):
                 problems.extend(e.problems)
                 continue
             records += [
-                Record(first, None, len(records), frame=k, reader=volume_reader, **extra)  # type: ignore[arg-type]
+                Record(first, None, len(records), frame=k, reader=volume_reader, **extra)
                 for k in range(shape[AXES[self.axis]])
             ]
         for path, ds in sorted(singles, key=lambda item: item[0]):
@@ -100,7 +100,7 @@ class DicomSource(SourceBase):
                 continue
             frames = int(ds.get("NumberOfFrames", 1) or 1)
             records += [
-                Record(path, None, len(records), frame=k if frames > 1 else None, reader=file_reader, **extra)  # type: ignore[arg-type]
+                Record(path, None, len(records), frame=k if frames > 1 else None, reader=file_reader, **extra)
                 for k in range(frames)
             ]
         if not records and not problems:
@@ -139,9 +139,9 @@ class DicomSource(SourceBase):
 
     def _fields(
         self, ds: pydicom.Dataset, path: Path, target: TargetKind, classes: list[str]
-    ) -> dict[str, object]:
+    ) -> dict[str, Any]:
         group = str(ds.get("PatientID", "") or ds.get("SeriesInstanceUID", "") or path)
-        fields: dict[str, object] = {"group": group, "center": str(ds.get("InstitutionName", "")) or None}
+        fields: dict[str, Any] = {"group": group, "center": str(ds.get("InstitutionName", "")) or None}
         if target == "label":
             value = str(ds.get(self._tag(), "")).strip()
             if value not in classes:
