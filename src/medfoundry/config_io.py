@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -90,10 +90,9 @@ def validate_config(model: type[ModelT], raw: Any, source: str) -> ModelT:
 
 
 def _describe(model: type[BaseModel], err: Any, source: str) -> str:
-    loc = [str(p) for p in err["loc"]]
-    key = ".".join(loc) or "(top level)"
+    shown, valid = _follow(model, err["loc"])
+    key = ".".join(shown) or "(top level)"
     if err["type"] == "extra_forbidden":
-        valid = _valid_keys(model, err["loc"][:-1])
         hint = f" (valid: {', '.join(valid)})" if valid else ""
         return f"{source}: {key}: unknown key{hint}"
     if err["type"] == "missing":
@@ -101,29 +100,41 @@ def _describe(model: type[BaseModel], err: Any, source: str) -> str:
     return f"{source}: {key}: {err['msg']} (got {_short(err.get('input'))})"
 
 
-def _valid_keys(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
-    """Field names of the (nested) model at ``loc``, or [] when it cannot be followed."""
-    current: Any = model
+def _follow(model: type[BaseModel], loc: Sequence[Any]) -> tuple[list[str], list[str]]:
+    """The key path as written in the file, and the valid keys of the mapping holding its last key.
+
+    pydantic puts the member of a union in the path (its ``type`` tag or class name); those are
+    not keys of the file, so they are left out, and they say which model's keys are valid.
+    """
+    shown: list[str] = []
+    current: list[type[BaseModel]] = [model]
+    valid: list[str] = []
     for part in loc:
         if isinstance(part, int):
+            shown.append(str(part))
             continue
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        current = _model_in(field.annotation)
-        if current is None:
-            return []
-    return list(getattr(current, "model_fields", {}))
+        members = [m for m in current if part == m.__name__ or (part == _tag(m) and len(current) > 1)]
+        if members:
+            current = members
+            continue
+        valid = list(current[0].model_fields) if len(current) == 1 else []
+        shown.append(str(part))
+        fields = [m.model_fields[part] for m in current if part in m.model_fields]
+        current = _models_in(fields[0].annotation) if fields else []
+    return shown, valid
 
 
-def _model_in(annotation: Any) -> Any:
+def _tag(model: type[BaseModel]) -> Any:
+    field = model.model_fields.get("type")
+    if field is None:
+        return None
+    return field.default if isinstance(field.default, str) else next(iter(get_args(field.annotation)), None)
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medfoundry.data import ManifestSource, read_manifest
+from medfoundry.data import ManifestSource, decode_record, read_manifest
 from medfoundry.errors import DataError
 
 
@@ -101,24 +101,23 @@ def test_bad_split_value(tmp_path: Path) -> None:
         )
 
 
-def test_mask_checks_name_size_mismatches_and_values_outside_the_classes(tmp_path: Path) -> None:
-    from medfoundry.data import check_mask_values
+def test_labels_and_boxes_classes_can_be_inferred(tmp_path: Path) -> None:
+    _image(tmp_path / "a.png"), _image(tmp_path / "b.png")
+    src = _write(tmp_path / "m.csv", "image,label\na.png,pneumonia\nb.png,normal\n")
+    assert src.infer_classes("label") == ["normal", "pneumonia"]
+    boxes = json.dumps([[1, 2, 5, 6, "b"], [0, 0, 3, 3, "a"]]).replace('"', '""')
+    assert _write(tmp_path / "d.csv", f'image,boxes\na.png,"{boxes}"\n').infer_classes("boxes") == ["a", "b"]
 
-    _image(tmp_path / "a.png", 8), _image(tmp_path / "b.png", 8)
-    Image.fromarray(np.array([[0, 1], [3, 255]], np.uint8).repeat(4, 0).repeat(4, 1)).save(
-        tmp_path / "ma.png"
-    )
-    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "mb.png")
-    src = _write(tmp_path / "m.csv", "image,mask\na.png,ma.png\nb.png,mb.png\n")
-    records = read_manifest(src, "mask", ["background", "cell"])
-    with pytest.raises(DataError) as info:
-        check_mask_values(records, ["background", "cell"], 255, str(src.path))
-    assert len(info.value.problems) == 2
-    assert (
-        "row 2: mask" in info.value.problems[0]
-        and "value(s) [3] outside the 2 declared classes" in info.value.problems[0]
-    )
-    assert "row 3: mask" in info.value.problems[1] and "is 4x4 but image" in info.value.problems[1]
+
+def test_dicom_rows_and_nifti_masks(tmp_path: Path) -> None:
+    import nibabel as nib
+    from pydicom.data import get_testdata_file
+
+    nib.save(nib.Nifti1Image(np.ones((128, 128), np.uint8), np.eye(4)), tmp_path / "m.nii.gz")
+    src = _write(tmp_path / "m.csv", f"image,mask\n{get_testdata_file('CT_small.dcm')},m.nii.gz\n")
+    (record,) = read_manifest(src, "mask", ["background", "body"])
+    pixels = decode_record(record)
+    assert pixels.image.shape == (128, 128, 1) and pixels.mask is not None and pixels.mask.sum() == 128 * 128
 
 
 def test_group_and_center_columns_and_image_only_rows(tmp_path: Path) -> None:

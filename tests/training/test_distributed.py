@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -123,12 +124,12 @@ def test_a_killed_two_process_run_resumes_with_one_process(demo_db: Path, tmp_pa
     config = _config(
         tmp_path, "run", tasks, **{"training.max_steps": 40, "training.checkpoint_every_steps": 2}
     )
-    pair = _torchrun(2, "pretrain", str(config), start_new_session=True)
+    pair = _torchrun(2, "pretrain", str(config))
     last = tmp_path / "run" / "checkpoints" / "last" / "config.json"
     deadline = time.monotonic() + 240
     while not last.exists() and pair.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.killpg(pair.pid, signal.SIGKILL)
+    _kill_tree(pair.pid)  # like a node that dies: the launcher and every worker at once
     pair.wait()
     step = json.loads(last.read_text())["training"]["step"]
     assert 2 <= step < 40
@@ -140,6 +141,25 @@ def test_a_killed_two_process_run_resumes_with_one_process(demo_db: Path, tmp_pa
     )
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(last.read_text())["training"]["step"] == 40
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and all its descendants (torchrun starts workers in their own sessions)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += children.get(current, [])
+    for member in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
 
 
 def _rank(rank: int, port: int, config: Path) -> subprocess.Popen[bytes]:

@@ -92,6 +92,23 @@ def pretrain(
     _run(body)
 
 
+@app.command("validate-data")
+def validate_data(
+    config: Annotated[Path, typer.Argument(help="A task database or a pretraining config (YAML).")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: a.b=value (repeatable).")
+    ] = None,
+) -> None:
+    """Check every file of a task database without training; print a summary per task."""
+
+    def body() -> None:
+        from medfoundry.recipes import validate_data as recipe
+
+        recipe.run(recipe.load_validate_config(config, list(set_ or [])))
+
+    _run(body)
+
+
 @app.command()
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder (e.g. RUN/checkpoints/best).")],

@@ -1,26 +1,83 @@
-"""Reading data sources into 2D samples for the tasks."""
+"""Reading every supported format into cached 2D samples for the tasks.
+
+Sources (``medfoundry.data.sources``) list ``Record``s; ``load_task_data`` splits them and
+caches their decoded pixels (``prepare_arrays``); ``TaskDataset`` serves augmented samples.
+"""
 
 from __future__ import annotations
 
-from medfoundry.data.checks import check_mask_values
-from medfoundry.data.images import read_image, read_mask
-from medfoundry.data.manifest import ManifestSource, read_manifest
-from medfoundry.data.record import Box, Record, TargetKind
-from medfoundry.data.splits import split_records
+from medfoundry.data.augment import AugmentConfig, build_transform
+from medfoundry.data.cache import CacheSettings, PreparedSplit, SampleArrays, prepare_arrays
+from medfoundry.data.checks import sample_problems
+from medfoundry.data.images import decode_image, read_image, read_mask
+from medfoundry.data.intensity import WINDOW_PRESETS_HU, Intensity, Window
+from medfoundry.data.masks import MaskValues
+from medfoundry.data.preprocessing import Preprocessing, fit_to_size
+from medfoundry.data.readers import FileReader, decode_record
+from medfoundry.data.record import Box, Pixels, Record, RecordReader, TargetKind
+from medfoundry.data.sources import (
+    CocoSource,
+    DicomSource,
+    ImageFolderSource,
+    ManifestSource,
+    MedMNISTSource,
+    SegmentationFoldersSource,
+    SourceConfig,
+    SourceScan,
+    VolumeSource,
+    read_manifest,
+)
+from medfoundry.data.splits import SplitPolicy, split_records
 from medfoundry.data.task_dataset import Sample, TaskDataset
-from medfoundry.data.task_records import load_task_records
+from medfoundry.data.task_records import (
+    DataSpec,
+    TaskData,
+    load_task_data,
+    load_task_records,
+    resolve_classes,
+)
 
 __all__ = [
+    "WINDOW_PRESETS_HU",
+    "AugmentConfig",
     "Box",
+    "CacheSettings",
+    "CocoSource",
+    "DataSpec",
+    "DicomSource",
+    "FileReader",
+    "ImageFolderSource",
+    "Intensity",
     "ManifestSource",
+    "MaskValues",
+    "MedMNISTSource",
+    "Pixels",
+    "Preprocessing",
+    "PreparedSplit",
     "Record",
+    "RecordReader",
     "Sample",
+    "SampleArrays",
+    "SegmentationFoldersSource",
+    "SourceConfig",
+    "SourceScan",
+    "SplitPolicy",
     "TargetKind",
+    "TaskData",
     "TaskDataset",
-    "check_mask_values",
+    "VolumeSource",
+    "Window",
+    "build_transform",
+    "decode_image",
+    "decode_record",
+    "fit_to_size",
+    "load_task_data",
     "load_task_records",
+    "prepare_arrays",
     "read_image",
     "read_manifest",
     "read_mask",
+    "resolve_classes",
+    "sample_problems",
     "split_records",
 ]

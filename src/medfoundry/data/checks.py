@@ -1,47 +1,51 @@
-"""Checks that need file contents (not only the manifest), run before training starts."""
+"""Checks that need a sample's decoded pixels, run once when the sample is cached."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 
-from medfoundry.data.images import image_size, read_mask
-from medfoundry.data.record import Record
-from medfoundry.errors import DataError
+from medfoundry.data.record import Pixels, Record, TargetKind
+from medfoundry.data.sources.base import EDGE_TOLERANCE_PX
 
-__all__ = ["check_mask_values"]
+__all__ = ["sample_problems"]
 
 
-def check_mask_values(records: Iterable[Record], classes: list[str], ignore_index: int, where: str) -> None:
-    """Every mask must have its image's size, and values that are class indices or ``ignore_index``.
+def sample_problems(
+    record: Record, pixels: Pixels, target: TargetKind, num_classes: int, ignore_index: int
+) -> list[str]:
+    """What is wrong with a decoded sample: mask size and values, boxes outside the image.
 
-    Raises:
-        DataError: one line per bad mask, naming the file, the manifest row and what is wrong.
+    Args:
+        record: The sample.
+        pixels: Its decoded image and mask.
+        target: What the task needs.
+        num_classes: Valid mask values are ``0 .. num_classes - 1`` and ``ignore_index``.
+        ignore_index: Mask value of unlabelled pixels.
+
+    Returns:
+        One line per problem, naming the file (and frame); empty when the sample is fine.
     """
-    allowed = set(range(len(classes))) | {ignore_index}
+    height, width = pixels.image.shape[:2]
     problems = []
-    for record in records:
-        if record.mask is None:
-            continue
-        try:
-            mask = read_mask(record.mask)
-            size = image_size(record.image)
-        except DataError as e:
-            problems.extend(e.problems)
-            continue
-        if mask.shape != size:
-            problems.append(
-                f"{where}, row {record.row}: mask {record.mask} is {mask.shape[1]}x{mask.shape[0]} but image "
-                f"{record.image} is {size[1]}x{size[0]} (width x height)"
-            )
-            continue
-        values = np.unique(mask)
-        bad = sorted(set(values.tolist()) - allowed)
+    if target == "mask" and pixels.mask is not None:
+        mask = pixels.mask
+        if mask.shape != (height, width):
+            return [
+                f"{record.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but image {record.where} is "
+                f"{width}x{height} (width x height)"
+            ]
+        bad = sorted(set(np.unique(mask).tolist()) - set(range(num_classes)) - {ignore_index})
         if bad:
+            frame = "" if record.frame is None else f" [{record.frame}]"
             problems.append(
-                f"{where}, row {record.row}: mask {record.mask} has value(s) {bad[:10]} outside the "
-                f"{len(classes)} declared classes (0..{len(classes) - 1}) and ignore_index {ignore_index}"
+                f"{record.mask}{frame}: mask value(s) {bad[:10]} outside the {num_classes} declared "
+                f"classes (0..{num_classes - 1}) and ignore_index {ignore_index}"
             )
-    if problems:
-        raise DataError(problems)
+    for i, box in enumerate(record.boxes or ()):
+        t = EDGE_TOLERANCE_PX
+        if box.x1 < -t or box.y1 < -t or box.x2 > width + t or box.y2 > height + t:
+            problems.append(
+                f"{record.where}, row {record.row}: box {i} {list(box[:4])} lies outside the image "
+                f"({width}x{height})"
+            )
+    return problems

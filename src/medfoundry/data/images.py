@@ -1,32 +1,67 @@
-"""Decoding image and mask files into arrays.
+"""Decoding 2D files (PNG, JPEG, TIFF, BMP, DICOM) and mask files (PNG, TIFF, NIfTI) into arrays.
 
-Images become ``(H, W, 3)`` float32 in [0, 1]: 8-bit values / 255, 16-bit / 65535, floats
-clipped; grayscale is replicated to 3 channels and alpha is dropped. Masks become ``(H, W)``
-int64 class indices. Every failure is a ``DataError`` naming the file.
+Images become ``(H, W, C)`` float32 in [0, 1] with ``C`` 1 (gray) or 3 (colour), by the task's
+intensity setting (``medfoundry.data.intensity``): by default 8-bit values / 255 and 16-bit
+/ 65535 (use ``percentile`` for 16-bit microscopy that fills only part of the range); alpha is
+dropped; palette and CMYK images become RGB. DICOM files are recognised by their ``.dcm``
+suffix or their ``DICM`` preamble. Masks become ``(H, W)`` int64; a 2D NIfTI mask is read as
+stored (array axis 0 = image rows). Every failure is a ``DataError`` naming the file.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import nibabel as nib
 import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
+from medfoundry.data import dicom
+from medfoundry.data.intensity import RangeIntensity, scale_to_unit
 from medfoundry.errors import DataError
 
-__all__ = ["image_size", "read_image", "read_mask", "to_unit_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "check_file", "decode_image", "is_dicom", "read_image", "read_mask"]
 
-TIFF_SUFFIXES = {".tif", ".tiff"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+TIFF_SUFFIXES = (".tif", ".tiff")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` float32 in [0, 1].
+    """Read an image file as ``(H, W, 3)`` float32 in [0, 1], with default scaling.
 
     Raises:
         DataError: the file is missing, empty, truncated, not an image, or holds NaN.
     """
-    return to_unit_rgb(_read_array(path), path)
+    image = decode_image(path, RangeIntensity(), None)
+    return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+
+
+def decode_image(path: Path, intensity: Any, frame: int | None) -> np.ndarray:
+    """Decode a 2D image file (or one frame of a multi-frame DICOM).
+
+    Args:
+        path: The file.
+        intensity: The task's intensity setting (``auto`` resolves by format).
+        frame: Frame of a multi-frame DICOM; ``None`` for single images.
+
+    Returns:
+        ``(H, W, C)`` float32 in [0, 1], ``C`` 1 or 3.
+    """
+    check_file(path)
+    if is_dicom(path):
+        return dicom.read_dicom_image(path, frame, intensity)
+    array = _read_array(path)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # channels-first TIFF
+    if array.ndim == 3 and array.shape[-1] in (2, 4):  # gray+alpha or RGBA: drop alpha
+        array = array[..., :-1]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3)):
+        raise DataError(f"{path}: expected a 2D gray or RGB(A) image, got shape {array.shape}")
+    mode = RangeIntensity() if intensity.type == "auto" else intensity
+    return scale_to_unit(array, mode, str(path))
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -35,7 +70,20 @@ def read_mask(path: Path) -> np.ndarray:
     Raises:
         DataError: the file cannot be decoded, is not 2D, or holds non-integer values.
     """
-    array = _read_array(path)
+    check_file(path)
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        try:
+            nifti: Any = nib.load(path)
+            array = np.asanyarray(nifti.dataobj)
+        except Exception as e:  # nibabel raises many types for corrupt files
+            raise DataError(f"{path}: cannot read NIfTI mask ({type(e).__name__}: {str(e)[:120]})") from None
+        array = (
+            array.reshape(array.shape[:2])
+            if array.ndim > 2 and array.size == np.prod(array.shape[:2])
+            else array
+        )
+    else:
+        array = _read_array(path)
     if array.ndim == 3 and array.shape[-1] in (3, 4) and np.all(array[..., :3] == array[..., :1]):
         array = array[..., 0]  # a gray mask saved as RGB(A)
     if array.ndim != 2:
@@ -45,72 +93,41 @@ def read_mask(path: Path) -> np.ndarray:
             raise DataError(f"{path}: mask holds non-integer values; masks are class indices")
     elif array.dtype.kind not in "iub":
         raise DataError(f"{path}: unsupported mask dtype {array.dtype}")
-    return array.astype(np.int64)
+    mask: np.ndarray = array.astype(np.int64)
+    return mask
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """``(height, width)`` from the file header, without decoding the pixels.
-
-    Raises:
-        DataError: the file cannot be opened as an image.
-    """
-    try:
-        if path.suffix.lower() in TIFF_SUFFIXES:
-            with tifffile.TiffFile(path) as tif:
-                shape = tif.pages[0].shape
-                return (
-                    (shape[0], shape[1])
-                    if len(shape) == 2 or shape[-1] in (1, 2, 3, 4)
-                    else (shape[1], shape[2])
-                )
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (UnidentifiedImageError, OSError, ValueError, IndexError) as e:
-        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {str(e)[:120]})") from None
-
-
-def to_unit_rgb(array: np.ndarray, path: Path | str) -> np.ndarray:
-    """Scale a decoded array to float32 [0, 1] with 3 channels (see module docstring)."""
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-        array = np.moveaxis(array, 0, -1)  # channels-first TIFF
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
-        raise DataError(f"{path}: expected a 2D gray or RGB(A) image, got shape {array.shape}")
-    if array.shape[-1] in (2, 4):  # gray+alpha or RGBA: drop alpha
-        array = array[..., :-1]
-    if array.dtype.kind == "b":
-        out = array.astype(np.float32)
-    elif array.dtype.kind in "iu":
-        info = np.iinfo(array.dtype)
-        out = ((array.astype(np.float32) - max(info.min, 0)) / (info.max - max(info.min, 0))).astype(
-            np.float32
-        )
-    elif array.dtype.kind == "f":
-        if not np.all(np.isfinite(array)):
-            raise DataError(f"{path}: image holds NaN or infinite values")
-        out = array.astype(np.float32)
-    else:
-        raise DataError(f"{path}: unsupported image dtype {array.dtype}")
-    out = np.clip(out, 0.0, 1.0)
-    return np.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out
-
-
-def _read_array(path: Path) -> np.ndarray:
+def check_file(path: Path) -> None:
+    """Raise ``DataError`` for a missing or empty (0-byte) file."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty (0 bytes)")
+
+
+def is_dicom(path: Path) -> bool:
+    """A ``.dcm`` suffix, or the ``DICM`` marker after the 128-byte preamble."""
+    if path.suffix.lower() == ".dcm":
+        return True
+    if path.suffix.lower() in IMAGE_SUFFIXES or path.name.lower().endswith(NIFTI_SUFFIXES):
+        return False
+    with path.open("rb") as f:
+        return f.read(132)[128:] == b"DICM"
+
+
+def _read_array(path: Path) -> np.ndarray:
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
             return np.asarray(tifffile.imread(path))
-        with Image.open(path) as file:
-            file.load()
-            image: Image.Image = file
+        with Image.open(path) as opened:
+            image: Image.Image = opened
+            image.load()
             if image.mode == "P":
                 image = image.convert("RGBA" if "transparency" in image.info else "RGB")
             elif image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 image = image.convert("RGB")
+            elif image.mode == "I" and path.suffix.lower() == ".png":
+                return np.asarray(image).astype(np.uint16)  # 16-bit PNG that Pillow widened to int32
             return np.asarray(image)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {str(e)[:120]})") from None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Protocol
 
-__all__ = ["Box", "Record", "TargetKind"]
+import numpy as np
+
+__all__ = ["Box", "Pixels", "Record", "RecordReader", "TargetKind"]
 
 TargetKind = Literal["label", "multilabel", "mask", "boxes", "image"]
 """What a task needs from each sample: a class index, per-class 1/0/missing, a mask, boxes, or
@@ -23,20 +26,53 @@ class Box(NamedTuple):
     label: int
 
 
-@dataclass(frozen=True)
-class Record:
-    """A sample's image path, split and target (only the field its task needs is set).
+class Pixels(NamedTuple):
+    """A decoded sample at its own resolution.
 
     Attributes:
-        image: Image file.
+        image: ``(H, W, C)`` float32 in [0, 1], ``C`` is 1 (gray) or 3 (colour or CT windows).
+        mask: ``(H, W)`` int64 class indices (or the task's ignore index), or ``None``.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray | None = None
+
+
+class RecordReader(Protocol):
+    """Decodes the pixels of records that are not plain 2D image files (slices, frames, arrays).
+
+    A source makes one reader per setting (e.g. per volume series) and attaches it to its records.
+    Readers are picklable, so that DataLoader workers can decode.
+    """
+
+    def read(self, record: Record) -> Pixels:
+        """Decode ``record`` (raises ``DataError`` naming the file)."""
+        ...
+
+    def cache_key(self, signature: Callable[[Path], str]) -> str:
+        """Everything besides ``record.image`` / ``record.mask`` that changes the pixels: settings and
+        any further files (``signature(path)`` fingerprints a file)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Record:
+    """A sample's image, split and target (only the field its task needs is set).
+
+    Attributes:
+        image: Image file (for a slice or frame: the file it is in).
         split: ``train``, ``val``, ``test`` or ``None`` (assigned later).
         row: Row (or position) in the source, for error messages.
         label: Class index (classification).
         labels: Per-class 1.0 / 0.0 / NaN for missing (multilabel).
-        mask: Mask file (segmentation).
+        mask: Mask file (segmentation); for a slice, the label volume.
         boxes: Boxes (detection).
         group: Patient / volume / subject id; samples of one group never straddle splits.
         center: Acquisition site, for cross-center evaluation.
+        frame: Position inside a multi-image file: a slice of a volume (along the source's
+            axis), a frame of a multi-frame DICOM, an item of a MedMNIST array.
+        reader: Decodes this record; ``None`` means a plain 2D image file (PNG, JPEG, TIFF, BMP)
+            or DICOM file, read with default intensity scaling.
     """
 
     image: Path
@@ -48,3 +84,10 @@ class Record:
     boxes: tuple[Box, ...] | None = None
     group: str | None = None
     center: str | None = None
+    frame: int | None = None
+    reader: RecordReader | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def where(self) -> str:
+        """The image (and frame) for messages, e.g. ``ct.nii.gz [slice 12]``."""
+        return f"{self.image} [{self.frame}]" if self.frame is not None else str(self.image)

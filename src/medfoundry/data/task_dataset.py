@@ -1,4 +1,5 @@
-"""A torch Dataset over one task's records: decode, resize, augment jointly with the target."""
+"""A torch Dataset over one task's records: cached (or freshly decoded) pixels, augmented jointly
+with the target."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.transforms import v2
 
-from medfoundry.data.images import read_image, read_mask
+from medfoundry.data.augment import AugmentConfig, build_transform
+from medfoundry.data.cache import SampleArrays
+from medfoundry.data.preprocessing import fit_to_size
+from medfoundry.data.readers import decode_record
 from medfoundry.data.record import Record, TargetKind
 from medfoundry.errors import DataError
 
@@ -30,23 +33,41 @@ class TaskDataset(Dataset[Sample]):
     sample position in a resumed run gets the same augmentation as in the uninterrupted run,
     whichever worker process decodes it. A plain ``index`` means seed 0.
 
+    With ``arrays`` (from ``prepare_arrays``), pixels are read from the preprocessing cache;
+    without, every access decodes the file and stretches it to ``image_size`` (slow, but needs
+    no preparation; masks are then checked only for their size).
+
     Args:
         records: The task's records (one split).
         target: What to read as the target.
-        image_size: Output side in pixels (images are resized, not cropped).
-        augment: Random flips (horizontal and vertical), applied to image and target together.
+        image_size: Output side in pixels.
+        augment: Augmentation (``True``: ``AugmentConfig()`` defaults, ``False``: none).
+        arrays: Cached pixels of ``records``, row ``i`` for ``records[i]``.
+
+    Examples:
+        >>> from medfoundry.data import TaskDataset
+        >>> ds = TaskDataset([], "label", 32, augment=False)
+        >>> len(ds)
+        0
     """
 
-    def __init__(self, records: Sequence[Record], target: TargetKind, image_size: int, augment: bool) -> None:
+    def __init__(
+        self,
+        records: Sequence[Record],
+        target: TargetKind,
+        image_size: int,
+        augment: bool | AugmentConfig,
+        arrays: SampleArrays | None = None,
+    ) -> None:
         self.records = list(records)
         self.target = target
-        steps: list[Any] = [v2.Resize((image_size, image_size), antialias=True)]
-        if augment:
-            steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
-        if target == "boxes":
-            steps.append(v2.ClampBoundingBoxes())
-            steps.append(v2.SanitizeBoundingBoxes(min_size=1.0))
-        self.transform = v2.Compose(steps)
+        self.image_size = image_size
+        self.arrays = arrays
+        if arrays is not None and len(arrays) != len(self.records):
+            raise ValueError(f"{len(arrays)} cached samples for {len(self.records)} records")
+        config = augment if isinstance(augment, AugmentConfig) else AugmentConfig.model_validate(augment)
+        in_size = arrays.size if arrays is not None and len(arrays) else image_size
+        self.transform = build_transform(config, target, in_size, image_size)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -54,15 +75,38 @@ class TaskDataset(Dataset[Sample]):
     def __getitem__(self, key: int | tuple[int, int]) -> Sample:
         index, seed = key if isinstance(key, tuple) else (key, 0)
         record = self.records[index]
-        image = tv_tensors.Image(torch.from_numpy(read_image(record.image)).permute(2, 0, 1))
-        target = self._target(record, image.shape[-2:])
-        # augmentation draws from torch's global RNG; fork it so the caller's stream is untouched
+        image, mask, geometry = self._pixels(index, record)
+        target = self._target(record, mask, geometry, image.shape[-2:])
+        # augmentation draws from torch's global CPU RNG; fork it so the caller's stream is
+        # untouched. Seeding only that generator (not torch.manual_seed, which also queues a seed
+        # for every accelerator backend, with a stack trace each) keeps a sample well under 1 ms.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            image, target = self.transform(image, target)
-        return image.as_subclass(torch.Tensor).contiguous(), _plain(target)
+            torch.default_generator.manual_seed(seed)
+            image, target = self.transform(tv_tensors.Image(image), target)
+        image = image.as_subclass(torch.Tensor)
+        image = image.float().div_(255) if image.dtype == torch.uint8 else image.float()
+        return image.expand(3, -1, -1).contiguous(), _plain(target)
 
-    def _target(self, record: Record, size: torch.Size) -> Any:
+    def _pixels(
+        self, index: int, record: Record
+    ) -> tuple[torch.Tensor, np.ndarray | None, tuple[float, ...]]:
+        """``(C, S, S)`` image tensor (uint8 / float16 from the cache, float32 decoded), mask, geometry."""
+        if self.arrays is not None:
+            image = torch.from_numpy(self.arrays.image(index)).permute(2, 0, 1)
+            mask = self.arrays.mask(index) if self.target == "mask" else None
+            return image, mask, self.arrays.geometry(index)
+        pixels = decode_record(record)
+        if self.target == "mask" and (pixels.mask is None or pixels.mask.shape != pixels.image.shape[:2]):
+            shape = None if pixels.mask is None else pixels.mask.shape
+            raise DataError(
+                f"{record.mask}: mask size {shape} differs from image {record.where} {pixels.image.shape[:2]}"
+            )
+        fitted, mask, geometry = fit_to_size(pixels.image, pixels.mask, self.image_size, "stretch", 0)
+        return torch.from_numpy(fitted).permute(2, 0, 1), mask, geometry
+
+    def _target(
+        self, record: Record, mask: np.ndarray | None, geometry: tuple[float, ...], size: torch.Size
+    ) -> Any:
         if self.target == "image":
             return None
         if self.target == "label":
@@ -70,15 +114,11 @@ class TaskDataset(Dataset[Sample]):
         if self.target == "multilabel":
             return torch.tensor(record.labels, dtype=torch.float32)
         if self.target == "mask":
-            assert record.mask is not None
-            mask = read_mask(record.mask)
-            if mask.shape != tuple(size):
-                shape = tuple(size)
-                raise DataError(
-                    f"{record.mask}: mask size {mask.shape} differs from image {record.image} {shape}"
-                )
-            return tv_tensors.Mask(torch.from_numpy(mask))
+            assert mask is not None
+            return tv_tensors.Mask(torch.from_numpy(mask.astype(np.int64)))
+        sx, sy, ox, oy = geometry
         boxes = np.array([b[:4] for b in record.boxes or ()], dtype=np.float32).reshape(-1, 4)
+        boxes = boxes * np.array([sx, sy, sx, sy], np.float32) + np.array([ox, oy, ox, oy], np.float32)
         labels = torch.tensor([b.label for b in record.boxes or ()], dtype=torch.long)
         return {
             "boxes": tv_tensors.BoundingBoxes(

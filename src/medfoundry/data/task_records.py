@@ -1,53 +1,211 @@
-"""A task's records, checked and split, ready to become datasets."""
+"""A task's data from its spec: records read, checked and split, pixels cached.
+
+Two steps, because a task type needs its classes before it can say what it ignores:
+
+1. ``resolve_classes``: the declared classes, or those the source names;
+2. ``load_task_data``: read the source, split, and prepare the cached arrays of the splits a
+   job needs (``load_task_records`` stops before the pixels).
+"""
 
 from __future__ import annotations
 
-from medfoundry.data.checks import check_mask_values
-from medfoundry.data.manifest import ManifestSource, read_manifest
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from medfoundry.data.cache import CacheSettings, PreparedSplit, prepare_arrays
+from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Record, TargetKind
-from medfoundry.data.splits import split_records
+from medfoundry.data.sources import SourceBase
+from medfoundry.data.splits import SplitPolicy, split_records
 from medfoundry.errors import DataError
 
-__all__ = ["load_task_records"]
+__all__ = ["DataSpec", "TaskData", "load_task_data", "load_task_records", "resolve_classes"]
+
+DEFAULT_IGNORE_INDEX = 255
+
+
+class DataSpec(Protocol):
+    """The data-related part of a task spec (``medfoundry.tasks.TaskSpec`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def source(self) -> SourceBase: ...
+    @property
+    def classes(self) -> list[str]: ...
+    @property
+    def preprocessing(self) -> Preprocessing: ...
+    @property
+    def split(self) -> SplitPolicy: ...
+
+
+@dataclass
+class TaskData:
+    """One task's data.
+
+    Attributes:
+        records: Every split's usable records (``train``, ``val``, ``test``).
+        prepared: Cached arrays of the splits that were asked for.
+        skipped: One line per sample left out by ``on_error: skip``.
+    """
+
+    records: dict[str, list[Record]]
+    prepared: dict[str, PreparedSplit] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def resolve_classes(source: SourceBase, target: TargetKind, classes: list[str]) -> list[str]:
+    """The declared ``classes``, or, when there are none, those the source names.
+
+    Raises:
+        ConfigError: the source cannot name its classes (the task must declare them).
+        DataError: the source cannot be read.
+    """
+    return list(classes) if classes or target == "image" else source.infer_classes(target)
 
 
 def load_task_records(
     name: str,
-    source: ManifestSource,
+    source: SourceBase,
     target: TargetKind,
     classes: list[str],
     seed: int,
     val_fraction: float,
     ignore_index: int | None = None,
     require_val: bool = True,
+    *,
+    preprocessing: Preprocessing | None = None,
+    split: SplitPolicy | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
 ) -> dict[str, list[Record]]:
-    """Read, check and split one task's source.
+    """Read and split one task's source (no pixels are decoded).
 
     Args:
         name: Task name (for messages).
         source: Where the records come from.
         target: What the task needs from each record.
-        classes: Declared classes.
-        seed: Seeds the train/val assignment of unsplit records.
-        val_fraction: Share of unsplit records that go to val.
-        ignore_index: Mask value allowed besides the class indices (segmentation).
+        classes: The task's classes (see ``resolve_classes``).
+        seed: Seeds the assignment of records without a given split.
+        val_fraction: Share of unsplit groups that go to val (unless ``split`` sets one).
+        ignore_index: Mask value of unlabelled pixels (segmentation); default 255.
         require_val: A task without validation samples is an error.
+        preprocessing: The task's preprocessing (its intensity setting goes to the readers).
+        split: The task's split policy.
+        on_error: ``skip`` leaves out bad rows and files instead of raising.
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}``.
 
     Raises:
-        DataError: every problem found (missing files, bad labels or mask values, empty splits).
+        DataError: every problem found (missing files, bad labels, empty splits).
     """
-    records = read_manifest(source, target, classes)
-    if target == "mask":
-        check_mask_values(records, classes, 255 if ignore_index is None else ignore_index, str(source.path))
-    splits = split_records(records, val_fraction, seed)
+    scanned, _ = _scan_and_split(
+        source, target, classes, seed, val_fraction, ignore_index, preprocessing, split, on_error
+    )
+    _check_splits(name, source, scanned, require_val)
+    return scanned
+
+
+def load_task_data(
+    spec: DataSpec,
+    target: TargetKind,
+    seed: int,
+    val_fraction: float,
+    size: int,
+    cache: CacheSettings,
+    ignore_index: int | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
+    prepare: Sequence[str] = ("train", "val"),
+    require_val: bool = True,
+) -> TaskData:
+    """Read, split, check and cache one task's data.
+
+    Args:
+        spec: The task (its classes resolved).
+        target: What the task needs from each record.
+        seed: Seeds the split of records without a given one.
+        val_fraction: Default share of groups for validation.
+        size: Cached side when the spec's preprocessing gives none (the model's input size).
+        cache: Where samples are cached.
+        ignore_index: Mask value of unlabelled pixels; default 255.
+        on_error: ``raise`` or ``skip`` (bad samples left out and listed in ``skipped``).
+        prepare: Splits whose pixels are decoded and cached.
+        require_val: A task without validation samples is an error.
+
+    Raises:
+        DataError: every problem of the task, one line each (naming file, row or key).
+    """
+    records, skipped = _scan_and_split(
+        spec.source,
+        target,
+        spec.classes,
+        seed,
+        val_fraction,
+        ignore_index,
+        spec.preprocessing,
+        spec.split,
+        on_error,
+    )
+    data = TaskData(records, skipped=skipped)
+    problems = []
+    for split in prepare:
+        if not records[split]:
+            continue
+        try:
+            prepared = prepare_arrays(
+                f"{spec.name}-{split}",
+                records[split],
+                target,
+                spec.preprocessing.size or size,
+                spec.preprocessing,
+                len(spec.classes),
+                DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index,
+                cache,
+                on_error,
+            )
+        except DataError as e:
+            problems.extend(e.problems)
+            continue
+        data.prepared[split] = prepared
+        data.records[split] = prepared.records
+        data.skipped += prepared.problems
+    if problems:
+        # a failed source leaves nothing behind: drop what this call cached for its other splits
+        for prepared in data.prepared.values():
+            if not prepared.from_cache and prepared.arrays.folder is not None:
+                shutil.rmtree(prepared.arrays.folder, ignore_errors=True)
+        raise DataError(problems)
+    _check_splits(spec.name, spec.source, data.records, require_val)
+    return data
+
+
+def _scan_and_split(
+    source: SourceBase,
+    target: TargetKind,
+    classes: list[str],
+    seed: int,
+    val_fraction: float,
+    ignore_index: int | None,
+    preprocessing: Preprocessing | None,
+    split: SplitPolicy | None,
+    on_error: str,
+) -> tuple[dict[str, list[Record]], list[str]]:
+    ignore = DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
+    scan = source.scan(target, classes, preprocessing or Preprocessing(), ignore)
+    if scan.problems and on_error == "raise":
+        raise DataError(scan.problems)
+    policy = split or SplitPolicy()
+    fraction = val_fraction if policy.val_fraction is None else policy.val_fraction
+    return split_records(scan.records, fraction, seed, policy.test_fraction, policy.stratify), scan.problems
+
+
+def _check_splits(name: str, source: SourceBase, splits: dict[str, list[Record]], require_val: bool) -> None:
     if not splits["train"]:
-        raise DataError(f"task '{name}': {source.path} has no training samples")
+        raise DataError(f"task '{name}': {source.location} has no training samples")
     if require_val and not splits["val"]:
         raise DataError(
-            f"task '{name}': {source.path} has no validation samples; add rows with split=val "
-            "or set data.val_fraction > 0"
+            f"task '{name}': {source.location} has no validation samples; add rows with split=val "
+            "or set data.val_fraction (or the task's split.val_fraction) above 0"
         )
-    return splits

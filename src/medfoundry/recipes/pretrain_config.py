@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -9,12 +10,21 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medfoundry.config_io import apply_overrides, load_yaml, validate_config
+from medfoundry.data.augment import AugmentConfig
+from medfoundry.data.cache import CacheSettings
 from medfoundry.errors import ConfigError
 from medfoundry.models.config import ModelConfig
-from medfoundry.tasks.spec import TaskSpec
+from medfoundry.tasks.spec import TaskSpec, check_unique_names
 from medfoundry.training.optim import OptimizerConfig
 
-__all__ = ["DataConfig", "PretrainConfig", "TrainingConfig", "load_pretrain_config"]
+__all__ = [
+    "DataConfig",
+    "PretrainConfig",
+    "TrainingConfig",
+    "default_cache_dir",
+    "load_pretrain_config",
+    "read_tasks",
+]
 
 
 class _Frozen(BaseModel):
@@ -22,19 +32,45 @@ class _Frozen(BaseModel):
 
 
 class DataConfig(_Frozen):
-    """How task data is fed.
+    """How task data is cached and fed.
 
     Args:
         batch_size: Default images per batch of each task (a task's ``batch_size`` overrides).
-        num_workers: DataLoader worker processes per task (0: load in the main process).
-        val_fraction: Share of a task's unsplit rows used for validation.
-        augment: Random flips of training images (and their masks and boxes).
+        num_workers: DataLoader worker processes per task (0: load in the main process); also
+            the processes that decode while the cache is built.
+        val_fraction: Share of a task's unsplit groups used for validation (a task's
+            ``split.val_fraction`` overrides).
+        augment: Training augmentation of images with their masks and boxes (``true``: flips;
+            see ``medfoundry.data.AugmentConfig`` for rotations, affine, crops, jitter).
+        enable_cache: Keep decoded samples in ``cache_dir`` across runs; ``false`` decodes once
+            per run into memory.
+        cache_dir: Cache folder; default ``$XDG_CACHE_HOME/medfoundry`` (``~/.cache/medfoundry``).
+        cache_validation: How a cached file is recognised as unchanged: ``stat`` (size and
+            modification time) or ``content`` (SHA-256 of its bytes; reads every file).
+        on_error: ``raise``: a bad row, file or sample stops the run (all of them listed);
+            ``skip``: they are left out, counted and listed at the end.
     """
 
     batch_size: int = Field(default=16, ge=1)
     num_workers: int = Field(default=0, ge=0)
     val_fraction: float = Field(default=0.2, ge=0, lt=1)
-    augment: bool = True
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    enable_cache: bool = True
+    cache_dir: Path | None = None
+    cache_validation: Literal["stat", "content"] = "stat"
+    on_error: Literal["raise", "skip"] = "raise"
+
+    def cache_settings(self) -> CacheSettings:
+        """Where samples are cached (``cache_dir`` resolved)."""
+        if not self.enable_cache:
+            return CacheSettings(None, self.cache_validation, self.num_workers)
+        return CacheSettings(self.cache_dir or default_cache_dir(), self.cache_validation, self.num_workers)
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/medfoundry``, or ``~/.cache/medfoundry``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "medfoundry"
 
 
 class TrainingConfig(_Frozen):
@@ -106,10 +142,7 @@ class PretrainConfig(_Frozen):
 
     @model_validator(mode="after")
     def _unique_task_names(self) -> PretrainConfig:
-        names = [t.name for t in self.tasks]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"task names must be unique; repeated: {', '.join(dupes)}")
+        check_unique_names(self.tasks)
         return self
 
 
@@ -124,24 +157,37 @@ def load_pretrain_config(path: Path, overrides: Sequence[str] = ()) -> PretrainC
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     raw = apply_overrides(raw, overrides)
-    tasks = raw.get("tasks")
+    if "tasks" in raw:
+        raw["tasks"] = read_tasks(raw["tasks"], path)
+    return validate_config(PretrainConfig, raw, str(path))
+
+
+SOURCE_PATH_KEYS = ("path", "root", "images", "masks", "labels")
+
+
+def read_tasks(tasks: Any, path: Path) -> Any:
+    """A config's ``tasks`` value: a list of task specs, or the path of a task database file
+    (holding that list, or a mapping with a ``tasks`` list). Relative source paths are made
+    absolute against the file that holds them.
+
+    Raises:
+        ConfigError: the task database file is missing, not YAML or not a list of tasks.
+    """
     if isinstance(tasks, str):
-        tasks_file = (path.parent / tasks) if not Path(tasks).is_absolute() else Path(tasks)
+        tasks_file = Path(tasks) if Path(tasks).is_absolute() else path.parent / tasks
         listed = load_yaml(tasks_file)
         listed = listed.get("tasks") if isinstance(listed, dict) else listed
         if not isinstance(listed, list):
             raise ConfigError(f"{tasks_file}: expected a list of tasks (or a mapping with a 'tasks' list)")
-        raw["tasks"] = _resolve_sources(listed, tasks_file.parent)
-    elif isinstance(tasks, list):
-        raw["tasks"] = _resolve_sources(tasks, path.parent)
-    return validate_config(PretrainConfig, raw, str(path))
+        return _resolve_sources(listed, tasks_file.parent)
+    return _resolve_sources(tasks, path.parent) if isinstance(tasks, list) else tasks
 
 
 def _resolve_sources(tasks: list[Any], base: Path) -> list[Any]:
     for task in tasks:
         source = task.get("source") if isinstance(task, dict) else None
         if isinstance(source, dict):
-            for key in ("path", "root"):
+            for key in SOURCE_PATH_KEYS:
                 if isinstance(source.get(key), str) and not Path(source[key]).is_absolute():
                     source[key] = str((base / source[key]).resolve())
     return tasks

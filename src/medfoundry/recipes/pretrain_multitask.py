@@ -25,12 +25,11 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from medfoundry.data.task_dataset import TaskDataset
-from medfoundry.data.task_records import load_task_records
-from medfoundry.errors import ConfigError
+from medfoundry.data import AugmentConfig, TaskData, TaskDataset, load_task_data, resolve_classes
+from medfoundry.errors import ConfigError, DataError
 from medfoundry.models.build import build_multitask_model
 from medfoundry.recipes.pretrain_config import PretrainConfig
-from medfoundry.tasks import TaskType, build_task
+from medfoundry.tasks import TASK_TYPES, TaskType, build_task
 from medfoundry.training.checkpoint import load_checkpoint_config, save_checkpoint
 from medfoundry.training.checkpoint_config import checkpoint_config
 from medfoundry.training.device import resolve_device, resolve_precision
@@ -69,19 +68,8 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     """
     t = cfg.training
     # --- everything that can fail on user input, before writing anything ---
+    cfg = _with_classes(cfg)
     tasks: dict[str, TaskType] = {spec.name: build_task(spec) for spec in cfg.tasks}
-    splits = {
-        spec.name: load_task_records(
-            spec.name,
-            spec.source,
-            tasks[spec.name].target,
-            spec.classes,
-            cfg.seed,
-            cfg.data.val_fraction,
-            getattr(tasks[spec.name], "ignore_index", None),
-        )
-        for spec in cfg.tasks
-    }
     device = resolve_device(t.device)
     autocast_dtype, scaler = resolve_precision(t.precision, device)
     dist = init_distributed(device, t.distributed_timeout_s)
@@ -92,6 +80,7 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     model = build_multitask_model(cfg.model, tasks)
     if dist.rank:
         torch.manual_seed(cfg.seed + 7919 * dist.rank)  # in-model randomness differs per rank
+    data = _load_data_on_every_rank(cfg, tasks, dist)  # last: decoding into the cache is the slow check
     run_dir = Path(cfg.run_dir)
     dist.run_on_main(lambda: _prepare_run_dir(cfg, resume))
 
@@ -120,7 +109,7 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     loaders = {
         spec.name: CyclicTaskLoader(
             spec.name,
-            TaskDataset(splits[spec.name]["train"], tasks[spec.name].target, size, cfg.data.augment),
+            _dataset(data[spec.name], "train", tasks[spec.name], size, cfg.data.augment),
             TaskCollate(spec.name, tasks[spec.name]),
             batch_sizes[spec.name],
             cfg.seed,
@@ -135,7 +124,7 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     sampler = RoundRobinSampler(loaders, t.rounds_per_shared_step)
     val_loaders = {  # every rank validates the whole split (identical results), rank 0 reports
         spec.name: DataLoader(
-            TaskDataset(splits[spec.name]["val"], tasks[spec.name].target, size, augment=False),
+            _dataset(data[spec.name], "val", tasks[spec.name], size, AugmentConfig.off()),
             batch_size=batch_sizes[spec.name],
             collate_fn=TaskCollate(spec.name, tasks[spec.name]),
             num_workers=cfg.data.num_workers,
@@ -236,6 +225,11 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     sampler.close()
     if metrics_log is not None:
         metrics_log.close()
+    skipped = {name: len(d.skipped) for name, d in data.items() if d.skipped}
+    if skipped:
+        log.warning(
+            "samples left out (data.on_error: skip): %s", ", ".join(f"{n}: {c}" for n, c in skipped.items())
+        )
     dist.close()
     return run_dir
 
@@ -247,6 +241,56 @@ def _check_batch_sizes(batch_sizes: dict[str, int], dist: DistributedContext) ->
             f"batch sizes must be divisible by the {dist.world_size} processes so that every process gets an "
             f"equal slice; not divisible: {', '.join(bad)} (data.batch_size or the task's batch_size)"
         )
+
+
+def _with_classes(cfg: PretrainConfig) -> PretrainConfig:
+    """The config with every task's classes: declared, or read from its data."""
+    specs = [
+        spec.model_copy(
+            update={"classes": resolve_classes(spec.source, TASK_TYPES.get(spec.type).target, spec.classes)}
+        )
+        for spec in cfg.tasks
+    ]
+    return cfg.model_copy(update={"tasks": specs})
+
+
+def _load_data(cfg: PretrainConfig, tasks: dict[str, TaskType]) -> dict[str, TaskData]:
+    """Every task's records, split and cached; the problems of all tasks are reported together."""
+    data, problems = {}, []
+    for spec in cfg.tasks:
+        task = tasks[spec.name]
+        try:
+            data[spec.name] = load_task_data(
+                spec,
+                task.target,
+                cfg.seed,
+                cfg.data.val_fraction,
+                cfg.model.image_size,
+                cfg.data.cache_settings(),
+                getattr(task, "ignore_index", None),
+                cfg.data.on_error,
+            )
+        except DataError as e:
+            problems += e.problems
+            continue
+        for line in data[spec.name].skipped:
+            log.warning("task '%s': left out: %s", spec.name, line)
+    if problems:
+        raise DataError(problems)
+    return data
+
+
+def _load_data_on_every_rank(
+    cfg: PretrainConfig, tasks: dict[str, TaskType], dist: DistributedContext
+) -> dict[str, TaskData]:
+    """Rank 0 checks the data and fills the cache first; the other ranks then read the cache."""
+    on_main = dist.run_on_main(lambda: _load_data(cfg, tasks))
+    return on_main if on_main is not None else _load_data(cfg, tasks)
+
+
+def _dataset(data: TaskData, split: str, task: TaskType, size: int, augment: AugmentConfig) -> TaskDataset:
+    prepared = data.prepared[split]
+    return TaskDataset(prepared.records, task.target, size, augment, prepared.arrays)
 
 
 def _report_nonfinite(

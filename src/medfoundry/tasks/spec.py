@@ -1,8 +1,10 @@
 """The task specification: one entry of a task database.
 
 A task is one labelled dataset with one label type. The spec says what the task is (name,
-type, classes, modality), where its data comes from (``source``) and task-type options, which
-the task type validates with its own ``Options`` model.
+type, classes, modality), where its data comes from (``source``, one of the formats in
+``medfoundry.data.sources``, picked by its ``type``), how its images are preprocessed and its
+records split, and task-type options, which the task type validates with its own ``Options``
+model.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from medfoundry.data.manifest import ManifestSource
+from medfoundry.data.preprocessing import Preprocessing
+from medfoundry.data.sources import SourceConfig
+from medfoundry.data.splits import SplitPolicy
 
-__all__ = ["TaskSpec"]
+__all__ = ["TaskSpec", "check_unique_names"]
 
 
 class TaskSpec(BaseModel):
@@ -25,9 +29,12 @@ class TaskSpec(BaseModel):
             ``detection`` (``medfoundry ls`` lists them).
         classes: Class names, in label order. For segmentation, index 0 is usually background
             and mask pixel value ``i`` means ``classes[i]``; for multilabel these are also the
-            manifest's label columns.
-        source: Where the samples come from.
+            manifest's label columns. Empty: read from the data where the source can name
+            them (class subfolders, label values, COCO categories, MedMNIST label indices).
+        source: Where the samples come from (``type: manifest`` when no type is given).
         modality: Free text (``CT``, ``fluorescence``, ...), recorded in checkpoints and reports.
+        preprocessing: Cached size, fit, channels, intensity (CT windows, percentiles, ...).
+        split: How records without a given split are divided into train / val / test.
         batch_size: Images per batch for this task; ``None`` uses the run's default.
         options: Task-type options, validated by the task type (e.g. ``ignore_index``).
 
@@ -42,9 +49,11 @@ class TaskSpec(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     type: str
-    classes: list[str] = Field(min_length=1)
-    source: ManifestSource
+    classes: list[str] = Field(default_factory=list)
+    source: SourceConfig
     modality: str | None = None
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    split: SplitPolicy = Field(default_factory=SplitPolicy)
     batch_size: int | None = Field(default=None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -59,3 +68,16 @@ class TaskSpec(BaseModel):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+def check_unique_names(tasks: list[TaskSpec]) -> list[TaskSpec]:
+    """Task names must be unique (they name heads, log keys and cache folders).
+
+    Raises:
+        ValueError: naming the repeated names (pydantic reports it under ``tasks``).
+    """
+    names = [t.name for t in tasks]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"task names must be unique; repeated: {', '.join(dupes)}")
+    return tasks

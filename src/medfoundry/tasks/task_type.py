@@ -8,7 +8,7 @@ collates targets. Adding a task type is one module, one ``register`` line and on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, Protocol
 
 import torch
@@ -47,6 +47,9 @@ class TaskType(Protocol):
     target: ClassVar[TargetKind]
     spec: TaskSpec
 
+    def __init__(self, spec: TaskSpec) -> None:
+        """Bind the task to its spec and validate the spec's ``options``."""
+
     def build_head(self, in_channels: int) -> nn.Module:
         """The task's own layers on top of the shared feature (``in_channels`` wide)."""
 
@@ -60,5 +63,6 @@ class TaskType(Protocol):
         """Batch the per-sample targets that the dataset produced."""
 
 
-TaskTypeClass = Callable[[TaskSpec], TaskType]
-"""A task-type class: called with a spec, it returns the task (and validates its options)."""
+TaskTypeClass = type[TaskType]
+"""A task-type class: called with a spec, it returns the task; ``feature`` and ``target`` are
+readable on the class itself."""

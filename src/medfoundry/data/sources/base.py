@@ -1,0 +1,136 @@
+"""What every source gives back, and the file-listing helpers the sources share.
+
+A source is a frozen pydantic model with a ``type`` key. It lists its samples as ``Record``s
+without decoding pixels (``scan``), and names its classes when a task does not declare them
+(``infer_classes``). A problem with one row or file is returned in ``SourceScan.problems`` (so
+that ``on_error: skip`` can leave that sample out); a problem with the source as a whole (a
+missing manifest, a missing column) raises ``DataError`` at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from medfoundry.data.masks import MaskMapping, MaskValues, mask_mapping
+from medfoundry.data.preprocessing import Preprocessing
+from medfoundry.data.record import Box, Record, TargetKind
+from medfoundry.errors import ConfigError, DataError
+
+__all__ = ["EDGE_TOLERANCE_PX", "SourceBase", "SourceScan", "file_stem", "list_files", "make_box"]
+
+EDGE_TOLERANCE_PX = 1.0
+"""How far (pixels) a box may stick out of its image: annotation tools round edges outwards."""
+
+
+@dataclass
+class SourceScan:
+    """A source's samples before decoding.
+
+    Attributes:
+        records: One record per usable sample, in a deterministic order.
+        problems: One message per row or file left out (naming file, row or key).
+    """
+
+    records: list[Record]
+    problems: list[str] = field(default_factory=list)
+
+
+class SourceBase(BaseModel):
+    """Shared behaviour of source configs (each subclass adds its ``type`` and fields)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    targets: ClassVar[tuple[TargetKind, ...]]
+    """The targets this source can give."""
+
+    @property
+    def location(self) -> str:
+        """The file or folder the source reads (``path``, or ``images`` for paired folders), for messages."""
+        return str(getattr(self, "path", None) or getattr(self, "images", ""))
+
+    def scan(
+        self, target: TargetKind, classes: list[str], preprocessing: Preprocessing, ignore_index: int
+    ) -> SourceScan:
+        """List the samples for ``target`` (see module docstring).
+
+        Args:
+            target: What the task needs from each sample.
+            classes: The task's classes (declared or inferred).
+            preprocessing: The task's preprocessing (its intensity setting goes to the readers).
+            ignore_index: Mask value of unlabelled pixels (segmentation).
+
+        Raises:
+            ConfigError: the source cannot give ``target``.
+            DataError: the source as a whole is unusable.
+        """
+        if target not in self.targets:
+            raise ConfigError(
+                f"{self.location}: a source of type '{getattr(self, 'type', '?')}' gives "
+                f"{' or '.join(self.targets)}, but this task needs {target}"
+            )
+        return self._scan(target, classes, preprocessing, ignore_index)
+
+    def infer_classes(self, target: TargetKind) -> list[str]:
+        """Class names read from the data, for a task that declares none.
+
+        Raises:
+            ConfigError: this source cannot name the classes of ``target``; declare them.
+        """
+        if target == "image":
+            return []
+        raise ConfigError(
+            f"{self.location}: cannot infer the classes of a '{getattr(self, 'type', '?')}' source "
+            f"for a {target} task; list them under the task's 'classes'"
+        )
+
+    def _scan(
+        self, target: TargetKind, classes: list[str], preprocessing: Preprocessing, ignore_index: int
+    ) -> SourceScan:
+        raise NotImplementedError
+
+    def _mask_mapping(self, classes: list[str], ignore_index: int) -> MaskMapping:
+        values: MaskValues = getattr(self, "mask_values", None)
+        return mask_mapping(values, classes, ignore_index, f"{self.location}: mask_values")
+
+
+def list_files(folder: Path, suffixes: Iterable[str], recursive: bool = True) -> list[Path]:
+    """Files under ``folder`` whose name ends with one of ``suffixes`` (any case), sorted.
+
+    Raises:
+        DataError: the folder does not exist.
+    """
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found")
+    ends = tuple(s.lower() for s in suffixes)
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p
+        for p in folder.glob(pattern)
+        if p.is_file() and p.name.lower().endswith(ends) and not p.name.startswith(".")
+    )
+
+
+def file_stem(path: Path) -> str:
+    """Name without its extension, taking ``.nii.gz`` as one extension."""
+    name = path.name
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
+
+
+def make_box(coords: list[float], name: str, classes: list[str], where: str) -> Box:
+    """A box from ``[x1, y1, x2, y2]`` in pixels and a class name.
+
+    Raises:
+        DataError: ``x2 <= x1`` or ``y2 <= y1``, or a class that is not declared. (Whether the
+            box lies inside the image is checked when the image is decoded.)
+    """
+    x1, y1, x2, y2 = (float(c) for c in coords)
+    if not (x2 > x1 and y2 > y1):
+        raise DataError(f"{where} {[x1, y1, x2, y2]} needs x2 > x1 and y2 > y1")
+    if name not in classes:
+        raise DataError(f"{where}: class '{name}' is not a declared class ({', '.join(classes)})")
+    return Box(x1, y1, x2, y2, classes.index(name))

@@ -1,0 +1,167 @@
+"""Recipe: check a task database without training (``medfoundry validate-data CONFIG.yaml``).
+
+Every source is read, every sample decoded and checked (which also fills the preprocessing
+cache, so a following ``pretrain`` starts at once), and a table per task is printed: samples,
+classes and their counts, image sizes, modality, split sizes, and warnings. Problems of all
+tasks are collected and raised together, one line each.
+
+CONFIG is a task database (a ``tasks:`` list, optionally with ``data:`` and ``seed:``), or a
+pretraining config, whose ``tasks``, ``data``, ``seed`` and model ``image_size`` are used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from rich.console import Console
+from rich.table import Table
+
+from medfoundry.config_io import apply_overrides, load_yaml, validate_config
+from medfoundry.data import load_task_data, resolve_classes
+from medfoundry.data.summary import TaskSummary, summarize_task
+from medfoundry.errors import ConfigError, DataError, MedfoundryError
+from medfoundry.recipes.pretrain_config import DataConfig, load_pretrain_config, read_tasks
+from medfoundry.tasks import TASK_TYPES, build_task
+from medfoundry.tasks.spec import TaskSpec, check_unique_names
+
+__all__ = ["ValidateDataConfig", "load_validate_config", "run"]
+
+SHOWN_SKIPPED = 20
+COUNTED_AS = {
+    "label": "samples",
+    "multilabel": "positive samples",
+    "mask": "images showing it",
+    "boxes": "boxes",
+    "image": "",
+}
+
+
+class ValidateDataConfig(BaseModel):
+    """What ``validate-data`` checks.
+
+    Args:
+        tasks: The task database.
+        data: Cache and error settings (``data.on_error: skip`` counts bad samples instead).
+        seed: Seeds the split of records without a given one (as in pretraining).
+        image_size: Cached side for tasks whose preprocessing gives none.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tasks: list[TaskSpec] = Field(min_length=1)
+    data: DataConfig = Field(default_factory=DataConfig)
+    seed: int = 0
+    image_size: int = Field(default=224, ge=8)
+
+    @model_validator(mode="after")
+    def _unique_task_names(self) -> ValidateDataConfig:
+        check_unique_names(self.tasks)
+        return self
+
+
+def load_validate_config(path: Path, overrides: Sequence[str] = ()) -> ValidateDataConfig:
+    """Read a task database or a pretraining config (see module docstring).
+
+    Raises:
+        ConfigError: every problem of the file, one per line.
+    """
+    path = Path(path)
+    raw = load_yaml(path)
+    if isinstance(raw, dict) and "model" in raw:
+        cfg = load_pretrain_config(path, overrides)
+        return ValidateDataConfig(
+            tasks=cfg.tasks, data=cfg.data, seed=cfg.seed, image_size=cfg.model.image_size
+        )
+    raw = {"tasks": raw} if isinstance(raw, list) else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a list of tasks or a mapping with a 'tasks' list")
+    raw = apply_overrides(raw, overrides)
+    if "tasks" in raw:
+        raw["tasks"] = read_tasks(raw["tasks"], path)
+    return validate_config(ValidateDataConfig, raw, str(path))
+
+
+def run(cfg: ValidateDataConfig, console: Console | None = None) -> list[TaskSummary]:
+    """Check every task's data and print the summary; returns the summaries.
+
+    Raises:
+        ConfigError, DataError: every problem of every task (after printing the tasks that passed).
+    """
+    if console is None:
+        # rich wraps at 80 columns when writing to a file or pipe: too narrow for the tables
+        console = Console() if Console().is_terminal else Console(width=160)
+    summaries, problems, only_config = [], [], True
+    for spec in cfg.tasks:
+        try:
+            summaries.append(_check_task(spec, cfg))
+        except MedfoundryError as e:
+            problems += [p if p.startswith("task '") else f"task '{spec.name}': {p}" for p in e.problems]
+            only_config &= isinstance(e, ConfigError)
+    if summaries:
+        for table in _tables(cfg, summaries):
+            console.print(table)
+        for summary in summaries:
+            for warning in summary.warnings:
+                console.print(f"[yellow]warning[/]: task '{summary.name}': {warning}")
+            _print_skipped(console, summary)
+    if problems:
+        raise ConfigError(problems) if only_config else DataError(problems)
+    console.print(f"[green]ok[/]: {len(summaries)} task(s), every sample decoded")
+    return summaries
+
+
+def _check_task(spec: TaskSpec, cfg: ValidateDataConfig) -> TaskSummary:
+    target = TASK_TYPES.get(spec.type).target
+    spec = spec.model_copy(update={"classes": resolve_classes(spec.source, target, spec.classes)})
+    task = build_task(spec)
+    data = load_task_data(
+        spec,
+        target,
+        cfg.seed,
+        cfg.data.val_fraction,
+        cfg.image_size,
+        cfg.data.cache_settings(),
+        getattr(task, "ignore_index", None),
+        cfg.data.on_error,
+        prepare=("train", "val", "test"),
+        require_val=False,
+    )
+    return summarize_task(spec.name, target, spec.classes, data)
+
+
+def _tables(cfg: ValidateDataConfig, summaries: list[TaskSummary]) -> tuple[Table, Table]:
+    """An overview (a row per task) and the class counts (a row per task and class)."""
+    specs = {spec.name: spec for spec in cfg.tasks}
+    overview = Table(title="tasks")
+    for column in ("task", "type", "modality", "samples", "train/val/test", "image sizes (HxW)"):
+        overview.add_column(column, justify="right" if column == "samples" else "left", overflow="fold")
+    classes = Table(title="classes")
+    for column in ("task", "class", "count", "counted as"):
+        classes.add_column(column, justify="right" if column == "count" else "left", overflow="fold")
+    for s in summaries:
+        sizes = "-"
+        if s.image_sizes:
+            (h1, w1), (h2, w2) = s.image_sizes
+            sizes = f"{h1}x{w1}" if (h1, w1) == (h2, w2) else f"{h1}x{w1} .. {h2}x{w2}"
+        splits = "/".join(str(s.split_sizes[k]) for k in ("train", "val", "test"))
+        spec = specs[s.name]
+        overview.add_row(
+            s.name, spec.type, spec.modality or "-", str(sum(s.split_sizes.values())), splits, sizes
+        )
+        for i, (name, count) in enumerate(s.class_counts.items()):
+            classes.add_row(
+                s.name if i == 0 else "", name, str(count), COUNTED_AS[s.target] if i == 0 else ""
+            )
+    return overview, classes
+
+
+def _print_skipped(console: Console, summary: TaskSummary) -> None:
+    if not summary.skipped:
+        return
+    console.print(f"[yellow]skipped[/]: task '{summary.name}': {len(summary.skipped)} sample(s) left out:")
+    for line in summary.skipped[:SHOWN_SKIPPED]:
+        console.print(f"  {line}", markup=False, highlight=False)
+    if len(summary.skipped) > SHOWN_SKIPPED:
+        console.print(f"  ... and {len(summary.skipped) - SHOWN_SKIPPED} more")
