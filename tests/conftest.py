@@ -34,7 +34,7 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Real images (stardist nuclei, scikit-image fundus/IHC/phase, H&E): returns tasks.yaml."""
     from medfoundry.demo import build_demo_database
 
-    return build_demo_database(tmp_path_factory.mktemp("demo_db"), crops_per_class=16)
+    return build_demo_database(tmp_path_factory.mktemp("demo_db"), parts=["microscopy"], crops_per_class=16)
 
 
 def tiny_config(run_dir: Path, tasks: Any, **overrides: Any) -> dict[str, Any]:

@@ -1,0 +1,105 @@
+"""Microscopy and photography tasks of the demo database.
+
+- ``nuclei_seg`` (segmentation, background/nucleus): stardist's fluorescence image cut into
+  non-overlapping tiles; the mask is the instance mask's foreground (any nucleus id > 0).
+- ``nuclei_det`` (detection, nucleus): the same tiles; one box per nucleus, the bounding box
+  of its pixels inside the tile (fragments under ``min_box_pixels`` pixels are left out).
+- ``modality`` (classification, 5 classes): random square crops of five images, labelled by
+  the imaging technique of the source image: fundus photograph, immunohistochemistry, phase
+  contrast, H&E, fluorescence. The fluorescence crops come from mahotas' nuclei image, not
+  from stardist's, so that pretraining on this task never sees the nuclei tasks' image.
+- ``histology`` (unlabelled): tiles of the H&E and IHC images, for masked-image pretraining.
+
+Splits are spatial: the rightmost ``val_fraction`` of each source image (by x) is validation.
+Fluorescence intensities are scaled to 8 bits between the 1st and 99.8th percentile.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from medfoundry.demo import packaged_images as images
+from medfoundry.demo.writing import save_png, to_uint8, write_csv
+
+__all__ = ["TECHNIQUES", "write_histology", "write_modality", "write_nuclei"]
+
+TECHNIQUES: dict[str, Callable[[], np.ndarray]] = {
+    "fundus": images.fundus,
+    "immunohistochemistry": images.immunohistochemistry,
+    "phase_contrast": images.phase_contrast,
+    "h_and_e": images.h_and_e,
+    "fluorescence": images.other_fluorescence,
+}
+
+
+def write_nuclei(out_dir: Path, tile: int, val_fraction: float, min_box_pixels: int) -> None:
+    """``nuclei_seg.csv`` and ``nuclei_det.csv`` over tiles of stardist's nuclei image."""
+    image, instances = images.nuclei_fluorescence()
+    image8 = to_uint8(image)
+    height, width = image.shape
+    val_from = int(width * (1 - val_fraction)) // tile * tile
+    seg_rows, det_rows = [], []
+    for y in range(0, height - tile + 1, tile):
+        for x in range(0, width - tile + 1, tile):
+            name = f"tile_y{y:03d}_x{x:03d}.png"
+            ids = instances[y : y + tile, x : x + tile]
+            save_png(image8[y : y + tile, x : x + tile], out_dir / "nuclei" / "images" / name)
+            save_png((ids > 0).astype(np.uint8), out_dir / "nuclei" / "masks" / name)
+            split = "val" if x >= val_from else "train"
+            seg_rows.append(
+                {"image": f"nuclei/images/{name}", "mask": f"nuclei/masks/{name}", "split": split}
+            )
+            boxes = json.dumps(_boxes(ids, min_box_pixels))
+            det_rows.append({"image": f"nuclei/images/{name}", "boxes": boxes, "split": split})
+    write_csv(out_dir / "nuclei_seg.csv", seg_rows)
+    write_csv(out_dir / "nuclei_det.csv", det_rows)
+
+
+def _boxes(ids: np.ndarray, min_pixels: int) -> list[list[float | str]]:
+    boxes: list[list[float | str]] = []
+    for instance in np.unique(ids[ids > 0]):
+        ys, xs = np.nonzero(ids == instance)
+        if ys.size >= min_pixels:
+            boxes.append([int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1, "nucleus"])
+    return boxes
+
+
+def write_modality(
+    out_dir: Path, crop: int, per_class: int, val_fraction: float, rng: np.random.Generator
+) -> None:
+    """``modality.csv``: crops labelled by the source image's imaging technique."""
+    rows = []
+    n_val = max(1, round(per_class * val_fraction))
+    for label, load in TECHNIQUES.items():
+        source = load()
+        height, width = source.shape[:2]
+        margin = height // 7 if label == "fundus" else 0  # stay inside the fundus disc
+        val_from = int(width * (1 - val_fraction))
+        for i in range(per_class):
+            split = "val" if i < n_val else "train"
+            x_lo, x_hi = (val_from, width - crop) if split == "val" else (margin, val_from - crop)
+            x = int(rng.integers(x_lo, max(x_lo + 1, x_hi)))
+            y = int(rng.integers(margin, height - margin - crop))
+            name = f"{label}_{i:03d}.png"
+            save_png(source[y : y + crop, x : x + crop], out_dir / "modality" / name)
+            rows.append({"image": f"modality/{name}", "label": label, "split": split})
+    write_csv(out_dir / "modality.csv", rows)
+
+
+def write_histology(out_dir: Path, tile: int, val_fraction: float) -> None:
+    """``histology.csv``: unlabelled tiles of the H&E and IHC images (image column only)."""
+    rows = []
+    for label, load in (("h_and_e", images.h_and_e), ("ihc", images.immunohistochemistry)):
+        source = load()
+        height, width = source.shape[:2]
+        val_from = int(width * (1 - val_fraction)) // tile * tile
+        for y in range(0, height - tile + 1, tile):
+            for x in range(0, width - tile + 1, tile):
+                name = f"{label}_y{y:03d}_x{x:03d}.png"
+                save_png(source[y : y + tile, x : x + tile], out_dir / "histology" / name)
+                rows.append({"image": f"histology/{name}", "split": "val" if x >= val_from else "train"})
+    write_csv(out_dir / "histology.csv", rows)
