@@ -142,10 +142,10 @@ def dicom_file(package: str, name: str) -> Path:
     if package == "pydicom":
         from pydicom.data import get_testdata_file
 
-        path = get_testdata_file(name)
-        if path is None:
+        found = get_testdata_file(name)
+        if found is None:
             raise DataError(f"DICOM test file {name} not found: install pydicom-data ({INSTALL_HINT})")
-        return Path(str(path))
+        return Path(str(found))
     for path in (package_folder(package) / "data").rglob(name):
         return path
     raise DataError(f"DICOM file {name} not found in the package '{package}': {INSTALL_HINT}")
