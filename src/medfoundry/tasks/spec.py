@@ -22,10 +22,10 @@ class TaskSpec(BaseModel):
     Args:
         name: Unique identifier (letters, digits, ``_`` and ``-``); names the head and log keys.
         type: A registered task type: ``classification``, ``multilabel``, ``segmentation``,
-            ``detection`` (``medfoundry ls`` lists them).
+            ``detection``, ``masked_image`` (``medfoundry ls`` lists them).
         classes: Class names, in label order. For segmentation, index 0 is usually background
             and mask pixel value ``i`` means ``classes[i]``; for multilabel these are also the
-            manifest's label columns.
+            manifest's label columns. Unlabelled (``masked_image``) tasks have none.
         source: Where the samples come from.
         modality: Free text (``CT``, ``fluorescence``, ...), recorded in checkpoints and reports.
         batch_size: Images per batch for this task; ``None`` uses the run's default.
@@ -42,7 +42,7 @@ class TaskSpec(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     type: str
-    classes: list[str] = Field(min_length=1)
+    classes: list[str] = Field(default_factory=list)
     source: ManifestSource
     modality: str | None = None
     batch_size: int | None = Field(default=None, ge=1)
