@@ -54,6 +54,8 @@ class TrainingConfig(_Frozen):
             every epoch end and the end of the run).
         val_every_steps: Validate this often; ``None``: at every epoch end.
         log_every_steps: Write training metrics this often.
+        preview_every_steps: Save reconstruction previews of masked-image tasks this often
+            (``RUN/previews``); they are always saved at the end of the run.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
     """
 
@@ -68,6 +70,7 @@ class TrainingConfig(_Frozen):
     checkpoint_every_steps: int = Field(default=100, ge=1)
     val_every_steps: int | None = Field(default=None, ge=1)
     log_every_steps: int = Field(default=10, ge=1)
+    preview_every_steps: int | None = Field(default=None, ge=1)
     device: str = "auto"
 
 
