@@ -9,6 +9,11 @@ Tasks and how their labels are made (all images are real; see ``packaged_images`
 - ``modality`` (classification, 5 classes): random square crops of five images, labelled by
   the source image's imaging technique: fundus photograph, immunohistochemistry, phase
   contrast, H&E, fluorescence.
+- ``unlabelled`` (masked_image): every image above, without its label, for masked-image
+  pretraining; each image keeps the split it has in its labelled task.
+
+``tasks.yaml`` lists the three labelled tasks, ``mim_tasks.yaml`` the unlabelled one and
+``hybrid_tasks.yaml`` all four.
 
 Splits are spatial, never random, so that validation pixels are never seen in training: the
 rightmost ``val_fraction`` of each source image's width is validation.
@@ -47,7 +52,7 @@ def build_demo_database(
     min_box_pixels: int = 12,
     seed: int = 0,
 ) -> Path:
-    """Write the database and return the path of its ``tasks.yaml``.
+    """Write the database and return the path of its ``tasks.yaml`` (the others lie beside it).
 
     Args:
         out_dir: Folder to write into (created).
@@ -88,6 +93,22 @@ def build_demo_database(
             "source": {"path": "modality.csv"},
         },
     ]
+    unlabelled = {
+        "name": "unlabelled",
+        "type": "masked_image",
+        "modality": "mixed",
+        "source": {"path": "unlabelled.csv"},
+    }
+    _write_csv(
+        out_dir / "unlabelled.csv",
+        [
+            {"image": row["image"], "split": row["split"]}
+            for manifest in ("nuclei_seg.csv", "modality.csv")
+            for row in _read_csv(out_dir / manifest)
+        ],
+    )
+    for name, listed in (("mim_tasks.yaml", [unlabelled]), ("hybrid_tasks.yaml", [*tasks, unlabelled])):
+        (out_dir / name).write_text(yaml.safe_dump({"tasks": listed}, sort_keys=False))
     path = out_dir / "tasks.yaml"
     path.write_text(yaml.safe_dump({"tasks": tasks}, sort_keys=False))
     return path
@@ -157,6 +178,11 @@ def _write_modality(
 def _to_uint8(image: np.ndarray) -> np.ndarray:
     low, high = np.percentile(image, [1.0, 99.8])
     return (np.clip((image.astype(np.float32) - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
