@@ -28,14 +28,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from medfoundry.models.encoder import Encoder
-from medfoundry.models.masking import (
-    MaskedImageOutput,
-    masked_unit_loss,
-    patchify,
-    random_unit_mask,
-    unpatchify,
-    upsample_mask,
-)
+from medfoundry.models.masking import MaskedImageOutput, objective_mask, score_reconstruction, upsample_mask
 from medfoundry.models.reconstruction_decoder import ReconstructionDecoder
 
 __all__ = ["MaskedAutoencoderViT"]
@@ -102,19 +95,14 @@ class MaskedAutoencoderViT(nn.Module):
         )
 
     def forward(self, encoder: Encoder, images: torch.Tensor) -> MaskedImageOutput:
-        """Mask, encode, decode and score a batch.
-
-        In training mode masks come from torch's global RNG (saved and restored with the run);
-        in eval mode from a fixed seed, so that validation losses are comparable across steps.
+        """Mask (randomly in training, fixed masks in eval), encode, decode and score a batch.
 
         Args:
             encoder: The shared encoder (its backbone a timm ``VisionTransformer``).
             images: ``(B, 3, H, W)`` float32 in [0, 1].
         """
         x = encoder.normalize(images)
-        b = x.shape[0]
-        generator = None if self.training else torch.Generator(x.device).manual_seed(0)
-        unit_mask = random_unit_mask(b, self.unit_grid**2, self.num_masked, x.device, generator)
+        unit_mask = objective_mask(x.shape[0], self.unit_grid**2, self.num_masked, x.device, self.training)
         token_mask = upsample_mask(unit_mask, self.unit_grid, self.mask_unit_size // self.patch_size)
         vit = cast(VisionTransformer, encoder.backbone)
         tokens = vit.patch_embed(x)  # (B, L, D), or (B, h, w, D) for dynamic image sizes
@@ -138,8 +126,6 @@ class MaskedAutoencoderViT(nn.Module):
             tokens = vit.blocks(tokens)
         latent = vit.norm(tokens)[:, prefix:]
         pred = self.decoder(latent, self.token_grid, ids_restore)  # (B, L, 3 p^2)
-        if self.mask_unit_size != self.patch_size:
-            pred = patchify(unpatchify(pred, self.patch_size, self.token_grid), self.mask_unit_size)
-        target = patchify(x, self.mask_unit_size)
-        loss = masked_unit_loss(pred, target, unit_mask, self.norm_pix_loss)
-        return MaskedImageOutput(loss, pred, unit_mask)
+        return score_reconstruction(
+            pred, self.patch_size, self.token_grid, x, self.mask_unit_size, unit_mask, self.norm_pix_loss
+        )

@@ -34,14 +34,7 @@ from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 
 from medfoundry.models.encoder import Encoder
-from medfoundry.models.masking import (
-    MaskedImageOutput,
-    masked_unit_loss,
-    patchify,
-    random_unit_mask,
-    unpatchify,
-    upsample_mask,
-)
+from medfoundry.models.masking import MaskedImageOutput, objective_mask, score_reconstruction, upsample_mask
 from medfoundry.models.reconstruction_decoder import ReconstructionDecoder
 
 __all__ = ["MaskTokenMIM"]
@@ -109,10 +102,7 @@ class MaskTokenMIM(nn.Module):
         )
 
     def forward(self, encoder: Encoder, images: torch.Tensor) -> MaskedImageOutput:
-        """Mask, encode, decode and score a batch.
-
-        In training mode masks come from torch's global RNG (saved and restored with the run);
-        in eval mode from a fixed seed, so that validation losses are comparable across steps.
+        """Mask (randomly in training, fixed masks in eval), encode, decode and score a batch.
 
         Args:
             encoder: The shared encoder (a timm Swin for ``patch_embed``).
@@ -120,8 +110,7 @@ class MaskTokenMIM(nn.Module):
         """
         x = encoder.normalize(images)
         b = x.shape[0]
-        generator = None if self.training else torch.Generator(x.device).manual_seed(0)
-        unit_mask = random_unit_mask(b, self.unit_grid**2, self.num_masked, x.device, generator)
+        unit_mask = objective_mask(b, self.unit_grid**2, self.num_masked, x.device, self.training)
         factor = self.mask_unit_size // self.stem_stride
         grid = self.unit_grid * factor
         if self.masking_point == "patch_embed":
@@ -135,7 +124,6 @@ class MaskTokenMIM(nn.Module):
             masked = x * (1 - m) + self.mask_token.to(x.dtype) * m
             deep = encoder.features(masked)[-1].flatten(2).transpose(1, 2)
         pred = self.decoder(deep, self.deep_grid)  # (B, (H/32)(W/32), 3 * 32^2)
-        pred = patchify(unpatchify(pred, self.deep_stride, self.deep_grid), self.mask_unit_size)
-        target = patchify(x, self.mask_unit_size)
-        loss = masked_unit_loss(pred, target, unit_mask, self.norm_pix_loss)
-        return MaskedImageOutput(loss, pred, unit_mask)
+        return score_reconstruction(
+            pred, self.deep_stride, self.deep_grid, x, self.mask_unit_size, unit_mask, self.norm_pix_loss
+        )

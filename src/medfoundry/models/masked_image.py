@@ -14,7 +14,7 @@ Every check of the settings happens here, before any data is loaded or step is t
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypedDict
 
 import torch
 from timm.models.swin_transformer import SwinTransformer
@@ -144,27 +144,7 @@ def create_masked_image_objective(
         )
     if problems:
         raise ConfigError(problems)
-    if isinstance(backbone, VisionTransformer):
-        return MaskedAutoencoderViT(
-            backbone.embed_dim,
-            backbone.patch_embed.patch_size[0],
-            image_size,
-            mask_ratio=mask_ratio,
-            mask_unit_size=mask_unit_size,
-            decoder_dim=decoder_dim,
-            decoder_depth=decoder_depth,
-            decoder_num_heads=decoder_num_heads,
-            norm_pix_loss=norm_pix_loss,
-            masking="drop_tokens" if route == "drop_tokens" else "mask_token",
-        )
-    swin = route == "patch_embed"
-    return MaskTokenMIM(
-        "patch_embed" if swin else "input",
-        stem_channels if swin else 3,
-        stride if swin else 1,
-        deep.channels,
-        int(deep.stride),
-        image_size,
+    settings = _Settings(
         mask_ratio=mask_ratio,
         mask_unit_size=mask_unit_size,
         decoder_dim=decoder_dim,
@@ -172,6 +152,29 @@ def create_masked_image_objective(
         decoder_num_heads=decoder_num_heads,
         norm_pix_loss=norm_pix_loss,
     )
+    if isinstance(backbone, VisionTransformer):
+        vit_masking: Literal["drop_tokens", "mask_token"] = "drop_tokens"
+        if route == "mask_token":
+            vit_masking = "mask_token"
+        width, patch_size = backbone.embed_dim, backbone.patch_embed.patch_size[0]
+        return MaskedAutoencoderViT(width, patch_size, image_size, masking=vit_masking, **settings)
+    deep_channels, deep_stride = deep.channels, int(deep.stride)
+    if route == "patch_embed":
+        return MaskTokenMIM(
+            "patch_embed", stem_channels, stride, deep_channels, deep_stride, image_size, **settings
+        )
+    return MaskTokenMIM("input", 3, 1, deep_channels, deep_stride, image_size, **settings)
+
+
+class _Settings(TypedDict):
+    """The objective settings both objective classes take as keywords."""
+
+    mask_ratio: float
+    mask_unit_size: int
+    decoder_dim: int
+    decoder_depth: int
+    decoder_num_heads: int
+    norm_pix_loss: bool
 
 
 def _has_self_attention(module: nn.Module) -> bool:

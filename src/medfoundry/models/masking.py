@@ -29,6 +29,7 @@ __all__ = [
     "patchify",
     "random_unit_mask",
     "render_reconstruction",
+    "score_reconstruction",
     "unpatchify",
     "upsample_mask",
 ]
@@ -73,6 +74,16 @@ def random_unit_mask(
     noise = torch.rand(batch, num_units, device=device, generator=generator)
     mask = torch.zeros(batch, num_units, device=device)
     return mask.scatter_(1, noise.argsort(dim=1)[:, :num_masked], 1.0)
+
+
+def objective_mask(
+    batch: int, num_units: int, num_masked: int, device: torch.device, training: bool
+) -> torch.Tensor:
+    """``random_unit_mask`` as the objectives use it: torch's global RNG in training (saved and
+    restored with a run), a fixed seed in eval (validation losses compare across steps, and
+    validating leaves the training RNG untouched)."""
+    generator = None if training else torch.Generator(device).manual_seed(0)
+    return random_unit_mask(batch, num_units, num_masked, device, generator)
 
 
 def upsample_mask(mask: torch.Tensor, grid: int, factor: int) -> torch.Tensor:
@@ -145,6 +156,32 @@ def masked_unit_loss(
     per_unit = ((pred - target) ** 2).mean(dim=-1)
     variance = target[mask.bool()].var().detach()
     return (per_unit * mask).sum() / mask.sum() / (variance + 1e-6)
+
+
+def score_reconstruction(
+    pred: torch.Tensor,
+    token_size: int,
+    grid: int,
+    x: torch.Tensor,
+    unit_size: int,
+    unit_mask: torch.Tensor,
+    norm_pix_loss: bool,
+) -> MaskedImageOutput:
+    """Regroup a decoder's per-token pixels into mask units and score the masked ones.
+
+    Args:
+        pred: ``(B, grid^2, 3 token_size^2)`` pixels predicted per token.
+        token_size: Side in pixels of the square each token predicts.
+        grid: Side of the token grid.
+        x: ``(B, 3, H, W)`` the encoder's normalised input (the target).
+        unit_size: Mask unit side in pixels.
+        unit_mask: ``(B, U)``, 1 = masked.
+        norm_pix_loss: Normalise each unit's target by its mean and variance.
+    """
+    if token_size != unit_size:
+        pred = patchify(unpatchify(pred, token_size, grid), unit_size)
+    loss = masked_unit_loss(pred, patchify(x, unit_size), unit_mask, norm_pix_loss)
+    return MaskedImageOutput(loss, pred, unit_mask)
 
 
 @torch.no_grad()
