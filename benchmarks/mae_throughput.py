@@ -22,8 +22,8 @@ On a GPU, the MAE paper's ViT-B setting::
     python benchmarks/mae_throughput.py --device cuda --precision bf16 --encoder vit_base_patch16_224 \\
         --batch-size 128 --decoder-dim 512 --decoder-depth 8 --decoder-heads 16 --rounds 10 --steps 10
 
-Writes ``benchmarks/results/mae_throughput-<device>-<precision>-torch<version>.csv`` (one row
-per variant and round) and a ``.json`` sidecar with the command, git SHA, versions and summary.
+Writes ``benchmarks/results/mae_throughput-<encoder>-<size>px-<device>-<precision>-torch<version>.csv``
+(one row per variant and round) and a ``.json`` sidecar with the command, git SHA, versions and summary.
 """
 
 from __future__ import annotations
@@ -189,7 +189,9 @@ def _write(
     args: argparse.Namespace, rows: list[dict[str, object]], summary: dict[str, object], device: torch.device
 ) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = f"mae_throughput-{device.type}-{args.precision}-torch{torch.__version__.split('+')[0]}"
+    torch_version = torch.__version__.split("+")[0]
+    what = f"{args.encoder}-{args.image_size}px-{device.type}-{args.precision}"
+    name = f"mae_throughput-{what}-torch{torch_version}"
     settings = {k: v for k, v in vars(args).items() if k not in ("rounds", "steps", "warmup")}
     with (RESULTS / f"{name}.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[*settings, "variant", "round", "images_per_s"])
