@@ -10,7 +10,9 @@ with AdamW on random images (full steps: forward, loss, backward, optimizer step
   with the same masked-patch loss.
 
 The variants are timed in alternation (round-robin, order rotated each round), so slow phases
-of a shared machine hit all of them; the table reports the median images/s over rounds.
+of a shared machine hit all of them; the table reports the median images/s over rounds, and
+the training FLOPs per image (forward and backward, counted by torch's ``FlopCounterMode`` on
+one untimed step), whose ratio bounds what dropping can save.
 
 Run (CPU, the numbers in docs/benchmarks.md; one thread, as the machine was shared)::
 
@@ -22,8 +24,9 @@ On a GPU, the MAE paper's ViT-B setting::
     python benchmarks/mae_throughput.py --device cuda --precision bf16 --encoder vit_base_patch16_224 \\
         --batch-size 128 --decoder-dim 512 --decoder-depth 8 --decoder-heads 16 --rounds 10 --steps 10
 
-Writes ``benchmarks/results/mae_throughput-<encoder>-<size>px-<device>-<precision>-torch<version>.csv``
-(one row per variant and round) and a ``.json`` sidecar with the command, git SHA, versions and summary.
+Writes ``benchmarks/results/mae_throughput-<encoder>-dec<dim>x<depth>-<size>px-<device>-<precision>-
+torch<version>.csv`` (one row per variant and round) and a ``.json`` sidecar with the command,
+git SHA, versions and summary.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from medfoundry.models import create_encoder, create_masked_image_objective
 from medfoundry.models.masking import masked_unit_loss, patchify
@@ -145,7 +149,12 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    for step in steps.values():
+    # training FLOPs per image bound the attainable speed-up; counted on one untimed step
+    flops = {}
+    for variant, step in steps.items():
+        with FlopCounterMode(display=False) as counter:
+            step(images)
+        flops[variant] = counter.get_total_flops() / args.batch_size
         for _ in range(args.warmup):
             step(images)
     rows = []
@@ -165,6 +174,8 @@ def main() -> None:
     median = {v: statistics.median(speed[v]) for v in VARIANTS}
     # ratios within a round share the machine's state at that time: their median is steadier
     summary = {
+        "gflop_per_image": {v: f / 1e9 for v, f in flops.items()},
+        "flop_ratio_mask_token_over_drop_tokens": flops["mask_token"] / flops["drop_tokens"],
         "median_images_per_s": median,
         "drop_tokens_over_mask_token": statistics.median(
             a / b for a, b in zip(speed["drop_tokens"], speed["mask_token"], strict=True)
@@ -173,10 +184,10 @@ def main() -> None:
             a / b for a, b in zip(speed["drop_tokens"], speed["monai"], strict=True)
         ),
     }
-    print(f"{'variant':<12} {'images/s (median)':>18}  per round")
+    print(f"{'variant':<12} {'GFLOP/image':>12} {'images/s (median)':>18}  per round")
     for v in VARIANTS:
         per_round = " ".join(f"{r['images_per_s']:.1f}" for r in rows if r["variant"] == v)
-        print(f"{v:<12} {median[v]:>18.2f}  {per_round}")
+        print(f"{v:<12} {flops[v] / 1e9:>12.1f} {median[v]:>18.2f}  {per_round}")
     print(
         f"token dropping vs mask tokens: {summary['drop_tokens_over_mask_token']:.2f}x (target >= 2.5x); "
         f"ours vs MONAI MaskedAutoEncoderViT: {summary['drop_tokens_over_monai']:.2f}x (target >= 1.0x) "
@@ -190,7 +201,8 @@ def _write(
 ) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     torch_version = torch.__version__.split("+")[0]
-    what = f"{args.encoder}-{args.image_size}px-{device.type}-{args.precision}"
+    decoder = f"dec{args.decoder_dim}x{args.decoder_depth}"
+    what = f"{args.encoder}-{decoder}-{args.image_size}px-{device.type}-{args.precision}"
     name = f"mae_throughput-{what}-torch{torch_version}"
     settings = {k: v for k, v in vars(args).items() if k not in ("rounds", "steps", "warmup")}
     with (RESULTS / f"{name}.csv").open("w", newline="") as f:
