@@ -61,7 +61,7 @@ optimizers = Optimizers(
     shared=build_adamw(model.shared_parameters(), opt.lr, opt),
     heads={name: build_adamw(model.head_parameters(name), opt.lr, opt) for name in tasks},
 )
-steps = [sampler.next_step() for _ in range(4)]  # decoded up front: data loading is not measured
+steps = [list(sampler.next_step()) for _ in range(4)]  # decoded up front: loading is not measured
 
 def status(key):
     line = next(l for l in open("/proc/self/status") if l.startswith(key + ":"))
