@@ -87,4 +87,4 @@ def test_missing_config_file() -> None:
 def test_ls_lists_task_types() -> None:
     result = runner.invoke(app, ["ls"])
     assert result.exit_code == 0
-    assert "classification, detection, multilabel, segmentation" in result.output
+    assert "classification, detection, masked_image, multilabel, segmentation" in result.output

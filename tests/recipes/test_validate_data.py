@@ -53,7 +53,7 @@ def test_problems_of_every_task_exit_2(tmp_path: Path) -> None:
         f"error: task 'a': {tmp_path / 'a.csv'}, row 2: file not found: {tmp_path / 'missing.png'}",
         f"error: task 'b': {tmp_path / 'b.csv'}: missing column(s) label (found: image)",
         "error: task 'c': unknown task type 'segmentaton'; did you mean 'segmentation'? "
-        "(valid: classification, detection, multilabel, segmentation)",
+        "(valid: classification, detection, masked_image, multilabel, segmentation)",
     ]
 
 

@@ -111,10 +111,11 @@ def test_two_processes_end_with_the_weights_of_one(demo_db: Path, tmp_path: Path
     assert pair.wait(timeout=300) == 0, _output(pair)
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     assert a.keys() == b.keys()
-    # relative difference of the whole weight vector; float sums in another order differ by ~1e-8
+    # relative difference of the whole weight vector: float sums in another order differ by ~1e-8,
+    # and AdamW turns that into lr-sized steps on weights whose gradient is about zero, so single
+    # elements can differ by more while the weights as a whole agree
     difference = torch.cat([(a[k] - b[k]).flatten() for k in a]).norm()
     assert difference / torch.cat([a[k].flatten() for k in a]).norm() <= 1e-5
-    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
     train = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in train if r["kind"] == "train"] == [1, 2, 3, 4]  # written once, by rank 0
 

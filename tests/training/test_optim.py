@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medfoundry.training.optim import OptimizerConfig, build_adamw, lr_factor
+from medfoundry.training.optim import OptimizerConfig, build_adamw, lr_factor, set_lr
 
 
 def test_warmup_then_cosine_to_the_floor() -> None:
@@ -20,3 +20,10 @@ def test_no_weight_decay_on_biases_and_norms() -> None:
     decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
     assert decay[id(model[0].weight)] == 0.05
     assert decay[id(model[0].bias)] == decay[id(model[1].weight)] == 0.0
+
+
+def test_a_head_without_parameters_gets_an_optimizer_that_does_nothing() -> None:
+    optimizer = build_adamw([], 1e-3, OptimizerConfig())
+    set_lr(optimizer, 0.5)
+    optimizer.step()
+    assert optimizer.param_groups[0]["lr"] == 5e-4 and not optimizer.state_dict()["state"]

@@ -2,13 +2,16 @@
 
 Parts (each can be left out, e.g. for fast tests):
 
-- ``microscopy``: ``nuclei_seg``, ``nuclei_det``, ``modality`` (see ``microscopy``);
+- ``microscopy``: ``nuclei_seg``, ``nuclei_det``, ``modality`` and the unlabelled
+  ``unlabelled`` (H&E and IHC tiles, for masked-image pretraining; see ``microscopy``);
 - ``tomography``: ``brain_tissue``, ``brain_plane`` (see ``tomography``);
 - ``radiology``: ``dicom_modality`` (see ``radiology``).
 
 Written task lists: ``tasks.yaml`` (every labelled task built), ``pretrain_tasks.yaml`` (all
-but the nuclei tasks) and ``eval_tasks.yaml`` (the nuclei tasks, held out of pretraining so
-that the demo can measure transfer to them). docs/demo.md describes every image and label.
+but the nuclei tasks, plus ``unlabelled``), ``eval_tasks.yaml`` (the nuclei tasks, held out of
+pretraining so that the demo can measure transfer to them), ``mim_tasks.yaml`` (``unlabelled``
+alone) and ``hybrid_tasks.yaml`` (every labelled task plus ``unlabelled``). docs/demo.md
+describes every image and label.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from medfoundry.demo.microscopy import TECHNIQUES, write_modality, write_nuclei
+from medfoundry.demo.microscopy import TECHNIQUES, write_modality, write_nuclei, write_unlabelled
 from medfoundry.demo.radiology import write_dicom_modality
 from medfoundry.demo.tomography import write_brain
 from medfoundry.errors import ConfigError
@@ -66,9 +69,19 @@ def build_demo_database(
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     tasks: list[dict[str, Any]] = []
+    unlabelled: list[dict[str, Any]] = []
     if "microscopy" in parts:
         write_nuclei(out_dir, tile_size, val_fraction, min_box_pixels)
         write_modality(out_dir, crop_size, crops_per_class, val_fraction, rng)
+        write_unlabelled(out_dir, tile_size, val_fraction)
+        unlabelled.append(
+            {
+                "name": "unlabelled",
+                "type": "masked_image",
+                "modality": "histology (H&E, IHC)",
+                "source": {"path": "unlabelled.csv"},
+            }
+        )
         tasks += [
             _task("nuclei_seg", "segmentation", ["background", "nucleus"], "fluorescence microscopy"),
             _task("nuclei_det", "detection", ["nucleus"], "fluorescence microscopy"),
@@ -90,8 +103,12 @@ def build_demo_database(
         tasks.append(
             _task("dicom_modality", "classification", ["radiograph", "CT", "MR", "US"], "CR, DX, CT, MR, US")
         )
-    _write_tasks(out_dir / "pretrain_tasks.yaml", [t for t in tasks if t["name"] not in EVAL_TASKS])
+    _write_tasks(
+        out_dir / "pretrain_tasks.yaml", [t for t in tasks if t["name"] not in EVAL_TASKS] + unlabelled
+    )
     _write_tasks(out_dir / "eval_tasks.yaml", [t for t in tasks if t["name"] in EVAL_TASKS])
+    _write_tasks(out_dir / "mim_tasks.yaml", unlabelled)
+    _write_tasks(out_dir / "hybrid_tasks.yaml", tasks + unlabelled)
     return _write_tasks(out_dir / "tasks.yaml", tasks)
 
 

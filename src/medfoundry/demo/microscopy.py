@@ -8,7 +8,7 @@
   the imaging technique of the source image: fundus photograph, immunohistochemistry, phase
   contrast, H&E, fluorescence. The fluorescence crops come from mahotas' nuclei image, not
   from stardist's, so that pretraining on this task never sees the nuclei tasks' image.
-- ``histology`` (unlabelled): tiles of the H&E and IHC images, for masked-image pretraining.
+- ``unlabelled`` (no labels): tiles of the H&E and IHC images, for masked-image pretraining.
 
 Splits are spatial: the rightmost ``val_fraction`` of each source image (by x) is validation.
 Fluorescence intensities are scaled to 8 bits between the 1st and 99.8th percentile.
@@ -25,7 +25,7 @@ import numpy as np
 from medfoundry.demo import packaged_images as images
 from medfoundry.demo.writing import save_png, to_uint8, write_csv
 
-__all__ = ["TECHNIQUES", "write_histology", "write_modality", "write_nuclei"]
+__all__ = ["TECHNIQUES", "write_modality", "write_nuclei", "write_unlabelled"]
 
 TECHNIQUES: dict[str, Callable[[], np.ndarray]] = {
     "fundus": images.fundus,
@@ -90,8 +90,8 @@ def write_modality(
     write_csv(out_dir / "modality.csv", rows)
 
 
-def write_histology(out_dir: Path, tile: int, val_fraction: float) -> None:
-    """``histology.csv``: unlabelled tiles of the H&E and IHC images (image column only)."""
+def write_unlabelled(out_dir: Path, tile: int, val_fraction: float) -> None:
+    """``unlabelled.csv``: tiles of the H&E and IHC images (image and split columns only)."""
     rows = []
     for label, load in (("h_and_e", images.h_and_e), ("ihc", images.immunohistochemistry)):
         source = load()
@@ -100,6 +100,6 @@ def write_histology(out_dir: Path, tile: int, val_fraction: float) -> None:
         for y in range(0, height - tile + 1, tile):
             for x in range(0, width - tile + 1, tile):
                 name = f"{label}_y{y:03d}_x{x:03d}.png"
-                save_png(source[y : y + tile, x : x + tile], out_dir / "histology" / name)
-                rows.append({"image": f"histology/{name}", "split": "val" if x >= val_from else "train"})
-    write_csv(out_dir / "histology.csv", rows)
+                save_png(source[y : y + tile, x : x + tile], out_dir / "unlabelled" / name)
+                rows.append({"image": f"unlabelled/{name}", "split": "val" if x >= val_from else "train"})
+    write_csv(out_dir / "unlabelled.csv", rows)

@@ -6,11 +6,17 @@ decoder input channels and strides from the encoder's ``feature_info``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DetectionDecoderConfig", "EncoderConfig", "ModelConfig", "PixelDecoderConfig"]
+__all__ = [
+    "DetectionDecoderConfig",
+    "EncoderConfig",
+    "MaskedImageConfig",
+    "ModelConfig",
+    "PixelDecoderConfig",
+]
 
 
 class _Frozen(BaseModel):
@@ -42,6 +48,22 @@ class DetectionDecoderConfig(_Frozen):
     num_levels: int = Field(default=5, ge=1, le=5)
 
 
+class MaskedImageConfig(_Frozen):
+    """Arguments of ``medfoundry.models.create_masked_image_objective`` (see there).
+
+    Defaults are MAE's ViT-B setting [He et al. 2022]: ratio 0.75, 16-pixel units, an 8-block,
+    512-wide decoder, per-unit normalised targets. Use a smaller decoder for small encoders.
+    """
+
+    masking: Literal["auto", "drop_tokens", "mask_token"] = "auto"
+    mask_ratio: float = Field(default=0.75, gt=0, lt=1)
+    mask_unit_size: int = Field(default=16, ge=1)
+    decoder_dim: int = Field(default=512, ge=4)
+    decoder_depth: int = Field(default=8, ge=0)
+    decoder_num_heads: int = Field(default=16, ge=1)
+    norm_pix_loss: bool = True
+
+
 class ModelConfig(_Frozen):
     """The shared model and its input contract.
 
@@ -51,9 +73,11 @@ class ModelConfig(_Frozen):
         encoder: The backbone.
         pixel_decoder: Shared decoder of the segmentation tasks (built only when there is one).
         detection_decoder: Shared decoder of the detection tasks (built only when there is one).
+        masked_image: Shared objective of the masked-image tasks (built only when there is one).
     """
 
     image_size: int = Field(default=224, ge=16)
     encoder: EncoderConfig
     pixel_decoder: PixelDecoderConfig = Field(default_factory=PixelDecoderConfig)
     detection_decoder: DetectionDecoderConfig = Field(default_factory=DetectionDecoderConfig)
+    masked_image: MaskedImageConfig = Field(default_factory=MaskedImageConfig)

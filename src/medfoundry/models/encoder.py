@@ -88,7 +88,14 @@ class Encoder(nn.Module):
         return self.feature_info[-1].channels
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = (images - self.mean) / self.std
+        return self.features(self.normalize(images))
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` in [0, 1] -> the backbone's normalised input."""
+        return (images - self.mean) / self.std
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output maps for an already normalised input (masked-image objectives edit it first)."""
         features = self.backbone.forward_intermediates(
             x, indices=self.indices, norm=True, stop_early=True, intermediates_only=True
         )

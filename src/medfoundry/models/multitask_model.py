@@ -17,8 +17,9 @@ class MultiTaskModel(nn.Module):
     """Routes a batch of one task through the shared blocks it needs and then its head.
 
     Classification-like heads read the pooled deepest map, segmentation heads the pixel
-    decoder's embedding, detection heads the detection decoder's levels. Only the blocks a task
-    needs run, so a classification batch never pays for the decoders.
+    decoder's embedding, detection heads the detection decoder's levels, masked-image tasks the
+    output of the masked-image objective (which masks the images and runs the encoder itself).
+    Only the blocks a task needs run, so a classification batch never pays for the decoders.
 
     Args:
         encoder: Shared encoder.
@@ -26,6 +27,8 @@ class MultiTaskModel(nn.Module):
         head_features: Task name -> the shared feature its head reads.
         pixel_decoder: Shared pixel decoder (needed when any head reads ``"pixel"``).
         detection_decoder: Shared detection decoder (needed when any head reads ``"pyramid"``).
+        masked_image: Shared masked-image objective, called as ``masked_image(encoder, images)``
+            (needed when any head reads ``"masked"``).
     """
 
     def __init__(
@@ -35,18 +38,22 @@ class MultiTaskModel(nn.Module):
         head_features: dict[str, FeatureKind],
         pixel_decoder: nn.Module | None = None,
         detection_decoder: nn.Module | None = None,
+        masked_image: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.pixel_decoder = pixel_decoder
         self.detection_decoder = detection_decoder
+        self.masked_image = masked_image
         self.heads = nn.ModuleDict(heads)
         self.head_features = dict(head_features)
 
     def forward(self, task: str, images: torch.Tensor) -> Any:
         """Head output for a batch of ``task``: images ``(B, 3, H, W)`` float32 in [0, 1]."""
-        features = self.encoder(images)
         kind = self.head_features[task]
+        if kind == "masked":  # masking happens at the encoder's input: the objective runs it
+            return self.heads[task](self.masked_image(self.encoder, images))  # type: ignore[misc]
+        features = self.encoder(images)
         if kind == "pooled":
             shared: Any = features[-1].mean(dim=(-2, -1))
         elif kind == "pixel":

@@ -90,6 +90,8 @@ class TrainingConfig(_Frozen):
             every epoch end and the end of the run).
         val_every_steps: Validate this often; ``None``: at every epoch end.
         log_every_steps: Write training metrics this often.
+        preview_every_steps: Save reconstruction previews of masked-image tasks this often
+            (``RUN/previews``); they are always saved at the end of the run.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``. Under torchrun
             each process takes the GPU of its local rank.
         distributed_timeout_s: Multi-process runs: how long joining the group, and any
@@ -111,6 +113,7 @@ class TrainingConfig(_Frozen):
     checkpoint_every_steps: int = Field(default=100, ge=1)
     val_every_steps: int | None = Field(default=None, ge=1)
     log_every_steps: int = Field(default=10, ge=1)
+    preview_every_steps: int | None = Field(default=None, ge=1)
     device: str = "auto"
     distributed_timeout_s: float = Field(default=600.0, gt=0)
     enable_compile: bool = False

@@ -38,6 +38,7 @@ from medfoundry.training.metrics_log import MetricsLog
 from medfoundry.training.multitask_step import Optimizers, joint_step, memory_constant_step
 from medfoundry.training.optim import build_adamw, lr_factor, set_lr
 from medfoundry.training.progress import TrainingProgress
+from medfoundry.training.reconstruction_preview import ReconstructionPreviews
 from medfoundry.training.rng import seed_everything
 from medfoundry.training.task_batch import TaskCollate
 from medfoundry.training.task_loader import CyclicTaskLoader
@@ -132,6 +133,9 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
         )
         for spec in cfg.tasks
     }
+    # masked-image tasks: grids of fixed validation images, original / masked / reconstruction
+    val_datasets = {name: loader.dataset for name, loader in val_loaders.items()}
+    previews = ReconstructionPreviews(model, val_datasets, run_dir / "previews")
     total_steps = t.max_steps or t.epochs * sampler.steps_per_epoch
     step_fn = memory_constant_step if t.strategy == "memory_constant" else joint_step
     step = state["step"] if state else 0
@@ -215,6 +219,9 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
             epoch_end = step % sampler.steps_per_epoch == 0
             if epoch_end or step == total_steps or (t.val_every_steps and step % t.val_every_steps == 0):
                 best = validate_and_keep_best(step, best)
+            preview_due = t.preview_every_steps and step % t.preview_every_steps == 0
+            if previews and dist.is_main and (preview_due or step == total_steps):
+                previews.save(model, step)
             if epoch_end or step == total_steps or step % t.checkpoint_every_steps == 0:
                 trainer_state = capture_trainer_state(
                     step, best, nonfinite_streak, sampler.state(), optimizers, dist, device

@@ -8,6 +8,7 @@ from __future__ import annotations
 from medfoundry.registry import Registry
 from medfoundry.tasks.classification import ClassificationTask
 from medfoundry.tasks.detection import DetectionTask
+from medfoundry.tasks.masked_image import MaskedImageTask
 from medfoundry.tasks.multilabel import MultilabelTask
 from medfoundry.tasks.segmentation import SegmentationTask
 from medfoundry.tasks.spec import TaskSpec
@@ -18,6 +19,7 @@ __all__ = [
     "ClassificationTask",
     "DetectionTask",
     "FeatureKind",
+    "MaskedImageTask",
     "MultilabelTask",
     "SegmentationTask",
     "TaskMetrics",
@@ -30,6 +32,7 @@ __all__ = [
 TASK_TYPES: Registry[TaskTypeClass] = Registry("task type")
 TASK_TYPES.register("classification")(ClassificationTask)
 TASK_TYPES.register("detection")(DetectionTask)
+TASK_TYPES.register("masked_image")(MaskedImageTask)
 TASK_TYPES.register("multilabel")(MultilabelTask)
 TASK_TYPES.register("segmentation")(SegmentationTask)
 

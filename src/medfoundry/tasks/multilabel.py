@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from medfoundry.data.record import TargetKind
+from medfoundry.errors import ConfigError
 from medfoundry.tasks.options import parse_options
 from medfoundry.tasks.scores import macro_auroc
 from medfoundry.tasks.spec import TaskSpec
@@ -55,6 +56,8 @@ class MultilabelTask:
     target: ClassVar[TargetKind] = "multilabel"
 
     def __init__(self, spec: TaskSpec) -> None:
+        if spec.num_classes < 1:
+            raise ConfigError(f"task '{spec.name}': classes: multilabel needs at least 1 class, got none")
         self.spec = spec
         self.options = parse_options(spec, MultilabelOptions)
 

@@ -26,11 +26,12 @@ class TaskSpec(BaseModel):
     Args:
         name: Unique identifier (letters, digits, ``_`` and ``-``); names the head and log keys.
         type: A registered task type: ``classification``, ``multilabel``, ``segmentation``,
-            ``detection`` (``medfoundry ls`` lists them).
+            ``detection``, ``masked_image`` (``medfoundry ls`` lists them).
         classes: Class names, in label order. For segmentation, index 0 is usually background
             and mask pixel value ``i`` means ``classes[i]``; for multilabel these are also the
             manifest's label columns. Empty: read from the data where the source can name
             them (class subfolders, label values, COCO categories, MedMNIST label indices).
+            Unlabelled (``masked_image``) tasks have none.
         source: Where the samples come from (``type: manifest`` when no type is given).
         modality: Free text (``CT``, ``fluorescence``, ...), recorded in checkpoints and reports.
         preprocessing: Cached size, fit, channels, intensity (CT windows, percentiles, ...).

@@ -19,9 +19,11 @@ from medfoundry.tasks.spec import TaskSpec
 
 __all__ = ["FeatureKind", "TaskMetrics", "TaskType", "TaskTypeClass"]
 
-FeatureKind = Literal["pooled", "pixel", "pyramid"]
+FeatureKind = Literal["pooled", "pixel", "pyramid", "masked"]
 """The shared feature a head consumes: the pooled deepest map ``(B, C)``, the pixel decoder's
-per-pixel embedding ``(B, E, H, W)``, or the detection decoder's per-level tower outputs."""
+per-pixel embedding ``(B, E, H, W)``, the detection decoder's per-level tower outputs, or the
+output of the shared masked-image objective, which masks the images at the encoder's input and
+so runs the encoder itself."""
 
 
 class TaskMetrics(Protocol):

@@ -42,7 +42,7 @@ class OptimizerConfig(BaseModel):
 
 
 def build_adamw(params: Iterable[nn.Parameter], lr: float, cfg: OptimizerConfig) -> torch.optim.AdamW:
-    """AdamW with no weight decay on 1-D parameters (biases, norms)."""
+    """AdamW with no weight decay on 1-D parameters (biases, norms); ``params`` may be empty."""
     params = [p for p in params if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
@@ -50,7 +50,8 @@ def build_adamw(params: Iterable[nn.Parameter], lr: float, cfg: OptimizerConfig)
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=cfg.betas)
+    # a head without parameters (masked-image tasks) keeps one empty group: stepping it is a no-op
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]] or groups[:1], lr=lr, betas=cfg.betas)
     for group in optimizer.param_groups:
         group["peak_lr"] = lr
     return optimizer
