@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medfoundry.evaluation.probes import KNNProbe, LabelledFeatures, LinearProbe, probe_metrics
+from medfoundry.evaluation.probes import KNNProbe, LabelledFeatures, LinearProbe, log_loss, probe_metrics
 from medfoundry.tasks import TaskSpec, build_task
 from medfoundry.tasks.task_type import TaskType
 
@@ -29,14 +29,14 @@ def _blobs(n_per_class: int, classes: int, seed: int, spread: float = 0.3) -> La
 
 def test_linear_probe_separates_blobs_and_reports_task_metrics() -> None:
     task = _task()
-    probe = LinearProbe(task, "balanced_accuracy", [0.01, 1.0]).fit(_blobs(20, 3, 0), _blobs(5, 3, 1))
+    probe = LinearProbe(task, [0.01, 1.0]).fit(_blobs(20, 3, 0), _blobs(5, 3, 1))
     test = _blobs(10, 3, 2)
     metrics = probe_metrics(task, probe.predict(test.features), test.targets)
     assert metrics == {"accuracy": 1.0, "balanced_accuracy": 1.0, "auroc": 1.0}
-    assert probe.chosen_c == 0.01  # both are perfect: the tie goes to the stronger regularisation
+    assert probe.chosen_c == 1.0  # both are perfect; the weaker regularisation is surer: lower log-loss
 
 
-def test_linear_probe_chooses_c_on_validation() -> None:
+def test_linear_probe_chooses_c_by_validation_log_loss() -> None:
     # few samples, many noise dimensions: the regularisation strength matters on validation
     task = _task(classes=2)
     rng = np.random.default_rng(0)
@@ -44,14 +44,21 @@ def test_linear_probe_chooses_c_on_validation() -> None:
     y = (x[:, 0] + 0.8 * rng.normal(size=80) > 0).astype(np.int64)
     train, val = LabelledFeatures(x[:20], y[:20]), LabelledFeatures(x[20:], y[20:])
     grid = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
-    scores = {}
-    for c in grid:
-        alone = LinearProbe(task, "auroc", [c]).fit(train, val)
-        scores[c] = probe_metrics(task, alone.predict(val.features), val.targets)["auroc"]
-    assert len(set(np.round(list(scores.values()), 6))) > 1
-    assert LinearProbe(task, "auroc", grid).fit(train, val).chosen_c == max(
-        grid, key=lambda c: (scores[c], -c)
-    )
+    losses = {
+        c: log_loss(LinearProbe(task, [c]).fit(train, val).predict(val.features), val.targets) for c in grid
+    }
+    assert len(set(np.round(list(losses.values()), 6))) == len(grid)
+    assert LinearProbe(task, grid).fit(train, val).chosen_c == min(grid, key=lambda c: (losses[c], c))
+
+
+def test_log_loss_matches_scikit_learn_and_skips_missing_labels() -> None:
+    from sklearn.metrics import log_loss as sklearn_log_loss
+
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3]])
+    assert log_loss(p, np.array([0, 2, 1])) == pytest.approx(sklearn_log_loss([0, 2, 1], p))
+    q = np.array([[0.9, 0.2], [0.4, 0.6]])
+    t = np.array([[1.0, np.nan], [0.0, 1.0]])
+    assert log_loss(q, t) == pytest.approx(-(np.log(0.9) + np.log(0.6) + np.log(0.6)) / 3)
 
 
 def test_probe_metrics_equal_the_task_metrics_on_logits() -> None:
@@ -66,11 +73,11 @@ def test_probe_metrics_equal_the_task_metrics_on_logits() -> None:
 def test_class_missing_from_training_gets_zero_probability() -> None:
     task = _task(classes=3)
     train = _blobs(10, 2, 0)  # classes 0 and 1 only
-    probe = LinearProbe(task, "accuracy", [1.0]).fit(train, train)
+    probe = LinearProbe(task, [1.0]).fit(train, train)
     probabilities = probe.predict(_blobs(2, 3, 1).features)
     assert probabilities.shape == (6, 3) and np.all(probabilities[:, 2] == 0)
     assert np.allclose(probabilities.sum(axis=1), 1)
-    single = LinearProbe(task, "accuracy", [1.0]).fit(train.take(range(10)), train)  # class 0 only
+    single = LinearProbe(task, [1.0]).fit(train.take(range(10)), train)  # class 0 only
     assert np.all(single.predict(train.features)[:, 0] == 1)
 
 
@@ -92,7 +99,7 @@ def test_multilabel_probes_ignore_missing_labels() -> None:
     y = np.stack([(x[:, 0] > 0), (x[:, 1] > 0)], axis=1).astype(np.float32)
     y[::3, 1] = np.nan  # a third of class 1 unlabelled
     train, test = LabelledFeatures(x[:40], y[:40]), LabelledFeatures(x[40:], y[40:])
-    linear = LinearProbe(task, "auroc", [0.1, 10.0]).fit(train, test)
+    linear = LinearProbe(task, [0.1, 10.0]).fit(train, test)
     assert probe_metrics(task, linear.predict(test.features), test.targets)["auroc"] > 0.95
     knn = KNNProbe(task, k=5).fit(train).predict(test.features)
     assert knn.shape == (20, 2) and not np.isnan(knn).any()
@@ -101,5 +108,5 @@ def test_multilabel_probes_ignore_missing_labels() -> None:
     unlabelled = LabelledFeatures(
         x[:40], np.where(np.arange(2) == 1, np.nan, y[:40])
     )  # class 1 never labelled
-    assert np.allclose(LinearProbe(task, "auroc", [1.0]).fit(unlabelled, test).predict(x[:3])[:, 1], 0.5)
+    assert np.allclose(LinearProbe(task, [1.0]).fit(unlabelled, test).predict(x[:3])[:, 1], 0.5)
     assert math.isnan(probe_metrics(task, np.full((3, 2), 0.5), np.full((3, 2), np.nan))["auroc"])

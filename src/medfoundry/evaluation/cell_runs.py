@@ -90,13 +90,13 @@ def cell_data(cell: Cell, data: TaskData) -> CellData:
 
 
 def run_probe_cell(
-    cell: Cell, data: TaskData, features: FeatureTable, metric: str, cfg: ProbeConfig
+    cell: Cell, data: TaskData, features: FeatureTable, cfg: ProbeConfig
 ) -> list[dict[str, Any]]:
     """Fit the cell's probe (``linear`` or ``knn``) on frozen features; result rows per test set."""
     inputs = cell_data(cell, data)
     train = features.labelled(inputs.train)
     if cell.mode == "linear":
-        probe: LinearProbe | KNNProbe = LinearProbe(data.task, metric, cfg.c_values, cfg.max_iter).fit(
+        probe: LinearProbe | KNNProbe = LinearProbe(data.task, cfg.c_values, cfg.max_iter).fit(
             train, features.labelled(inputs.val)
         )
     else:

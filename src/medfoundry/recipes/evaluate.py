@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rich.progress import MofNCompleteColumn, Progress, TextColumn
 
 from medfoundry.errors import ConfigError
 from medfoundry.evaluation.cell_runs import FeatureTable, run_probe_cell, run_training_cell
@@ -24,7 +25,6 @@ from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder, load_enc
 from medfoundry.evaluation.report import write_study_outputs
 from medfoundry.evaluation.study_cells import Cell, CellStore
 from medfoundry.evaluation.study_data import TaskData, load_task_data
-from medfoundry.evaluation.study_progress import StudyProgress
 from medfoundry.models.config import ModelConfig
 from medfoundry.recipes.evaluate_config import MODES_BY_FEATURE, PRIMARY_METRICS, StudyConfig, check_names
 from medfoundry.tasks import TaskType, build_task
@@ -84,7 +84,14 @@ def run(cfg: StudyConfig) -> Path:
     )
 
     # --- the cells ---
-    with StudyProgress(len(plan), len(plan) - len(pending), enabled=cfg.progress) as progress:
+    progress = Progress(
+        *Progress.get_default_columns(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[cell]}"),
+        disable=not cfg.progress,
+    )
+    bar = progress.add_task("evaluate", total=len(plan), completed=len(plan) - len(pending), cell="")
+    with progress:
         for encoder_name, encoder in encoders.items():
             for task_name, task_data in data.items():
                 cells = [c for c in pending if (c.encoder, c.task) == (encoder_name, task_name)]
@@ -96,9 +103,9 @@ def run(cfg: StudyConfig) -> Path:
                     )
                     features = FeatureTable.build(extracted, records)
                 for cell in cells:
-                    progress.start(str(cell))
+                    progress.update(bar, cell=str(cell))
                     if features is not None and cell.mode in PROBE_MODES:
-                        rows = run_probe_cell(cell, task_data, features, primary[task_name], cfg.probe)
+                        rows = run_probe_cell(cell, task_data, features, cfg.probe)
                     else:
                         rows, result = run_training_cell(
                             cell, task_data, encoder, primary[task_name], cfg.finetune
@@ -107,7 +114,7 @@ def run(cfg: StudyConfig) -> Path:
                             _save_model(study_dir / "checkpoints" / cell.id, result, task_data, cell)
                     store.save(cell, rows)
                     store.write_results()
-                    progress.advance()
+                    progress.advance(bar)
     store.write_results()
     outputs = write_study_outputs(study_dir, primary, reference, title=f"medfoundry study: {study_dir.name}")
     log.info("results: %s; report: %s", study_dir / "results.csv", outputs.report)
@@ -173,17 +180,18 @@ def _reference(cfg: StudyConfig) -> tuple[str, str | None, float] | None:
 
 def _plan(cfg: StudyConfig, tasks: dict[str, TaskType], data: dict[str, TaskData]) -> list[Cell]:
     cells = []
-    for task_name, task in tasks.items():
-        modes = cfg.modes_of(task.spec, task.feature)
+    for name, task in tasks.items():
+        # centers without training rows are only tested on
+        centers = (
+            [c for c in data[name].centers if data[name].center_records("train", c)]
+            if cfg.cross_center
+            else []
+        )
         for encoder in cfg.encoders:
-            for mode in modes:
-                for fraction in cfg.fractions:
-                    cells += [Cell(encoder.name, task_name, mode, fraction, seed) for seed in cfg.seed_list]
-                if cfg.cross_center:
-                    for center in data[task_name].centers:
-                        cells += [
-                            Cell(encoder.name, task_name, mode, 1.0, seed, center) for seed in cfg.seed_list
-                        ]
+            for mode in cfg.modes_of(task.spec, task.feature):
+                for seed in cfg.seed_list:
+                    cells += [Cell(encoder.name, name, mode, fraction, seed) for fraction in cfg.fractions]
+                    cells += [Cell(encoder.name, name, mode, 1.0, seed, center) for center in centers]
     return cells
 
 

@@ -12,12 +12,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from medfoundry.config_io import apply_overrides, load_yaml, validate_config
+from medfoundry.config_io import validate_config
 from medfoundry.errors import ConfigError
 from medfoundry.evaluation.finetune import FinetuneConfig
 from medfoundry.evaluation.pretrained_encoder import looks_like_path
 from medfoundry.evaluation.probes import ProbeConfig
-from medfoundry.recipes.pretrain_config import _resolve_sources
+from medfoundry.recipes.pretrain_config import read_config
 from medfoundry.registry import unknown_name_message
 from medfoundry.tasks.spec import TaskSpec
 
@@ -173,20 +173,7 @@ def load_study_config(path: Path, overrides: Sequence[str] = ()) -> StudyConfig:
         ConfigError: every problem of the file, one per line.
     """
     path = Path(path)
-    raw = load_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
-    raw = apply_overrides(raw, overrides)
-    tasks = raw.get("tasks")
-    if isinstance(tasks, str):
-        tasks_file = path.parent / tasks
-        listed = load_yaml(tasks_file)
-        listed = listed.get("tasks") if isinstance(listed, dict) else listed
-        if not isinstance(listed, list):
-            raise ConfigError(f"{tasks_file}: expected a list of tasks (or a mapping with a 'tasks' list)")
-        raw["tasks"] = _resolve_sources(listed, tasks_file.parent)
-    elif isinstance(tasks, list):
-        raw["tasks"] = _resolve_sources(tasks, path.parent)
+    raw = read_config(path, overrides)
     for encoder in raw.get("encoders") or []:
         source = encoder.get("source") if isinstance(encoder, dict) else None
         if isinstance(source, str) and looks_like_path(source) and not Path(source).is_absolute():

@@ -14,7 +14,7 @@ from medfoundry.models.config import ModelConfig
 from medfoundry.tasks.spec import TaskSpec
 from medfoundry.training.optim import OptimizerConfig
 
-__all__ = ["DataConfig", "PretrainConfig", "TrainingConfig", "load_pretrain_config"]
+__all__ = ["DataConfig", "PretrainConfig", "TrainingConfig", "load_pretrain_config", "read_config"]
 
 
 class _Frozen(BaseModel):
@@ -109,21 +109,40 @@ def load_pretrain_config(path: Path, overrides: Sequence[str] = ()) -> PretrainC
         ConfigError: every problem of the file, one per line.
     """
     path = Path(path)
+    return validate_config(PretrainConfig, read_config(path, overrides), str(path))
+
+
+def read_config(path: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A YAML config as a mapping, with ``--set`` overrides applied and its ``tasks`` read.
+
+    ``tasks`` may be a list of task specs or the path of a YAML file holding one; relative
+    source paths are resolved against the file they are written in.
+
+    Raises:
+        ConfigError: the file (or its tasks file) is missing, not YAML, or not a mapping.
+    """
     raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     raw = apply_overrides(raw, overrides)
-    tasks = raw.get("tasks")
+    if "tasks" in raw:
+        raw["tasks"] = _read_tasks(raw["tasks"], path)
+    return raw
+
+
+def _read_tasks(tasks: Any, config_path: Path) -> Any:
+    """The list of task specs, or the one in the file ``tasks`` names; other values are left for
+    validation to report."""
     if isinstance(tasks, str):
-        tasks_file = (path.parent / tasks) if not Path(tasks).is_absolute() else Path(tasks)
+        tasks_file = config_path.parent / tasks  # an absolute ``tasks`` stays absolute
         listed = load_yaml(tasks_file)
         listed = listed.get("tasks") if isinstance(listed, dict) else listed
         if not isinstance(listed, list):
             raise ConfigError(f"{tasks_file}: expected a list of tasks (or a mapping with a 'tasks' list)")
-        raw["tasks"] = _resolve_sources(listed, tasks_file.parent)
-    elif isinstance(tasks, list):
-        raw["tasks"] = _resolve_sources(tasks, path.parent)
-    return validate_config(PretrainConfig, raw, str(path))
+        return _resolve_sources(listed, tasks_file.parent)
+    if isinstance(tasks, list):
+        return _resolve_sources(tasks, config_path.parent)
+    return tasks
 
 
 def _resolve_sources(tasks: list[Any], base: Path) -> list[Any]:
