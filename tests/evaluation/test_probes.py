@@ -84,12 +84,25 @@ def test_class_missing_from_training_gets_zero_probability() -> None:
 def test_knn_votes_among_k_cosine_neighbours() -> None:
     task = _task(classes=2)
     # direction, not length, decides under cosine similarity
-    train = LabelledFeatures(
-        np.array([[1, 0], [2, 0.1], [10, 0.5], [0, 1], [0.1, 3]], np.float32), np.array([0, 0, 0, 1, 1])
-    )
-    probabilities = KNNProbe(task, k=3).fit(train).predict(np.array([[5.0, 0.2], [0.0, 0.01]], np.float32))
-    assert np.allclose(probabilities, [[1, 0], [1 / 3, 2 / 3]])
-    assert KNNProbe(task, k=20).fit(train).predict(train.features).shape == (5, 2)  # k capped at 5
+    x = np.array([[1, 0], [2, 0.1], [10, 0.5], [0, 1], [0.1, 3]], np.float32)
+    train = LabelledFeatures(x, np.array([0, 0, 0, 1, 1]))
+    queries = np.array([[5.0, 0.2], [0.0, 0.01]], np.float32)
+    uniform = KNNProbe(task, k=3, temperature=1e6).fit(train).predict(queries)
+    assert np.allclose(uniform, [[1, 0], [1 / 3, 2 / 3]], atol=1e-5)
+    assert KNNProbe(task, k=20).fit(train).predict(x).shape == (5, 2)  # k capped at 5
+
+
+def test_knn_weights_let_the_nearest_neighbours_decide_in_small_subsets() -> None:
+    # k exceeds the training set: a uniform vote would give every query the class frequencies
+    task = _task(classes=2)
+    angles = np.array([0.0, 0.1, 0.2, 1.4, 1.5])
+    train = LabelledFeatures(np.stack([np.cos(angles), np.sin(angles)], 1), np.array([0, 0, 0, 1, 1]))
+    query = np.array([[np.cos(1.45), np.sin(1.45)]])
+    weighted = KNNProbe(task, k=20).fit(train).predict(query)
+    similarity = np.cos(angles - 1.45)
+    expected = np.exp(similarity / 0.07) / np.exp(similarity / 0.07).sum()
+    assert weighted[0, 1] == pytest.approx(expected[3:].sum()) and weighted[0, 1] > 0.99
+    assert KNNProbe(task, k=20, temperature=1e6).fit(train).predict(query)[0, 1] == pytest.approx(0.4)
 
 
 def test_multilabel_probes_ignore_missing_labels() -> None:
@@ -110,3 +123,17 @@ def test_multilabel_probes_ignore_missing_labels() -> None:
     )  # class 1 never labelled
     assert np.allclose(LinearProbe(task, [1.0]).fit(unlabelled, test).predict(x[:3])[:, 1], 0.5)
     assert math.isnan(probe_metrics(task, np.full((3, 2), 0.5), np.full((3, 2), np.nan))["auroc"])
+
+
+def test_probe_config_keys_are_arguments_of_the_components() -> None:
+    import inspect
+
+    from medfoundry.evaluation.features import cached_features
+    from medfoundry.evaluation.probes import ProbeConfig
+
+    arguments = {
+        name
+        for component in (LinearProbe, KNNProbe, cached_features)
+        for name in inspect.signature(component).parameters
+    }
+    assert set(ProbeConfig.model_fields) <= arguments

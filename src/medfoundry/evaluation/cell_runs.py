@@ -100,7 +100,7 @@ def run_probe_cell(
             train, features.labelled(inputs.val)
         )
     else:
-        probe = KNNProbe(data.task, cfg.k).fit(train)
+        probe = KNNProbe(data.task, cfg.k, cfg.temperature).fit(train)
     rows = []
     for test_center, records in inputs.tests.items():
         test = features.labelled(records)

@@ -94,6 +94,7 @@ class ProbeConfig(BaseModel):
             cell on the validation split.
         max_iter: L-BFGS iterations per logistic-regression fit.
         k: Neighbours of the kNN vote.
+        temperature: Softness of the kNN vote weights ``exp(cosine similarity / temperature)``.
         batch_size: Images per forward pass when extracting features.
         num_workers: DataLoader workers decoding images for extraction.
     """
@@ -105,6 +106,7 @@ class ProbeConfig(BaseModel):
     )
     max_iter: int = Field(default=200, ge=1)
     k: int = Field(default=20, ge=1)
+    temperature: float = Field(default=0.07, gt=0)
     batch_size: int = Field(default=64, ge=1)
     num_workers: int = Field(default=0, ge=0)
 
@@ -188,20 +190,28 @@ class LinearProbe:
 
 
 class KNNProbe:
-    """Cosine k-nearest-neighbour vote (uniform weights) among the training features.
+    """Cosine k-nearest-neighbour vote, each neighbour weighted by ``exp(similarity / T)`` [0, 1].
 
-    Classification: the share of the ``k`` neighbours in each class. Multilabel: per class, the
-    mean of the neighbours' labels for that class, ignoring neighbours without one (the
-    training frequency when none has one).
+    Classification: the weighted share of the ``k`` neighbours in each class. Multilabel: per
+    class, the weighted mean of the neighbours' labels for that class, ignoring neighbours
+    without one (the training frequency when none has one). The weights matter when the
+    training subset is not much larger than ``k``: a uniform vote over all of a small subset is
+    its class frequency for every query, whatever the features.
 
     Args:
         task: The task (for its number of classes).
         k: Neighbours (at most the number of training samples).
+        temperature: ``T``; small values trust the nearest neighbours most.
+
+    [0] Wu et al., "Unsupervised Feature Learning via Non-Parametric Instance Discrimination", CVPR 2018.
+    [1] Caron et al., "Emerging Properties in Self-Supervised Vision Transformers" (DINO), ICCV 2021
+        (k = 20, T = 0.07).
     """
 
-    def __init__(self, task: TaskType, k: int = 20) -> None:
+    def __init__(self, task: TaskType, k: int = 20, temperature: float = 0.07) -> None:
         self.task = task
         self.k = k
+        self.temperature = temperature
         self._train: LabelledFeatures | None = None
         self._index: NearestNeighbors | None = None
 
@@ -218,17 +228,22 @@ class KNNProbe:
         if self._train is None or self._index is None:
             raise RuntimeError("KNNProbe.predict called before fit")
         with _single_threaded_blas():
-            neighbours = self._index.kneighbors(features, return_distance=False)  # (N, k)
+            distances, neighbours = self._index.kneighbors(features)  # (N, k): 1 - cosine similarity
+        # shifted by the nearest neighbour's weight, which cancels in the normalisation below
+        weights = np.exp((distances[:, :1] - distances) / self.temperature)[..., None]  # (N, k, 1)
         targets = self._train.targets
         if targets.ndim == 1:
-            shares: np.ndarray = np.eye(self.task.spec.num_classes)[targets[neighbours]].mean(axis=1)
+            votes = np.eye(self.task.spec.num_classes)[targets[neighbours]]  # (N, k, C)
+            shares: np.ndarray = (weights * votes).sum(axis=1) / weights.sum(axis=1)
             return shares
-        votes = targets[neighbours]  # (N, k, C)
+        votes = targets[neighbours]  # (N, k, C), NaN where a neighbour has no label
+        labelled = ~np.isnan(votes)
+        total = (weights * labelled).sum(axis=1)
+        mean = (weights * np.nan_to_num(votes)).sum(axis=1) / np.maximum(total, 1e-12)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are filled below
-            prior = np.nanmean(targets, axis=0)
-            mean = np.nanmean(votes, axis=1)
-        filled: np.ndarray = np.where(np.isnan(mean), np.nan_to_num(prior, nan=0.5), mean)
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column has no frequency
+            prior = np.nan_to_num(np.nanmean(targets, axis=0), nan=0.5)
+        filled: np.ndarray = np.where(total > 0, mean, prior)
         return filled
 
 

@@ -135,6 +135,10 @@ def _curve_figure(rows: Sequence[Mapping[str, Any]], task: str, metric: str) -> 
         ax.plot(x, [r["mean"] for r in line], style, marker="o", color=color, label=f"{encoder} ({mode})")
         low, high = [r["ci95_low"] for r in line], [r["ci95_high"] for r in line]
         ax.fill_between(x, low, high, color=color, alpha=0.12, linewidth=0)
+    # every task metric lies in [0, 1]; bands of few seeds reach far beyond, so the axes follow the means
+    means = [r["mean"] for r in rows if not math.isnan(r["mean"])]
+    if means:
+        ax.set_ylim(max(-0.02, min(means) - 0.1), min(1.02, max(means) + 0.1))
     ax.set_xscale("log")
     ax.set_xticks(fractions, [f"{f:.0%}" if f >= 0.01 else f"{f:.1%}" for f in fractions])
     ax.minorticks_off()
