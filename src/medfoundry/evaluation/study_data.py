@@ -87,7 +87,9 @@ def load_task_data(
         DataError: unreadable data, or no validation rows.
         ConfigError: a named center group lists a value the task does not have.
     """
-    splits = load_task_records(spec.name, spec.source, task.target, spec.classes, split_seed, val_fraction)
+    splits = load_task_records(
+        spec.name, spec.source, task.target, spec.classes, split_seed, val_fraction, ignore_index(task)
+    )
     held_out = 0
     if not splits["test"]:
         splits["train"], splits["test"] = _hold_out(splits["train"], test_fraction, split_seed, task)
