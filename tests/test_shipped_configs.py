@@ -12,7 +12,12 @@ from medfoundry.recipes.pretrain_config import load_pretrain_config
 from medfoundry.tasks import build_task
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted([*ROOT.glob("configs/*.yaml"), *ROOT.glob("src/medfoundry/**/*.yaml")])
+# study_*.yaml are evaluation studies, validated in tests/evaluation/test_study_config.py
+CONFIGS = sorted(
+    p
+    for p in [*ROOT.glob("configs/*.yaml"), *ROOT.glob("src/medfoundry/**/*.yaml")]
+    if not p.name.startswith("study_")
+)
 
 
 def test_configs_are_found() -> None:

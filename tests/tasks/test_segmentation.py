@@ -67,3 +67,8 @@ def test_bad_options() -> None:
         _task(ignore_index=1)
     with pytest.raises(ConfigError, match="at least 2 classes"):
         _task(["only"])
+
+
+def test_the_data_layer_reads_the_ignore_index_from_the_task() -> None:
+    assert _task(ignore_index=7).ignore_index == 7
+    assert _task().ignore_index == 255

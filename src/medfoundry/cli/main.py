@@ -125,6 +125,68 @@ def export(
     _run(body)
 
 
+@app.command()
+def evaluate(
+    config: Annotated[Path, typer.Argument(help="Study config (YAML).")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: a.b=value (repeatable).")
+    ] = None,
+) -> None:
+    """Run an evaluation study (encoders x tasks x modes x fractions x seeds); rerun to resume."""
+
+    def body() -> None:
+        from medfoundry.recipes import evaluate as evaluate_recipe
+        from medfoundry.recipes.evaluate_config import load_study_config
+
+        cfg = load_study_config(config, list(set_ or []))
+        try:
+            study_dir = evaluate_recipe.run(cfg)
+        except KeyboardInterrupt:
+            typer.echo(
+                f"interrupted; finished cells are kept: run 'medfoundry evaluate {config}' to resume",
+                err=True,
+            )
+            raise typer.Exit(130) from None
+        typer.echo(f"done: {study_dir / 'report.html'} (tidy results: {study_dir / 'results.csv'})")
+
+    _run(body)
+
+
+@app.command()
+def embed(
+    encoder: Annotated[str, typer.Argument(help="A checkpoint folder or a timm model name.")],
+    data: Annotated[Path, typer.Argument(help="A CSV/TSV manifest or a folder of images.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Features file: .npz or .parquet.")],
+    random: Annotated[bool, typer.Option("--random", help="Same architecture, random weights.")] = False,
+    image_size: Annotated[int | None, typer.Option(help="Input side (default: the encoder's).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
+    num_workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 0,
+    cache_dir: Annotated[Path | None, typer.Option(help="Feature cache folder.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Write image embeddings (with sample ids) of a dataset; cached by weights, data and preprocessing."""
+
+    def body() -> None:
+        from medfoundry.config_io import validate_config
+        from medfoundry.recipes import embed as embed_recipe
+
+        options = {
+            "encoder": encoder,
+            "data": data,
+            "output": output,
+            "pretrained": not random,
+            "image_size": image_size,
+            "batch_size": batch_size,
+            "num_workers": num_workers,
+            "cache_dir": cache_dir,
+            "device": device,
+        }
+        cfg = validate_config(embed_recipe.EmbedConfig, options, "embed")
+        typer.echo(f"wrote {embed_recipe.run(cfg)}")
+
+    _run(body)
+
+
 @app.command("demo-data")
 def demo_data(out_dir: Annotated[Path, typer.Argument(help="Folder to write the database into.")]) -> None:
     """Write the built-in multi-task database of real packaged images (PNG + CSV + tasks.yaml)."""

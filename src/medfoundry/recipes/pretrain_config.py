@@ -23,6 +23,7 @@ __all__ = [
     "TrainingConfig",
     "default_cache_dir",
     "load_pretrain_config",
+    "read_config",
     "read_tasks",
 ]
 
@@ -156,13 +157,25 @@ def load_pretrain_config(path: Path, overrides: Sequence[str] = ()) -> PretrainC
         ConfigError: every problem of the file, one per line.
     """
     path = Path(path)
+    return validate_config(PretrainConfig, read_config(path, overrides), str(path))
+
+
+def read_config(path: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A YAML config as a mapping, with ``--set`` overrides applied and its ``tasks`` read.
+
+    ``tasks`` may be a list of task specs or the path of a YAML file holding one; relative
+    source paths are resolved against the file they are written in.
+
+    Raises:
+        ConfigError: the file (or its tasks file) is missing, not YAML, or not a mapping.
+    """
     raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     raw = apply_overrides(raw, overrides)
     if "tasks" in raw:
         raw["tasks"] = read_tasks(raw["tasks"], path)
-    return validate_config(PretrainConfig, raw, str(path))
+    return raw
 
 
 SOURCE_PATH_KEYS = ("path", "root", "images", "masks", "labels")
@@ -171,7 +184,7 @@ SOURCE_PATH_KEYS = ("path", "root", "images", "masks", "labels")
 def read_tasks(tasks: Any, path: Path) -> Any:
     """A config's ``tasks`` value: a list of task specs, or the path of a task database file
     (holding that list, or a mapping with a ``tasks`` list). Relative source paths are made
-    absolute against the file that holds them.
+    absolute against the file that holds them; other values are left for validation to report.
 
     Raises:
         ConfigError: the task database file is missing, not YAML or not a list of tasks.

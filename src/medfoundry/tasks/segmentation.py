@@ -91,6 +91,11 @@ class SegmentationTask:
             )
         self._focal_at_chance = (1.0 - 1.0 / c) ** o.focal_gamma * math.log(c)
 
+    @property
+    def ignore_index(self) -> int:
+        """Mask value of unlabelled pixels (the data layer accepts it next to the class indices)."""
+        return self.options.ignore_index
+
     def build_head(self, in_channels: int) -> nn.Module:
         return nn.Conv2d(in_channels, self.spec.num_classes, kernel_size=1)
 

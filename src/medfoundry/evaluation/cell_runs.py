@@ -1,0 +1,139 @@
+"""Running one study cell: choose its data, fit a probe or train a model, score every test set."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medfoundry.data.record import Record
+from medfoundry.evaluation.finetune import FinetuneConfig, FinetuneResult, evaluate_model, finetune
+from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder
+from medfoundry.evaluation.probes import (
+    KNNProbe,
+    LabelledFeatures,
+    LinearProbe,
+    ProbeConfig,
+    labelled_features,
+    probe_metrics,
+)
+from medfoundry.evaluation.study_cells import Cell, result_row
+from medfoundry.evaluation.study_data import ALL, TaskData
+
+__all__ = ["CellData", "FeatureTable", "cell_data", "run_probe_cell", "run_training_cell"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CellData:
+    """What one cell trains, selects and tests on.
+
+    Attributes:
+        train: Training records (a fraction's subset, or one center's).
+        val: Validation records (model selection).
+        tests: Test-set name (``all`` or a center group) -> records.
+    """
+
+    train: list[Record]
+    val: list[Record]
+    tests: dict[str, list[Record]]
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """Features of every record of a task, looked up by image path.
+
+    Attributes:
+        features: ``(N, D)`` float32.
+        rows: Image path -> row of ``features``.
+    """
+
+    features: np.ndarray
+    rows: dict[Path, int]
+
+    @classmethod
+    def build(cls, features: np.ndarray, records: Sequence[Record]) -> FeatureTable:
+        return cls(features, {r.image: i for i, r in enumerate(records)})
+
+    def labelled(self, records: Sequence[Record]) -> LabelledFeatures:
+        """Features and targets of ``records``."""
+        return labelled_features(self.features[[self.rows[r.image] for r in records]], records)
+
+
+def cell_data(cell: Cell, data: TaskData) -> CellData:
+    """The cell's training subset, validation set and test sets.
+
+    A pooled cell trains on its fraction's nested subset and tests on the whole test split. A
+    cross-center cell trains on all training records of its center group, selects on that
+    group's validation records (all validation records when it has none) and tests on the test
+    records of every center group.
+    """
+    if cell.train_center == ALL:
+        return CellData(
+            data.train_subset(cell.fraction, cell.seed), data.splits["val"], {ALL: data.splits["test"]}
+        )
+    val = data.center_records("val", cell.train_center)
+    if not val:
+        log.warning(
+            "%s: center %s has no validation rows; selecting on all centers'", cell.task, cell.train_center
+        )
+        val = data.splits["val"]
+    tests = {group: data.center_records("test", group) for group in data.centers}
+    return CellData(
+        data.center_records("train", cell.train_center), val, {g: r for g, r in tests.items() if r}
+    )
+
+
+def run_probe_cell(
+    cell: Cell, data: TaskData, features: FeatureTable, cfg: ProbeConfig
+) -> list[dict[str, Any]]:
+    """Fit the cell's probe (``linear`` or ``knn``) on frozen features; result rows per test set."""
+    inputs = cell_data(cell, data)
+    train = features.labelled(inputs.train)
+    if cell.mode == "linear":
+        probe: LinearProbe | KNNProbe = LinearProbe(data.task, cfg.c_values, cfg.max_iter).fit(
+            train, features.labelled(inputs.val)
+        )
+    else:
+        probe = KNNProbe(data.task, cfg.k, cfg.temperature).fit(train)
+    rows = []
+    for test_center, records in inputs.tests.items():
+        test = features.labelled(records)
+        scores = probe_metrics(data.task, probe.predict(test.features), test.targets)
+        rows += [result_row(cell, len(train), test_center, m, v) for m, v in scores.items()]
+    return rows
+
+
+def run_training_cell(
+    cell: Cell, data: TaskData, encoder: PretrainedEncoder, metric: str, cfg: FinetuneConfig
+) -> tuple[list[dict[str, Any]], FinetuneResult]:
+    """Fine-tune (``finetune``) or train decoder and head on the frozen encoder (``frozen-decoder``).
+
+    Returns:
+        Result rows per test set, and the trained model with its best validation step.
+    """
+    inputs = cell_data(cell, data)
+    name = data.spec.name
+    result = finetune(
+        encoder,
+        name,
+        data.task,
+        inputs.train,
+        inputs.val,
+        metric,
+        cfg,
+        freeze_encoder=cell.mode == "frozen-decoder",
+        seed=cell.seed,
+    )
+    rows = []
+    for test_center, records in inputs.tests.items():
+        scores = evaluate_model(
+            result.model, name, data.task, records, encoder.image_size, cfg.batch_size, cfg.num_workers
+        )
+        rows += [result_row(cell, len(inputs.train), test_center, m, v) for m, v in scores.items()]
+    return rows, result

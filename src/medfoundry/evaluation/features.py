@@ -1,0 +1,149 @@
+"""Image embeddings: extracted once per (encoder weights, images, preprocessing), then read from a cache.
+
+The cache key hashes the encoder's weights, the input size and preprocessing, and each image
+file's path, size and modification time, so new weights, a changed file or a different input
+size all miss the cache, while repeated probes of the same encoder on the same data hit it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from medfoundry.data.record import Record
+from medfoundry.data.task_dataset import Sample, TaskDataset
+from medfoundry.errors import ConfigError
+from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder
+
+__all__ = [
+    "PREPROCESSING",
+    "cached_features",
+    "check_embeddings_path",
+    "extract_features",
+    "features_key",
+    "write_embeddings",
+]
+
+PREPROCESSING = "rgb-unit-range/resize-square-antialias/v1"
+"""What happens to an image before the encoder (``TaskDataset`` without augmentation); part of
+the cache key, so changing it invalidates cached features."""
+
+
+def extract_features(
+    encoder: PretrainedEncoder, records: Sequence[Record], batch_size: int = 64, num_workers: int = 0
+) -> np.ndarray:
+    """Embed every record's image.
+
+    Args:
+        encoder: The encoder (its device is used).
+        records: Images to embed (only ``image`` is read).
+        batch_size: Images per forward pass.
+        num_workers: DataLoader worker processes decoding images.
+
+    Returns:
+        ``(N, encoder.out_channels)`` float32, in the order of ``records``.
+
+    Raises:
+        DataError: an image cannot be decoded.
+    """
+    dataset = TaskDataset(records, "image", encoder.image_size, augment=False)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_stack_images)
+    device = next(encoder.parameters()).device
+    parts = [encoder.embed(images.to(device)).cpu().numpy() for images in loader]
+    return np.concatenate(parts) if parts else np.zeros((0, encoder.out_channels), np.float32)
+
+
+def features_key(encoder: PretrainedEncoder, records: Sequence[Record]) -> str:
+    """Hash of the encoder's weights, input size, preprocessing and the image files (see module doc)."""
+    files = []
+    for record in records:
+        stat = record.image.stat()
+        files.append([str(record.image.resolve()), stat.st_size, stat.st_mtime_ns])
+    description = {
+        "weights_sha256": encoder.weights_sha256,
+        "image_size": encoder.image_size,
+        "preprocessing": PREPROCESSING,
+        "files": files,
+    }
+    return hashlib.sha256(json.dumps(description).encode()).hexdigest()
+
+
+def cached_features(
+    encoder: PretrainedEncoder,
+    records: Sequence[Record],
+    cache_dir: Path,
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> np.ndarray:
+    """``extract_features``, read from ``cache_dir`` when this exact extraction was done before.
+
+    Returns:
+        ``(N, encoder.out_channels)`` float32, in the order of ``records``.
+    """
+    path = Path(cache_dir) / f"{features_key(encoder, records)}.npz"
+    if path.is_file():
+        with np.load(path) as cached:
+            return np.asarray(cached["features"])
+    features = extract_features(encoder, records, batch_size, num_workers)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, features=features, images=np.array([str(r.image) for r in records]))
+    os.replace(tmp, path)  # a killed run never leaves a half-written cache entry
+    return features
+
+
+def check_embeddings_path(path: Path) -> None:
+    """The output must be ``.npz``, or ``.parquet`` with pyarrow installed.
+
+    Raises:
+        ConfigError: another suffix, or parquet without pyarrow.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".npz", ".parquet"):
+        raise ConfigError(f"{path}: output must end in .npz or .parquet")
+    if suffix == ".parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise ConfigError(
+            f"{path}: writing parquet needs pyarrow: pip install 'medfoundry[parquet]' (or write .npz)"
+        )
+
+
+def write_embeddings(path: Path, ids: Sequence[str], features: np.ndarray, metadata: dict[str, str]) -> Path:
+    """Write features with their sample ids: ``.npz`` (NumPy) or ``.parquet`` (needs pyarrow).
+
+    npz arrays: ``ids`` (N,) str, ``features`` (N, D) float32, and one 0-d string per metadata
+    key. Parquet: columns ``id`` (string) and ``embedding`` (fixed-size list of D float32), with
+    the metadata in the schema.
+
+    Raises:
+        ConfigError: see ``check_embeddings_path``.
+    """
+    path = Path(path)
+    check_embeddings_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    if path.suffix.lower() == ".npz":
+        arrays = {"ids": np.array(list(ids), dtype=str), "features": features, **metadata}
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub mistypes **kwds
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        flat = pa.array(np.ascontiguousarray(features, dtype=np.float32).reshape(-1))
+        embedding = pa.FixedSizeListArray.from_arrays(flat, features.shape[1])
+        table = pa.table({"id": pa.array(list(ids), pa.string()), "embedding": embedding})
+        pq.write_table(table.replace_schema_metadata(metadata), tmp)
+    os.replace(tmp, path)  # readers never see a half-written file
+    return path
+
+
+def _stack_images(samples: Sequence[Sample]) -> torch.Tensor:
+    """Batch the images of ``(image, None)`` samples (module-level: picklable for workers)."""
+    return torch.stack([image for image, _ in samples])

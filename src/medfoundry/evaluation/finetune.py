@@ -1,0 +1,251 @@
+"""Training on one task from a pretrained encoder: full fine-tuning, or a frozen encoder under a
+trained decoder and head (segmentation and detection without fine-tuning).
+
+Built from the engine's parts: the model, decoders and head come from ``build_multitask_model``
+(so they are the ones pretraining uses), each step is ``memory_constant_step`` with a single
+task, the schedule is ``lr_factor`` (warm-up, cosine) and validation is ``validate``. What is
+added here is the evaluation protocol:
+
+- layer-wise learning-rate decay [0]: block ``l`` of ``L`` of the backbone learns at
+  ``lr * layer_decay**(L - l)`` (timm's ``param_groups_layer_decay``), decoders at ``lr``, the
+  head at ``head_lr``;
+- early stopping: the validation metric is computed every ``eval_every_steps``; training stops
+  after ``patience`` evaluations without improvement, and the best weights are returned.
+
+A frozen encoder stays in eval mode (its normalisation statistics do not move).
+
+[0] Clark et al., "ELECTRA", ICLR 2020; Bao et al., "BEiT", ICLR 2022 (layer-wise lr decay).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+from torch import nn
+from torch.utils.data import DataLoader
+
+from medfoundry.data.record import Record
+from medfoundry.data.task_dataset import TaskDataset
+from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder
+from medfoundry.models.build import build_multitask_model
+from medfoundry.models.config import DetectionDecoderConfig, ModelConfig, PixelDecoderConfig
+from medfoundry.models.multitask_model import MultiTaskModel
+from medfoundry.tasks.task_type import TaskType
+from medfoundry.training.device import resolve_precision
+from medfoundry.training.multitask_step import Optimizers, memory_constant_step
+from medfoundry.training.optim import OptimizerConfig, build_adamw, lr_factor, set_lr
+from medfoundry.training.task_batch import TaskCollate
+from medfoundry.training.task_loader import CyclicTaskLoader
+from medfoundry.training.validation import validate
+
+__all__ = ["FinetuneConfig", "FinetuneResult", "evaluate_model", "finetune"]
+
+log = logging.getLogger(__name__)
+
+
+class FinetuneConfig(BaseModel):
+    """How a task model is trained in the ``finetune`` and ``frozen-decoder`` modes.
+
+    Args:
+        max_steps: Most optimiser steps (the same budget at every data fraction).
+        eval_every_steps: Validate this often.
+        patience: Stop after this many validations without improvement.
+        batch_size: Images per step (fewer when the training subset is smaller).
+        optimizer: AdamW: ``lr`` for the deepest backbone block and the decoders, ``head_lr``
+            for the head, weight decay, warm-up.
+        layer_decay: Learning-rate factor per backbone block, from the deepest down; 1 disables.
+        grad_clip_norm: Clip gradient norms; ``None`` disables.
+        precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast + loss scaling; CUDA only).
+        augment: Random flips of training images (and masks, boxes).
+        num_workers: DataLoader worker processes.
+        pixel_decoder: Shared decoder under segmentation heads (the same for every encoder).
+        detection_decoder: Shared decoder under detection heads (the same for every encoder).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_steps: int = Field(default=300, ge=1)
+    eval_every_steps: int = Field(default=25, ge=1)
+    patience: int = Field(default=4, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    optimizer: OptimizerConfig = OptimizerConfig(lr=1e-4, head_lr=1e-3, weight_decay=0.05, warmup_steps=10)
+    layer_decay: float = Field(default=0.75, gt=0, le=1)
+    grad_clip_norm: float | None = Field(default=1.0, gt=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    augment: bool = True
+    num_workers: int = Field(default=0, ge=0)
+    pixel_decoder: PixelDecoderConfig = PixelDecoderConfig()
+    detection_decoder: DetectionDecoderConfig = DetectionDecoderConfig()
+
+
+@dataclass
+class FinetuneResult:
+    """The model with its best validation weights (eval mode), and when they were reached.
+
+    Attributes:
+        model: Encoder, decoder and head of the task.
+        model_config: The config that rebuilds ``model`` (for saving it as a checkpoint).
+        best_step: Step of the best validation score (0: no validation score was finite).
+        best_score: That score.
+        steps: Steps trained before stopping.
+    """
+
+    model: MultiTaskModel
+    model_config: ModelConfig
+    best_step: int
+    best_score: float
+    steps: int
+
+
+def finetune(
+    encoder: PretrainedEncoder,
+    name: str,
+    task: TaskType,
+    train: Sequence[Record],
+    val: Sequence[Record],
+    metric: str,
+    cfg: FinetuneConfig,
+    freeze_encoder: bool,
+    seed: int,
+) -> FinetuneResult:
+    """Train encoder (unless frozen), shared decoder and head on one task; keep the best weights.
+
+    Args:
+        encoder: Starting encoder; it is copied, never changed.
+        name: Task name (names the head).
+        task: The task.
+        train: Training records (e.g. one data fraction).
+        val: Validation records; ``metric`` on them picks the best step.
+        metric: A metric of the task, higher is better (e.g. ``balanced_accuracy``, ``mean_dice``).
+        cfg: Budget, optimiser, decoders.
+        freeze_encoder: Train only decoder and head.
+        seed: Seeds the decoder and head initialisation, data order and augmentation.
+
+    Returns:
+        The best model and its step.
+    """
+    device = next(encoder.parameters()).device
+    tasks = {name: task}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model_cfg = encoder.model_config(
+            pixel_decoder=cfg.pixel_decoder, detection_decoder=cfg.detection_decoder
+        )
+        model = build_multitask_model(model_cfg, tasks)
+    model.encoder.load_state_dict(encoder.encoder.state_dict())
+    model.encoder.requires_grad_(not freeze_encoder)
+    model.to(device)
+    o = cfg.optimizer
+    autocast_dtype, scaler = resolve_precision(cfg.precision, device)
+    optimizers = Optimizers(
+        shared=_shared_optimizer(model, o, cfg.layer_decay),
+        heads={name: build_adamw(model.head_parameters(name), o.head_lr or o.lr, o)},
+        scaler=scaler,
+    )
+    batch_size = _batch_size(len(train), cfg.batch_size)
+    loader = CyclicTaskLoader(
+        name,
+        TaskDataset(train, task.target, encoder.image_size, cfg.augment),
+        TaskCollate(name, task),
+        batch_size,
+        seed,
+        cfg.num_workers,
+    )
+    val_loader = _loader(name, task, val, encoder.image_size, cfg.batch_size, cfg.num_workers)
+    best_score, best_step, best_state, waited = -math.inf, 0, None, 0
+    step = 0
+    while step < cfg.max_steps and waited < cfg.patience:
+        _train_mode(model, freeze_encoder, batch_statistics=len(train) > 1)
+        factor = lr_factor(step, cfg.max_steps, o.warmup_steps, o.min_lr_ratio)
+        for optimizer in (optimizers.shared, *optimizers.heads.values()):
+            set_lr(optimizer, factor)
+        memory_constant_step(
+            model, tasks, [loader.next_batch().to(device)], optimizers, None, cfg.grad_clip_norm
+        )
+        step += 1
+        if step % cfg.eval_every_steps == 0 or step == cfg.max_steps:
+            score = validate(model, tasks, {name: val_loader}, device, autocast_dtype)[name][metric]
+            if score > best_score:  # NaN (metric undefined on this split) never wins
+                best_score, best_step, waited = score, step, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                waited += 1
+    loader.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        log.warning("task %s: validation %s was never finite; keeping the last weights", name, metric)
+    return FinetuneResult(model.eval(), model_cfg, best_step, best_score, step)
+
+
+def evaluate_model(
+    model: MultiTaskModel,
+    name: str,
+    task: TaskType,
+    records: Sequence[Record],
+    image_size: int,
+    batch_size: int = 32,
+    num_workers: int = 0,
+) -> dict[str, float]:
+    """The task's metrics of ``model`` on ``records`` (no augmentation)."""
+    device = next(model.parameters()).device
+    loader = _loader(name, task, records, image_size, batch_size, num_workers)
+    result = validate(model, {name: task}, {name: loader}, device)[name]
+    return {k: v for k, v in result.items() if k != "loss"}
+
+
+def _loader(
+    name: str, task: TaskType, records: Sequence[Record], image_size: int, batch_size: int, num_workers: int
+) -> DataLoader[object]:
+    return DataLoader(
+        TaskDataset(records, task.target, image_size, augment=False),
+        batch_size=batch_size,
+        collate_fn=TaskCollate(name, task),
+        num_workers=num_workers,
+    )
+
+
+def _shared_optimizer(model: MultiTaskModel, o: OptimizerConfig, layer_decay: float) -> torch.optim.AdamW:
+    """AdamW over the trainable backbone (one group per block, decayed lr) and the decoders."""
+    groups = []
+    backbone = model.encoder.backbone
+    if any(p.requires_grad for p in backbone.parameters()):
+        groups += param_groups_layer_decay(backbone, weight_decay=o.weight_decay, layer_decay=layer_decay)
+    rest = nn.ModuleList(
+        m for m in (model.encoder.pyramid, model.pixel_decoder, model.detection_decoder) if m is not None
+    )
+    groups += param_groups_weight_decay(rest, weight_decay=o.weight_decay)
+    groups = [g for g in groups if g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas)
+    for group in optimizer.param_groups:
+        group["peak_lr"] = o.lr * group.get("lr_scale", 1.0)  # what ``set_lr`` scales
+    return optimizer
+
+
+def _batch_size(n: int, wanted: int) -> int:
+    """At most ``wanted`` (``n`` if need be), never leaving a last batch of one image.
+
+    A one-image batch has no batch statistics for BatchNorm on a 1x1 map (deep levels of small
+    inputs), and timm backbones with ImageNet weights keep their BatchNorm.
+    """
+    for size in range(min(wanted, n), 1, -1):
+        if n % size != 1:
+            return size
+    return n
+
+
+def _train_mode(model: MultiTaskModel, freeze_encoder: bool, batch_statistics: bool) -> None:
+    model.train()
+    if freeze_encoder:
+        model.encoder.eval()
+    if not batch_statistics:  # a single training image: BatchNorm uses its running statistics
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()

@@ -1,0 +1,216 @@
+"""The one config of the evaluation-study recipe (``medfoundry evaluate STUDY.yaml``).
+
+Paths of inputs in the YAML file (the task database, checkpoint folders) are relative to that
+file; ``study_dir`` is relative to where the command runs, like a pretraining ``run_dir``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from medfoundry.config_io import validate_config
+from medfoundry.errors import ConfigError
+from medfoundry.evaluation.finetune import FinetuneConfig
+from medfoundry.evaluation.pretrained_encoder import looks_like_path
+from medfoundry.evaluation.probes import ProbeConfig
+from medfoundry.recipes.pretrain_config import read_config
+from medfoundry.registry import unknown_name_message
+from medfoundry.tasks.spec import TaskSpec
+
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "MODES",
+    "MODES_BY_FEATURE",
+    "PRIMARY_METRICS",
+    "Mode",
+    "ReferenceConfig",
+    "StudyConfig",
+    "StudyEncoder",
+    "check_names",
+    "load_study_config",
+]
+
+Mode = Literal["linear", "knn", "finetune", "frozen-decoder"]
+MODES: tuple[Mode, ...] = ("linear", "knn", "finetune", "frozen-decoder")
+DEFAULT_FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+MODES_BY_FEATURE: dict[str, tuple[Mode, ...]] = {
+    "pooled": ("linear", "knn", "finetune"),
+    "pixel": ("frozen-decoder", "finetune"),
+    "pyramid": ("frozen-decoder", "finetune"),
+}
+"""The modes that apply to a task, by the shared feature its head reads."""
+PRIMARY_METRICS = {
+    "classification": "balanced_accuracy",
+    "multilabel": "auroc",
+    "segmentation": "mean_dice",
+    "detection": "map_50",
+}
+"""Default metric per task type for curves, early stopping and data efficiency."""
+NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StudyEncoder(_Frozen):
+    """One encoder under evaluation: ``load_encoder`` arguments and its name in the results.
+
+    Args:
+        name: Label in results and plots (letters, digits, ``_``, ``-``).
+        source: A medfoundry checkpoint folder or a timm model name.
+        pretrained: Load the source's weights (checkpoint, or ImageNet for timm names);
+            ``false`` gives the same architecture with random weights (from scratch).
+        model_kwargs: Extra ``timm.create_model`` arguments (timm names only).
+    """
+
+    name: str = Field(pattern=NAME_PATTERN)
+    source: str
+    pretrained: bool = True
+    model_kwargs: dict[str, Any] | None = None
+
+
+class ReferenceConfig(_Frozen):
+    """The full-data score each encoder's data-efficiency is measured against.
+
+    Args:
+        encoder: Reference encoder; default: the first with ``pretrained: false`` (random init).
+        mode: Reference mode; default: the mode of the row being measured.
+        fraction: Reference fraction.
+    """
+
+    encoder: str | None = None
+    mode: Mode | None = None
+    fraction: float = Field(default=1.0, gt=0, le=1)
+
+
+class StudyConfig(_Frozen):
+    """Encoders x tasks x modes x fractions x seeds, and where the results go.
+
+    Args:
+        study_dir: Output folder; running the same study again resumes it.
+        tasks: The task database (a list of task specs; in YAML also the path of a tasks file).
+        task_names: Tasks to evaluate; default: all.
+        encoders: Encoders to compare.
+        modes: Evaluation modes; each task runs those that apply to its type (``linear`` and
+            ``knn``: classification, multilabel; ``frozen-decoder``: segmentation, detection;
+            ``finetune``: all).
+        task_modes: Task name -> its modes, replacing ``modes`` for that task.
+        fractions: Shares of the training labels, each in (0, 1].
+        seeds: Repetitions per fraction: a count (seeds 0..n-1) or a list of seeds.
+        image_size: Input side for every encoder; default: the first checkpoint's, else 224.
+        split_seed: Seeds the train/val/test assignment of rows without a split.
+        val_fraction: Share of rows without a split that go to validation.
+        test_fraction: Share of training rows held out as the test set, per center, when a
+            task has no test rows.
+        probe: Linear probe and kNN settings.
+        finetune: Fine-tuning and frozen-decoder training settings.
+        cross_center: Also train on each center and test on every center (tasks with a
+            ``center`` column; all modes, all seeds, fraction 1).
+        centers: Named groups of center values, e.g. ``{north: [a, b], south: [c]}``; default:
+            each center on its own.
+        reference: The full-data score of the data-efficiency table.
+        primary_metrics: Task name -> metric for curves, early stopping and data efficiency;
+            default per type: balanced_accuracy, auroc (multilabel), mean_dice, map_50.
+        keep_checkpoints: Save each trained model's best weights under ``checkpoints/``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        progress: Show a progress bar.
+    """
+
+    study_dir: Path
+    tasks: list[TaskSpec] = Field(min_length=1)
+    task_names: list[str] | None = None
+    encoders: list[StudyEncoder] = Field(min_length=1)
+    modes: list[Mode] = Field(default_factory=lambda: list(MODES), min_length=1)
+    task_modes: dict[str, list[Mode]] = Field(default_factory=dict)
+    fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: list(DEFAULT_FRACTIONS), min_length=1
+    )
+    seeds: Annotated[int, Field(ge=1)] | list[int] = 3
+    image_size: int | None = Field(default=None, ge=16)
+    split_seed: int = 0
+    val_fraction: float = Field(default=0.2, ge=0, lt=1)
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    probe: ProbeConfig = ProbeConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    cross_center: bool = False
+    centers: dict[str, list[str]] | None = None
+    reference: ReferenceConfig = ReferenceConfig()
+    primary_metrics: dict[str, str] = Field(default_factory=dict)
+    keep_checkpoints: bool = False
+    device: str = "auto"
+    progress: bool = True
+
+    @field_validator("fractions")
+    @classmethod
+    def _sorted_fractions(cls, fractions: list[float]) -> list[float]:
+        return sorted(set(fractions))
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds: ``range(seeds)`` for a count."""
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    def modes_of(self, task: TaskSpec, feature: str) -> list[Mode]:
+        """The modes a task runs: its ``task_modes`` entry or ``modes``, those that apply to it."""
+        return [m for m in self.task_modes.get(task.name, self.modes) if m in MODES_BY_FEATURE[feature]]
+
+    @property
+    def selected_tasks(self) -> list[TaskSpec]:
+        """The task specs to evaluate, in ``task_names`` order (or database order)."""
+        by_name = {t.name: t for t in self.tasks}
+        return [by_name[n] for n in self.task_names] if self.task_names else list(self.tasks)
+
+
+def load_study_config(path: Path, overrides: Sequence[str] = ()) -> StudyConfig:
+    """Read a study config; task sources and checkpoint folders are resolved against the file.
+
+    Raises:
+        ConfigError: every problem of the file, one per line.
+    """
+    path = Path(path)
+    raw = read_config(path, overrides)
+    for encoder in raw.get("encoders") or []:
+        source = encoder.get("source") if isinstance(encoder, dict) else None
+        if isinstance(source, str) and looks_like_path(source) and not Path(source).is_absolute():
+            encoder["source"] = str((path.parent / source).resolve())
+    cfg = validate_config(StudyConfig, raw, str(path))
+    check_names(cfg, str(path))
+    return cfg
+
+
+def check_names(cfg: StudyConfig, source: str) -> None:
+    """Names that refer to other entries (tasks, encoders) must exist, and names must be unique.
+
+    Raises:
+        ConfigError: one line per problem, each naming ``source`` and the key.
+    """
+    problems = []
+    task_names = [t.name for t in cfg.tasks]
+    encoder_names = [e.name for e in cfg.encoders]
+    for key, names in (("tasks", task_names), ("encoders", encoder_names)):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            problems.append(f"{source}: {key}: names must be unique; repeated: {', '.join(repeated)}")
+    referring: tuple[tuple[str, list[str]], ...] = (
+        ("task_names", cfg.task_names or []),
+        ("task_modes", list(cfg.task_modes)),
+        ("primary_metrics", list(cfg.primary_metrics)),
+    )
+    for key, names in referring:
+        problems += [
+            f"{source}: {key}: {unknown_name_message('task', n, task_names)}"
+            for n in names
+            if n not in task_names
+        ]
+    reference = cfg.reference.encoder
+    if reference is not None and reference not in encoder_names:
+        problems.append(
+            f"{source}: reference.encoder: {unknown_name_message('encoder', reference, encoder_names)}"
+        )
+    if problems:
+        raise ConfigError(problems)

@@ -1,0 +1,78 @@
+"""Feature extraction on real images, its cache, and the embeddings files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medfoundry.data import ManifestSource, read_manifest
+from medfoundry.errors import ConfigError
+from medfoundry.evaluation import features as features_module
+from medfoundry.evaluation.features import cached_features, extract_features, features_key, write_embeddings
+from medfoundry.evaluation.pretrained_encoder import load_encoder
+
+
+@pytest.fixture(scope="module")
+def records(demo_db: Path) -> list:
+    return read_manifest(ManifestSource(path=demo_db.parent / "modality.csv"), "image", [])[:12]
+
+
+def test_features_are_the_embeddings_in_record_order(records: list, checkpoint: Path) -> None:
+    encoder = load_encoder(checkpoint)
+    features = extract_features(encoder, records, batch_size=5)
+    assert features.shape == (12, 512) and features.dtype == np.float32
+    assert np.allclose(extract_features(encoder, records[3:4]), features[3:4], atol=1e-5)
+
+
+def test_cache_hits_until_weights_size_or_files_change(
+    records: list, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = tmp_path / "copy.png"
+    shutil.copy(records[0].image, copy)
+    records = [replace(records[0], image=copy), *records[1:]]  # a file this test may touch
+    encoder = load_encoder(checkpoint)
+    first = cached_features(encoder, records, tmp_path / "cache")
+    extractions: list[int] = []
+    real = features_module.extract_features
+    monkeypatch.setattr(
+        features_module, "extract_features", lambda e, r, *a: extractions.append(1) or real(e, r, *a)
+    )
+    assert np.array_equal(cached_features(encoder, records, tmp_path / "cache"), first) and not extractions
+
+    key = features_key(encoder, records)
+    assert features_key(load_encoder(checkpoint, pretrained=False), records) != key
+    assert features_key(load_encoder(checkpoint, image_size=48), records) != key
+    stat = records[0].image.stat()
+    os.utime(records[0].image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert features_key(encoder, records) != key
+    cached_features(encoder, records, tmp_path / "cache")
+    assert extractions == [1]
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".parquet"])
+def test_embeddings_files_keep_ids_and_metadata(tmp_path: Path, suffix: str) -> None:
+    features = np.arange(12, dtype=np.float32).reshape(3, 4)
+    path = write_embeddings(
+        tmp_path / f"out{suffix}", ["a.png", "b/c.png", "d.png"], features, {"encoder": "x"}
+    )
+    if suffix == ".npz":
+        with np.load(path) as data:
+            assert data["ids"].tolist() == ["a.png", "b/c.png", "d.png"]
+            assert np.array_equal(data["features"], features) and str(data["encoder"]) == "x"
+    else:
+        pq = pytest.importorskip("pyarrow.parquet")
+        table = pq.read_table(path)
+        assert table.column("id").to_pylist() == ["a.png", "b/c.png", "d.png"]
+        assert np.array_equal(np.array(table.column("embedding").to_pylist()), features)
+        assert table.schema.metadata[b"encoder"] == b"x"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_embeddings_need_a_known_suffix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"must end in \.npz or \.parquet"):
+        write_embeddings(tmp_path / "out.csv", ["a"], np.zeros((1, 2), np.float32), {})

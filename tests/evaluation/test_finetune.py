@@ -1,0 +1,93 @@
+"""Fine-tuning and frozen-decoder training on real images, built from the engine's parts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from medfoundry.data.task_records import load_task_records
+from medfoundry.evaluation.finetune import (
+    FinetuneConfig,
+    _batch_size,
+    _shared_optimizer,
+    evaluate_model,
+    finetune,
+)
+from medfoundry.evaluation.pretrained_encoder import load_encoder
+from medfoundry.models.build import build_multitask_model
+from medfoundry.tasks import TaskSpec, build_task
+from tests.evaluation.conftest import tasks_of
+
+TINY = FinetuneConfig(
+    max_steps=4,
+    eval_every_steps=2,
+    batch_size=8,
+    pixel_decoder={"channels": 16, "embed_dim": 8},
+    detection_decoder={"channels": 16, "num_convs": 1, "num_levels": 3},
+)
+
+
+def _task(demo_db: Path, name: str) -> tuple:
+    spec = TaskSpec.model_validate(next(t for t in tasks_of(demo_db) if t["name"] == name))
+    task = build_task(spec)
+    return spec, task, load_task_records(spec.name, spec.source, task.target, spec.classes, 0, 0.2)
+
+
+@pytest.mark.parametrize(
+    ("n", "wanted", "size"), [(100, 32, 32), (33, 32, 31), (9, 8, 7), (3, 2, 3), (1, 8, 1), (5, 32, 5)]
+)
+def test_batches_never_leave_a_single_image(n: int, wanted: int, size: int) -> None:
+    assert _batch_size(n, wanted) == size and (n % size != 1 or n == 1)
+
+
+def test_layerwise_decay_gives_deeper_blocks_larger_learning_rates(checkpoint: Path, demo_db: Path) -> None:
+    spec, task, _ = _task(demo_db, "nuclei_seg")
+    encoder = load_encoder(checkpoint)
+    model = build_multitask_model(encoder.model_config(pixel_decoder=TINY.pixel_decoder), {spec.name: task})
+    optimizer = _shared_optimizer(model, TINY.optimizer, layer_decay=0.5)
+    lr_of = {id(p): g["peak_lr"] for g in optimizer.param_groups for p in g["params"]}
+    backbone = model.encoder.backbone
+    stem, last = backbone.conv1[0].weight, backbone.layer4[0].conv1.weight
+    assert lr_of[id(last)] == pytest.approx(2 * lr_of[id(backbone.layer3[0].conv1.weight)])
+    assert lr_of[id(stem)] < lr_of[id(last)] <= TINY.optimizer.lr
+    assert all(lr_of[id(p)] == TINY.optimizer.lr for p in model.pixel_decoder.parameters())
+    assert not any(id(p) in lr_of for p in model.heads.parameters())  # the head has its own optimizer
+
+
+@pytest.mark.integration
+def test_frozen_decoder_trains_decoder_and_head_only(checkpoint: Path, demo_db: Path) -> None:
+    spec, task, splits = _task(demo_db, "nuclei_seg")
+    encoder = load_encoder(checkpoint)
+    result = finetune(
+        encoder, spec.name, task, splits["train"][:10], splits["val"], "mean_dice", TINY, True, 0
+    )
+    source = encoder.encoder.state_dict()
+    assert all(torch.equal(v, source[k]) for k, v in result.model.encoder.state_dict().items())
+    assert not any(p.requires_grad for p in result.model.encoder.parameters())
+    assert all(p.requires_grad for p in result.model.pixel_decoder.parameters())
+    assert result.steps <= TINY.max_steps and result.best_step in (2, 4)
+    scores = evaluate_model(result.model, spec.name, task, splits["val"], 32)
+    assert set(scores) == {"dice/background", "dice/nucleus", "mean_dice"}
+    assert scores["mean_dice"] == pytest.approx(result.best_score)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["modality", "nuclei_det"])
+def test_finetuning_changes_the_encoder_and_keeps_the_best_step(
+    checkpoint: Path, demo_db: Path, name: str
+) -> None:
+    spec, task, splits = _task(demo_db, name)
+    encoder = load_encoder(checkpoint)
+    metric = {"modality": "balanced_accuracy", "nuclei_det": "map_50"}[name]
+    result = finetune(encoder, spec.name, task, splits["train"][:12], splits["val"], metric, TINY, False, 0)
+    changed = [
+        not torch.equal(v, encoder.encoder.state_dict()[k])
+        for k, v in result.model.encoder.state_dict().items()
+    ]
+    assert any(changed)
+    val = evaluate_model(result.model, spec.name, task, splits["val"], 32)
+    if result.best_step:
+        assert val[metric] == pytest.approx(result.best_score)
+    assert result.model_config.encoder.name == "resnet10t"

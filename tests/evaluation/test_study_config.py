@@ -1,0 +1,144 @@
+"""Study configs: the shipped ones validate; bad input stops with one line per problem, exit 2,
+before anything is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from medfoundry.cli.main import app
+from medfoundry.recipes.evaluate_config import load_study_config
+from tests.evaluation.conftest import study_config, tasks_of
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDIES = sorted(ROOT.glob("configs/study_*.yaml"))
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.name for p in STUDIES])
+def test_shipped_study_configs_validate(path: Path, demo_db: Path) -> None:
+    assert path.read_text().startswith("#"), "a shipped YAML opens with the command that runs it"
+    cfg = load_study_config(path, [f"tasks={demo_db}"])
+    assert {e.name for e in cfg.encoders} >= {"random"} and cfg.seed_list == [0, 1, 2]
+    assert cfg.study_dir.parts[0] == "runs"
+    checkpoints = [Path(e.source) for e in cfg.encoders if "/" in e.source]
+    assert checkpoints and all(
+        p.is_absolute() and p.parts[-3] == "checkpoints" or p.name == "best" for p in checkpoints
+    )
+
+
+def test_defaults_follow_the_papers(demo_db: Path, tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"study_dir": "out", "tasks": str(demo_db), "encoders": [{"name": "a", "source": "resnet18"}]}
+        )
+    )
+    cfg = load_study_config(path)
+    assert cfg.fractions == [0.01, 0.05, 0.1, 0.25, 0.5, 1.0] and cfg.seed_list == [0, 1, 2]
+    assert cfg.modes == ["linear", "knn", "finetune", "frozen-decoder"] and cfg.probe.k == 20
+    assert [t.name for t in cfg.selected_tasks] == ["nuclei_seg", "nuclei_det", "modality"]
+
+
+def _evaluate(tmp_path: Path, cfg: dict[str, Any]) -> tuple[int, str]:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["evaluate", str(path)])
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"task_names": ["modalty"]}, r"task_names: unknown task 'modalty'; did you mean 'modality'"),
+        (
+            {"encoders": [{"name": "x", "source": "resnet181"}]},
+            r"encoders.x: unknown timm model 'resnet181'",
+        ),
+        ({"fractions": [0.1, 1.5]}, r"fractions.1: Input should be less than or equal to 1 \(got 1.5\)"),
+        ({"fractions": [0.0]}, r"fractions.0: Input should be greater than 0"),
+        ({"reference": {"encoder": "imagenet"}}, r"reference.encoder: unknown encoder 'imagenet'"),
+        (
+            {"task_modes": {"modality": ["frozen-decoder"]}},
+            r"task_modes.modality: 'frozen-decoder' does not apply",
+        ),
+        ({"primary_metrics": {"modality": "dice"}}, r"'dice' is not a metric of this task \(accuracy, "),
+        ({"mode": "linear"}, r"study.yaml: mode: unknown key \(valid: study_dir, tasks, task_names"),
+    ],
+)
+def test_bad_study_exits_2_with_one_line_and_writes_nothing(
+    demo_db: Path, checkpoint: Path, tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    cfg = study_config(tmp_path / "study", tasks_of(demo_db), checkpoint, **change)
+    code, output = _evaluate(tmp_path, cfg)
+    assert code == 2, output
+    assert output.startswith("error: ") and len(output.strip().splitlines()) == 1, output
+    assert pytest.importorskip("re").search(message, output), output
+    assert not (tmp_path / "study").exists()
+
+
+def test_folder_that_is_not_a_checkpoint_exits_2(demo_db: Path, checkpoint: Path, tmp_path: Path) -> None:
+    (tmp_path / "weights").mkdir()
+    cfg = study_config(tmp_path / "study", tasks_of(demo_db), checkpoint)
+    cfg["encoders"][0]["source"] = str(tmp_path / "weights")
+    code, output = _evaluate(tmp_path, cfg)
+    assert code == 2 and output.strip() == (
+        f"error: encoders.pretrained: {tmp_path / 'weights'}: not a medfoundry checkpoint "
+        "(expected a folder with config.json and model.safetensors)"
+    )
+    assert not (tmp_path / "study").exists()
+
+
+def test_timm_pretrained_offline_exits_2_before_any_work(
+    demo_db: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    cfg = study_config(tmp_path / "study", tasks_of(demo_db), checkpoint)
+    cfg["encoders"].append({"name": "imagenet", "source": "resnet10t"})
+    code, output = _evaluate(tmp_path, cfg)
+    assert code == 2 and len(output.strip().splitlines()) == 1
+    assert (
+        "encoders.imagenet: encoder 'resnet10t' (pretrained=True): " in output and "internet access" in output
+    )
+    assert not (tmp_path / "study").exists()
+
+
+def test_embed_writes_features_with_sample_ids(demo_db: Path, checkpoint: Path, tmp_path: Path) -> None:
+    args = ["embed", str(checkpoint), str(demo_db.parent / "modality.csv"), "-o", str(tmp_path / "f.npz")]
+    result = runner.invoke(app, [*args, "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "f.npz") as data:
+        assert data["features"].shape == (80, 512)
+        assert data["ids"][0] == "modality/fundus_000.png" and str(data["image_size"]) == "32"
+    folder = runner.invoke(
+        app,
+        [
+            "embed",
+            "resnet10t",
+            str(demo_db.parent / "nuclei"),
+            "--random",
+            "-o",
+            str(tmp_path / "n.npz"),
+            "--image-size",
+            "32",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+    )
+    assert folder.exit_code == 0, folder.output
+    with np.load(tmp_path / "n.npz") as data:
+        assert len(data["ids"]) == 128 and data["ids"][0] == "images/tile_y000_x000.png"
+
+
+def test_embed_bad_input_exits_2(checkpoint: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["embed", str(checkpoint), str(tmp_path), "-o", str(tmp_path / "f.txt")])
+    assert result.exit_code == 2 and "f.txt: output must end in .npz or .parquet" in result.output
+    result = runner.invoke(app, ["embed", str(checkpoint), str(tmp_path), "-o", str(tmp_path / "f.npz")])
+    assert result.exit_code == 2 and "no images" in result.output
