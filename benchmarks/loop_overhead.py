@@ -74,7 +74,8 @@ def main() -> None:
     )
     encoder = create_encoder(args.encoder, img_size=args.image_size)
     plain = PlainClassifier(encoder, encoder.out_channels).to(device).train()
-    plain_opt = torch.optim.AdamW(plain.parameters(), lr=1e-4, weight_decay=1e-2)
+    # the same optimizer as medfoundry's build_adamw: AdamW with the fused kernel
+    plain_opt = torch.optim.AdamW(plain.parameters(), lr=1e-4, weight_decay=1e-2, fused=True)
 
     g = torch.Generator().manual_seed(0)
     batches = [

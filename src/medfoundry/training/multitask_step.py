@@ -182,8 +182,7 @@ def _step_head(
         if optimizers.scaler is not None:
             # the shared scaler keeps its own bookkeeping for the shared optimizer only
             torch._foreach_mul_(grads, 1.0 / optimizers.scaler.get_scale())
-        norm = nn.utils.clip_grad_norm_(params, clip if clip else math.inf)
-        if torch.isfinite(norm):
+        if math.isfinite(_norm_and_clip(params, grads, clip)):
             optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
@@ -198,7 +197,7 @@ def _step_shared(
     dist.average_gradients(params)
     if scaler is not None:
         scaler.unscale_(optimizer)
-    norm = float(nn.utils.clip_grad_norm_(params, clip if clip else math.inf))
+    norm = _norm_and_clip(params, [p.grad for p in params if p.grad is not None], clip)
     updated = math.isfinite(norm)
     if scaler is not None:
         scaler.step(optimizer)  # skips by itself when the unscaled gradient is non-finite
@@ -207,3 +206,12 @@ def _step_shared(
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return norm, updated
+
+
+def _norm_and_clip(params: list[nn.Parameter], grads: list[torch.Tensor], clip: float | None) -> float:
+    """The total gradient norm (for the non-finite check), scaling gradients only when it exceeds
+    ``clip``: ``clip_grad_norm_`` would also rewrite every gradient with a factor of exactly 1."""
+    norm = nn.utils.get_total_norm(grads)
+    if clip and torch.isfinite(norm) and norm > clip:
+        nn.utils.clip_grads_with_norm_(params, clip, norm)
+    return float(norm)

@@ -1,7 +1,7 @@
 """Optimizers and the learning-rate schedule.
 
-AdamW for the shared parameters and for each head (its own optimizer, so that it can step
-right after its own backward). Weight decay applies to weights, not to biases and norm
+AdamW (fused kernel) for the shared parameters and for each head (its own optimizer, so that
+it can step right after its own backward). Weight decay applies to weights, not to biases and norm
 parameters (1-D tensors), as in timm's ``param_groups_weight_decay``.
 The schedule is a function of the shared step (linear warm-up, then cosine), so resuming
 needs only the step number.
@@ -51,7 +51,12 @@ def build_adamw(params: Iterable[nn.Parameter], lr: float, cfg: OptimizerConfig)
         {"params": no_decay, "weight_decay": 0.0},
     ]
     # a head without parameters (masked-image tasks) keeps one empty group: stepping it is a no-op
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]] or groups[:1], lr=lr, betas=cfg.betas)
+    # the fused kernel (CPU and CUDA) updates all tensors in one call: faster than the default
+    # per-tensor loop, which also pays a fixed cost per optimizer (and there is one per head)
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params) or None
+    optimizer = torch.optim.AdamW(
+        [g for g in groups if g["params"]] or groups[:1], lr=lr, betas=cfg.betas, fused=fused
+    )
     for group in optimizer.param_groups:
         group["peak_lr"] = lr
     return optimizer
