@@ -19,10 +19,12 @@ Run (CPU, the numbers in docs/benchmarks.md; one thread, as the machine was shar
     PYTHONPATH=src python benchmarks/mae_throughput.py --encoder vit_small_patch16_224 \\
         --image-size 224 --batch-size 8 --decoder-dim 256 --decoder-depth 4 --decoder-heads 8 --threads 1
 
-On a GPU, the MAE paper's ViT-B setting::
+On a GPU, the MAE paper's ViT-B setting, with model FLOPs utilisation (``--peak-tflops``: the
+device's dense peak in that precision, 989 for an H100 SXM in bf16)::
 
     python benchmarks/mae_throughput.py --device cuda --precision bf16 --encoder vit_base_patch16_224 \\
-        --batch-size 128 --decoder-dim 512 --decoder-depth 8 --decoder-heads 16 --rounds 10 --steps 10
+        --batch-size 128 --decoder-dim 512 --decoder-depth 8 --decoder-heads 16 --rounds 10 --steps 10 \\
+        --peak-tflops 989
 
 Writes ``benchmarks/results/mae_throughput-<encoder>-dec<dim>x<depth>-<size>px-<device>-<precision>-
 torch<version>.csv`` (one row per variant and round) and a ``.json`` sidecar with the command,
@@ -136,6 +138,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant and round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's dense peak for --precision (e.g. 989 for an H100 SXM in bf16): reports "
+        "model FLOPs utilisation, counted training FLOPs x images/s / peak",
+    )
     args = parser.parse_args()
 
     if args.threads:
@@ -184,6 +193,9 @@ def main() -> None:
             a / b for a, b in zip(speed["drop_tokens"], speed["monai"], strict=True)
         ),
     }
+    if args.peak_tflops:
+        summary["mfu"] = {v: flops[v] * median[v] / (args.peak_tflops * 1e12) for v in VARIANTS}
+        print("model FLOPs utilisation: " + ", ".join(f"{v} {m:.1%}" for v, m in summary["mfu"].items()))
     print(f"{'variant':<12} {'GFLOP/image':>12} {'images/s (median)':>18}  per round")
     for v in VARIANTS:
         per_round = " ".join(f"{r['images_per_s']:.1f}" for r in rows if r["variant"] == v)

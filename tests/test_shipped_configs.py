@@ -12,11 +12,9 @@ from medfoundry.recipes.pretrain_config import load_pretrain_config
 from medfoundry.tasks import build_task
 
 ROOT = Path(__file__).resolve().parents[1]
-# study_*.yaml are evaluation studies, validated in tests/evaluation/test_study_config.py
+# *study*.yaml are evaluation studies, validated in tests/evaluation/test_study_config.py
 CONFIGS = sorted(
-    p
-    for p in [*ROOT.glob("configs/*.yaml"), *ROOT.glob("src/medfoundry/**/*.yaml")]
-    if not p.name.startswith("study_")
+    p for p in [*ROOT.glob("configs/*.yaml"), *ROOT.glob("src/medfoundry/**/*.yaml")] if "study" not in p.name
 )
 
 

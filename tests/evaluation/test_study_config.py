@@ -16,7 +16,7 @@ from medfoundry.recipes.evaluate_config import load_study_config
 from tests.evaluation.conftest import study_config, tasks_of
 
 ROOT = Path(__file__).resolve().parents[2]
-STUDIES = sorted(ROOT.glob("configs/study_*.yaml"))
+STUDIES = sorted([*ROOT.glob("configs/study_*.yaml"), *ROOT.glob("src/medfoundry/**/*study*.yaml")])
 runner = CliRunner()
 
 
@@ -24,7 +24,7 @@ runner = CliRunner()
 def test_shipped_study_configs_validate(path: Path, demo_db: Path) -> None:
     assert path.read_text().startswith("#"), "a shipped YAML opens with the command that runs it"
     cfg = load_study_config(path, [f"tasks={demo_db}"])
-    assert {e.name for e in cfg.encoders} >= {"random"} and cfg.seed_list == [0, 1, 2]
+    assert {e.name for e in cfg.encoders} >= {"random"} and len(cfg.seed_list) >= 3
     assert cfg.study_dir.parts[0] == "runs"
     checkpoints = [Path(e.source) for e in cfg.encoders if "/" in e.source]
     assert checkpoints and all(
@@ -40,7 +40,7 @@ def test_defaults_follow_the_papers(demo_db: Path, tmp_path: Path) -> None:
         )
     )
     cfg = load_study_config(path)
-    assert cfg.fractions == [0.01, 0.05, 0.1, 0.25, 0.5, 1.0] and cfg.seed_list == [0, 1, 2]
+    assert cfg.fractions == [0.01, 0.05, 0.1, 0.25, 0.5, 1.0] and len(cfg.seed_list) >= 3
     assert cfg.modes == ["linear", "knn", "finetune", "frozen-decoder"] and cfg.probe.k == 20
     assert [t.name for t in cfg.selected_tasks] == ["nuclei_seg", "nuclei_det", "modality"]
 

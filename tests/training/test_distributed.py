@@ -67,7 +67,7 @@ def _classification_tasks(demo_db: Path, tmp_path: Path) -> list[dict[str, Any]]
     ]
 
 
-def _config(tmp_path: Path, name: str, tasks: list[dict[str, Any]], **overrides: Any) -> Path:
+def _config(tmp_path: Path, name: str, tasks: list[dict[str, Any]] | str, **overrides: Any) -> Path:
     cfg = tiny_config(
         tmp_path / name, tasks, **{"training.max_steps": 4, "training.distributed_timeout_s": 60, **overrides}
     )
@@ -204,3 +204,24 @@ def test_a_missing_process_is_a_clear_error_not_a_hang(demo_db: Path, tmp_path: 
     assert code == 2, output
     assert "could not join the 2 processes at 127.0.0.1" in output
     assert not (tmp_path / "run").exists()
+
+
+def test_masked_image_tasks_train_under_two_processes(demo_db: Path, tmp_path: Path) -> None:
+    """A hybrid run (labelled tasks + masked-image modelling) under torchrun, gloo on the CPU."""
+    config = _config(
+        tmp_path,
+        "hybrid",
+        str(demo_db.parent / "hybrid_tasks.yaml"),
+        **{
+            "training.max_steps": 3,
+            "model.masked_image": {"decoder_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2},
+        },
+    )
+    pair = _torchrun(2, "pretrain", str(config))
+    assert pair.wait(timeout=300) == 0, _output(pair)
+    val = [json.loads(line) for line in (tmp_path / "hybrid" / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in val if r["kind"] == "val"][-1]
+    assert last["step"] == 3 and all(
+        f"{t}/loss" in last for t in ("nuclei_seg", "nuclei_det", "modality", "unlabelled")
+    )
+    assert (tmp_path / "hybrid" / "previews" / "unlabelled").is_dir()

@@ -7,9 +7,9 @@ Parts (each can be left out, e.g. for fast tests):
 - ``tomography``: ``brain_tissue``, ``brain_plane`` (see ``tomography``);
 - ``radiology``: ``dicom_modality`` (see ``radiology``).
 
-Written task lists: ``tasks.yaml`` (every labelled task built), ``pretrain_tasks.yaml`` (all
-but the nuclei tasks, plus ``unlabelled``), ``eval_tasks.yaml`` (the nuclei tasks, held out of
-pretraining so that the demo can measure transfer to them), ``mim_tasks.yaml`` (``unlabelled``
+Written task lists: ``tasks.yaml`` (every labelled task built), ``pretrain_tasks.yaml`` (the
+brain, DICOM and unlabelled tasks), ``eval_tasks.yaml`` (the nuclei and technique tasks, held
+out of pretraining so that the demo can measure transfer to them), ``mim_tasks.yaml`` (``unlabelled``
 alone) and ``hybrid_tasks.yaml`` (every labelled task plus ``unlabelled``). docs/demo.md
 describes every image and label.
 """
@@ -31,7 +31,7 @@ from medfoundry.errors import ConfigError
 __all__ = ["PARTS", "build_demo_database"]
 
 PARTS = ("microscopy", "tomography", "radiology")
-EVAL_TASKS = ("nuclei_seg", "nuclei_det")
+EVAL_TASKS = ("nuclei_seg", "nuclei_det", "modality")
 
 
 def build_demo_database(
@@ -39,7 +39,7 @@ def build_demo_database(
     parts: Sequence[str] = PARTS,
     tile_size: int = 64,
     crop_size: int = 96,
-    crops_per_class: int = 32,
+    crops_per_class: int = 40,
     crops_per_dicom: int = 8,
     val_fraction: float = 0.25,
     min_box_pixels: int = 12,

@@ -10,7 +10,10 @@
   from stardist's, so that pretraining on this task never sees the nuclei tasks' image.
 - ``unlabelled`` (no labels): tiles of the H&E and IHC images, for masked-image pretraining.
 
-Splits are spatial: the rightmost ``val_fraction`` of each source image (by x) is validation.
+Splits are spatial: the rightmost ``val_fraction`` of each source image (by x) is held out: for
+the nuclei tiles it is the test part, with a validation column to its left; for the technique
+crops its upper half is validation and its lower half test; for the unlabelled tiles it is
+validation.
 Fluorescence intensities are scaled to 8 bits between the 1st and 99.8th percentile.
 """
 
@@ -37,11 +40,18 @@ TECHNIQUES: dict[str, Callable[[], np.ndarray]] = {
 
 
 def write_nuclei(out_dir: Path, tile: int, val_fraction: float, min_box_pixels: int) -> None:
-    """``nuclei_seg.csv`` and ``nuclei_det.csv`` over tiles of stardist's nuclei image."""
+    """``nuclei_seg.csv`` and ``nuclei_det.csv`` over tiles of stardist's nuclei image.
+
+    Columns of tiles, left to right: training; validation (half as many columns as test); test,
+    the rightmost ``val_fraction`` of the columns (evaluation studies score on these tiles).
+    """
     image, instances = images.nuclei_fluorescence()
     image8 = to_uint8(image)
     height, width = image.shape
-    val_from = int(width * (1 - val_fraction)) // tile * tile
+    columns = width // tile
+    test_columns = max(1, round(columns * val_fraction))
+    test_from = (columns - test_columns) * tile
+    val_from = test_from - max(1, test_columns // 2) * tile
     seg_rows, det_rows = [], []
     for y in range(0, height - tile + 1, tile):
         for x in range(0, width - tile + 1, tile):
@@ -49,7 +59,7 @@ def write_nuclei(out_dir: Path, tile: int, val_fraction: float, min_box_pixels: 
             ids = instances[y : y + tile, x : x + tile]
             save_png(image8[y : y + tile, x : x + tile], out_dir / "nuclei" / "images" / name)
             save_png((ids > 0).astype(np.uint8), out_dir / "nuclei" / "masks" / name)
-            split = "val" if x >= val_from else "train"
+            split = "test" if x >= test_from else "val" if x >= val_from else "train"
             seg_rows.append(
                 {"image": f"nuclei/images/{name}", "mask": f"nuclei/masks/{name}", "split": split}
             )
@@ -71,23 +81,40 @@ def _boxes(ids: np.ndarray, min_pixels: int) -> list[list[float | str]]:
 def write_modality(
     out_dir: Path, crop: int, per_class: int, val_fraction: float, rng: np.random.Generator
 ) -> None:
-    """``modality.csv``: crops labelled by the source image's imaging technique."""
+    """``modality.csv``: crops labelled by the source image's imaging technique.
+
+    Training crops come from the left of each image; the rightmost ``val_fraction`` of its width
+    is split in a validation (upper half) and a test (lower half) region, so no held-out crop
+    overlaps a training crop.
+    """
     rows = []
-    n_val = max(1, round(per_class * val_fraction))
+    held = max(1, round(per_class * val_fraction / 2))  # crops per class for val, and for test
     for label, load in TECHNIQUES.items():
         source = load()
         height, width = source.shape[:2]
         margin = height // 7 if label == "fundus" else 0  # stay inside the fundus disc
-        val_from = int(width * (1 - val_fraction))
+        held_from, middle = int(width * (1 - val_fraction)), height // 2
         for i in range(per_class):
-            split = "val" if i < n_val else "train"
-            x_lo, x_hi = (val_from, width - crop) if split == "val" else (margin, val_from - crop)
-            x = int(rng.integers(x_lo, max(x_lo + 1, x_hi)))
-            y = int(rng.integers(margin, height - margin - crop))
+            split = "val" if i < held else "test" if i < 2 * held else "train"
+            if split == "train":
+                x = _draw(rng, margin, held_from - crop)
+                y = _draw(rng, margin, height - margin - crop)
+            else:
+                x = _draw(rng, held_from, width - margin - crop)
+                y = (
+                    _draw(rng, margin, middle - crop)
+                    if split == "val"
+                    else _draw(rng, middle, height - margin - crop)
+                )
             name = f"{label}_{i:03d}.png"
             save_png(source[y : y + crop, x : x + crop], out_dir / "modality" / name)
             rows.append({"image": f"modality/{name}", "label": label, "split": split})
     write_csv(out_dir / "modality.csv", rows)
+
+
+def _draw(rng: np.random.Generator, low: int, high: int) -> int:
+    """A position in ``[low, high]`` (``low`` when the range is empty)."""
+    return int(rng.integers(low, max(low, high) + 1))
 
 
 def write_unlabelled(out_dir: Path, tile: int, val_fraction: float) -> None:
