@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -110,3 +111,24 @@ def test_segmentation_strata_read_the_real_masks(demo_db: Path) -> None:
 def test_fraction_outside_unit_interval_is_a_config_error(fraction: float) -> None:
     with pytest.raises(ConfigError, match=r"outside \(0, 1\]"):
         NestedFractions(_labelled({0: 5, 1: 5}), seed=0).indices(fraction)
+
+
+def test_segmentation_strata_are_classes_after_the_source_mapping(
+    stardist_images: Path, tmp_path: Path
+) -> None:
+    # stardist's real instance mask stores one value per nucleus (1..N); mapped by
+    # ``mask_values: instances`` the classes are background and nucleus, not N nucleus "classes"
+    for split in ("train", "val"):
+        shutil.copy(stardist_images / "img2d.tif", tmp_path / f"{split}.tif")
+    (tmp_path / "nuclei.csv").write_text(
+        f"image,mask,split\ntrain.tif,{stardist_images / 'mask2d.tif'},train\n"
+        f"val.tif,{stardist_images / 'mask2d.tif'},val\n"
+    )
+    spec = TaskSpec(
+        name="nuclei",
+        type="segmentation",
+        classes=["background", "nucleus"],
+        source={"path": tmp_path / "nuclei.csv", "mask_values": "instances"},
+    )
+    (record,) = load_task_records(spec.name, spec.source, "mask", spec.classes, 0, 0.2)["train"]
+    assert record_classes(record, ignore_index=255) == {0, 1}

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from medfoundry.data.images import read_mask
+from medfoundry.data.readers import decode_mask
 from medfoundry.data.record import Record
 from medfoundry.errors import ConfigError
 
@@ -102,7 +102,8 @@ def record_classes(record: Record, ignore_index: int | None = None) -> frozenset
     if record.labels is not None:
         return frozenset(i for i, value in enumerate(record.labels) if value == 1.0)
     if record.mask is not None:
-        values = np.unique(read_mask(record.mask)).tolist()
+        mask = decode_mask(record)  # class indices: stored values mapped, volume slices cut out
+        values = [] if mask is None else np.unique(mask).tolist()
         return frozenset(v for v in values if v != ignore_index)
     if record.boxes is not None:
         return frozenset(box.label for box in record.boxes)

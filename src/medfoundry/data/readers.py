@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medfoundry.data.images import decode_image, read_mask
 from medfoundry.data.intensity import AutoIntensity
 from medfoundry.data.masks import MaskMapping
 from medfoundry.data.record import Pixels, Record
 
-__all__ = ["FileReader", "decode_record"]
+__all__ = ["FileReader", "decode_mask", "decode_record"]
 
 
 @dataclass(frozen=True)
@@ -29,12 +31,16 @@ class FileReader:
 
     def read(self, record: Record) -> Pixels:
         image = decode_image(record.image, self.intensity, record.frame)
+        return Pixels(image, self.read_mask(record))
+
+    def read_mask(self, record: Record) -> np.ndarray | None:
+        """The record's mask as class indices (without decoding the image), or ``None``."""
         if record.mask is None:
-            return Pixels(image)
+            return None
         mask = read_mask(record.mask)
         if self.mask_mapping is not None:
             mask = self.mask_mapping.apply(mask, str(record.mask))
-        return Pixels(image, mask)
+        return mask
 
     def cache_key(self, signature: Callable[[Path], str]) -> str:
         return repr((self.intensity, self.mask_mapping))
@@ -53,3 +59,16 @@ def decode_record(record: Record) -> Pixels:
         DataError: naming the file (and frame) that cannot be decoded.
     """
     return (record.reader or DEFAULT_READER).read(record)
+
+
+def decode_mask(record: Record) -> np.ndarray | None:
+    """The record's mask as class indices, as ``decode_record`` gives it (stored values mapped,
+    a slice of a label volume cut out), without decoding the image where the reader can.
+
+    Raises:
+        DataError: naming the file (and frame) that cannot be decoded.
+    """
+    reader = record.reader or DEFAULT_READER
+    if isinstance(reader, FileReader):
+        return reader.read_mask(record)
+    return reader.read(record).mask
