@@ -71,6 +71,8 @@ class Record:
         center: Acquisition site, for cross-center evaluation.
         frame: Position inside a multi-image file: a slice of a volume (along the source's
             axis), a frame of a multi-frame DICOM, an item of a MedMNIST array.
+        member: The array of a file that holds several (MedMNIST's ``train_images``), whose
+            items ``frame`` counts.
         reader: Decodes this record; ``None`` means a plain 2D image file (PNG, JPEG, TIFF, BMP)
             or DICOM file, read with default intensity scaling.
     """
@@ -85,9 +87,17 @@ class Record:
     group: str | None = None
     center: str | None = None
     frame: int | None = None
+    member: str | None = None
     reader: RecordReader | None = field(default=None, compare=False, repr=False)
 
     @property
+    def key(self) -> tuple[Path, str | None, int | None]:
+        """What tells samples apart: the file and the position inside it (many samples of a
+        volume, multi-frame DICOM or MedMNIST file share one file)."""
+        return self.image, self.member, self.frame
+
+    @property
     def where(self) -> str:
-        """The image (and frame) for messages, e.g. ``ct.nii.gz [slice 12]``."""
-        return f"{self.image} [{self.frame}]" if self.frame is not None else str(self.image)
+        """The image (and position) for messages, e.g. ``ct.nii.gz [12]``, ``a.npz [val_images 3]``."""
+        position = " ".join(str(p) for p in (self.member, self.frame) if p is not None)
+        return f"{self.image} [{position}]" if position else str(self.image)

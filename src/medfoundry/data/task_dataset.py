@@ -13,7 +13,7 @@ from torchvision import tv_tensors
 
 from medfoundry.data.augment import AugmentConfig, build_transform
 from medfoundry.data.cache import SampleArrays
-from medfoundry.data.preprocessing import fit_to_size
+from medfoundry.data.preprocessing import Preprocessing, fit_to_size, to_channels
 from medfoundry.data.readers import decode_record
 from medfoundry.data.record import Record, TargetKind
 from medfoundry.errors import DataError
@@ -34,8 +34,9 @@ class TaskDataset(Dataset[Sample]):
     whichever worker process decodes it. A plain ``index`` means seed 0.
 
     With ``arrays`` (from ``prepare_arrays``), pixels are read from the preprocessing cache;
-    without, every access decodes the file and stretches it to ``image_size`` (slow, but needs
-    no preparation; masks are then checked only for their size).
+    without, every access decodes the file and fits it to ``image_size`` with ``preprocessing``'s
+    ``channels`` and ``fit`` (slow, but needs no preparation; masks are then checked only for
+    their size). Intensity settings live in the records' readers (see the sources).
 
     Args:
         records: The task's records (one split).
@@ -43,6 +44,9 @@ class TaskDataset(Dataset[Sample]):
         image_size: Output side in pixels.
         augment: Augmentation (``True``: ``AugmentConfig()`` defaults, ``False``: none).
         arrays: Cached pixels of ``records``, row ``i`` for ``records[i]``.
+        preprocessing: Without ``arrays``: the task's channels and fit (default: keep colour,
+            stretch).
+        ignore_index: Without ``arrays``: mask value of pixels padded by the fit.
 
     Examples:
         >>> from medfoundry.data import TaskDataset
@@ -58,8 +62,12 @@ class TaskDataset(Dataset[Sample]):
         image_size: int,
         augment: bool | AugmentConfig,
         arrays: SampleArrays | None = None,
+        preprocessing: Preprocessing | None = None,
+        ignore_index: int = 255,
     ) -> None:
         self.records = list(records)
+        self.preprocessing = preprocessing or Preprocessing()
+        self.ignore_index = ignore_index
         self.target = target
         self.image_size = image_size
         self.arrays = arrays
@@ -101,7 +109,13 @@ class TaskDataset(Dataset[Sample]):
             raise DataError(
                 f"{record.mask}: mask size {shape} differs from image {record.where} {pixels.image.shape[:2]}"
             )
-        fitted, mask, geometry = fit_to_size(pixels.image, pixels.mask, self.image_size, "stretch", 0)
+        fitted, mask, geometry = fit_to_size(
+            to_channels(pixels.image, self.preprocessing.channels),
+            pixels.mask,
+            self.image_size,
+            self.preprocessing.fit,
+            self.ignore_index,
+        )
         return torch.from_numpy(fitted).permute(2, 0, 1), mask, geometry
 
     def _target(

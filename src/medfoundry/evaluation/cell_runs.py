@@ -46,23 +46,23 @@ class CellData:
 
 @dataclass(frozen=True)
 class FeatureTable:
-    """Features of every record of a task, looked up by image path.
+    """Features of every record of a task, looked up by the record's ``key`` (file and position).
 
     Attributes:
         features: ``(N, D)`` float32.
-        rows: Image path -> row of ``features``.
+        rows: Record key -> row of ``features``.
     """
 
     features: np.ndarray
-    rows: dict[Path, int]
+    rows: dict[tuple[Path, str | None, int | None], int]
 
     @classmethod
     def build(cls, features: np.ndarray, records: Sequence[Record]) -> FeatureTable:
-        return cls(features, {r.image: i for i, r in enumerate(records)})
+        return cls(features, {r.key: i for i, r in enumerate(records)})
 
     def labelled(self, records: Sequence[Record]) -> LabelledFeatures:
         """Features and targets of ``records``."""
-        return labelled_features(self.features[[self.rows[r.image] for r in records]], records)
+        return labelled_features(self.features[[self.rows[r.key] for r in records]], records)
 
 
 def cell_data(cell: Cell, data: TaskData) -> CellData:
@@ -129,11 +129,19 @@ def run_training_cell(
         cfg,
         freeze_encoder=cell.mode == "frozen-decoder",
         seed=cell.seed,
+        preprocessing=data.spec.preprocessing,
     )
     rows = []
     for test_center, records in inputs.tests.items():
         scores = evaluate_model(
-            result.model, name, data.task, records, encoder.image_size, cfg.batch_size, cfg.num_workers
+            result.model,
+            name,
+            data.task,
+            records,
+            encoder.image_size,
+            cfg.batch_size,
+            cfg.num_workers,
+            data.spec.preprocessing,
         )
         rows += [result_row(cell, len(inputs.train), test_center, m, v) for m, v in scores.items()]
     return rows, result

@@ -1,8 +1,10 @@
 """Image embeddings: extracted once per (encoder weights, images, preprocessing), then read from a cache.
 
-The cache key hashes the encoder's weights, the input size and preprocessing, and each image
-file's path, size and modification time, so new weights, a changed file or a different input
-size all miss the cache, while repeated probes of the same encoder on the same data hit it.
+The cache key hashes the encoder's weights, the input size, the task's preprocessing, each
+sample's file (path, size, modification time) and position in it (slice, frame, array item), and
+the settings of the readers that decode them (CT windows, intensity scaling), so new weights, a
+changed file, another window or a different input size all miss the cache, while repeated
+probes of the same encoder on the same data hit it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Record
 from medfoundry.data.task_dataset import Sample, TaskDataset
 from medfoundry.errors import ConfigError
@@ -38,15 +41,20 @@ the cache key, so changing it invalidates cached features."""
 
 
 def extract_features(
-    encoder: PretrainedEncoder, records: Sequence[Record], batch_size: int = 64, num_workers: int = 0
+    encoder: PretrainedEncoder,
+    records: Sequence[Record],
+    batch_size: int = 64,
+    num_workers: int = 0,
+    preprocessing: Preprocessing | None = None,
 ) -> np.ndarray:
     """Embed every record's image.
 
     Args:
         encoder: The encoder (its device is used).
-        records: Images to embed (only ``image`` is read).
+        records: Images to embed (their targets are not read).
         batch_size: Images per forward pass.
         num_workers: DataLoader worker processes decoding images.
+        preprocessing: The task's channels and fit (default: keep colour, stretch).
 
     Returns:
         ``(N, encoder.out_channels)`` float32, in the order of ``records``.
@@ -54,26 +62,45 @@ def extract_features(
     Raises:
         DataError: an image cannot be decoded.
     """
-    dataset = TaskDataset(records, "image", encoder.image_size, augment=False)
+    dataset = TaskDataset(records, "image", encoder.image_size, augment=False, preprocessing=preprocessing)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_stack_images)
     device = next(encoder.parameters()).device
     parts = [encoder.embed(images.to(device)).cpu().numpy() for images in loader]
     return np.concatenate(parts) if parts else np.zeros((0, encoder.out_channels), np.float32)
 
 
-def features_key(encoder: PretrainedEncoder, records: Sequence[Record]) -> str:
-    """Hash of the encoder's weights, input size, preprocessing and the image files (see module doc)."""
-    files = []
+def features_key(
+    encoder: PretrainedEncoder, records: Sequence[Record], preprocessing: Preprocessing | None = None
+) -> str:
+    """Hash of the encoder's weights, input size, preprocessing and the samples (see module doc)."""
+    stats: dict[Path, list[int]] = {}
+    readers: dict[int, int] = {}  # reader id -> order of first use (records share readers)
+    reader_keys, samples = [], []
     for record in records:
-        stat = record.image.stat()
-        files.append([str(record.image.resolve()), stat.st_size, stat.st_mtime_ns])
+        if record.image not in stats:
+            stat = record.image.stat()
+            stats[record.image] = [stat.st_size, stat.st_mtime_ns]
+        if record.reader is not None and id(record.reader) not in readers:
+            readers[id(record.reader)] = len(readers)
+            reader_keys.append(record.reader.cache_key(_file_signature))
+        reader = readers.get(id(record.reader)) if record.reader is not None else None
+        samples.append(
+            [str(record.image.resolve()), *stats[record.image], record.member, record.frame, reader]
+        )
     description = {
         "weights_sha256": encoder.weights_sha256,
         "image_size": encoder.image_size,
         "preprocessing": PREPROCESSING,
-        "files": files,
+        "task_preprocessing": (preprocessing or Preprocessing()).model_dump(mode="json"),
+        "readers": reader_keys,
+        "samples": samples,
     }
     return hashlib.sha256(json.dumps(description).encode()).hexdigest()
+
+
+def _file_signature(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def cached_features(
@@ -82,17 +109,18 @@ def cached_features(
     cache_dir: Path,
     batch_size: int = 64,
     num_workers: int = 0,
+    preprocessing: Preprocessing | None = None,
 ) -> np.ndarray:
     """``extract_features``, read from ``cache_dir`` when this exact extraction was done before.
 
     Returns:
         ``(N, encoder.out_channels)`` float32, in the order of ``records``.
     """
-    path = Path(cache_dir) / f"{features_key(encoder, records)}.npz"
+    path = Path(cache_dir) / f"{features_key(encoder, records, preprocessing)}.npz"
     if path.is_file():
         with np.load(path) as cached:
             return np.asarray(cached["features"])
-    features = extract_features(encoder, records, batch_size, num_workers)
+    features = extract_features(encoder, records, batch_size, num_workers, preprocessing)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.npz")
     np.savez(tmp, features=features, images=np.array([str(r.image) for r in records]))

@@ -31,6 +31,8 @@ from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 from torch.utils.data import DataLoader
 
+from medfoundry.data.augment import AugmentConfig
+from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Record
 from medfoundry.data.task_dataset import TaskDataset
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder
@@ -114,6 +116,7 @@ def finetune(
     cfg: FinetuneConfig,
     freeze_encoder: bool,
     seed: int,
+    preprocessing: Preprocessing | None = None,
 ) -> FinetuneResult:
     """Train encoder (unless frozen), shared decoder and head on one task; keep the best weights.
 
@@ -127,6 +130,7 @@ def finetune(
         cfg: Budget, optimiser, decoders.
         freeze_encoder: Train only decoder and head.
         seed: Seeds the decoder and head initialisation, data order and augmentation.
+        preprocessing: The task's channels and fit (default: keep colour, stretch).
 
     Returns:
         The best model and its step.
@@ -152,13 +156,13 @@ def finetune(
     batch_size = _batch_size(len(train), cfg.batch_size)
     loader = CyclicTaskLoader(
         name,
-        TaskDataset(train, task.target, encoder.image_size, cfg.augment),
+        _dataset(task, train, encoder.image_size, cfg.augment, preprocessing),
         TaskCollate(name, task),
         batch_size,
         seed,
         cfg.num_workers,
     )
-    val_loader = _loader(name, task, val, encoder.image_size, cfg.batch_size, cfg.num_workers)
+    val_loader = _loader(name, task, val, encoder.image_size, cfg.batch_size, cfg.num_workers, preprocessing)
     best_score, best_step, best_state, waited = -math.inf, 0, None, 0
     step = 0
     while step < cfg.max_steps and waited < cfg.patience:
@@ -193,19 +197,45 @@ def evaluate_model(
     image_size: int,
     batch_size: int = 32,
     num_workers: int = 0,
+    preprocessing: Preprocessing | None = None,
 ) -> dict[str, float]:
-    """The task's metrics of ``model`` on ``records`` (no augmentation)."""
+    """The task's metrics of ``model`` on ``records`` (no augmentation; ``preprocessing`` as in
+    ``finetune``)."""
     device = next(model.parameters()).device
-    loader = _loader(name, task, records, image_size, batch_size, num_workers)
+    loader = _loader(name, task, records, image_size, batch_size, num_workers, preprocessing)
     result = validate(model, {name: task}, {name: loader}, device)[name]
     return {k: v for k, v in result.items() if k != "loss"}
 
 
+def _dataset(
+    task: TaskType,
+    records: Sequence[Record],
+    image_size: int,
+    augment: bool | AugmentConfig,
+    preprocessing: Preprocessing | None,
+) -> TaskDataset:
+    ignore_index = getattr(task, "ignore_index", None)
+    return TaskDataset(
+        records,
+        task.target,
+        image_size,
+        augment,
+        preprocessing=preprocessing,
+        ignore_index=255 if ignore_index is None else ignore_index,
+    )
+
+
 def _loader(
-    name: str, task: TaskType, records: Sequence[Record], image_size: int, batch_size: int, num_workers: int
+    name: str,
+    task: TaskType,
+    records: Sequence[Record],
+    image_size: int,
+    batch_size: int,
+    num_workers: int,
+    preprocessing: Preprocessing | None,
 ) -> DataLoader[object]:
     return DataLoader(
-        TaskDataset(records, task.target, image_size, augment=False),
+        _dataset(task, records, image_size, False, preprocessing),
         batch_size=batch_size,
         collate_fn=TaskCollate(name, task),
         num_workers=num_workers,

@@ -88,7 +88,15 @@ def load_task_data(
         ConfigError: a named center group lists a value the task does not have.
     """
     splits = load_task_records(
-        spec.name, spec.source, task.target, spec.classes, split_seed, val_fraction, ignore_index(task)
+        spec.name,
+        spec.source,
+        task.target,
+        spec.classes,
+        split_seed,
+        val_fraction,
+        ignore_index(task),
+        preprocessing=spec.preprocessing,  # CT windows, intensity scaling: as in pretraining
+        split=spec.split,
     )
     held_out = 0
     if not splits["test"]:

@@ -99,7 +99,12 @@ def run(cfg: StudyConfig) -> Path:
                 if any(c.mode in PROBE_MODES for c in cells):  # once for all fractions, seeds, probes
                     records = task_data.records
                     extracted = cached_features(
-                        encoder, records, study_dir / "features", cfg.probe.batch_size, cfg.probe.num_workers
+                        encoder,
+                        records,
+                        study_dir / "features",
+                        cfg.probe.batch_size,
+                        cfg.probe.num_workers,
+                        task_data.spec.preprocessing,
                     )
                     features = FeatureTable.build(extracted, records)
                 for cell in cells:

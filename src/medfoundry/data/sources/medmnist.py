@@ -78,7 +78,8 @@ class MedMNISTSource(SourceBase):
             )
             reader = NpzImageReader(f"{split}_images", preprocessing.intensity)
             records += [
-                Record(self.path, split, i, frame=i, reader=reader, **t) for i, t in enumerate(targets)
+                Record(self.path, split, i, frame=i, member=reader.key, reader=reader, **t)
+                for i, t in enumerate(targets)
             ]
         return SourceScan(records)
 
