@@ -3,6 +3,7 @@ before anything is written."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,29 @@ def test_embed_bad_input_exits_2(checkpoint: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "f.txt: output must end in .npz or .parquet" in result.output
     result = runner.invoke(app, ["embed", str(checkpoint), str(tmp_path), "-o", str(tmp_path / "f.npz")])
     assert result.exit_code == 2 and "no images" in result.output
+
+
+def test_embed_reads_any_source_of_a_task_database(demo_db: Path, checkpoint: Path, tmp_path: Path) -> None:
+    from nibabel.testing import data_path
+
+    volume = Path(data_path) / "anatomical.nii"  # nibabel's real MR test volume, 25 axial slices
+    task = {
+        "name": "brain",
+        "type": "masked_image",
+        "source": {"type": "volume", "images": str(volume)},
+        "preprocessing": {"intensity": {"type": "percentile", "low": 1, "high": 99}},
+    }
+    (tmp_path / "tasks.yaml").write_text(yaml.safe_dump({"tasks": [task]}))
+    out = tmp_path / "brain.npz"
+    args = ["embed", str(checkpoint), str(tmp_path / "tasks.yaml"), "-o", str(out)]
+    result = runner.invoke(app, [*args, "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    with np.load(out) as data:
+        ids, features = data["ids"].tolist(), data["features"]
+    assert sorted(ids) == sorted(f"{os.path.relpath(volume, tmp_path)}#{k}" for k in range(25))
+    assert len({row.tobytes() for row in features}) == 25  # every slice its own features
+
+    several = runner.invoke(app, ["embed", str(checkpoint), str(demo_db), "-o", str(out)])
+    assert several.exit_code == 2 and "choose one with --task" in several.output
+    unknown = runner.invoke(app, ["embed", str(checkpoint), str(demo_db), "--task", "x", "-o", str(out)])
+    assert unknown.exit_code == 2 and "no task 'x'" in unknown.output

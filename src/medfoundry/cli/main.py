@@ -155,8 +155,11 @@ def evaluate(
 @app.command()
 def embed(
     encoder: Annotated[str, typer.Argument(help="A checkpoint folder or a timm model name.")],
-    data: Annotated[Path, typer.Argument(help="A CSV/TSV manifest or a folder of images.")],
+    data: Annotated[
+        Path, typer.Argument(help="A CSV/TSV manifest, a folder of images, or a task database YAML.")
+    ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Features file: .npz or .parquet.")],
+    task: Annotated[str | None, typer.Option(help="The task of a task database to embed.")] = None,
     random: Annotated[bool, typer.Option("--random", help="Same architecture, random weights.")] = False,
     image_size: Annotated[int | None, typer.Option(help="Input side (default: the encoder's).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
@@ -173,6 +176,7 @@ def embed(
         options = {
             "encoder": encoder,
             "data": data,
+            "task": task,
             "output": output,
             "pretrained": not random,
             "image_size": image_size,

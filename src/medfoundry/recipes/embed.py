@@ -1,9 +1,13 @@
 """Recipe: embed a dataset's images with an encoder (``medfoundry embed ENCODER DATA -o FILE``).
 
-DATA is a CSV/TSV manifest (its ``image`` column; other columns are ignored) or a folder of
-images (searched recursively). Sample ids are image paths relative to the manifest's folder
-(or its ``root``) or to the folder. Features are cached by encoder weights, images and
-preprocessing, so embedding the same data again with the same encoder costs a file read.
+DATA is a CSV/TSV manifest (its ``image`` column; other columns are ignored), a folder of
+images (searched recursively), or a task database YAML (or pretraining config) with ``task``
+naming one of its tasks: then every source type (DICOM, volumes, MedMNIST, COCO, ...) is read
+with the task's preprocessing, all splits. Sample ids are image paths relative to the
+manifest's folder (or its ``root``), to the folder, or to the YAML's folder; a sample inside a
+file gets its position after ``#`` (``ct.nii.gz#42``, ``pathmnist.npz#val_images/7``).
+Features are cached by encoder weights, samples and preprocessing, so embedding the same data
+again with the same encoder costs a file read.
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medfoundry.data import ManifestSource, read_manifest
+from medfoundry.data import ManifestSource, Preprocessing, load_task_records, read_manifest, resolve_classes
 from medfoundry.data.images import TIFF_SUFFIXES
 from medfoundry.data.record import Record
-from medfoundry.errors import DataError
+from medfoundry.errors import ConfigError, DataError
 from medfoundry.evaluation.features import (
     PREPROCESSING,
     cached_features,
@@ -24,6 +28,8 @@ from medfoundry.evaluation.features import (
     write_embeddings,
 )
 from medfoundry.evaluation.pretrained_encoder import load_encoder
+from medfoundry.recipes.validate_data import load_validate_config
+from medfoundry.tasks import TASK_TYPES, build_task
 from medfoundry.training.device import resolve_device
 
 __all__ = ["EmbedConfig", "run"]
@@ -36,7 +42,8 @@ class EmbedConfig(BaseModel):
 
     Args:
         encoder: A medfoundry checkpoint folder or a timm model name.
-        data: A CSV/TSV manifest or a folder of images.
+        data: A CSV/TSV manifest, a folder of images, or a task database YAML.
+        task: With a task database: the task to embed (may be left out when there is one).
         output: ``.npz`` or ``.parquet`` file to write.
         pretrained: Load the encoder's weights; ``False``: random weights (a baseline).
         image_size: Input side; default: the checkpoint's, or 224 for timm names.
@@ -50,6 +57,7 @@ class EmbedConfig(BaseModel):
 
     encoder: str
     data: Path
+    task: str | None = None
     output: Path
     pretrained: bool = True
     image_size: int | None = Field(default=None, ge=16)
@@ -63,17 +71,23 @@ def run(cfg: EmbedConfig) -> Path:
     """Write the embeddings of ``cfg.data`` to ``cfg.output``; returns the output path.
 
     Raises:
-        ConfigError: bad output suffix, unknown encoder, not a checkpoint (before any work).
-        DataError: the data is neither a manifest nor a folder of images, or an image is unreadable.
+        ConfigError: bad output suffix, unknown encoder, not a checkpoint, unknown task (before
+            any work).
+        DataError: the data is no manifest, image folder or task database, or an image is unreadable.
     """
     check_embeddings_path(cfg.output)
-    records, ids = _images(cfg.data)
+    if cfg.data.suffix.lower() in (".yaml", ".yml"):
+        records, ids, preprocessing = _task_samples(cfg.data, cfg.task)
+    else:
+        if cfg.task is not None:
+            raise ConfigError(f"{cfg.data}: --task needs a task database YAML as DATA")
+        (records, ids), preprocessing = _images(cfg.data), None
     encoder = load_encoder(cfg.encoder, cfg.pretrained, cfg.image_size, device=resolve_device(cfg.device))
     cache_dir = (
         cfg.cache_dir
         or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medfoundry" / "features"
     )
-    features = cached_features(encoder, records, cache_dir, cfg.batch_size, cfg.num_workers)
+    features = cached_features(encoder, records, cache_dir, cfg.batch_size, cfg.num_workers, preprocessing)
     metadata = {
         "encoder": cfg.encoder,
         "pretrained": str(cfg.pretrained).lower(),
@@ -98,4 +112,39 @@ def _images(data: Path) -> tuple[list[Record], list[str]]:
         records = read_manifest(source, "image", [])
         root = source.root or data.parent
         return records, [os.path.relpath(r.image, root) for r in records]
-    raise DataError(f"{data}: DATA must be a CSV/TSV manifest or a folder of images")
+    raise DataError(f"{data}: DATA must be a CSV/TSV manifest, a folder of images or a task database YAML")
+
+
+def _task_samples(database: Path, name: str | None) -> tuple[list[Record], list[str], Preprocessing]:
+    """Every split's records of one task of a task database, their ids, and the task's preprocessing."""
+    cfg = load_validate_config(database)
+    names = [spec.name for spec in cfg.tasks]
+    if name is None and len(names) > 1:
+        raise ConfigError(
+            f"{database}: holds {len(names)} tasks; choose one with --task ({', '.join(names)})"
+        )
+    spec = cfg.tasks[0] if name is None else next((s for s in cfg.tasks if s.name == name), None)
+    if spec is None:
+        raise ConfigError(f"{database}: no task '{name}' (its tasks: {', '.join(names)})")
+    target = TASK_TYPES.get(spec.type).target
+    spec = spec.model_copy(update={"classes": resolve_classes(spec.source, target, spec.classes)})
+    splits = load_task_records(
+        spec.name,
+        spec.source,
+        target,
+        spec.classes,
+        cfg.seed,
+        cfg.data.val_fraction,
+        getattr(build_task(spec), "ignore_index", None),
+        require_val=False,
+        preprocessing=spec.preprocessing,
+        split=spec.split,
+    )
+    records = [r for split in ("train", "val", "test") for r in splits[split]]
+    return records, [_sample_id(r, database.parent) for r in records], spec.preprocessing
+
+
+def _sample_id(record: Record, root: Path) -> str:
+    position = "/".join(str(p) for p in (record.member, record.frame) if p is not None)
+    path = os.path.relpath(record.image, root)
+    return f"{path}#{position}" if position else path
