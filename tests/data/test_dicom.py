@@ -29,6 +29,31 @@ def test_ct_rescale_slope_and_intercept_give_hu_for_windows(dicom_file: DicomFil
     assert not np.allclose(lung_soft_bone[..., 0], lung_soft_bone[..., 1])
 
 
+def test_enhanced_ct_takes_rescale_and_window_from_its_functional_groups(
+    dicom_file: DicomFile, tmp_path: Path
+) -> None:
+    path = dicom_file("eCT_Supplemental.dcm")  # enhanced CT, 2 frames; rescale -1024 and window 49/102 shared
+    ds = pydicom.dcmread(path)
+    assert "RescaleIntercept" not in ds and "WindowCenter" not in ds  # only in the functional groups
+    hu = ds.pixel_array[1].astype(np.float64) - 1024
+    image = decode_image(path, WindowIntensity(windows=[{"level_hu": 40, "width_hu": 400}]), 1)
+    np.testing.assert_allclose(image[..., 0], np.clip((hu + 160) / 400, 0, 1), atol=1e-5)
+    auto = decode_image(path, AutoIntensity(), 1)[..., 0]
+    np.testing.assert_allclose(auto, np.clip((hu - 48.5) / 101 + 0.5, 0, 1), atol=1e-5)  # PS3.3 C.11.2.1.2
+
+    # a frame's own group wins over the shared one
+    frame = ds.PerFrameFunctionalGroupsSequence[1]
+    frame.PixelValueTransformationSequence = pydicom.Sequence([pydicom.Dataset()])
+    own = frame.PixelValueTransformationSequence[0]
+    own.RescaleIntercept, own.RescaleSlope, own.RescaleType = -1000, 2, "HU"
+    ds.save_as(tmp_path / "own.dcm")
+    image = decode_image(
+        tmp_path / "own.dcm", WindowIntensity(windows=[{"level_hu": 40, "width_hu": 400}]), 1
+    )
+    expected = np.clip((ds.pixel_array[1] * 2.0 - 1000 + 160) / 400, 0, 1)
+    np.testing.assert_allclose(image[..., 0], expected, atol=1e-5)
+
+
 def test_monochrome1_radiograph_is_inverted_after_its_window(dicom_file: DicomFile) -> None:
     path = dicom_file("RG1_UNCR.dcm")  # CR chest, MONOCHROME1, window 15000/30000 in the header
     ds = pydicom.dcmread(path)

@@ -10,6 +10,10 @@ Intensity, following the DICOM pixel pipeline (PS3.4 N.2) with pydicom's own fun
 3. ``MONOCHROME1`` (where low values are white, as on many CR/DX plates) is inverted, so that
    every image shows dense tissue bright (not for windows: HU already fix the meaning).
 
+Enhanced multi-frame objects (enhanced CT / MR, PS3.3 C.7.6.16) keep rescale and window in
+functional groups rather than at the top level, where pydicom's LUT functions look: a frame's
+own groups, else the shared ones, are lifted to the top level before steps 1-2.
+
 Colour images (RGB, YBR, which pydicom converts to RGB, and palette colour) are scaled by their
 dtype range. Compressed files need pydicom's optional decoders (e.g. ``pip install
 pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg``); the error names the transfer syntax.
@@ -39,6 +43,7 @@ from medfoundry.errors import DataError
 
 __all__ = [
     "DicomSeriesLoader",
+    "frame_header",
     "has_voi",
     "read_dicom_header",
     "read_dicom_image",
@@ -85,6 +90,7 @@ def read_dicom_image(path: Path, frame: int | None, intensity: Any) -> np.ndarra
         pixels = pixels[frame]
     elif frame not in (None, 0):
         raise DataError(f"{where}: the file has one frame")
+    ds = frame_header(ds, frame or 0)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric == "PALETTE COLOR":
         pixels = apply_color_lut(pixels, ds)
@@ -174,6 +180,37 @@ class _SeriesVoi:
     def __call__(self, values: np.ndarray) -> np.ndarray:
         image = _voi(values, self.header, self.where, self.fallback)
         return 1.0 - image if self.invert else image
+
+
+FRAME_GROUPS = ("PixelValueTransformationSequence", "FrameVOILUTSequence")
+"""Functional groups that hold the Modality LUT (rescale) and the VOI (window) of a frame."""
+
+
+def frame_header(ds: pydicom.Dataset, frame: int) -> pydicom.Dataset:
+    """The header as pydicom's LUT functions need it for ``frame``: rescale and window of an
+    enhanced multi-frame object lifted from its functional groups (the frame's own over the
+    shared ones) to the top level; ``ds`` itself when it has no such groups."""
+    groups = []
+    if "SharedFunctionalGroupsSequence" in ds and len(ds.SharedFunctionalGroupsSequence):
+        groups.append(ds.SharedFunctionalGroupsSequence[0])
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and frame < len(per_frame):
+        groups.append(per_frame[frame])
+    lifted = [getattr(g, name)[0] for g in groups for name in FRAME_GROUPS if getattr(g, name, None)]
+    if not lifted:
+        return ds
+    flat = pydicom.Dataset()
+    for element in ds:
+        if element.keyword not in (
+            "PixelData",
+            "SharedFunctionalGroupsSequence",
+            "PerFrameFunctionalGroupsSequence",
+        ):
+            flat.add(element)
+    for item in lifted:  # shared first, then the frame's own: the frame's win
+        for element in item:
+            flat[element.tag] = element
+    return flat
 
 
 def _read_pixels(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
