@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from nibabel.testing import data_path as nibabel_data
 
-from medfoundry.data import Preprocessing, VolumeSource
+from medfoundry.data import Preprocessing, VolumeSource, volumes
 from medfoundry.data.intensity import PercentileIntensity
 from medfoundry.demo.microscopy import TECHNIQUES
 from medfoundry.evaluation.features import extract_features, features_key
@@ -129,3 +129,30 @@ def test_task_channels_and_fit_reach_features_and_their_key(anatomy: VolumeSourc
         extract_features(encoder, records, preprocessing=letterbox),
         atol=1e-3,
     )
+
+
+def test_training_cells_read_volume_slices_from_the_study_cache(
+    anatomy: VolumeSource, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[Path] = []
+    real = volumes.load_volume
+    monkeypatch.setattr(volumes, "load_volume", lambda path, *a: loads.append(path) or real(path, *a))
+    task = {
+        "name": "anat",
+        "type": "segmentation",
+        "classes": ["background", "bright"],
+        "source": anatomy.model_dump(mode="json"),
+    }
+    cfg = study_config(
+        tmp_path / "study", [task], checkpoint, modes=["frozen-decoder"], fractions=[1.0], seeds=1
+    )
+    cfg["encoders"] = cfg["encoders"][:1]
+    study_dir = evaluate.run(StudyConfig.model_validate(cfg))
+    with (study_dir / "results.csv").open() as f:
+        dice = [float(r["value"]) for r in csv.DictReader(f) if r["metric"] == "mean_dice"]
+    assert len(dice) == 1 and 0 <= dice[0] <= 1
+    # each image volume is read once, to build the cache (label volumes are also read to list
+    # the classes of slices for the stratified subsets); decoding shuffled training slices
+    # instead would read an image volume again for nearly every sample
+    images = [p.name for p in loads if p.parent.name == "images"]
+    assert sorted(images) == [f"anat{i}.nii" for i in range(4)], images

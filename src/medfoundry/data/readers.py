@@ -69,6 +69,8 @@ def decode_mask(record: Record) -> np.ndarray | None:
         DataError: naming the file (and frame) that cannot be decoded.
     """
     reader = record.reader or DEFAULT_READER
-    if isinstance(reader, FileReader):
-        return reader.read_mask(record)
+    read_mask_only = getattr(reader, "read_mask", None)  # file and volume readers have it
+    if read_mask_only is not None:
+        mask: np.ndarray | None = read_mask_only(record)
+        return mask
     return reader.read(record).mask

@@ -169,7 +169,9 @@ class VolumeSliceReader:
     load: VolumeLoader | None = None
     # records come volume by volume: remembering the last volume reads each file once
     _image: tuple[Path, Volume, Any] | None = field(default=None, init=False, repr=False)
-    _labels: tuple[Path, np.ndarray] | None = field(default=None, init=False, repr=False)
+    _labels: tuple[Path, np.ndarray, tuple[float, float, float]] | None = field(
+        default=None, init=False, repr=False
+    )
 
     def read(self, record: Record) -> Pixels:
         assert record.frame is not None, "volume records always carry their slice index"
@@ -184,6 +186,22 @@ class VolumeSliceReader:
         if self.spacing_mm is not None:
             image, mask = self._resample(image, mask, volume.zooms)
         return Pixels(image, mask)
+
+    def read_mask(self, record: Record) -> np.ndarray | None:
+        """The record's label slice as class indices, as ``read`` gives it, without reading the
+        image volume (for listing the classes a slice shows)."""
+        if record.mask is None:
+            return None
+        assert record.frame is not None, "volume records always carry their slice index"
+        labels, zooms = self._load_labels(record.mask)
+        mask = volume_slice(labels, self.axis, record.frame).astype(np.int64)
+        if self.mask_mapping is not None:
+            mask = self.mask_mapping.apply(mask, f"{record.mask} [{record.frame}]")
+        if self.spacing_mm is not None:
+            row_mm, col_mm = plane_spacing(zooms, self.axis)
+            factors = (row_mm / self.spacing_mm[0], col_mm / self.spacing_mm[1])
+            mask = ndimage.zoom(mask, factors, order=0, mode="nearest", grid_mode=True)
+        return mask
 
     def cache_key(self, signature: Callable[[Path], str]) -> str:
         files = self.load.cache_key(signature) if self.load is not None else ""
@@ -209,17 +227,22 @@ class VolumeSliceReader:
         return self._image[1], self._image[2]
 
     def _label_volume(self, path: Path, image: Volume, image_path: Path) -> np.ndarray:
+        labels, _ = self._load_labels(path)
+        if labels.shape != image.data.shape:
+            raise DataError(
+                f"{path}: label volume shape {labels.shape} differs from image {image_path} "
+                f"shape {image.data.shape} (after reorientation to RAS)"
+            )
+        return labels
+
+    def _load_labels(self, path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
         if self._labels is None or self._labels[0] != path:
-            labels = load_volume(path, None).data
-            if labels.shape != image.data.shape:
-                raise DataError(
-                    f"{path}: label volume shape {labels.shape} differs from image {image_path} "
-                    f"shape {image.data.shape} (after reorientation to RAS)"
-                )
+            volume = load_volume(path, None)
+            labels = volume.data
             if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
                 raise DataError(f"{path}: label volume holds non-integer values; labels are class indices")
-            self._labels = (path, labels)
-        return self._labels[1]
+            self._labels = (path, labels, volume.zooms)
+        return self._labels[1], self._labels[2]
 
     def _scale(self, values: np.ndarray, volume: Volume, bounds: Any, where: str) -> np.ndarray:
         intensity = self._intensity

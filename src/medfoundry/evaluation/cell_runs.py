@@ -23,6 +23,7 @@ from medfoundry.evaluation.probes import (
 )
 from medfoundry.evaluation.study_cells import Cell, result_row
 from medfoundry.evaluation.study_data import ALL, TaskData
+from medfoundry.evaluation.study_pixels import StudyPixels
 
 __all__ = ["CellData", "FeatureTable", "cell_data", "run_probe_cell", "run_training_cell"]
 
@@ -110,9 +111,16 @@ def run_probe_cell(
 
 
 def run_training_cell(
-    cell: Cell, data: TaskData, encoder: PretrainedEncoder, metric: str, cfg: FinetuneConfig
+    cell: Cell,
+    data: TaskData,
+    encoder: PretrainedEncoder,
+    metric: str,
+    cfg: FinetuneConfig,
+    pixels: StudyPixels | None = None,
 ) -> tuple[list[dict[str, Any]], FinetuneResult]:
     """Fine-tune (``finetune``) or train decoder and head on the frozen encoder (``frozen-decoder``).
+
+    ``pixels``: the task's cached pixels; ``None``: decode every sample at every access.
 
     Returns:
         Result rows per test set, and the trained model with its best validation step.
@@ -130,6 +138,7 @@ def run_training_cell(
         freeze_encoder=cell.mode == "frozen-decoder",
         seed=cell.seed,
         preprocessing=data.spec.preprocessing,
+        pixels=pixels,
     )
     rows = []
     for test_center, records in inputs.tests.items():
@@ -142,6 +151,7 @@ def run_training_cell(
             cfg.batch_size,
             cfg.num_workers,
             data.spec.preprocessing,
+            pixels,
         )
         rows += [result_row(cell, len(inputs.train), test_center, m, v) for m, v in scores.items()]
     return rows, result

@@ -13,13 +13,14 @@ import hashlib
 import importlib.util
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from medfoundry.data.cache import SampleArrays
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Record
 from medfoundry.data.task_dataset import Sample, TaskDataset
@@ -46,6 +47,7 @@ def extract_features(
     batch_size: int = 64,
     num_workers: int = 0,
     preprocessing: Preprocessing | None = None,
+    arrays: SampleArrays | None = None,
 ) -> np.ndarray:
     """Embed every record's image.
 
@@ -55,6 +57,8 @@ def extract_features(
         batch_size: Images per forward pass.
         num_workers: DataLoader worker processes decoding images.
         preprocessing: The task's channels and fit (default: keep colour, stretch).
+        arrays: The records' cached pixels (fitted with the same preprocessing); ``None``:
+            decode every record.
 
     Returns:
         ``(N, encoder.out_channels)`` float32, in the order of ``records``.
@@ -62,7 +66,9 @@ def extract_features(
     Raises:
         DataError: an image cannot be decoded.
     """
-    dataset = TaskDataset(records, "image", encoder.image_size, augment=False, preprocessing=preprocessing)
+    dataset = TaskDataset(
+        records, "image", encoder.image_size, augment=False, arrays=arrays, preprocessing=preprocessing
+    )
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_stack_images)
     device = next(encoder.parameters()).device
     parts = [encoder.embed(images.to(device)).cpu().numpy() for images in loader]
@@ -70,9 +76,13 @@ def extract_features(
 
 
 def features_key(
-    encoder: PretrainedEncoder, records: Sequence[Record], preprocessing: Preprocessing | None = None
+    encoder: PretrainedEncoder,
+    records: Sequence[Record],
+    preprocessing: Preprocessing | None = None,
+    cached: bool = False,
 ) -> str:
-    """Hash of the encoder's weights, input size, preprocessing and the samples (see module doc)."""
+    """Hash of the encoder's weights, input size, preprocessing and the samples (see module doc);
+    ``cached``: the pixels come from the preprocessing cache (stored as ``preprocessing.store``)."""
     stats: dict[Path, list[int]] = {}
     readers: dict[int, int] = {}  # reader id -> order of first use (records share readers)
     reader_keys, samples = [], []
@@ -92,6 +102,7 @@ def features_key(
         "image_size": encoder.image_size,
         "preprocessing": PREPROCESSING,
         "task_preprocessing": (preprocessing or Preprocessing()).model_dump(mode="json"),
+        "pixels": "cache" if cached else "decoded",
         "readers": reader_keys,
         "samples": samples,
     }
@@ -110,17 +121,23 @@ def cached_features(
     batch_size: int = 64,
     num_workers: int = 0,
     preprocessing: Preprocessing | None = None,
+    arrays: Callable[[], SampleArrays] | None = None,
 ) -> np.ndarray:
     """``extract_features``, read from ``cache_dir`` when this exact extraction was done before.
+
+    ``arrays`` gives the records' cached pixels; it is called only when the features are not
+    cached.
 
     Returns:
         ``(N, encoder.out_channels)`` float32, in the order of ``records``.
     """
-    path = Path(cache_dir) / f"{features_key(encoder, records, preprocessing)}.npz"
+    path = Path(cache_dir) / f"{features_key(encoder, records, preprocessing, arrays is not None)}.npz"
     if path.is_file():
         with np.load(path) as cached:
             return np.asarray(cached["features"])
-    features = extract_features(encoder, records, batch_size, num_workers, preprocessing)
+    features = extract_features(
+        encoder, records, batch_size, num_workers, preprocessing, arrays() if arrays is not None else None
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.npz")
     np.savez(tmp, features=features, images=np.array([str(r.image) for r in records]))

@@ -35,7 +35,9 @@ from medfoundry.data.augment import AugmentConfig
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Record
 from medfoundry.data.task_dataset import TaskDataset
+from medfoundry.data.task_records import DEFAULT_IGNORE_INDEX
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder
+from medfoundry.evaluation.study_pixels import StudyPixels
 from medfoundry.models.build import build_multitask_model
 from medfoundry.models.config import DetectionDecoderConfig, ModelConfig, PixelDecoderConfig
 from medfoundry.models.multitask_model import MultiTaskModel
@@ -117,6 +119,7 @@ def finetune(
     freeze_encoder: bool,
     seed: int,
     preprocessing: Preprocessing | None = None,
+    pixels: StudyPixels | None = None,
 ) -> FinetuneResult:
     """Train encoder (unless frozen), shared decoder and head on one task; keep the best weights.
 
@@ -131,6 +134,8 @@ def finetune(
         freeze_encoder: Train only decoder and head.
         seed: Seeds the decoder and head initialisation, data order and augmentation.
         preprocessing: The task's channels and fit (default: keep colour, stretch).
+        pixels: The task's cached pixels (then ``preprocessing`` is theirs); ``None``: decode
+            every sample at every access.
 
     Returns:
         The best model and its step.
@@ -156,13 +161,15 @@ def finetune(
     batch_size = _batch_size(len(train), cfg.batch_size)
     loader = CyclicTaskLoader(
         name,
-        _dataset(task, train, encoder.image_size, cfg.augment, preprocessing),
+        _dataset(task, train, encoder.image_size, cfg.augment, preprocessing, pixels),
         TaskCollate(name, task),
         batch_size,
         seed,
         cfg.num_workers,
     )
-    val_loader = _loader(name, task, val, encoder.image_size, cfg.batch_size, cfg.num_workers, preprocessing)
+    val_loader = _loader(
+        name, task, val, encoder.image_size, cfg.batch_size, cfg.num_workers, preprocessing, pixels
+    )
     best_score, best_step, best_state, waited = -math.inf, 0, None, 0
     step = 0
     while step < cfg.max_steps and waited < cfg.patience:
@@ -198,11 +205,12 @@ def evaluate_model(
     batch_size: int = 32,
     num_workers: int = 0,
     preprocessing: Preprocessing | None = None,
+    pixels: StudyPixels | None = None,
 ) -> dict[str, float]:
-    """The task's metrics of ``model`` on ``records`` (no augmentation; ``preprocessing`` as in
-    ``finetune``)."""
+    """The task's metrics of ``model`` on ``records`` (no augmentation; ``preprocessing`` and
+    ``pixels`` as in ``finetune``)."""
     device = next(model.parameters()).device
-    loader = _loader(name, task, records, image_size, batch_size, num_workers, preprocessing)
+    loader = _loader(name, task, records, image_size, batch_size, num_workers, preprocessing, pixels)
     result = validate(model, {name: task}, {name: loader}, device)[name]
     return {k: v for k, v in result.items() if k != "loss"}
 
@@ -213,7 +221,10 @@ def _dataset(
     image_size: int,
     augment: bool | AugmentConfig,
     preprocessing: Preprocessing | None,
+    pixels: StudyPixels | None,
 ) -> TaskDataset:
+    if pixels is not None:
+        return TaskDataset(records, task.target, image_size, augment, pixels.arrays(records, image_size))
     ignore_index = getattr(task, "ignore_index", None)
     return TaskDataset(
         records,
@@ -221,7 +232,7 @@ def _dataset(
         image_size,
         augment,
         preprocessing=preprocessing,
-        ignore_index=255 if ignore_index is None else ignore_index,
+        ignore_index=DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index,
     )
 
 
@@ -233,9 +244,10 @@ def _loader(
     batch_size: int,
     num_workers: int,
     preprocessing: Preprocessing | None,
+    pixels: StudyPixels | None,
 ) -> DataLoader[object]:
     return DataLoader(
-        _dataset(task, records, image_size, False, preprocessing),
+        _dataset(task, records, image_size, False, preprocessing, pixels),
         batch_size=batch_size,
         collate_fn=TaskCollate(name, task),
         num_workers=num_workers,

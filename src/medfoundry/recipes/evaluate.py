@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder, load_enc
 from medfoundry.evaluation.report import write_study_outputs
 from medfoundry.evaluation.study_cells import Cell, CellStore
 from medfoundry.evaluation.study_data import TaskData, load_task_data
+from medfoundry.evaluation.study_pixels import StudyPixels
 from medfoundry.models.config import ModelConfig
 from medfoundry.recipes.evaluate_config import MODES_BY_FEATURE, PRIMARY_METRICS, StudyConfig, check_names
 from medfoundry.tasks import TaskType, build_task
@@ -91,6 +93,10 @@ def run(cfg: StudyConfig) -> Path:
         disable=not cfg.progress,
     )
     bar = progress.add_task("evaluate", total=len(plan), completed=len(plan) - len(pending), cell="")
+    pixels = {
+        name: StudyPixels(task_data, study_dir / "pixels", cfg.finetune.num_workers)
+        for name, task_data in data.items()
+    }
     with progress:
         for encoder_name, encoder in encoders.items():
             for task_name, task_data in data.items():
@@ -105,6 +111,7 @@ def run(cfg: StudyConfig) -> Path:
                         cfg.probe.batch_size,
                         cfg.probe.num_workers,
                         task_data.spec.preprocessing,
+                        partial(pixels[task_name].arrays, records, encoder.image_size),
                     )
                     features = FeatureTable.build(extracted, records)
                 for cell in cells:
@@ -113,7 +120,7 @@ def run(cfg: StudyConfig) -> Path:
                         rows = run_probe_cell(cell, task_data, features, cfg.probe)
                     else:
                         rows, result = run_training_cell(
-                            cell, task_data, encoder, primary[task_name], cfg.finetune
+                            cell, task_data, encoder, primary[task_name], cfg.finetune, pixels[task_name]
                         )
                         if cfg.keep_checkpoints:
                             _save_model(study_dir / "checkpoints" / cell.id, result, task_data, cell)
