@@ -42,7 +42,7 @@ from medfoundry.data.readers import decode_record
 from medfoundry.data.record import Record, TargetKind
 from medfoundry.errors import DataError
 
-__all__ = ["CacheSettings", "PreparedSplit", "SampleArrays", "prepare_arrays"]
+__all__ = ["CacheSettings", "PreparedSplit", "SampleArrays", "prepare_arrays", "samples_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,25 @@ def _decoded(
     yield from enumerate(loader)
 
 
-def _cache_key(records: Sequence[Record], fit: _Fit, validation: str) -> str:
+def _cache_key(records: Sequence[Record], fit: _Fit, validation: Literal["stat", "content"]) -> str:
+    settings = (
+        CACHE_FORMAT,
+        fit.target,
+        fit.size,
+        fit.preprocessing.model_dump_json(),
+        fit.num_classes,
+        fit.ignore_index,
+        validation,
+    )
+    return samples_digest(records, repr(settings), validation)
+
+
+def samples_digest(
+    records: Sequence[Record], settings: str, validation: Literal["stat", "content"] = "stat"
+) -> str:
+    """SHA-256 of ``settings`` and of everything that makes ``records``' pixels: their files
+    (by size and modification time, or by content), positions in the files, boxes, and the
+    settings of their readers (e.g. CT windows). Keys the pixel cache and the feature cache."""
     fingerprints: dict[Path, str] = {}
 
     def signature(path: Path) -> str:
@@ -319,17 +337,7 @@ def _cache_key(records: Sequence[Record], fit: _Fit, validation: str) -> str:
                 fingerprints[path] = f"{stat.st_size}:{stat.st_mtime_ns}"
         return fingerprints[path]
 
-    digest = hashlib.sha256()
-    settings = (
-        CACHE_FORMAT,
-        fit.target,
-        fit.size,
-        fit.preprocessing.model_dump_json(),
-        fit.num_classes,
-        fit.ignore_index,
-        validation,
-    )
-    digest.update(repr(settings).encode())
+    digest = hashlib.sha256(settings.encode())
     readers: dict[int, int] = {}  # reader id -> order of first use (records share readers)
     for record in records:
         if record.reader is not None and id(record.reader) not in readers:
@@ -339,6 +347,7 @@ def _cache_key(records: Sequence[Record], fit: _Fit, validation: str) -> str:
         item = (
             [str(p) for p in files],
             [signature(p) if p.is_file() else "missing" for p in files],
+            record.member,
             record.frame,
             record.boxes,
             readers.get(id(record.reader)) if record.reader is not None else None,

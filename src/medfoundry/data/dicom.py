@@ -190,12 +190,9 @@ def frame_header(ds: pydicom.Dataset, frame: int) -> pydicom.Dataset:
     """The header as pydicom's LUT functions need it for ``frame``: rescale and window of an
     enhanced multi-frame object lifted from its functional groups (the frame's own over the
     shared ones) to the top level; ``ds`` itself when it has no such groups."""
-    groups = []
-    if "SharedFunctionalGroupsSequence" in ds and len(ds.SharedFunctionalGroupsSequence):
-        groups.append(ds.SharedFunctionalGroupsSequence[0])
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    if per_frame is not None and frame < len(per_frame):
-        groups.append(per_frame[frame])
+    shared = ds.get("SharedFunctionalGroupsSequence") or []
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    groups = [*shared[:1], *per_frame[frame : frame + 1]]
     lifted = [getattr(g, name)[0] for g in groups for name in FRAME_GROUPS if getattr(g, name, None)]
     if not lifted:
         return ds

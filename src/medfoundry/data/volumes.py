@@ -179,12 +179,12 @@ class VolumeSliceReader:
         image = self._scale(volume_slice(volume.data, self.axis, record.frame), volume, bounds, record.where)
         mask = None
         if record.mask is not None:
-            labels = self._label_volume(record.mask, volume, record.image)
-            mask = volume_slice(labels, self.axis, record.frame).astype(np.int64)
-            if self.mask_mapping is not None:
-                mask = self.mask_mapping.apply(mask, f"{record.mask} [{record.frame}]")
+            mask = self._mask_slice(self._label_volume(record.mask, volume, record.image), record)
         if self.spacing_mm is not None:
-            image, mask = self._resample(image, mask, volume.zooms)
+            factors = self._zoom_factors(volume.zooms)
+            image = ndimage.zoom(image, (*factors, 1), order=1, mode="nearest", grid_mode=True)
+            image = np.clip(image, 0, 1).astype(np.float32)
+            mask = _zoom_mask(mask, factors) if mask is not None else None
         return Pixels(image, mask)
 
     def read_mask(self, record: Record) -> np.ndarray | None:
@@ -192,16 +192,9 @@ class VolumeSliceReader:
         image volume (for listing the classes a slice shows)."""
         if record.mask is None:
             return None
-        assert record.frame is not None, "volume records always carry their slice index"
         labels, zooms = self._load_labels(record.mask)
-        mask = volume_slice(labels, self.axis, record.frame).astype(np.int64)
-        if self.mask_mapping is not None:
-            mask = self.mask_mapping.apply(mask, f"{record.mask} [{record.frame}]")
-        if self.spacing_mm is not None:
-            row_mm, col_mm = plane_spacing(zooms, self.axis)
-            factors = (row_mm / self.spacing_mm[0], col_mm / self.spacing_mm[1])
-            mask = ndimage.zoom(mask, factors, order=0, mode="nearest", grid_mode=True)
-        return mask
+        mask = self._mask_slice(labels, record)
+        return _zoom_mask(mask, self._zoom_factors(zooms)) if self.spacing_mm is not None else mask
 
     def cache_key(self, signature: Callable[[Path], str]) -> str:
         files = self.load.cache_key(signature) if self.load is not None else ""
@@ -253,16 +246,23 @@ class VolumeSliceReader:
             return voi
         return scale_to_unit(values, intensity, where, bounds)
 
-    def _resample(
-        self, image: np.ndarray, mask: np.ndarray | None, zooms: tuple[float, float, float]
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    def _mask_slice(self, labels: np.ndarray, record: Record) -> np.ndarray:
+        assert record.frame is not None, "volume records always carry their slice index"
+        mask = volume_slice(labels, self.axis, record.frame).astype(np.int64)
+        if self.mask_mapping is not None:
+            mask = self.mask_mapping.apply(mask, f"{record.mask} [{record.frame}]")
+        return mask
+
+    def _zoom_factors(self, zooms: tuple[float, float, float]) -> tuple[float, float]:
+        """In-plane factors from the file's spacing to ``spacing_mm``."""
         assert self.spacing_mm is not None
         row_mm, col_mm = plane_spacing(zooms, self.axis)
-        factors = (row_mm / self.spacing_mm[0], col_mm / self.spacing_mm[1])
-        image = ndimage.zoom(image, (*factors, 1), order=1, mode="nearest", grid_mode=True)
-        if mask is not None:
-            mask = ndimage.zoom(mask, factors, order=0, mode="nearest", grid_mode=True)
-        return np.clip(image, 0, 1).astype(np.float32), mask
+        return row_mm / self.spacing_mm[0], col_mm / self.spacing_mm[1]
+
+
+def _zoom_mask(mask: np.ndarray, factors: tuple[float, float]) -> np.ndarray:
+    zoomed: np.ndarray = ndimage.zoom(mask, factors, order=0, mode="nearest", grid_mode=True)
+    return zoomed
 
 
 def _pick_3d(data: np.ndarray, volume_index: int | None, path: Path) -> np.ndarray:

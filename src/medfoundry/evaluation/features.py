@@ -9,7 +9,6 @@ probes of the same encoder on the same data hit it.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from medfoundry.data.cache import SampleArrays
+from medfoundry.data.cache import SampleArrays, samples_digest
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Record
 from medfoundry.data.task_dataset import Sample, TaskDataset
@@ -83,35 +82,14 @@ def features_key(
 ) -> str:
     """Hash of the encoder's weights, input size, preprocessing and the samples (see module doc);
     ``cached``: the pixels come from the preprocessing cache (stored as ``preprocessing.store``)."""
-    stats: dict[Path, list[int]] = {}
-    readers: dict[int, int] = {}  # reader id -> order of first use (records share readers)
-    reader_keys, samples = [], []
-    for record in records:
-        if record.image not in stats:
-            stat = record.image.stat()
-            stats[record.image] = [stat.st_size, stat.st_mtime_ns]
-        if record.reader is not None and id(record.reader) not in readers:
-            readers[id(record.reader)] = len(readers)
-            reader_keys.append(record.reader.cache_key(_file_signature))
-        reader = readers.get(id(record.reader)) if record.reader is not None else None
-        samples.append(
-            [str(record.image.resolve()), *stats[record.image], record.member, record.frame, reader]
-        )
     description = {
         "weights_sha256": encoder.weights_sha256,
         "image_size": encoder.image_size,
         "preprocessing": PREPROCESSING,
         "task_preprocessing": (preprocessing or Preprocessing()).model_dump(mode="json"),
         "pixels": "cache" if cached else "decoded",
-        "readers": reader_keys,
-        "samples": samples,
     }
-    return hashlib.sha256(json.dumps(description).encode()).hexdigest()
-
-
-def _file_signature(path: Path) -> str:
-    stat = path.stat()
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
+    return samples_digest(records, json.dumps(description))
 
 
 def cached_features(
