@@ -1,19 +1,27 @@
-"""Throughput of the paper configuration: images/s, peak memory, and whether data loading keeps up.
+"""Throughput of the paper configuration: images/s, GPU busy, peak memory, and where the time goes.
 
 The UMedPT setting: Swin-T at 224 px, ``--tasks`` tasks of mixed types (segmentation, detection
 and classification in turn, on the demo database's real images), ``--batch-size`` images per task
-batch, bf16 autocast, ``--num-workers`` DataLoader workers per task. Two timed phases:
+batch, bf16 autocast, ``--num-workers`` DataLoader workers per task reading the preprocessing
+cache, as ``medfoundry pretrain`` does. Phases, each timed over ``--steps`` shared steps:
 
-- *loaded*: batches come from the task loaders (decode, resize, augment in workers, pinned
-  copies to the GPU), as in training;
-- *compute only*: the same number of steps on batches already on the device.
+- ``loaded``: batches from the task loaders, moved to the device when the step asks for them;
+- ``loaded_prefetch``: the same through ``to_device_ahead`` (the next task's batch is fetched and
+  copied on a side stream while the current one computes): what ``medfoundry pretrain`` does;
+- ``compute_only``: the same number of steps on batches already on the device;
+- ``single_task``: the reference a multi-task loop is held to: a plain PyTorch loop (forward,
+  loss, backward, one AdamW step over all parameters, ``zero_grad``) on the same model and
+  resident batches, one task batch per iteration.
 
-``loaded / compute only`` close to 1 means data loading is not the bottleneck; on CUDA the GPU
-busy fraction (NVML utilisation, sampled every 100 ms during the loaded phase) is reported too.
+``loaded / compute_only`` near 1 means loading keeps up; ``compute_only / single_task`` is the
+multi-task machinery's cost (target >= 0.9). On CUDA, NVML's busy fraction is sampled every
+100 ms during the loaded phases, and a short ``torch.profiler`` pass over compute-only steps
+reports the share of wall time in which GPU kernels ran and the costliest operators.
+``--modes eager,compiled`` repeats the phases with the encoder compiled (``torch.compile``).
 
-    python benchmarks/gpu_throughput.py --device cuda                 # the paper setting
+    python benchmarks/gpu_throughput.py --device cuda --modes eager,compiled     # the paper setting
     python benchmarks/gpu_throughput.py --device cpu --encoder resnet10t --image-size 64 \\
-        --batch-size 8 --tasks 3 --steps 4 --warmup 1 --num-workers 0  # a smoke run on a CPU
+        --batch-size 8 --tasks 3 --steps 2 --warmup 1 --num-workers 0            # a CPU smoke run
 """
 
 from __future__ import annotations
@@ -25,12 +33,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from medfoundry.data import TaskDataset, load_task_records
-from medfoundry.demo import build_demo_database
+from medfoundry.data import CacheSettings, TaskDataset, load_task_data
 from medfoundry.models import EncoderConfig, ModelConfig, build_multitask_model
 from medfoundry.tasks import TaskSpec, build_task
 from medfoundry.training import (
@@ -42,12 +51,119 @@ from medfoundry.training import (
     build_adamw,
     memory_constant_step,
 )
+from medfoundry.training.prefetch import to_device_ahead
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import print_table, write_results  # noqa: E402
 
+ORDER = ("segmentation", "detection", "classification")
+
 
 def main() -> None:
+    args = _parse()
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    amp = torch.bfloat16 if args.precision == "bf16" else None
+
+    specs = _specs(args.data or Path(tempfile.mkdtemp()) / "demo", args.tasks)
+    tasks = {s.name: build_task(s) for s in specs}
+    cfg = ModelConfig(
+        image_size=args.image_size,
+        encoder=EncoderConfig(name=args.encoder, model_kwargs=json.loads(args.model_kwargs)),
+    )
+    torch.manual_seed(0)
+    model = build_multitask_model(cfg, tasks).to(device).train()
+    opt = OptimizerConfig()
+    optimizers = Optimizers(
+        shared=build_adamw(model.shared_parameters(), 1e-4, opt),
+        heads={n: build_adamw(model.head_parameters(n), 1e-4, opt) for n in tasks},
+    )
+    single_optimizer = build_adamw(model.parameters(), 1e-4, opt)
+    sampler = _sampler(specs, tasks, args, device)
+    images_per_step = args.tasks * args.batch_size
+
+    def step(batches: Any) -> None:
+        memory_constant_step(model, tasks, batches, optimizers, amp, 1.0)
+
+    def loaded() -> None:
+        step(b.to(device, device.type == "cuda") for b in sampler.next_step())
+
+    def loaded_prefetch() -> None:
+        step(to_device_ahead(sampler.next_step(), device))
+
+    resident = [b.to(device) for b in sampler.next_step()]
+
+    def compute_only() -> None:
+        step(resident)
+
+    def single_task() -> None:
+        for batch in resident:
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                loss = tasks[batch.task].loss(model(batch.task, batch.images), batch.targets)
+            loss.backward()
+            single_optimizer.step()
+            single_optimizer.zero_grad(set_to_none=True)
+
+    phases: dict[str, Callable[[], None]] = {
+        "loaded": loaded,
+        "loaded_prefetch": loaded_prefetch,
+        "compute_only": compute_only,
+        "single_task": single_task,
+    }
+    rows = []
+    for mode in args.modes.split(","):
+        compiled = mode == "compiled"
+        if compiled:
+            started = time.perf_counter()
+            model.encoder.compile()  # in place, as training.enable_compile does
+            for _ in range(2):
+                compute_only()
+            _sync(device)
+            print(f"compile + 2 steps: {time.perf_counter() - started:.1f} s", flush=True)
+        rates = {}
+        for name, phase in phases.items():
+            for _ in range(args.warmup):
+                phase()
+            _reset_peak(device)
+            with _UtilisationSampler(device) as busy:
+                rate = _timed(phase, args.steps, images_per_step, device)
+            rates[name] = rate
+            rows.append(
+                {
+                    "encoder": args.encoder,
+                    "compiled": compiled,
+                    "phase": name,
+                    "tasks": args.tasks,
+                    "batch_per_task": args.batch_size,
+                    "precision": args.precision,
+                    "num_workers": args.num_workers,
+                    "img_s": rate,
+                    "gpu_busy": busy.mean(),
+                    "peak_gib": _peak_gib(device),
+                }
+            )
+            print(f"{'compiled' if compiled else 'eager':8s} {name:16s} {rate:9.1f} img/s", flush=True)
+        summary = {
+            "loaded_over_compute": rates["loaded"] / rates["compute_only"],
+            "prefetch_over_compute": rates["loaded_prefetch"] / rates["compute_only"],
+            "multitask_over_single_task": rates["compute_only"] / rates["single_task"],
+        }
+        print(json.dumps({"compiled": compiled, **summary}), flush=True)
+        if device.type == "cuda" and args.profile_steps:
+            try:
+                _profile(compute_only, args.profile_steps, device)
+            except Exception as e:  # noqa: BLE001 - a profiler problem must not lose the measurements
+                print(f"profile failed: {type(e).__name__}: {e}")
+    sampler.close()
+    print()
+    print_table(rows)
+    bench = "gpu_throughput-" + args.modes.replace(",", "-")
+    print(f"\nwrote {write_results(bench, rows, device, args.precision)}")
+
+
+def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--encoder", default="swin_tiny_patch4_window7_224")
@@ -56,111 +172,86 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
-    parser.add_argument("--num-workers", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--num-workers", type=int, default=2, help="per task")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--modes", default="eager", help="eager and/or compiled (the encoder through torch.compile), in order"
+    )
+    parser.add_argument("--profile-steps", type=int, default=3, help="CUDA: profiled compute-only steps")
     parser.add_argument("--data", type=Path, help="demo database folder (built in a temp folder if absent)")
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    torch.backends.cudnn.benchmark = True
-    amp = torch.bfloat16 if args.precision == "bf16" else None
-
-    data = args.data or Path(tempfile.mkdtemp()) / "demo"
-    demo_specs = {t["type"]: t for t in _demo_tasks(data)}
-    order = ["segmentation", "detection", "classification"]
-    specs = [
-        TaskSpec.model_validate({**demo_specs[order[i % 3]], "name": f"t{i}_{order[i % 3]}"})
-        for i in range(args.tasks)
-    ]
-    tasks = {s.name: build_task(s) for s in specs}
-    cfg = ModelConfig(
-        image_size=args.image_size,
-        encoder=EncoderConfig(name=args.encoder, model_kwargs=json.loads(args.model_kwargs)),
-    )
-    torch.manual_seed(0)
-    model = build_multitask_model(cfg, tasks).to(device).train()
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if args.compile:
-        model.encoder.compile()
-    opt = OptimizerConfig()
-    optimizers = Optimizers(
-        shared=build_adamw(model.shared_parameters(), 1e-4, opt),
-        heads={n: build_adamw(model.head_parameters(n), 1e-4, opt) for n in tasks},
-    )
-    pin = device.type == "cuda"
-    loaders = {}
-    for spec in specs:
-        records = load_task_records(spec.name, spec.source, tasks[spec.name].target, spec.classes, 0, 0.2)[
-            "train"
-        ]
-        dataset = TaskDataset(records, tasks[spec.name].target, args.image_size, augment=True)
-        collate = TaskCollate(spec.name, tasks[spec.name])
-        loaders[spec.name] = CyclicTaskLoader(
-            spec.name, dataset, collate, args.batch_size, 0, args.num_workers, pin_memory=pin
-        )
-    sampler = RoundRobinSampler(loaders)
-
-    def loaded_step() -> None:
-        batches = (b.to(device, pin, args.channels_last) for b in sampler.next_step())
-        memory_constant_step(model, tasks, batches, optimizers, amp, 1.0)
-
-    for _ in range(args.warmup):
-        loaded_step()
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    utilisation = _UtilisationSampler(device)
-    with utilisation:
-        loaded_rate = _timed(loaded_step, args.steps, args.tasks * args.batch_size, device)
-
-    resident = [b.to(device, pin, args.channels_last) for b in sampler.next_step()]
-    compute_rate = _timed(
-        lambda: memory_constant_step(model, tasks, resident, optimizers, amp, 1.0),
-        args.steps,
-        args.tasks * args.batch_size,
-        device,
-    )
-    sampler.close()
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    rows = [
-        {
-            "encoder": args.encoder,
-            "image_size": args.image_size,
-            "tasks": args.tasks,
-            "batch_per_task": args.batch_size,
-            "precision": args.precision,
-            "num_workers": args.num_workers,
-            "loaded_img_s": loaded_rate,
-            "compute_only_img_s": compute_rate,
-            "loaded_over_compute": loaded_rate / compute_rate,
-            "gpu_busy": utilisation.mean(),
-            "peak_gib": peak,
-        }
-    ]
-    print_table(rows)
-    print(f"\nwrote {write_results('gpu_throughput', rows, device, args.precision)}")
+    return parser.parse_args()
 
 
-def _demo_tasks(folder: Path) -> list[dict[str, object]]:
+def _specs(folder: Path, count: int) -> list[TaskSpec]:
+    """``count`` tasks, segmentation / detection / classification in turn, on the demo's real images."""
     import yaml
 
     tasks_file = folder / "tasks.yaml"
     if not tasks_file.exists():
+        from medfoundry.demo import build_demo_database
+
         build_demo_database(folder)
-    tasks: list[dict[str, object]] = yaml.safe_load(tasks_file.read_text())["tasks"]
-    for task in tasks:
-        task["source"] = {"path": str(folder / task["source"]["path"])}  # type: ignore[index]
-    return tasks
+    demo = {t["type"]: t for t in yaml.safe_load(tasks_file.read_text())["tasks"]}
+    specs = []
+    for i in range(count):
+        task = dict(demo[ORDER[i % 3]])
+        task["source"] = {**task["source"], "path": str(folder / task["source"]["path"])}
+        specs.append(TaskSpec.model_validate({**task, "name": f"t{i}_{ORDER[i % 3]}"}))
+    return specs
 
 
-def _timed(step: object, steps: int, images_per_step: int, device: torch.device) -> float:
+def _sampler(
+    specs: list[TaskSpec], tasks: dict[str, Any], args: argparse.Namespace, device: torch.device
+) -> RoundRobinSampler:
+    """Loaders over the preprocessing cache, as ``medfoundry pretrain`` builds them."""
+    cache = CacheSettings(Path(tempfile.mkdtemp()) / "cache", "stat", max(1, args.num_workers))
+    loaders = {}
+    for spec in specs:
+        task = tasks[spec.name]
+        data = load_task_data(spec, task.target, 0, 0.2, args.image_size, cache, prepare=("train",))
+        prepared = data.prepared["train"]
+        dataset = TaskDataset(prepared.records, task.target, args.image_size, True, prepared.arrays)
+        loaders[spec.name] = CyclicTaskLoader(
+            spec.name,
+            dataset,
+            TaskCollate(spec.name, task),
+            args.batch_size,
+            0,
+            args.num_workers,
+            pin_memory=device.type == "cuda",
+        )
+    return RoundRobinSampler(loaders)
+
+
+def _profile(step: Callable[[], None], steps: int, device: torch.device) -> None:
+    """Share of wall time with a GPU kernel running, and the costliest operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    _sync(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        started = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync(device)
+        wall = time.perf_counter() - started
+    events = prof.key_averages()
+    kernel_us = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA")
+    sync_us = sum(e.cpu_time_total for e in events if e.key in ("aten::_local_scalar_dense", "aten::item"))
+    print(
+        f"\nprofile of {steps} compute-only steps: wall {wall * 1e3:.1f} ms, GPU kernels "
+        f"{kernel_us / 1e3:.1f} ms ({kernel_us / 1e6 / wall:.0%} of wall), CPU time in .item() "
+        f"{sync_us / 1e3:.1f} ms"
+    )
+    print(events.table(sort_by="self_device_time_total", row_limit=15, max_name_column_width=60))
+    print(events.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60))
+
+
+def _timed(step: Callable[[], None], steps: int, images_per_step: int, device: torch.device) -> float:
     _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
-        step()  # type: ignore[operator]
+        step()
     _sync(device)
     return steps * images_per_step / (time.perf_counter() - start)
 
@@ -168,6 +259,15 @@ def _timed(step: object, steps: int, images_per_step: int, device: torch.device)
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_gib(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
 
 
 class _UtilisationSampler:

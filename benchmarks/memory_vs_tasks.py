@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -81,12 +82,13 @@ def child(args: argparse.Namespace) -> dict[str, float]:
     )
     batches = [_batch(s, args.batch_size, args.image_size, device) for s in specs]
     step = memory_constant_step if args.strategy == "memory_constant" else joint_step
-    step(model, tasks, batches, optimizers)  # warm-up: optimizer states exist from here on
+    amp = torch.bfloat16 if args.precision == "bf16" else None
+    step(model, tasks, batches, optimizers, amp)  # warm-up: optimizer states exist from here on
     gc.collect()
     baseline = _current(device)
     _reset_peak(device)
     for _ in range(args.steps):
-        step(model, tasks, batches, optimizers)
+        step(model, tasks, batches, optimizers, amp)
     peak = _peak(device)
     return {
         "baseline_mb": baseline / 2**20,
@@ -149,6 +151,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--task-counts", default="3,6,12,24,48,64")
     parser.add_argument("--strategies", default="memory_constant,joint")
+    parser.add_argument(
+        "--joint-task-counts",
+        help="task counts for joint only (default: --task-counts); joint memory "
+        "grows with every task, so on a GPU its large counts may not fit",
+    )
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--parallel", type=int, default=1, help="measurements run at once (GPU: fine)")
     parser.add_argument("--tasks", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--strategy", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -161,22 +170,32 @@ def main() -> None:
         "MALLOC_MMAP_THRESHOLD_": "65536",
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
     }
+    runs = [
+        (strategy, int(t))
+        for strategy in args.strategies.split(",")
+        for t in ((strategy == "joint" and args.joint_task_counts) or args.task_counts).split(",")
+    ]
+
+    def measure(run: tuple[str, int]) -> dict[str, float]:
+        # each measurement in a fresh process: peak memory of this (strategy, T) alone
+        cmd = [sys.executable, __file__, "--tasks", str(run[1]), "--strategy", run[0], *sys.argv[1:]]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"{run[0]} T={run[1]} failed:\n{done.stderr[-2000:]}")
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        results = list(pool.map(measure, runs))
     rows = []
-    for strategy in args.strategies.split(","):
-        base = None
-        for t in (int(x) for x in args.task_counts.split(",")):
-            cmd = [sys.executable, __file__, "--tasks", str(t), "--strategy", strategy, *sys.argv[1:]]
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-            result = json.loads(out.strip().splitlines()[-1])
-            base = base or result["training_mb"]
-            rows.append(
-                {"strategy": strategy, "tasks": t, **result, "ratio_to_T3": result["training_mb"] / base}
-            )
-            print(f"{strategy:16s} T={t:3d}  training {result['training_mb']:8.1f} MB", flush=True)
+    base: dict[str, float] = {}
+    for (strategy, t), result in zip(runs, results, strict=True):
+        ratio = result["training_mb"] / base.setdefault(strategy, result["training_mb"])
+        rows.append({"strategy": strategy, "tasks": t, **result, "ratio_to_first": ratio})
+        print(f"{strategy:16s} T={t:3d}  training {result['training_mb']:8.1f} MB", flush=True)
     print()
     print_table(rows)
     device = torch.device(args.device)
-    path = write_results("memory_vs_tasks", rows, device, "fp32")
+    path = write_results("memory_vs_tasks", rows, device, args.precision)
     _plot(rows, path.with_suffix(".png"), args)
     print(f"\nwrote {path} (+ .json, .png)")
 

@@ -1,12 +1,14 @@
 """Writing benchmark results: one tidy CSV per run plus a JSON sidecar (command, git SHA, versions).
 
-Files are named ``<bench>-<device>-<precision>-torch<version>.csv`` under ``benchmarks/results/``.
+Files are named ``<bench>-<device>-<precision>-torch<version>.csv`` under ``benchmarks/results/``,
+or under ``$MEDFOUNDRY_BENCH_RESULTS`` when it is set (``gpu_suite.sh`` collects a run's files there).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from typing import Any
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("MEDFOUNDRY_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def device_name(device: torch.device) -> str:
@@ -73,8 +75,6 @@ def _git_sha() -> str:
 
 
 def _cpu_count() -> int:
-    import os
-
     return len(os.sched_getaffinity(0))
 
 
