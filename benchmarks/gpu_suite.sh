@@ -9,9 +9,9 @@
 #
 # Parts (each in its own process, with its own time limit, so one failure does not hide the rest):
 #   throughput  multi-task pretraining, paper setting: Swin-T 224 px, 8 mixed cls/seg/det tasks on
-#               the demo database's real images, batch 32 per task, bf16: images/s with real loading
-#               (with and without prefetching to the device), with batches already on the device,
-#               and a plain single-task loop on the same model; NVML busy; peak memory; a profile
+#               the demo database's real images, batch 32 per task, bf16: images/s with real loading,
+#               with batches already on the device, and a plain single-task loop on the same model;
+#               NVML busy; peak memory; a profile (share of wall time with a GPU kernel running)
 #   memory      training memory versus number of tasks (3 -> 64) on the device
 #   mae         MAE ViT-B/16 bf16 training throughput and model-FLOPs utilisation
 #   ddp         2-process DDP pretraining check, when the machine has two GPUs (else skipped)

@@ -42,17 +42,13 @@ def _throughput(table: list[dict[str, str]]) -> list[dict[str, Any]]:
     for compiled in dict.fromkeys(r["compiled"] for r in table):
         mode = "compiled" if compiled == "True" else "eager"
         rate = {phase: float(r["img_s"]) for (c, phase), r in by.items() if c == compiled}
-        busy = float(by[(compiled, "loaded_prefetch")]["gpu_busy"])
+        busy = float(by[(compiled, "loaded")]["gpu_busy"])
         peak = max(float(r["peak_gib"]) for (c, _), r in by.items() if c == compiled)
         out += [
-            _row(f"multi-task {mode}: img/s, real loading + prefetch", rate["loaded_prefetch"]),
-            _row(f"multi-task {mode}: img/s, real loading, no prefetch", rate["loaded"]),
+            _row(f"multi-task {mode}: img/s, real loading", rate["loaded"]),
             _row(f"multi-task {mode}: img/s, batches on the device", rate["compute_only"]),
-            _row(f"multi-task {mode}: GPU busy, real loading + prefetch", busy, ">= 0.90", busy >= 0.9),
-            _row(
-                f"multi-task {mode}: loaded+prefetch / on-device",
-                rate["loaded_prefetch"] / rate["compute_only"],
-            ),
+            _row(f"multi-task {mode}: GPU busy, real loading", busy, ">= 0.90", busy >= 0.9),
+            _row(f"multi-task {mode}: real loading / on-device", rate["loaded"] / rate["compute_only"]),
             _row(
                 f"multi-task {mode}: on-device / single-task loop",
                 rate["compute_only"] / rate["single_task"],

@@ -5,9 +5,8 @@ and classification in turn, on the demo database's real images), ``--batch-size`
 batch, bf16 autocast, ``--num-workers`` DataLoader workers per task reading the preprocessing
 cache, as ``medfoundry pretrain`` does. Phases, each timed over ``--steps`` shared steps:
 
-- ``loaded``: batches from the task loaders, moved to the device when the step asks for them;
-- ``loaded_prefetch``: the same through ``to_device_ahead`` (the next task's batch is fetched and
-  copied on a side stream while the current one computes): what ``medfoundry pretrain`` does;
+- ``loaded``: batches from the task loaders (workers, pinned memory), moved to the device when
+  the step asks for them, as ``medfoundry pretrain`` does;
 - ``compute_only``: the same number of steps on batches already on the device;
 - ``single_task``: the reference a multi-task loop is held to: a plain PyTorch loop (forward,
   loss, backward, one AdamW step over all parameters, ``zero_grad``) on the same model and
@@ -18,6 +17,12 @@ multi-task machinery's cost (target >= 0.9). On CUDA, NVML's busy fraction is sa
 100 ms during the loaded phases, and a short ``torch.profiler`` pass over compute-only steps
 reports the share of wall time in which GPU kernels ran and the costliest operators.
 ``--modes eager,compiled`` repeats the phases with the encoder compiled (``torch.compile``).
+
+Tried and left out after measuring on an H200 (docs/benchmarks.md): fetching and copying the
+next task's batch in a background thread on a side stream made the loaded phase 8-15% slower
+(the step is CPU-bound at batch 32, and the thread competes for the interpreter); the encoder
+under CUDA graphs (``torch.compile(mode="reduce-overhead")``) fails in the memory-constant step
+("accessing tensor output of CUDAGraphs that has been overwritten by a subsequent run").
 
     python benchmarks/gpu_throughput.py --device cuda --modes eager,compiled     # the paper setting
     python benchmarks/gpu_throughput.py --device cpu --encoder resnet10t --image-size 64 \\
@@ -51,7 +56,6 @@ from medfoundry.training import (
     build_adamw,
     memory_constant_step,
 )
-from medfoundry.training.prefetch import to_device_ahead
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import print_table, write_results  # noqa: E402
@@ -90,9 +94,6 @@ def main() -> None:
     def loaded() -> None:
         step(b.to(device, device.type == "cuda") for b in sampler.next_step())
 
-    def loaded_prefetch() -> None:
-        step(to_device_ahead(sampler.next_step(), device))
-
     resident = [b.to(device) for b in sampler.next_step()]
 
     def compute_only() -> None:
@@ -108,7 +109,6 @@ def main() -> None:
 
     phases: dict[str, Callable[[], None]] = {
         "loaded": loaded,
-        "loaded_prefetch": loaded_prefetch,
         "compute_only": compute_only,
         "single_task": single_task,
     }
@@ -117,9 +117,7 @@ def main() -> None:
         compiled = mode != "eager"
         if compiled:
             started = time.perf_counter()
-            # in place, as training.enable_compile does; "cudagraphs": CUDA graphs replay the
-            # encoder's kernels (torch.compile's reduce-overhead mode)
-            model.encoder.compile(mode="reduce-overhead" if mode == "cudagraphs" else None)
+            model.encoder.compile()  # in place, as training.enable_compile does
             for _ in range(2):
                 compute_only()
             _sync(device)
@@ -176,9 +174,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument(
         "--modes",
         default="eager",
-        help="eager, compiled (the encoder through torch.compile), cudagraphs (compiled, reduce-overhead)",
+        help="eager and/or compiled (the encoder through torch.compile), in this order",
     )
-    parser.add_argument("--phases", default="loaded,loaded_prefetch,compute_only,single_task")
+    parser.add_argument("--phases", default="loaded,compute_only,single_task")
     parser.add_argument("--profile-steps", type=int, default=3, help="CUDA: profiled compute-only steps")
     parser.add_argument("--data", type=Path, help="demo database folder (built in a temp folder if absent)")
     return parser.parse_args()

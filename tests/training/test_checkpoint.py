@@ -67,3 +67,28 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
         load_trainer_state(tmp_path / "best")
     with pytest.raises(ConfigError, match="weights do not fit"):
         load_model_weights(tmp_path / "best", torch.nn.Linear(3, 2))
+
+
+def test_a_format_1_checkpoint_rebuilds_its_two_conv_pixel_decoder(tmp_path: Path) -> None:
+    """Format 1 had two convs per up-sampling block of the pixel decoder; its configs do not say so."""
+    from medfoundry.models import EncoderConfig, ModelConfig, PixelDecoderConfig, build_multitask_model
+    from medfoundry.tasks import TaskSpec, build_task
+    from medfoundry.training.model_loading import load_multitask_model
+
+    spec = TaskSpec(name="seg", type="segmentation", classes=["bg", "fg"], source={"path": "none.csv"})
+    old = ModelConfig(
+        image_size=32,
+        encoder=EncoderConfig(name="resnet10t"),
+        pixel_decoder=PixelDecoderConfig(channels=16, embed_dim=8, up_convs=2),
+    )
+    model = build_multitask_model(old, {"seg": build_task(spec)})
+    config = {"model": old.model_dump(mode="json"), "tasks": [spec.model_dump(mode="json")]}
+    del config["model"]["pixel_decoder"]["up_convs"]  # as format 1 wrote it
+    path = save_checkpoint(tmp_path / "ckpt", model, config)
+    written = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**written, "format_version": 1}))
+
+    loaded, _ = load_multitask_model(path)  # strict: every weight of both convs must fit
+    assert loaded.pixel_decoder is not None and len(loaded.pixel_decoder.up[0]) == 6
+    image = torch.rand(1, 3, 32, 32)
+    assert torch.equal(loaded("seg", image), model.eval()("seg", image))

@@ -38,6 +38,7 @@ class PixelDecoderConfig(_Frozen):
 
     channels: int = Field(default=64, ge=1)
     embed_dim: int = Field(default=32, ge=1)
+    up_convs: int = Field(default=1, ge=1)
 
 
 class DetectionDecoderConfig(_Frozen):

@@ -5,6 +5,12 @@ few parameters while the decoder itself learns from all of them [0]. Skip connec
 every pyramid level; below the finest level the decoder keeps upsampling by two (U-Net style)
 until it reaches the input resolution.
 
+Cost: the blocks below the finest level work at 1/2 and 1/1 of the input resolution, where
+every layer touches 4-16x the pixels of the stride-4 level. With two convolutions per block
+they made the decoder cost more than a ResNet-18 encoder at 128 px (forward + backward); one
+convolution per block there (``up_convs=1``, the default) made a classification + segmentation
+step of ResNet-18 at 128 px faster with no worse validation losses (docs/benchmarks.md).
+
 [0] Schäfer et al., Nature Computational Science 4, 495-509 (2024).
 """
 
@@ -21,16 +27,16 @@ from medfoundry.models.norm import group_norm
 __all__ = ["UNetPixelDecoder"]
 
 
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """Two 3x3 conv + GroupNorm + GELU layers (GroupNorm: batches hold one task at a time)."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-        group_norm(out_channels),
-        nn.GELU(),
-        nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-        group_norm(out_channels),
-        nn.GELU(),
-    )
+def conv_block(in_channels: int, out_channels: int, convs: int = 2) -> nn.Sequential:
+    """``convs`` 3x3 conv + GroupNorm + GELU layers (GroupNorm: batches hold one task at a time)."""
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [
+            nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1, bias=False),
+            group_norm(out_channels),
+            nn.GELU(),
+        ]
+    return nn.Sequential(*layers)
 
 
 class UNetPixelDecoder(nn.Module):
@@ -44,6 +50,8 @@ class UNetPixelDecoder(nn.Module):
         in_strides: Stride of each level, finest first (e.g. ``[4, 8, 16, 32]``).
         channels: Width of the decoder at the pyramid levels.
         embed_dim: Channels of the per-pixel embedding (16-32 in UMedPT).
+        up_convs: 3x3 convolutions per block below the finest pyramid level (checkpoints of
+            format 1 used 2).
 
     Examples:
         >>> dec = UNetPixelDecoder([8, 16], [4, 8], channels=16, embed_dim=4)
@@ -53,7 +61,13 @@ class UNetPixelDecoder(nn.Module):
     """
 
     def __init__(
-        self, in_channels: list[int], in_strides: list[float], channels: int = 64, embed_dim: int = 32
+        self,
+        in_channels: list[int],
+        in_strides: list[float],
+        *,
+        channels: int = 64,
+        embed_dim: int = 32,
+        up_convs: int = 1,
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
@@ -64,7 +78,7 @@ class UNetPixelDecoder(nn.Module):
         steps = max(0, round(math.log2(min(in_strides))))
         widths = [max(embed_dim, channels // 2 ** (i + 1)) for i in range(steps)]
         ins = [channels, *widths[:-1]]
-        self.up = nn.ModuleList(conv_block(i, o) for i, o in zip(ins, widths, strict=True))
+        self.up = nn.ModuleList(conv_block(i, o, up_convs) for i, o in zip(ins, widths, strict=True))
         self.proj = nn.Conv2d(widths[-1] if widths else channels, embed_dim, 1)
 
     def forward(self, features: list[torch.Tensor], image_size: tuple[int, int]) -> torch.Tensor:

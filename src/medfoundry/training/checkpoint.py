@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "medfoundry-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the pixel decoder's blocks below stride 4 have one conv (was two)
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATE_TENSORS_FILE = "trainer_state.safetensors"
@@ -140,6 +140,15 @@ def load_checkpoint_config(path: Path) -> dict[str, Any]:
             f"{config_file}: checkpoint format {config['format_version']} is newer than this medfoundry "
             f"understands ({FORMAT_VERSION}); upgrade medfoundry"
         )
+    return _upgraded(config)
+
+
+def _upgraded(config: dict[str, Any]) -> dict[str, Any]:
+    """An older format's config in today's terms, so that the model it describes is rebuilt exactly."""
+    model = config.get("model")
+    decoder = model.get("pixel_decoder") if isinstance(model, dict) else None
+    if config.get("format_version", 0) < 2 and isinstance(decoder, dict):
+        decoder.setdefault("up_convs", 2)  # format 1 had two convs per up-sampling block
     return config
 
 
