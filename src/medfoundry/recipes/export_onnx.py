@@ -158,7 +158,8 @@ def run(checkpoint: Path, out_dir: Path) -> Path:
         graphs[f"heads/{spec.name}"] = (graph.eval(), tuple(inputs), names, outputs)
         heads[spec.name] = {"type": spec.type, "classes": spec.classes, "postprocess": POSTPROCESS[spec.type]}
         if spec.type == "detection":
-            heads[spec.name]["strides"] = list(model.detection_decoder.strides)  # type: ignore[union-attr]
+            decoder: Any = model.detection_decoder
+            heads[spec.name]["strides"] = list(decoder.strides)
 
     def write(tmp: Path) -> None:
         described = {}
