@@ -125,7 +125,7 @@ def run(checkpoint: Path, out_dir: Path) -> Path:
     missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
     if missing:
         raise ConfigError(
-            f"export --onnx needs {', '.join(missing)}: pip install 'medfoundry[onnx]' (or: make setup)"
+            f"export --onnx needs {', '.join(missing)}: pip install 'medfoundry[export]' (or: make setup)"
         )
     model, config = load_multitask_model(checkpoint)
     size = int(config["model"]["image_size"])
