@@ -22,6 +22,7 @@ from medfoundry.recipes.pretrain_config import load_pretrain_config
 from medfoundry.training.checkpoint import load_checkpoint_config
 from medfoundry.training.model_loading import load_multitask_model
 from tests.conftest import tiny_config
+from tests.evaluation.conftest import tasks_of
 
 pytestmark = pytest.mark.integration
 
@@ -54,9 +55,7 @@ safetensors.torch.save_file(result, out)
 @pytest.fixture(scope="module")
 def best_checkpoint(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("hf")
-    tasks = yaml.safe_load(demo_db.read_text())["tasks"]
-    for task in tasks:
-        task["source"]["path"] = str(demo_db.parent / task["source"]["path"])
+    tasks = tasks_of(demo_db)
     # resnet18: every BatchNorm width is a multiple of 32, so timm's norm_layer="groupnorm" rebuilds it
     cfg = tiny_config(root / "run", tasks, **{"training.max_steps": 2, "model.encoder.name": "resnet18"})
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))

@@ -21,15 +21,13 @@ from medfoundry.recipes import export_onnx, pretrain_multitask
 from medfoundry.recipes.pretrain_config import load_pretrain_config
 from medfoundry.training.model_loading import load_multitask_model
 from tests.conftest import tiny_config
+from tests.evaluation.conftest import tasks_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _tasks(demo_db: Path, names: tuple[str, ...]) -> list[dict[str, Any]]:
-    tasks = [t for t in yaml.safe_load(demo_db.read_text())["tasks"] if t["name"] in names]
-    for task in tasks:
-        task["source"]["path"] = str(demo_db.parent / task["source"]["path"])
-    return tasks
+    return [t for t in tasks_of(demo_db) if t["name"] in names]
 
 
 def _pretrain(root: Path, tasks: list[dict[str, Any]], **overrides: Any) -> Path:

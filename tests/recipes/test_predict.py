@@ -30,6 +30,7 @@ from medfoundry.recipes.pretrain_config import load_pretrain_config
 from medfoundry.tasks import TaskSpec, build_task
 from medfoundry.training.model_loading import load_multitask_model
 from tests.conftest import tiny_config
+from tests.evaluation.conftest import tasks_of
 
 pytestmark = pytest.mark.integration
 
@@ -83,9 +84,7 @@ def volume_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
 def image_checkpoint(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every supervised task type on the demo's real microscopy images (plus a multilabel task)."""
     root = tmp_path_factory.mktemp("images")
-    tasks = yaml.safe_load(demo_db.read_text())["tasks"]
-    for task in tasks:
-        task["source"]["path"] = str(demo_db.parent / task["source"]["path"])
+    tasks = tasks_of(demo_db)
     with (demo_db.parent / "modality.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     with (root / "multilabel.csv").open("w", newline="") as f:

@@ -29,6 +29,8 @@ PATENT_NOTICE = (
     "commercial use in a country where it is granted), judge your own situation and seek advice."
 )
 
+MAX_CLASSES_SHOWN = 12
+
 INTENSITY = {
     "auto": "by format: image files by their bit depth (8-bit / 255, 16-bit / 65535), 2D DICOM by its "
     "VOI window, volumes (NIfTI, NRRD, DICOM series) by their 0.5th-99.5th percentiles",
@@ -69,7 +71,7 @@ def model_card(config: dict[str, Any], encoder: Encoder, timm_config: dict[str, 
         _tasks(config, specs),
         _metrics(config),
         _usage(),
-        _intended_use(config),
+        _intended_use(),
         "## Licence and patent notice\n\n"
         "The weights are released under Apache-2.0, the licence of medfoundry, an independent "
         "implementation written from the published descriptions of UMedPT and VIS-MAE that contains "
@@ -148,7 +150,10 @@ def _tasks(config: dict[str, Any], specs: list[TaskSpec]) -> str:
     for spec in specs:
         count = counts.get(spec.name)
         train, val = (count.get("train", 0), count.get("val", 0)) if count else ("not recorded",) * 2
-        classes = ", ".join(spec.classes) if spec.classes else "(unlabelled)"
+        shown = spec.classes[:MAX_CLASSES_SHOWN]
+        classes = ", ".join(shown) if shown else "(unlabelled)"
+        if len(spec.classes) > len(shown):
+            classes += f", ... ({len(spec.classes)} classes)"
         source = f"{spec.source.type}: `{Path(spec.source.location).name}`"
         lines.append(
             f"| {spec.name} | {spec.type} | {classes} | {spec.modality or 'not given'} | {source} | "
@@ -209,13 +214,11 @@ def _usage() -> str:
     )
 
 
-def _intended_use(config: dict[str, Any]) -> str:
-    intended = config.get("intended_use") or (
-        "Research: an image encoder for biomedical images to be probed or fine-tuned on downstream tasks."
-    )
+def _intended_use() -> str:
     return (
         "## Intended use and limitations\n\n"
-        f"- Intended use: {intended}\n"
+        "- Intended use: research. An image encoder for biomedical images, to be probed or "
+        "fine-tuned on downstream tasks and measured there.\n"
         "- **Not a medical device.** It is not validated for clinical use and must not be used "
         "for diagnosis, treatment or any decision about a patient.\n"
         "- It has seen only the pretraining data listed above. How well its features serve other "
