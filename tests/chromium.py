@@ -39,7 +39,8 @@ FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--remote-debugging-port=0",
-    "--window-size=1100,900",
+    "--window-size=1200,900",
+    "--hide-scrollbars",
 )
 
 READ_PAGE = """(() => ({
