@@ -150,3 +150,20 @@ def test_push_refuses_a_folder_that_is_not_an_export(tmp_path: Path) -> None:
         f"error: {tmp_path}: not a folder written by 'medfoundry export --hf' (missing README.md, "
         "model.safetensors)"
     )
+
+
+def test_an_encoder_missing_from_the_offline_cache_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    import medfoundry
+    from medfoundry.errors import ConfigError
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ConfigError) as error:
+        medfoundry.load_encoder(f"hf-hub:{REPO}")
+    assert len(error.value.problems) == 1
+    assert f"cannot load 'hf-hub:{REPO}' (LocalEntryNotFoundError" in error.value.problems[0]
+    assert "read from the Hugging Face cache when offline" in error.value.problems[0]
