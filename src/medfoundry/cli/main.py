@@ -112,15 +112,95 @@ def validate_data(
 @app.command()
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder (e.g. RUN/checkpoints/best).")],
-    timm_dir: Annotated[Path, typer.Option("--timm", help="Write the encoder here as a plain timm model.")],
+    timm_dir: Annotated[
+        Path | None, typer.Option("--timm", help="Write the encoder here as a plain timm model.")
+    ] = None,
+    onnx_dir: Annotated[
+        Path | None, typer.Option("--onnx", help="Write the encoder and every task head here as ONNX.")
+    ] = None,
+    hf_dir: Annotated[
+        Path | None,
+        typer.Option("--hf", help="Write a Hugging Face Hub folder here (timm weights, config, model card)."),
+    ] = None,
 ) -> None:
-    """Export a checkpoint's encoder so that plain timm loads it."""
+    """Export a checkpoint: a plain timm encoder, ONNX graphs, or a Hugging Face Hub folder."""
 
     def body() -> None:
-        from medfoundry.recipes import export_timm
+        from medfoundry.errors import ConfigError
 
-        out = export_timm.run(checkpoint, timm_dir)
-        typer.echo(f"exported: {out}  (load with timm.create_model('local-dir:{out}', pretrained=True))")
+        if timm_dir is None and onnx_dir is None and hf_dir is None:
+            raise ConfigError("export: give at least one of --timm DIR, --onnx DIR, --hf DIR")
+        if timm_dir is not None:
+            from medfoundry.recipes import export_timm
+
+            out = export_timm.run(checkpoint, timm_dir)
+            typer.echo(f"exported: {out}  (load with timm.create_model('local-dir:{out}', pretrained=True))")
+        if onnx_dir is not None:
+            from medfoundry.recipes import export_onnx
+
+            out = export_onnx.run(checkpoint, onnx_dir)
+            typer.echo(f"exported: {out}  (encoder.onnx, heads/*.onnx; see onnx_config.json)")
+        if hf_dir is not None:
+            from medfoundry.recipes import export_hf
+
+            out = export_hf.run(checkpoint, hf_dir)
+            typer.echo(f"exported: {out}  (upload with: medfoundry push {out} ORG/NAME)")
+
+    _run(body)
+
+
+@app.command()
+def push(
+    folder: Annotated[Path, typer.Argument(help="A folder written by 'medfoundry export --hf'.")],
+    repo_id: Annotated[str, typer.Argument(help="The Hugging Face Hub repository, ORG/NAME.")],
+    private: Annotated[bool, typer.Option(help="Create the repository as private.")] = False,
+    revision: Annotated[str | None, typer.Option(help="Branch to upload to (default: main).")] = None,
+) -> None:
+    """Upload an exported Hugging Face folder to the Hub (token: `hf auth login` or HF_TOKEN)."""
+
+    def body() -> None:
+        from medfoundry.recipes import export_hf
+
+        typer.echo(f"uploaded: {export_hf.push(folder, repo_id, private=private, revision=revision)}")
+
+    _run(body)
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder with task heads.")],
+    input_: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT",
+            help="An image, DICOM file or series folder, NIfTI/NRRD volume, CSV/TSV manifest or folder.",
+        ),
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder (new or empty).")],
+    task: Annotated[str | None, typer.Option(help="The checkpoint's task to predict.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 16,
+    num_workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Run a task head on new images or volumes: class probabilities, masks (NIfTI) or COCO boxes."""
+
+    def body() -> None:
+        from medfoundry.config_io import validate_config
+        from medfoundry.recipes import predict as predict_recipe
+
+        options = {
+            "checkpoint": checkpoint,
+            "input": input_,
+            "output": output,
+            "task": task,
+            "batch_size": batch_size,
+            "num_workers": num_workers,
+            "device": device,
+            "progress": progress,
+        }
+        cfg = validate_config(predict_recipe.PredictConfig, options, "predict")
+        typer.echo(f"wrote {predict_recipe.run(cfg)}")
 
     _run(body)
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 from medfoundry.data.augment import AugmentConfig, build_transform
 from medfoundry.data.cache import CacheSettings, PreparedSplit, SampleArrays, prepare_arrays
 from medfoundry.data.checks import sample_problems
+from medfoundry.data.fit_inverse import restore_boxes, restore_logits
 from medfoundry.data.images import decode_image, read_image, read_mask
 from medfoundry.data.intensity import WINDOW_PRESETS_HU, Intensity, Window
+from medfoundry.data.label_volumes import put_slice, write_label_volume
 from medfoundry.data.masks import MaskValues
 from medfoundry.data.preprocessing import Preprocessing, fit_to_size
 from medfoundry.data.readers import FileReader, decode_record
@@ -74,10 +76,14 @@ __all__ = [
     "load_task_data",
     "load_task_records",
     "prepare_arrays",
+    "put_slice",
     "read_image",
     "read_manifest",
     "read_mask",
     "resolve_classes",
+    "restore_boxes",
+    "restore_logits",
     "sample_problems",
     "split_records",
+    "write_label_volume",
 ]

@@ -69,18 +69,21 @@ class Volume:
         data: ``(X, Y, Z)`` array (values as stored, after any scaling the file declares).
         zooms: Voxel sizes in mm along X, Y, Z.
         extra: Format details a reader needs later (e.g. the DICOM header for its VOI window).
+        affine: The stored voxel grid's voxel-to-RAS affine, before reorientation (to write
+            results, e.g. predicted labels, back onto the input's grid).
     """
 
     data: np.ndarray
     zooms: tuple[float, float, float]
     extra: Any = None
+    affine: np.ndarray | None = None
 
 
 def to_canonical(data: np.ndarray, affine: np.ndarray) -> Volume:
     """Reorient ``(I, J, K)`` data with a voxel-to-RAS ``affine`` to canonical RAS+."""
     image = nib.as_closest_canonical(nib.Nifti1Image(data, affine))
     zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
-    return Volume(np.asanyarray(image.dataobj), zooms)  # type: ignore[arg-type]
+    return Volume(np.asanyarray(image.dataobj), zooms, affine=np.asarray(affine, float))  # type: ignore[arg-type]
 
 
 def load_volume(path: Path, volume_index: int | None) -> Volume:
@@ -195,6 +198,10 @@ class VolumeSliceReader:
         labels, zooms = self._load_labels(record.mask)
         mask = self._mask_slice(labels, record)
         return _zoom_mask(mask, self._zoom_factors(zooms)) if self.spacing_mm is not None else mask
+
+    def volume(self, path: Path) -> Volume:
+        """The canonical volume whose slices ``read`` cuts (loaded once, then remembered)."""
+        return self._volume(path)[0]
 
     def cache_key(self, signature: Callable[[Path], str]) -> str:
         files = self.load.cache_key(signature) if self.load is not None else ""

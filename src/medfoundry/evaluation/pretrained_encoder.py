@@ -19,7 +19,7 @@ from torch import nn
 
 from medfoundry.errors import ConfigError
 from medfoundry.models.config import EncoderConfig, ModelConfig
-from medfoundry.models.encoder import Encoder, create_encoder
+from medfoundry.models.encoder import HUB_PREFIXES, Encoder, create_encoder
 from medfoundry.registry import unknown_name_message
 from medfoundry.training.checkpoint import load_checkpoint_config
 from medfoundry.training.model_loading import load_multitask_model
@@ -92,11 +92,14 @@ def load_encoder(
     """Load an encoder to embed images, probe or fine-tune.
 
     Args:
-        source: A medfoundry checkpoint folder, or a timm model name (e.g. ``resnet18``).
+        source: A medfoundry checkpoint folder, a timm model name (e.g. ``resnet18``), or an
+            exported encoder: ``hf-hub:ORG/NAME`` (``medfoundry export --hf``, then pushed; read
+            through the Hugging Face cache) or ``local-dir:DIR``.
         pretrained: Load the source's weights: the checkpoint's, or timm's ImageNet weights
             (downloaded from the Hugging Face hub, so they need internet access the first
             time). ``False`` gives the same architecture with random weights.
-        image_size: Input side in pixels; default: the checkpoint's, or 224 for timm names.
+        image_size: Input side in pixels; default: the checkpoint's (an exported encoder's
+            ``input_size``), or 224 for timm names.
         model_kwargs: Extra ``timm.create_model`` arguments for timm names (e.g.
             ``{"window_size": 4}`` for a Swin at small sizes).
         seed: Seeds the random initialisation (``pretrained=False``).
@@ -117,10 +120,10 @@ def load_encoder(
     text = str(source)
     with torch.random.fork_rng(devices=[]):  # random weights must not shift the caller's RNG stream
         torch.manual_seed(seed)
-        if looks_like_path(text):
+        if looks_like_path(text) and not text.startswith(HUB_PREFIXES):
             loaded = _from_checkpoint(Path(text), pretrained, image_size)
         else:
-            loaded = _from_timm(text, pretrained, image_size or DEFAULT_IMAGE_SIZE, model_kwargs)
+            loaded = _from_timm(text, pretrained, image_size, model_kwargs)
     return loaded.to(device).eval()
 
 
@@ -157,18 +160,21 @@ def _from_checkpoint(path: Path, pretrained: bool, image_size: int | None) -> Pr
 
 
 def _from_timm(
-    name: str, pretrained: bool, image_size: int, model_kwargs: dict[str, object] | None
+    name: str, pretrained: bool, image_size: int | None, model_kwargs: dict[str, object] | None
 ) -> PretrainedEncoder:
-    if not timm.is_model(name):
+    exported = name.startswith(HUB_PREFIXES)
+    if not (exported or timm.is_model(name)):
         raise ConfigError(
             f"{unknown_name_message('timm model', name, timm.list_models())}; "
             "or give the folder of a medfoundry checkpoint"
         )
     config = EncoderConfig(name=name, model_kwargs=model_kwargs, use_groupnorm=False)
+    size = image_size or (None if exported else DEFAULT_IMAGE_SIZE)
     try:
         encoder = create_encoder(
-            name, pretrained=pretrained, img_size=image_size, model_kwargs=model_kwargs, use_groupnorm=False
+            name, pretrained=pretrained, img_size=size, model_kwargs=model_kwargs, use_groupnorm=False
         )
     except ConfigError as e:
         raise ConfigError(f"encoder '{name}' (pretrained={pretrained}): {p}" for p in e.problems) from None
-    return PretrainedEncoder(encoder, config, image_size, name, pretrained)
+    size = size or int(encoder.backbone.pretrained_cfg["input_size"][-1])  # an export's own size
+    return PretrainedEncoder(encoder, config, size, name, pretrained)

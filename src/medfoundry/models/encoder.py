@@ -29,9 +29,11 @@ from medfoundry.errors import ConfigError
 from medfoundry.models.simple_pyramid import SimplePyramid
 from medfoundry.registry import unknown_name_message
 
-__all__ = ["Encoder", "FeatureLevel", "create_encoder", "replace_batchnorm"]
+__all__ = ["HUB_PREFIXES", "Encoder", "FeatureLevel", "create_encoder", "replace_batchnorm"]
 
 PYRAMID_STRIDES = (4, 8, 16, 32)
+HUB_PREFIXES = ("hf-hub:", "local-dir:")
+"""timm's names of exported models: a Hugging Face Hub repository, or a local folder."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,8 @@ def create_encoder(
 
     Args:
         name: timm model name, e.g. ``swin_tiny_patch4_window7_224``, ``convnext_atto``,
-            ``resnet18``, ``vit_small_patch16_224``.
+            ``resnet18``, ``vit_small_patch16_224``, or an exported model: ``hf-hub:ORG/NAME``
+            (through the Hugging Face cache; offline, it must be there) or ``local-dir:DIR``.
         pretrained: Load timm's pretrained weights (downloads from the hub; fails offline).
         img_size: Input size for models that fix it (ViT, Swin); ignored by CNNs.
         model_kwargs: Further ``timm.create_model`` arguments, e.g. ``{"window_size": 4}``.
@@ -142,7 +145,7 @@ def create_encoder(
         >>> [tuple(f.shape) for f in enc(torch.rand(1, 3, 64, 64))][-1]
         (1, 512, 2, 2)
     """
-    if not timm.is_model(name):
+    if not (timm.is_model(name) or name.startswith(HUB_PREFIXES)):
         raise ConfigError(
             f"model.encoder.name: {unknown_name_message('timm model', name, timm.list_models())}"
         )
@@ -184,6 +187,12 @@ def _create_backbone(name: str, pretrained: bool, img_size: int | None, kwargs: 
             f"model.encoder: timm model '{name}' does not accept these arguments: {e}"
         ) from None
     except (OSError, RuntimeError) as e:
+        if name.startswith(HUB_PREFIXES):
+            raise ConfigError(
+                f"model.encoder: cannot load '{name}' ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                "a hf-hub model is read from the Hugging Face cache when offline (HF_HUB_OFFLINE=1), so "
+                "download it once with network access, or give its exported folder as local-dir:DIR"
+            ) from None
         if pretrained:
             raise ConfigError(
                 f"model.encoder: could not load pretrained weights for '{name}' ({type(e).__name__}: "

@@ -32,7 +32,7 @@ from medfoundry.recipes.validate_data import load_validate_config
 from medfoundry.tasks import TASK_TYPES, build_task
 from medfoundry.training.device import resolve_device
 
-__all__ = ["EmbedConfig", "run"]
+__all__ = ["EmbedConfig", "run", "sample_id"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", *TIFF_SUFFIXES}
 
@@ -141,10 +141,11 @@ def _task_samples(database: Path, name: str | None) -> tuple[list[Record], list[
         split=spec.split,
     )
     records = [r for split in ("train", "val", "test") for r in splits[split]]
-    return records, [_sample_id(r, database.parent) for r in records], spec.preprocessing
+    return records, [sample_id(r, database.parent) for r in records], spec.preprocessing
 
 
-def _sample_id(record: Record, root: Path) -> str:
+def sample_id(record: Record, root: Path) -> str:
+    """A sample's id: its file relative to ``root``, and its position in the file after ``#``."""
     position = "/".join(str(p) for p in (record.member, record.frame) if p is not None)
     path = os.path.relpath(record.image, root)
     return f"{path}#{position}" if position else path

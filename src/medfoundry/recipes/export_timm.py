@@ -28,7 +28,7 @@ from medfoundry.models.encoder import Encoder
 from medfoundry.training.checkpoint import write_atomically
 from medfoundry.training.model_loading import load_multitask_model
 
-__all__ = ["run"]
+__all__ = ["run", "write_timm_folder"]
 
 
 def run(checkpoint: Path, out_dir: Path) -> Path:
@@ -39,25 +39,40 @@ def run(checkpoint: Path, out_dir: Path) -> Path:
     """
     model, config = load_multitask_model(checkpoint)
     encoder = model.encoder
-    backbone = encoder.backbone
+    return write_atomically(Path(out_dir), lambda tmp: write_timm_folder(tmp, checkpoint, encoder, config))
 
-    def write(tmp: Path) -> None:
-        timm.models.save_for_hf(
-            backbone,
-            str(tmp),
-            safe_serialization=True,
-            model_config={
-                "medfoundry": {
-                    "source_checkpoint": str(checkpoint),
-                    "tasks": config["tasks"],
-                    "training": config.get("training", {}),
-                    "versions": config.get("versions", {}),
-                }
-            },
-        )
-        _check_reload(tmp, encoder)
 
-    return write_atomically(Path(out_dir), write)
+def write_timm_folder(folder: Path, checkpoint: Path, encoder: Encoder, config: dict[str, Any]) -> None:
+    """``model.safetensors`` and timm's ``config.json`` of ``encoder`` in ``folder``, checked by
+    reloading them with timm.
+
+    ``config.json`` records the checkpoint's input size as timm's ``input_size`` and, under
+    ``medfoundry``, the checkpoint's tasks (with their preprocessing), input contract, sample
+    counts, validation metrics and versions.
+
+    Raises:
+        ConfigError: timm cannot rebuild the encoder from the written folder.
+    """
+    size = int(config["model"]["image_size"])
+    timm.models.save_for_hf(
+        encoder.backbone,
+        str(folder),
+        safe_serialization=True,
+        data_config={"input_size": (3, size, size)},
+        model_config={
+            "medfoundry": {
+                "source_checkpoint": str(checkpoint),
+                "image_size": size,
+                "input": config.get("input", {}),
+                "tasks": config["tasks"],
+                "sample_counts": config.get("sample_counts", {}),
+                "metrics": config.get("metrics", {}),
+                "training": config.get("training", {}),
+                "versions": config.get("versions", {}),
+            }
+        },
+    )
+    _check_reload(folder, encoder)
 
 
 @torch.no_grad()

@@ -84,6 +84,7 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     data = _load_data_on_every_rank(cfg, tasks, dist)  # last: decoding into the cache is the slow check
     run_dir = Path(cfg.run_dir)
     dist.run_on_main(lambda: _prepare_run_dir(cfg, resume))
+    counts = {name: {split: len(r) for split, r in d.records.items()} for name, d in data.items()}
 
     # --- model, optimizers, data streams ---
     model.to(device)
@@ -162,7 +163,7 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
             if mean_loss < best:
                 metrics = {"val": results, "val_mean_loss": mean_loss}
                 save_checkpoint(
-                    run_dir / "checkpoints" / "best", model, checkpoint_config(cfg, step, metrics)
+                    run_dir / "checkpoints" / "best", model, checkpoint_config(cfg, step, metrics, counts)
                 )
         return min(best, mean_loss)
 
@@ -228,7 +229,7 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
                 )
                 if dist.is_main:
                     last = run_dir / "checkpoints" / "last"
-                    save_checkpoint(last, model, checkpoint_config(cfg, step), trainer_state)
+                    save_checkpoint(last, model, checkpoint_config(cfg, step, None, counts), trainer_state)
     sampler.close()
     if metrics_log is not None:
         metrics_log.close()

@@ -14,7 +14,10 @@ __all__ = ["checkpoint_config", "library_versions"]
 
 
 def checkpoint_config(
-    cfg: PretrainConfig, step: int, metrics: dict[str, Any] | None = None
+    cfg: PretrainConfig,
+    step: int,
+    metrics: dict[str, Any] | None = None,
+    sample_counts: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """Everything a reader needs, without medfoundry's code or pickle.
 
@@ -22,6 +25,8 @@ def checkpoint_config(
         cfg: The run's config.
         step: Shared steps done.
         metrics: Validation results to record (best checkpoints).
+        sample_counts: Task -> split -> samples (2D images, slices or frames) it was trained on
+            (model cards report them).
     """
     model = cfg.model.model_dump(mode="json")
     return {
@@ -46,6 +51,7 @@ def checkpoint_config(
             "downstream tasks. Not a medical device; not validated for clinical use."
         ),
         "metrics": metrics or {},
+        "sample_counts": sample_counts or {},
         "versions": library_versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -1,0 +1,205 @@
+"""What ``medfoundry predict`` writes, one writer per kind of task output.
+
+- classification and multilabel: ``predictions.csv``, one row per image (or slice, or frame):
+  ``id``, ``predicted`` (the top class; for multilabel every class at probability >= 0.5,
+  joined by ``|``) and ``probability/<class>`` for every class (softmax for classification,
+  sigmoid for multilabel);
+- segmentation: ``masks/<id>.png`` per 2D image (pixel value = class index, ``#`` in ids
+  becomes ``_``), and for a volume one label volume ``volumes/<name>.nii.gz`` on the input's
+  own voxel grid (shape, affine, orientation); ``masks.csv`` lists ``id`` -> file;
+- detection: ``detections.json`` in COCO format (``images`` with their size, ``categories``,
+  ``annotations`` with ``bbox`` [x, y, w, h] in pixels of the image and ``score``).
+
+Every prediction is brought back onto the image's own grid (``medfoundry.data.fit_inverse``):
+the decoded image's size, or for volume slices the slice's size before any in-plane resampling.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from medfoundry.data.fit_inverse import Geometry, restore_boxes, restore_logits
+from medfoundry.data.label_volumes import label_dtype, plane_shape, put_slice, write_label_volume
+from medfoundry.data.record import Record
+from medfoundry.data.sources.base import file_stem
+from medfoundry.data.volumes import VolumeSliceReader
+from medfoundry.tasks import TaskType
+
+__all__ = ["PredictedBatch", "PredictionWriter", "prediction_writer"]
+
+
+@dataclass
+class PredictedBatch:
+    """A batch's model outputs and how each of its samples was fitted.
+
+    Attributes:
+        records: The samples.
+        ids: Their ids.
+        outputs: The task head's output for the batch.
+        geometry: Each sample's fit (``fit_to_size``'s scales and offsets).
+        decoded_hw: Each sample's decoded ``(H, W)``.
+    """
+
+    records: list[Record]
+    ids: list[str]
+    outputs: Any
+    geometry: list[Geometry]
+    decoded_hw: list[tuple[int, int]]
+
+    def output_hw(self, i: int) -> tuple[int, int]:
+        """The grid sample ``i``'s prediction goes back to: a volume slice's stored size, else
+        the decoded image's."""
+        record = self.records[i]
+        if isinstance(record.reader, VolumeSliceReader):
+            return plane_shape(record.reader.volume(record.image).data.shape, record.reader.axis)
+        return self.decoded_hw[i]
+
+
+class PredictionWriter(Protocol):
+    """Collects a task's predictions and writes its files."""
+
+    def add(self, batch: PredictedBatch) -> None:
+        """Take one batch (files may be written at once)."""
+
+    def finish(self) -> list[str]:
+        """Write what remains; return the files written, relative to the output folder."""
+
+
+def prediction_writer(
+    task: TaskType, folder: Path, records: Sequence[Record], image_size: int
+) -> PredictionWriter:
+    """The writer for ``task``'s type, writing into ``folder`` (``image_size``: the model's input side)."""
+    classes = list(task.spec.classes)
+    if task.spec.type in ("classification", "multilabel"):
+        return ProbabilityWriter(folder, classes, multilabel=task.spec.type == "multilabel")
+    if task.spec.type == "segmentation":
+        return MaskWriter(folder, classes, records)
+    if task.spec.type == "detection":
+        return DetectionWriter(folder, classes, task, image_size)
+    raise ValueError(f"task type {task.spec.type} has no prediction output")
+
+
+class ProbabilityWriter:
+    """``predictions.csv``: every class's probability per sample."""
+
+    def __init__(self, folder: Path, classes: list[str], multilabel: bool) -> None:
+        self.folder, self.classes, self.multilabel = folder, classes, multilabel
+        self.rows: list[dict[str, str]] = []
+
+    def add(self, batch: PredictedBatch) -> None:
+        logits = batch.outputs.float()
+        probabilities = (logits.sigmoid() if self.multilabel else logits.softmax(dim=1)).cpu().numpy()
+        for sample_id, p in zip(batch.ids, probabilities, strict=True):
+            if self.multilabel:
+                predicted = "|".join(c for c, value in zip(self.classes, p, strict=True) if value >= 0.5)
+            else:
+                predicted = self.classes[int(p.argmax())]
+            row = {"id": sample_id, "predicted": predicted}
+            row.update({f"probability/{c}": f"{value:.6g}" for c, value in zip(self.classes, p, strict=True)})
+            self.rows.append(row)
+
+    def finish(self) -> list[str]:
+        columns = ["id", "predicted", *(f"probability/{c}" for c in self.classes)]
+        _write_csv(self.folder / "predictions.csv", columns, self.rows)
+        return ["predictions.csv"]
+
+
+class MaskWriter:
+    """A PNG mask per 2D image; a NIfTI label volume per volume (filled slice by slice)."""
+
+    def __init__(self, folder: Path, classes: list[str], records: Sequence[Record]) -> None:
+        self.folder, self.classes = folder, classes
+        self.dtype = label_dtype(len(classes))
+        self.rows: list[dict[str, str]] = []
+        # slices still missing per volume: a volume is written (and freed) once it is complete
+        self.missing = Counter(r.image for r in records if isinstance(r.reader, VolumeSliceReader))
+        self.volumes: dict[Path, np.ndarray] = {}
+
+    def add(self, batch: PredictedBatch) -> None:
+        for i, (record, sample_id) in enumerate(zip(batch.records, batch.ids, strict=True)):
+            logits, seen = restore_logits(
+                batch.outputs[i], batch.geometry[i], batch.decoded_hw[i], batch.output_hw(i)
+            )
+            labels = logits.argmax(dim=0)
+            labels[~seen] = 0  # the model never saw these pixels (a center crop): background
+            mask = labels.cpu().numpy().astype(self.dtype)
+            if isinstance(record.reader, VolumeSliceReader):
+                self._add_slice(record, record.reader, sample_id, mask)
+            else:
+                name = f"masks/{sample_id.replace('#', '_')}.png"
+                (self.folder / name).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(mask).save(self.folder / name)
+                self.rows.append({"id": sample_id, "mask": name})
+
+    def _add_slice(self, record: Record, reader: VolumeSliceReader, sample_id: str, mask: np.ndarray) -> None:
+        volume = reader.volume(record.image)
+        labels = self.volumes.setdefault(record.image, np.zeros(volume.data.shape[:3], self.dtype))
+        assert record.frame is not None, "volume records always carry their slice index"
+        put_slice(labels, mask, reader.axis, record.frame)
+        self.missing[record.image] -= 1
+        if self.missing[record.image] == 0:
+            volume_id = sample_id.split("#")[0]
+            name = (Path("volumes") / volume_id).parent / f"{file_stem(Path(volume_id))}.nii.gz"
+            write_label_volume(self.folder / name, self.volumes.pop(record.image), volume)
+            self.rows.append({"id": volume_id, "mask": name.as_posix()})
+
+    def finish(self) -> list[str]:
+        _write_csv(self.folder / "masks.csv", ["id", "mask"], self.rows)
+        return ["masks.csv", *(row["mask"] for row in self.rows)]
+
+
+class DetectionWriter:
+    """``detections.json``: COCO images, categories and scored annotations."""
+
+    def __init__(self, folder: Path, classes: list[str], task: Any, image_size: int) -> None:
+        self.folder, self.task, self.image_size = folder, task, image_size
+        self.coco: dict[str, list[dict[str, Any]]] = {
+            "images": [],
+            "annotations": [],
+            "categories": [{"id": i + 1, "name": name} for i, name in enumerate(classes)],
+        }
+
+    def add(self, batch: PredictedBatch) -> None:
+        detections = self.task.postprocess(batch.outputs, (self.image_size, self.image_size))
+        for i, found in enumerate(detections):
+            height, width = batch.output_hw(i)
+            image_id = len(self.coco["images"]) + 1
+            self.coco["images"].append(
+                {"id": image_id, "file_name": batch.ids[i], "height": height, "width": width}
+            )
+            boxes = restore_boxes(
+                found["boxes"].cpu().numpy(), batch.geometry[i], batch.decoded_hw[i], (height, width)
+            )
+            scores, labels = found["scores"].cpu().tolist(), found["labels"].cpu().tolist()
+            for (x1, y1, x2, y2), score, label in zip(boxes.tolist(), scores, labels, strict=True):
+                self.coco["annotations"].append(
+                    {
+                        "id": len(self.coco["annotations"]) + 1,
+                        "image_id": image_id,
+                        "category_id": int(label) + 1,
+                        "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                        "area": round((x2 - x1) * (y2 - y1), 2),
+                        "score": round(float(score), 5),
+                        "iscrowd": 0,
+                    }
+                )
+
+    def finish(self) -> list[str]:
+        (self.folder / "detections.json").write_text(json.dumps(self.coco, indent=1))
+        return ["detections.json"]
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, str]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
