@@ -153,8 +153,8 @@ def _select(
         raise ConfigError(
             f"the corpus needs at least {min_sources} pretraining sources; only {len(pretraining)} of the "
             f"{sum(not s.heldout for s in requested)} requested are installed "
-            f"({', '.join(s.name for s in pretraining) or 'none'}); install the rest with "
-            "'make setup' (or see the lines above), or choose fewer with sources= and min_sources="
+            f"({', '.join(s.name for s in pretraining) or 'none'}); install the others with 'make setup' "
+            "(one line per missing package above), or lower min_sources (--min-sources)"
         )
     return installed, missing
 

@@ -119,7 +119,7 @@ class CorpusWriter:
         return "val" if draw < self.val_percent else "train"
 
     def _row(self, task: TaskDef, image: CorpusImage, path: str, label: Label, split: str) -> dict[str, str]:
-        row = {"image": path, "split": split, "group": image.group}
+        row = {"image": path, "split": split, "group": image.group, **image.columns}
         if task.type == "classification":
             if label not in task.classes:
                 raise DataError(f"{path}: label {label!r} is not a class of task '{task.name}'")
@@ -168,8 +168,9 @@ def _task_summary(task: TaskDef, rows: list[dict[str, str]]) -> dict[str, Any]:
 
 
 def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
 

@@ -29,6 +29,8 @@ class CorpusImage:
             splits.
         labels: Task name -> label (see ``Label``).
         split: A fixed split (held-out tasks); ``None``: decided from the group.
+        columns: Extra manifest columns of its task rows (e.g. the patch centre's coordinates
+            a label was derived from, so that tests and users can check the rule).
     """
 
     source: str
@@ -37,3 +39,4 @@ class CorpusImage:
     group: str
     labels: dict[str, Label] = field(default_factory=dict)
     split: Split | None = None
+    columns: dict[str, str] = field(default_factory=dict)

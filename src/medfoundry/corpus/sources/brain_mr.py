@@ -95,13 +95,14 @@ def _region_patches(
             cy, cx = y + half, x + half
             if not maps["brain"][cy, cx] or not inside[y : y + size, x : x + size].all():
                 continue
-            octant = mni_octant(*(float(maps[f"{a}_mm"][cy, cx]) for a in "xyz"))
+            centre = [float(maps[f"{a}_mm"][cy, cx]) for a in "xyz"]
             yield CorpusImage(
                 source=image.source,
                 name=f"{image.name}_patch{size}_y{y:03d}_x{x:03d}",
                 pixels=image.pixels[y : y + size, x : x + size],
                 group=image.group,
-                labels={"brain_region": octant},
+                labels={"brain_region": mni_octant(*centre)},
+                columns={f"{a}_mm": f"{v:.17g}" for a, v in zip("xyz", centre, strict=True)},
             )
 
 

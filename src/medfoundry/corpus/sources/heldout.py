@@ -109,11 +109,12 @@ def head_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]
                 if not cut.maps["head"][cy, cx] or not cut.inside[y : y + size, x : x + size].all():
                     continue
                 cube = "cube_" + "_".join(str(int(cut.maps[f"voxel_{a}"][cy, cx]) // size) for a in "xyz")
-                zone = head_zone(float(cut.maps["y_frac"][cy, cx]), float(cut.maps["z_frac"][cy, cx]))
+                y_frac, z_frac = float(cut.maps["y_frac"][cy, cx]), float(cut.maps["z_frac"][cy, cx])
                 yield CorpusImage(
                     "pydeface_head", f"{cut.plane}_{cut.index:03d}_patch_y{y:03d}_x{x:03d}",
                     cut.pixels[y : y + size, x : x + size], f"pydeface_head/{cube}",
-                    {"heldout_brain_region": zone}, cubes[cube],
+                    {"heldout_brain_region": head_zone(y_frac, z_frac)}, cubes[cube],
+                    {"y_fraction": f"{y_frac:.17g}", "z_fraction": f"{z_frac:.17g}"},
                 )  # fmt: skip
 
 
