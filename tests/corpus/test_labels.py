@@ -99,7 +99,11 @@ def test_vesicle_membrane_labels_count_the_packaged_membrane_points(small_corpus
 def test_brain_tissue_follows_the_probability_rule_slice_by_slice(small_corpus: CorpusBuild) -> None:
     data = package_path("nilearn") / "datasets" / "data"
     grey, white = (
-        np.asarray(nib.as_closest_canonical(nib.load(data / f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz")).get_fdata())
+        np.asarray(
+            nib.as_closest_canonical(
+                nib.load(data / f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz")
+            ).get_fdata()
+        )
         / 255
         for k in ("gm", "wm")
     )
@@ -114,14 +118,21 @@ def test_brain_tissue_follows_the_probability_rule_slice_by_slice(small_corpus: 
     assert len(axial) > 100
     per_slice = [np.bincount(rule[:, :, z].ravel(), minlength=3)[1:] for z in range(rule.shape[2])]
     first = min(axial)  # the corpus indexes slices of a volume cropped to the head: find the offset
-    offset = next(z - first for z in range(rule.shape[2]) if np.array_equal(per_slice[z], np.bincount(axial[first].ravel(), minlength=3)[1:]))
+    offset = next(
+        z - first
+        for z in range(rule.shape[2])
+        if np.array_equal(per_slice[z], np.bincount(axial[first].ravel(), minlength=3)[1:])
+    )
     for index, mask in axial.items():
         assert np.array_equal(np.bincount(mask.ravel(), minlength=3)[1:], per_slice[index + offset])
 
 
 def test_bold_tissue_is_the_subjects_binary_masks(small_corpus: CorpusBuild) -> None:
     data = package_path("neuropycon_data") / "data" / "data_nii"
-    masks = [np.asarray(nib.as_closest_canonical(nib.load(data / f"sub-test_mask-anat{k}.nii")).dataobj) for k in ("GM", "WM", "CSF")]
+    masks = [
+        np.asarray(nib.as_closest_canonical(nib.load(data / f"sub-test_mask-anat{k}.nii")).dataobj)
+        for k in ("GM", "WM", "CSF")
+    ]
     # coronal slices: 1.5 x 1.5 mm pixels, so not resampled (axial and sagittal ones are: 2 mm in y)
     rows = [r for r in read_rows(small_corpus, "bold_tissue") if "_coronal_" in r["image"]]
     assert rows
@@ -134,13 +145,19 @@ def test_bold_tissue_is_the_subjects_binary_masks(small_corpus: CorpusBuild) -> 
 def test_brain_region_is_the_mni_octant_of_the_patch_centre(small_corpus: CorpusBuild) -> None:
     rows = read_rows(small_corpus, "brain_region")
     assert {r["label"] for r in rows} == {
-        f"{s}_{a}_{v}" for s in ("left", "right") for a in ("anterior", "posterior") for v in ("superior", "inferior")
+        f"{s}_{a}_{v}"
+        for s in ("left", "right")
+        for a in ("anterior", "posterior")
+        for v in ("superior", "inferior")
     }
     z_by_slice: dict[int, set[float]] = defaultdict(set)
     for row in rows:
         x, y, z = (float(row[f"{a}_mm"]) for a in "xyz")
         side = "left" if x < 0 else "right"
-        assert row["label"] == f"{side}_{'anterior' if y >= 0 else 'posterior'}_{'superior' if z >= 0 else 'inferior'}"
+        assert (
+            row["label"]
+            == f"{side}_{'anterior' if y >= 0 else 'posterior'}_{'superior' if z >= 0 else 'inferior'}"
+        )
         if "_axial_" in row["image"]:
             z_by_slice[int(re.findall(r"axial_(\d+)", row["image"])[0])].add(z)
     # an axial slice has one height, and heights step 1 mm per slice (the template's spacing)
@@ -163,7 +180,9 @@ def test_slice_positions_are_five_equal_bins_along_each_axis(small_corpus: Corpu
     rows = read_rows(small_corpus, "slice_position")
     by_volume: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
     for row in rows:
-        volume, plane, index = re.match(r".*/(.+)_(axial|coronal|sagittal)_(\d+)\.png$", row["image"]).groups()  # type: ignore[union-attr]
+        volume, plane, index = re.match(
+            r".*/(.+)_(axial|coronal|sagittal)_(\d+)\.png$", row["image"]
+        ).groups()  # type: ignore[union-attr]
         assert plane != "sagittal"  # left and right are mirror images: no position
         by_volume[(volume, plane)].append((int(index), int(row["label"][4:6]) // 20))
     assert ("mni152", "axial") in by_volume
@@ -176,7 +195,9 @@ def test_slice_positions_are_five_equal_bins_along_each_axis(small_corpus: Corpu
         assert max(sizes) - min(sizes) <= 1
 
 
-def test_volume_slices_are_square_so_the_shape_does_not_give_the_plane_away(small_corpus: CorpusBuild) -> None:
+def test_volume_slices_are_square_so_the_shape_does_not_give_the_plane_away(
+    small_corpus: CorpusBuild,
+) -> None:
     rows = read_rows(small_corpus, "volume_plane")
     assert {r["label"] for r in rows} == {"axial", "coronal", "sagittal"}
     for row in rows[::7]:
@@ -193,10 +214,15 @@ def test_dicom_modality_and_body_part_come_from_the_headers(small_corpus: Corpus
         subfolder, files = DICOM_FILES[source]
         for entry in files:
             stem = Path(entry.path).stem
-            headers[stem] = pydicom.dcmread(package_path(module) / subfolder / entry.path, stop_before_pixels=True)
+            headers[stem] = pydicom.dcmread(
+                package_path(module) / subfolder / entry.path, stop_before_pixels=True
+            )
     modality = {"CR": "radiograph", "DX": "radiograph", "CT": "CT", "MR": "MR", "US": "US"}
     parts = {"HEAD": "head", "CHEST": "chest", "ABDOMEN": "abdomen", "PANCREAS": "abdomen"}
-    for task, mapping, key in (("dicom_modality", modality, "Modality"), ("dicom_body_part", parts, "BodyPartExamined")):
+    for task, mapping, key in (
+        ("dicom_modality", modality, "Modality"),
+        ("dicom_body_part", parts, "BodyPartExamined"),
+    ):
         rows = read_rows(small_corpus, task)
         assert rows
         for row in rows:

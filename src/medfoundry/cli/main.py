@@ -206,8 +206,8 @@ def demo_data(out_dir: Annotated[Path, typer.Argument(help="Folder to write the 
 @app.command()
 def corpus(
     out_dir: Annotated[Path, typer.Argument(help="Folder for the corpus (rebuilt only when out of date).")],
-    source: Annotated[list[str] | None, typer.Option("--source", help="Use only this source (repeat).")] = None,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Leave this source out (repeat).")] = None,
+    source: Annotated[list[str] | None, typer.Option("--source", help="Only this source (repeat).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Not this source (repeat).")] = None,
     tile_size: Annotated[int, typer.Option(help="Side of tiles cut from large 2D images.")] = 256,
     patch_size: Annotated[int, typer.Option(help="Side (mm) of the brain MR region patches.")] = 64,
     seed: Annotated[int, typer.Option(help="Seeds split assignment.")] = 0,

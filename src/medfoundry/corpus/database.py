@@ -4,7 +4,9 @@ Each image is written once (as an 8-bit PNG, gray or RGB) however many tasks lab
 identified by the SHA-256 of its decoded pixels (``content_hash``); an image whose pixels
 equal one already written is dropped and counted. Splits: held-out images carry theirs;
 every other image's split follows its group (subject, volume, slab, file), so a group never
-straddles train and validation, and an image is in the same split in every task.
+straddles train and validation, and an image is in the same split in every task, with two
+task-local exceptions: a class whose groups all drew validation trains on its largest group,
+and a task whose groups all drew training validates on its smallest group.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class CorpusWriter:
         for name, rows in sorted(self.rows.items()):
             task = TASKS[name]
             if not task.heldout:
+                _ensure_train_classes(rows)
                 _ensure_val(rows)
             _write_csv(self.root / f"{name}.csv", rows)
             summary[name] = _task_summary(task, rows)
@@ -136,15 +139,35 @@ class CorpusWriter:
         return row
 
 
+def _ensure_train_classes(rows: list[dict[str, str]]) -> None:
+    """A class whose groups all drew ``val`` trains on its largest group (in this task only)."""
+    if "label" not in rows[0]:
+        return
+    trained = {r["label"] for r in rows if r["split"] == "train"}
+    for label in sorted({r["label"] for r in rows} - trained):
+        sizes = Counter(r["group"] for r in rows if r["label"] == label)
+        group = max(sorted(sizes), key=lambda g: sizes[g])
+        for row in rows:
+            if row["group"] == group:
+                row["split"] = "train"
+
+
 def _ensure_val(rows: list[dict[str, str]]) -> None:
     """A pretraining task needs validation rows: when its groups all drew ``train``, its
-    smallest group (ties: first in name order) validates for this task."""
+    smallest group whose classes other groups also show validates (ties: name order); failing
+    that (every class in one group), its smallest group."""
     if any(r["split"] == "val" for r in rows):
         return
     sizes = Counter(r["group"] for r in rows)
-    if len(sizes) < 2:
-        return
-    group = min(sorted(sizes), key=lambda g: sizes[g])
+    labels: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        labels[row["group"]].add(row.get("label", ""))
+    spare = [
+        g
+        for g in sorted(sizes)
+        if all(any(label in labels[o] for o in sizes if o != g) for label in labels[g])
+    ]
+    group = min(spare or sorted(sizes), key=lambda g: sizes[g])
     for row in rows:
         if row["group"] == group:
             row["split"] = "val"

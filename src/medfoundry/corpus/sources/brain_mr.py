@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -39,7 +40,7 @@ REGION_EVERY = 2
 def _canonical(path: Path) -> nib.Nifti1Image:
     if not path.is_file():
         raise DataError(f"{path}: expected packaged volume is missing; reinstall its package")
-    image: nib.Nifti1Image = nib.as_closest_canonical(nib.load(path))  # type: ignore[arg-type]
+    image: nib.Nifti1Image = nib.as_closest_canonical(nib.load(path))
     return image
 
 
@@ -61,7 +62,8 @@ def mni152_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImag
     t1_image = _canonical(data / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
     t1 = np.asarray(t1_image.get_fdata(), np.float32)
     grey, white = (
-        np.asarray(_canonical(data / f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz").get_fdata()) / 255.0
+        np.asarray(_canonical(data / f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz").get_fdata())
+        / 255.0
         for k in ("gm", "wm")
     )  # the probability maps are stored as 0..255
     coords = coordinate_volumes(t1_image.affine, t1.shape)
@@ -73,9 +75,15 @@ def mni152_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImag
     maps["brain"] = brain.astype(np.uint8)
     tissue = tissue_from_probabilities(grey[box], white[box])
     for cut, image in labelled_slices(
-        "mni152", "mni152", t1_8, _zooms(t1_image), settings,
-        foreground=head[box], masks={"brain_tissue": tissue}, maps=maps,
-    ):  # fmt: skip
+        "mni152",
+        "mni152",
+        t1_8,
+        _zooms(t1_image),
+        settings,
+        foreground=head[box],
+        masks={"brain_tissue": tissue},
+        maps=maps,
+    ):
         yield image
         step = (cut.index - cut.first) % REGION_EVERY
         if cut.plane != "sagittal" and step in (0, REGION_EVERY // 2):
@@ -109,15 +117,21 @@ def _region_patches(
 def neuropycon_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
     """Slices of the neuropycon subject's mean BOLD image with GM / WM / CSF labels."""
     data = folder / "data" / "data_nii"
-    bold = nib.load(data / "sub-test_task-rs_bold.nii")
-    mean = np.asarray(bold.dataobj, np.float32).mean(axis=-1)  # type: ignore[attr-defined]
-    image = nib.as_closest_canonical(nib.Nifti1Image(mean, bold.affine))  # type: ignore[attr-defined]
+    bold: Any = nib.load(data / "sub-test_task-rs_bold.nii")  # a spatial image (typed as its base class)
+    mean = np.asarray(bold.dataobj, np.float32).mean(axis=-1)
+    image = nib.as_closest_canonical(nib.Nifti1Image(mean, bold.affine))
     masks = [np.asarray(_canonical(data / f"sub-test_mask-anat{k}.nii").dataobj) for k in ("GM", "WM", "CSF")]
     tissue = tissue_from_masks(masks, str(data))
     volume = np.asarray(image.dataobj, np.float32)
     head = volume > 0.2 * np.percentile(volume, 99)
     for _, corpus_image in labelled_slices(
-        "neuropycon", "neuropycon_bold_mean", volume_to_uint8(volume), _zooms(image), settings,
-        foreground=head, masks={"bold_tissue": tissue}, min_foreground=0.1,
-    ):  # fmt: skip
+        "neuropycon",
+        "neuropycon_bold_mean",
+        volume_to_uint8(volume),
+        _zooms(image),
+        settings,
+        foreground=head,
+        masks={"bold_tissue": tissue},
+        min_foreground=0.1,
+    ):
         yield corpus_image

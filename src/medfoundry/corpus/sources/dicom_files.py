@@ -134,9 +134,7 @@ def dicom_images(source: str, folder: Path, settings: CorpusSettings) -> Iterato
             yield from _mosaic_images(source, name, path, group, labels, settings)
             continue
         for frame_name, pixels, hu in _frames(path, header, entry.frame_step):
-            yield from _views(
-                source, f"{name}{frame_name}", pixels, hu, group, labels, settings.tile_size
-            )
+            yield from _views(source, f"{name}{frame_name}", pixels, hu, group, labels, settings.tile_size)
 
 
 def _frames(

@@ -60,7 +60,9 @@ def technique_images(
 ) -> Iterator[CorpusImage]:
     """The views of one image, all labelled by its imaging technique; grouped by the image."""
     for suffix, view, _ in image_views(pixels, tile):
-        yield CorpusImage(source, f"{name}{suffix}", view, f"{source}/{name}", {"imaging_technique": technique})
+        yield CorpusImage(
+            source, f"{name}{suffix}", view, f"{source}/{name}", {"imaging_technique": technique}
+        )
 
 
 def stardist_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
@@ -85,12 +87,16 @@ def stardist_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusIm
                 f"stardist/nuclei_q{int(y >= half)}{int(x >= half)}",
                 labels,
             )
-    yield from technique_images("stardist", "histo", read_rgb_or_gray(images / "histo.jpg"), "h_and_e", settings.tile_size)
+    yield from technique_images(
+        "stardist", "histo", read_rgb_or_gray(images / "histo.jpg"), "h_and_e", settings.tile_size
+    )
 
 
 def mahotas_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
     path = folder / "demos" / "data" / "nuclear.png"
-    yield from technique_images("mahotas", "nuclear", read_rgb_or_gray(path), "fluorescence", settings.tile_size)
+    yield from technique_images(
+        "mahotas", "nuclear", read_rgb_or_gray(path), "fluorescence", settings.tile_size
+    )
 
 
 def skimage_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
@@ -101,7 +107,9 @@ def skimage_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusIma
         ("retina", "retina.jpg", "fundus"),
         ("microaneurysms", "microaneurysms.png", "fundus"),
     ):
-        yield from technique_images("skimage", name, read_rgb_or_gray(data / file), technique, settings.tile_size)
+        yield from technique_images(
+            "skimage", name, read_rgb_or_gray(data / file), technique, settings.tile_size
+        )
 
 
 def napari_sample_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
@@ -130,9 +138,13 @@ CORPUS_IMAGECODECS = "pip install 'medfoundry[corpus]'  (brings imagecodecs)"
 
 def tiatoolbox_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
     path = folder / "data" / "target_image.png"
-    yield from technique_images("tiatoolbox", "target_image", read_rgb_or_gray(path), "h_and_e", settings.tile_size)
+    yield from technique_images(
+        "tiatoolbox", "target_image", read_rgb_or_gray(path), "h_and_e", settings.tile_size
+    )
 
 
 def wsidicom_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
     path = folder / "data" / "test_tile.png"
-    yield from technique_images("wsidicom_data", "test_tile", read_rgb_or_gray(path), "h_and_e", settings.tile_size)
+    yield from technique_images(
+        "wsidicom_data", "test_tile", read_rgb_or_gray(path), "h_and_e", settings.tile_size
+    )

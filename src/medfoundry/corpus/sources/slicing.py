@@ -51,10 +51,13 @@ def labelled_slices(
         for task in masks:
             labels[task] = cut.maps[task].astype(np.uint8)
         slab = (cut.index - cut.first) // settings.slab_slices
-        yield cut, CorpusImage(
-            source=source,
-            name=f"{volume_name}_{cut.plane}_{cut.index:03d}",
-            pixels=cut.pixels,
-            group=f"{volume_name}/{cut.plane}/slab{slab:02d}",
-            labels=labels,
+        yield (
+            cut,
+            CorpusImage(
+                source=source,
+                name=f"{volume_name}_{cut.plane}_{cut.index:03d}",
+                pixels=cut.pixels,
+                group=f"{volume_name}/{cut.plane}/slab{slab:02d}",
+                labels=labels,
+            ),
         )
