@@ -1,8 +1,8 @@
 """Writing the corpus database: PNG images and masks, CSV manifests, task lists, the manifest.
 
-Each image is written once (as an 8-bit PNG, gray or RGB) however many tasks label it, and
-identified by the SHA-256 of its decoded pixels (``content_hash``); an image whose pixels
-equal one already written is dropped and counted. Splits: held-out images carry theirs;
+Each image is written once (as an 8-bit PNG, gray or RGB, zlib level 1) however many tasks
+label it, and identified by the SHA-256 of its decoded pixels (``content_hash``); an image
+whose pixels equal one already written is dropped and counted. Splits: held-out images carry theirs;
 every other image's split follows its group (subject, volume, slab, file), so a group never
 straddles train and validation, and an image is in the same split in every task, with two
 task-local exceptions: a class whose groups all drew validation trains on its largest group,
@@ -21,13 +21,24 @@ from typing import Any
 
 import numpy as np
 import yaml
+from PIL import Image
 
 from medfoundry.corpus.image import CorpusImage, Label
 from medfoundry.corpus.tasks import MASKED_IMAGE_TASK, TASKS, TaskDef
-from medfoundry.demo.writing import save_png
 from medfoundry.errors import DataError
 
 __all__ = ["CorpusWriter", "content_hash"]
+
+
+PNG_COMPRESS_LEVEL = 1
+"""zlib level of the PNG files: level 1 wrote 2.3x faster than the default 6 and read back 15 %
+faster, for 11 % more bytes (benchmarks/pretrain_throughput.py, docs/benchmarks.md)."""
+
+
+def save_png(pixels: np.ndarray, path: Path) -> None:
+    """Write ``(H, W)`` or ``(H, W, 3)`` uint8 losslessly (creating the folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(pixels)).save(path, compress_level=PNG_COMPRESS_LEVEL)
 
 
 def content_hash(pixels: np.ndarray) -> str:
