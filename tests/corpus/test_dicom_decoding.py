@@ -8,6 +8,7 @@ image comes out empty. Mosaics are unpacked by nibabel into non-empty volumes.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -21,15 +22,18 @@ from medfoundry.data.intensity import AutoIntensity
 pytestmark = pytest.mark.slow
 
 ENTRIES = [(source, entry) for source, (_, files) in DICOM_FILES.items() for entry in files]
+NAMES = [f"{source}:{entry.path.split('/')[-1]}" for source, entry in ENTRIES]
 
 
-def _path(source: str, entry: DicomFile):  # type: ignore[no-untyped-def]
+def _path(source: str, entry: DicomFile) -> Path:
     folder = SOURCES[source].package.folder()
     assert folder is not None, f"{SOURCES[source].package.distribution} is not installed (make setup)"
     return folder / DICOM_FILES[source][0] / entry.path
 
 
-@pytest.mark.parametrize(("source", "entry"), ENTRIES, ids=[f"{s}:{e.path.split('/')[-1]}" for s, e in ENTRIES])
+@pytest.mark.parametrize(
+    ("source", "entry"), ENTRIES, ids=[f"{s}:{e.path.split('/')[-1]}" for s, e in ENTRIES]
+)
 def test_every_listed_dicom_decodes_to_a_real_image(source: str, entry: DicomFile) -> None:
     path = _path(source, entry)
     ds = pydicom.dcmread(path)

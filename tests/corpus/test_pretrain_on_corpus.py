@@ -21,8 +21,15 @@ def test_pretraining_runs_on_every_task_of_the_corpus(small_corpus: CorpusBuild,
     path = tmp_path / "corpus_run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     config = load_pretrain_config(path)
-    assert {spec.type for spec in config.tasks} == {"classification", "segmentation", "detection", "masked_image"}
+    assert {spec.type for spec in config.tasks} == {
+        "classification",
+        "segmentation",
+        "detection",
+        "masked_image",
+    }
     run_dir = pretrain_multitask.run(config)
     rows = read_metrics(run_dir / "metrics.jsonl")
-    trained = {key.split("/")[1] for row in rows if row["kind"] == "train" for key in row if key.startswith("loss/")}
+    trained = {
+        key.split("/")[1] for row in rows if row["kind"] == "train" for key in row if key.startswith("loss/")
+    }
     assert trained == {spec.name for spec in config.tasks}
