@@ -5,17 +5,18 @@ Questions:
 - ``corpus``: how long does ``medfoundry corpus`` take from scratch on this machine, how large
   is the result, and how long does a rerun on the up-to-date folder take (it should do nothing)?
 - ``format``: which file format should corpus images use? The same sample of corpus images
-  (every k-th image of ``all_images``) is written as PNG (the corpus format), as uncompressed
-  TIFF and as PNG at zlib level 1, and read back through medfoundry's image reader (which is
-  what fills the preprocessing cache): bytes on disk and images per second.
+  (every k-th image of ``all_images``) is written as PNG at zlib level 1 (the corpus format),
+  at Pillow's default level 6, and as uncompressed TIFF, and read back through medfoundry's
+  image reader (which is what fills the preprocessing cache): bytes on disk and images/s.
 
 Stages are functions ``stage(args, workdir) -> rows`` in ``STAGES``; each row is one measured
 quantity (``stage``, ``metric``, ``value``, ``unit``). Adding a stage (e.g. the images/s of the
 full demo pretraining) is one function and one ``STAGES`` entry; ``--stages`` picks them.
 
 Run: ``python benchmarks/pretrain_throughput.py`` (``--stages corpus format --keep DIR``).
-Writes ``benchmarks/results/pretrain_throughput-cpu<threads>t-uint8-torch<ver>.csv`` and a JSON
-sidecar (command, git SHA, versions). Non-goals: GPU throughput (``gpu_throughput.py``).
+Writes one ``benchmarks/results/pretrain_throughput_<stage>-cpu<threads>t-uint8-torch<ver>.csv``
+per stage, each with a JSON sidecar (command, git SHA, versions).
+Non-goals: GPU throughput (``gpu_throughput.py``).
 """
 
 from __future__ import annotations
@@ -88,11 +89,11 @@ def format_stage(args: argparse.Namespace, workdir: Path) -> list[Row]:
     pixels = [np.asarray(Image.open(p)) for p in paths]
     rows: list[Row] = []
     for name, suffix, options in (
-        ("png (corpus)", ".png", {}),
-        ("png zlib 1", ".png", {"compress_level": 1}),
+        ("png zlib 6 (Pillow default)", ".png", {}),
+        ("png zlib 1 (corpus)", ".png", {"compress_level": 1}),
         ("tiff uncompressed", ".tif", {}),
     ):
-        folder = workdir / name.replace(" ", "_").replace("(", "").replace(")", "")
+        folder = workdir / "".join(c if c.isalnum() else "_" for c in name)
         folder.mkdir()
         written = [folder / f"{i:05d}{suffix}" for i in range(len(pixels))]
         start = time.perf_counter()
@@ -143,9 +144,11 @@ def main() -> None:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as scratch:
         for stage in args.stages:
-            rows += STAGES[stage](args, Path(scratch))
+            stage_rows = STAGES[stage](args, Path(scratch))
+            path = write_results(f"pretrain_throughput_{stage}", stage_rows, torch.device("cpu"), "uint8")
+            print(f"wrote {path}")
+            rows += stage_rows
     print_table(rows)
-    print(f"wrote {write_results('pretrain_throughput', rows, torch.device('cpu'), 'uint8')}")
 
 
 if __name__ == "__main__":

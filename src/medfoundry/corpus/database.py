@@ -31,8 +31,8 @@ __all__ = ["CorpusWriter", "content_hash"]
 
 
 PNG_COMPRESS_LEVEL = 1
-"""zlib level of the PNG files: level 1 wrote 2.3x faster than the default 6 and read back 15 %
-faster, for 11 % more bytes (benchmarks/pretrain_throughput.py, docs/benchmarks.md)."""
+"""zlib level of the PNG files: level 1 wrote 1.9-2.3x faster than Pillow's default 6 for 11 %
+more bytes, and read back as fast (benchmarks/pretrain_throughput.py, docs/benchmarks.md)."""
 
 
 def save_png(pixels: np.ndarray, path: Path) -> None:
