@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from medfoundry.cli.main import app
-from medfoundry.corpus import SOURCES, CorpusBuild, build_corpus
+from medfoundry.corpus import SOURCES, CorpusBuild, CorpusSettings, build_corpus
 from medfoundry.corpus.packages import Package
 from medfoundry.corpus.sources import Source
 from medfoundry.errors import ConfigError
@@ -184,4 +184,16 @@ def test_a_killed_build_leaves_nothing_a_rerun_trusts(tmp_path: Path) -> None:
     assert leftovers and any(leftovers[0].rglob("*.png"))
     result = build_corpus(out, sources=["stardist"], min_sources=1)
     assert result.built and (out / "corpus.json").is_file()
+    assert not list(tmp_path.glob(".corpus.*"))
+
+
+def test_a_changed_setting_or_a_damaged_manifest_rebuilds(tmp_path: Path) -> None:
+    out = tmp_path / "corpus"
+    first = build_corpus(out, sources=["stardist"], min_sources=1)
+    larger = CorpusSettings(nuclei_tile_size=128)
+    again = build_corpus(out, sources=["stardist"], min_sources=1, settings=larger)
+    assert again.built and again.manifest["fingerprint"] != first.manifest["fingerprint"]
+    assert len(read_rows(again, "nuclei_seg")) == (512 // 128) ** 2
+    (out / "corpus.json").write_text("{not json")
+    assert build_corpus(out, sources=["stardist"], min_sources=1).built
     assert not list(tmp_path.glob(".corpus.*"))

@@ -96,7 +96,7 @@ def build_corpus(
     fingerprint = corpus_fingerprint(used, settings)
     manifest_path = out_dir / "corpus.json"
     if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
+        manifest = _read_manifest(manifest_path)
         if manifest.get("fingerprint") == fingerprint:
             progress(f"corpus in {out_dir} is up to date (fingerprint {fingerprint[:12]}): nothing to do")
             return _result(out_dir, manifest, built=False, missing=missing)
@@ -188,6 +188,15 @@ def _manifest(
         },
         "missing": list(missing),
     }
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """A corpus's manifest; an unreadable one (edited by hand) means the corpus is rebuilt."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def _remove_leftovers(out_dir: Path) -> None:
