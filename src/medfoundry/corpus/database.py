@@ -1,0 +1,223 @@
+"""Writing the corpus database: PNG images and masks, CSV manifests, task lists, the manifest.
+
+Each image is written once (as an 8-bit PNG, gray or RGB, zlib level 1) however many tasks
+label it, and identified by the SHA-256 of its decoded pixels (``content_hash``); an image
+whose pixels equal one already written is dropped and counted. Splits: held-out images carry theirs;
+every other image's split follows its group (subject, volume, slab, file), so a group never
+straddles train and validation, and an image is in the same split in every task, with two
+task-local exceptions: a class whose groups all drew validation trains on its largest group,
+and a task whose groups all drew training validates on its smallest group.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import zlib
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from medfoundry.corpus.image import CorpusImage, Label
+from medfoundry.corpus.tasks import MASKED_IMAGE_TASK, TASKS, TaskDef
+from medfoundry.errors import DataError
+
+__all__ = ["CorpusWriter", "content_hash"]
+
+
+PNG_COMPRESS_LEVEL = 1
+"""zlib level of the PNG files: level 1 wrote 1.9-2.3x faster than Pillow's default 6 for 11 %
+more bytes, and read back as fast (benchmarks/pretrain_throughput.py, docs/benchmarks.md)."""
+
+
+def save_png(pixels: np.ndarray, path: Path) -> None:
+    """Write ``(H, W)`` or ``(H, W, 3)`` uint8 losslessly (creating the folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(pixels)).save(path, compress_level=PNG_COMPRESS_LEVEL)
+
+
+def content_hash(pixels: np.ndarray) -> str:
+    """SHA-256 of a decoded pixel array (its dtype and shape, then its bytes in C order)."""
+    digest = hashlib.sha256(f"{pixels.dtype.str}{pixels.shape}".encode())
+    digest.update(np.ascontiguousarray(pixels).tobytes())
+    return digest.hexdigest()
+
+
+class CorpusWriter:
+    """Collects images into a database folder; ``finish`` writes manifests and task lists.
+
+    Args:
+        root: Folder to write into (it exists and is empty).
+        heldout_sources: Sources whose images only held-out tasks may use.
+        val_percent: Share of pretraining groups that go to validation.
+        seed: Seeds the assignment of groups to splits.
+    """
+
+    def __init__(self, root: Path, heldout_sources: set[str], val_percent: int, seed: int) -> None:
+        self.root = root
+        self.heldout_sources = heldout_sources
+        self.val_percent = val_percent
+        self.seed = seed
+        self.images: dict[str, dict[str, Any]] = {}  # relative path -> manifest entry
+        self.hashes: dict[str, str] = {}  # content hash -> relative path
+        self.rows: dict[str, list[dict[str, str]]] = defaultdict(list)
+        self.duplicates: Counter[str] = Counter()
+
+    def add(self, image: CorpusImage) -> None:
+        """Write one image (and its masks) and record its rows in every task it has a label for."""
+        heldout = image.source in self.heldout_sources
+        self._check(image, heldout)
+        digest = content_hash(image.pixels)
+        if digest in self.hashes:
+            self.duplicates[image.source] += 1
+            return
+        path = f"images/{image.source}/{image.name}.png"
+        save_png(image.pixels, self.root / path)
+        self.hashes[digest] = path
+        self.images[path] = {"sha256": digest, "source": image.source, "group": image.group}
+        split = image.split or ("" if heldout else self._group_split(image.group))
+        for task, label in image.labels.items():
+            self.rows[task].append(self._row(TASKS[task], image, path, label, split))
+        if not heldout:
+            self.rows[MASKED_IMAGE_TASK].append({"image": path, "split": split, "group": image.group})
+
+    def finish(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Write ``<task>.csv``, ``tasks.yaml``, ``heldout_tasks.yaml`` and ``corpus.json``.
+
+        Returns:
+            The manifest as written.
+        """
+        summary: dict[str, Any] = {}
+        for name, rows in sorted(self.rows.items()):
+            task = TASKS[name]
+            if not task.heldout:
+                _ensure_train_classes(rows)
+                _ensure_val(rows)
+            _write_csv(self.root / f"{name}.csv", rows)
+            summary[name] = _task_summary(task, rows)
+        written = [TASKS[name] for name in TASKS if name in self.rows]
+        _write_tasks(self.root / "tasks.yaml", [t for t in written if not t.heldout])
+        _write_tasks(self.root / "heldout_tasks.yaml", [t for t in written if t.heldout])
+        per_source = Counter(entry["source"] for entry in self.images.values())
+        for name, entry in manifest["sources"].items():
+            entry["images"] = per_source.get(name, 0)
+            entry["duplicates_dropped"] = self.duplicates.get(name, 0)
+        manifest.update(tasks=summary, images=self.images)
+        manifest["total_images"] = len(self.images)
+        manifest["pretraining_images"] = sum(
+            1 for e in self.images.values() if e["source"] not in self.heldout_sources
+        )
+        # written last: a folder without it (or with another fingerprint) is never trusted
+        (self.root / "corpus.json").write_text(json.dumps(manifest, indent=1, sort_keys=False))
+        return manifest
+
+    def _check(self, image: CorpusImage, heldout: bool) -> None:
+        if image.pixels.dtype != np.uint8 or image.pixels.ndim not in (2, 3):
+            raise DataError(f"{image.source}/{image.name}: expected (H, W[, 3]) uint8 pixels")
+        if heldout and image.split is None:
+            raise DataError(f"{image.source}/{image.name}: a held-out image needs its split")
+        for task in image.labels:
+            if task not in TASKS:
+                raise DataError(f"{image.source}/{image.name}: unknown corpus task '{task}'")
+            if TASKS[task].heldout != heldout:
+                kind = "held-out" if heldout else "pretraining"
+                raise DataError(f"{image.source}/{image.name}: a {kind} image labelled for task '{task}'")
+
+    def _group_split(self, group: str) -> str:
+        draw = zlib.crc32(f"{self.seed}:{group}".encode()) % 100
+        return "val" if draw < self.val_percent else "train"
+
+    def _row(self, task: TaskDef, image: CorpusImage, path: str, label: Label, split: str) -> dict[str, str]:
+        row = {"image": path, "split": split, "group": image.group, **image.columns}
+        if task.type == "classification":
+            if label not in task.classes:
+                raise DataError(f"{path}: label {label!r} is not a class of task '{task.name}'")
+            row["label"] = str(label)
+        elif task.type == "segmentation":
+            mask = np.asarray(label)
+            if mask.shape != image.pixels.shape[:2] or int(mask.max()) >= len(task.classes):
+                raise DataError(f"{path}: mask for '{task.name}' has shape {mask.shape} or values too high")
+            mask_path = f"masks/{task.name}/{image.source}/{image.name}.png"
+            save_png(mask.astype(np.uint8), self.root / mask_path)
+            row["mask"] = mask_path
+        elif task.type == "detection":
+            row["boxes"] = json.dumps([list(box) for box in label])
+        return row
+
+
+def _ensure_train_classes(rows: list[dict[str, str]]) -> None:
+    """A class whose groups all drew ``val`` trains on its largest group (in this task only)."""
+    if "label" not in rows[0]:
+        return
+    trained = {r["label"] for r in rows if r["split"] == "train"}
+    for label in sorted({r["label"] for r in rows} - trained):
+        sizes = Counter(r["group"] for r in rows if r["label"] == label)
+        group = max(sorted(sizes), key=lambda g: sizes[g])
+        for row in rows:
+            if row["group"] == group:
+                row["split"] = "train"
+
+
+def _ensure_val(rows: list[dict[str, str]]) -> None:
+    """A pretraining task needs validation rows: when its groups all drew ``train``, its
+    smallest group whose classes other groups also show validates (ties: name order); failing
+    that (every class in one group), its smallest group."""
+    if any(r["split"] == "val" for r in rows):
+        return
+    sizes = Counter(r["group"] for r in rows)
+    labels: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        labels[row["group"]].add(row.get("label", ""))
+    spare = [
+        g
+        for g in sorted(sizes)
+        if all(any(label in labels[o] for o in sizes if o != g) for label in labels[g])
+    ]
+    group = min(spare or sorted(sizes), key=lambda g: sizes[g])
+    for row in rows:
+        if row["group"] == group:
+            row["split"] = "val"
+
+
+def _task_summary(task: TaskDef, rows: list[dict[str, str]]) -> dict[str, Any]:
+    splits = Counter(r["split"] or "unsplit" for r in rows)
+    summary: dict[str, Any] = {
+        "type": task.type,
+        "classes": list(task.classes),
+        "heldout": task.heldout,
+        "images": len(rows),
+        "splits": dict(sorted(splits.items())),
+        "groups": len({r["group"] for r in rows}),
+    }
+    if task.type == "classification":
+        summary["class_counts"] = dict(Counter(r["label"] for r in rows).most_common())
+    if task.type == "detection":
+        summary["boxes"] = sum(len(json.loads(r["boxes"])) for r in rows)
+    return summary
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _write_tasks(path: Path, tasks: list[TaskDef]) -> None:
+    entries = [
+        {
+            "name": t.name,
+            "type": t.type,
+            **({"classes": list(t.classes)} if t.classes else {}),
+            "modality": t.modality,
+            "source": {"path": f"{t.name}.csv"},
+        }
+        for t in tasks
+    ]
+    path.write_text(yaml.safe_dump({"tasks": entries}, sort_keys=False))

