@@ -47,7 +47,7 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path: P
     with pytest.raises(KeyboardInterrupt):
         write_atomically(tmp_path / "last", crash)
     assert load_checkpoint_config(tmp_path / "last")["step"] == 1
-    save_checkpoint(tmp_path / "last", model, {**REBUILD, "step": 2})  # the stale temporary folder is cleaned up
+    save_checkpoint(tmp_path / "last", model, {**REBUILD, "step": 2})  # cleans the stale temporary folder
     assert load_checkpoint_config(tmp_path / "last")["step"] == 2
 
 

@@ -24,10 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +38,17 @@ from medfoundry.data.checks import sample_problems
 from medfoundry.data.preprocessing import Preprocessing, fit_to_size, to_channels
 from medfoundry.data.readers import decode_record
 from medfoundry.data.record import Record, TargetKind
-from medfoundry.errors import DataError
+from medfoundry.errors import ConfigError, DataError
+from medfoundry.safe_writes import make_folder, remove_orphans, temporary_name, write_file_atomically
 
-__all__ = ["CacheSettings", "PreparedSplit", "SampleArrays", "prepare_arrays", "samples_digest"]
+__all__ = [
+    "CacheSettings",
+    "PreparedSplit",
+    "SampleArrays",
+    "merge_by_file",
+    "prepare_arrays",
+    "samples_digest",
+]
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +134,17 @@ class PreparedSplit:
     Attributes:
         records: The usable records (all of them unless ``on_error: skip`` left some out).
         arrays: Their pixels, row ``i`` for ``records[i]``.
-        problems: One line per sample left out.
+        problems: One line per problem of the samples left out (a problem shared by the slices
+            of one volume or the frames of one file is one line).
         from_cache: The arrays were read from an earlier run's cache.
+        notes: What decoding changed or left out, one line per file (for ``validate-data``).
     """
 
     records: list[Record]
     arrays: SampleArrays
     problems: list[str] = field(default_factory=list)
     from_cache: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
 def prepare_arrays(
@@ -169,53 +178,89 @@ def prepare_arrays(
     fit = _Fit(target, size, preprocessing, num_classes, ignore_index)
     key = _cache_key(records, fit, cache.validation)
     folder = cache.folder / f"{name}-{key[:24]}" if cache.folder is not None else None
-    if folder is not None and (folder / "meta.json").is_file():
-        meta = json.loads((folder / "meta.json").read_text())
+    if folder is not None and folder.is_symlink():
+        raise ConfigError(f"{folder}: cache entry is a symbolic link; medfoundry never writes through links")
+    if folder is not None and folder.exists():
+        meta = _read_meta(folder)
         log.info("%s: %d samples read from cache %s", name, len(meta["kept"]), folder)
-        return _finish(
-            records, SampleArrays(folder, None, np.asarray(meta["kept"])), meta["problems"], on_error, True
-        )
+        cached = SampleArrays(folder, None, np.asarray(meta["kept"], dtype=np.int64))
+        return _finish(records, cached, meta["problems"], meta["notes"], on_error, True)
     started = time.perf_counter()
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}") if folder else None
+    tmp = None
+    if folder is not None:
+        make_folder(folder.parent, "data.cache_dir")
+        remove_orphans(folder.parent)  # what killed runs left while caching
+        tmp = temporary_name(folder)
     try:
-        arrays, kept, problems = _build(records, fit, tmp, cache.num_workers)
+        arrays, kept, problems, notes = _build(records, fit, tmp, cache.num_workers)
         if problems and on_error == "raise":
             raise DataError(problems)
         if tmp is None or folder is None:
-            return _finish(records, SampleArrays(None, arrays, np.asarray(kept)), problems, on_error, False)
-        meta = {"format": CACHE_FORMAT, "key": key, "name": name, "kept": kept, "problems": problems}
+            arrays_in_memory = SampleArrays(None, arrays, np.asarray(kept, dtype=np.int64))
+            return _finish(records, arrays_in_memory, problems, notes, on_error, False)
+        meta = {
+            "format": CACHE_FORMAT,
+            "key": key,
+            "name": name,
+            "kept": kept,
+            "problems": problems,
+            "notes": notes,
+        }
         for array in arrays.values():
             if isinstance(array, np.memmap):
                 array.flush()
-        (tmp / "meta.json").write_text(json.dumps(meta))
+        write_file_atomically(tmp / "meta.json", json.dumps(meta))
         del arrays  # close the memory maps before the rename
         try:
             tmp.rename(folder)
         except OSError:  # another process (e.g. another rank) cached the same key first
-            if not (folder / "meta.json").is_file():
-                raise
+            _read_meta(folder)
+    except OSError as e:  # disk full, permissions: the cache, not the data, is at fault
+        raise ConfigError(f"{folder}: the cache cannot be written ({e.strerror or e})") from None
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     log.info("%s: cached %d samples in %.1f s: %s", name, len(kept), time.perf_counter() - started, folder)
-    return _finish(records, SampleArrays(folder, None, np.asarray(kept)), problems, on_error, False)
+    arrays_on_disk = SampleArrays(folder, None, np.asarray(kept, dtype=np.int64))
+    return _finish(records, arrays_on_disk, problems, notes, on_error, False)
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    """A cache entry's ``meta.json`` (entries are renamed into place complete, so a missing or
+    damaged one was not written by medfoundry)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        meta.setdefault("notes", [])
+        if not (isinstance(meta["kept"], list) and isinstance(meta["problems"], list)):
+            raise TypeError("kept and problems must be lists")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(
+            f"{folder}: not a complete cache entry ({type(e).__name__}); delete this folder"
+        ) from None
+    result: dict[str, Any] = meta
+    return result
 
 
 def _finish(
-    records: Sequence[Record], arrays: SampleArrays, problems: list[str], on_error: str, from_cache: bool
+    records: Sequence[Record],
+    arrays: SampleArrays,
+    problems: list[str],
+    notes: list[str],
+    on_error: str,
+    from_cache: bool,
 ) -> PreparedSplit:
     if problems and on_error == "raise":  # a cache built with on_error: skip, read with raise
         raise DataError(problems)
     kept = [records[int(i)] for i in arrays.rows]
-    return PreparedSplit(kept, arrays, list(problems), from_cache)
+    return PreparedSplit(kept, arrays, list(problems), from_cache, list(notes))
 
 
 def _build(
     records: Sequence[Record], fit: _Fit, folder: Path | None, num_workers: int
-) -> tuple[dict[str, np.ndarray], list[int], list[str]]:
+) -> tuple[dict[str, np.ndarray], list[int], list[str], list[str]]:
     n, size = len(records), fit.size
     if folder is not None:
-        folder.mkdir(parents=True)
+        folder.mkdir()
     store = np.uint8 if fit.preprocessing.store == "uint8" else np.float16
 
     def alloc(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -231,12 +276,15 @@ def _build(
     }
     if fit.target == "mask":
         arrays["masks"] = alloc("masks", (n, size, size), np.int16)
-    kept, problems = [], []
+    kept: list[int] = []
+    failures: list[tuple[Record, list[str]]] = []
+    notes: list[str] = []
     for i, result in _decoded(records, fit, num_workers):
         if isinstance(result, list):
-            problems.extend(result)
+            failures.append((records[i], result))
             continue
-        image, mask, original, geometry = result
+        image, mask, original, geometry, sample_notes = result
+        notes += sample_notes
         if image.shape[-1] == 3 and arrays["images"].shape[-1] == 1:
             gray = arrays["images"]
             arrays["images"] = alloc("images3", (n, size, size, 3), store)
@@ -250,7 +298,39 @@ def _build(
         if mask is not None:
             arrays["masks"][i] = mask
         kept.append(i)
-    return arrays, kept, problems
+    return arrays, kept, merge_by_file(failures), list(dict.fromkeys(notes))
+
+
+def merge_by_file(failures: Sequence[tuple[Record, list[str]]]) -> list[str]:
+    """One line per problem, not per sample: the slices of a volume (frames of a file) that fail
+    alike become one line naming their positions, e.g. ``ct.nii.gz [0-11]: ...``."""
+    frames: dict[str, list[int]] = {}
+    for record, lines in failures:
+        for line in lines:
+            if record.frame is not None:
+                position = " ".join(str(p) for p in (record.member, "*") if p is not None)
+                line = line.replace(record.where, f"{record.image} [{position}]")
+                if record.mask is not None:
+                    line = line.replace(f"{record.mask} [{record.frame}]", f"{record.mask} [*]")
+            frames.setdefault(line, []).append(-1 if record.frame is None else record.frame)
+    merged = []
+    for line, positions in frames.items():
+        if "*]" in line:
+            merged.append(line.replace("*]", f"{_ranges(positions)}]"))
+        else:
+            merged.append(line if len(positions) == 1 else f"{line} ({len(positions)} samples)")
+    return merged
+
+
+def _ranges(values: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``0-2, 5``."""
+    parts: list[str] = []
+    for value in sorted(set(values)):
+        if parts and parts[-1].split("-")[-1] == str(value - 1):
+            parts[-1] = f"{parts[-1].split('-')[0]}-{value}"
+        else:
+            parts.append(str(value))
+    return ", ".join(parts)
 
 
 class _Fit:
@@ -273,12 +353,21 @@ class _Fit:
         image = to_channels(pixels.image, self.preprocessing.channels)
         mask = pixels.mask if self.target == "mask" else None
         image, mask, geometry = fit_to_size(image, mask, self.size, self.preprocessing.fit, self.ignore_index)
-        stored = (
-            np.round(image * 255).astype(np.uint8)
-            if self.preprocessing.store == "uint8"
-            else image.astype(np.float16)
-        )
-        return stored, mask, pixels.image.shape[:2], geometry
+        if not np.all(np.isfinite(image)):  # a last guard: every reader checks its own values
+            return [f"{record.where}: decoding gave non-finite pixel values"]
+        notes = list(pixels.notes)
+        if self.preprocessing.store == "uint8":
+            stored = np.round(image * 255).astype(np.uint8)
+            if stored.min() == stored.max() and pixels.image.max() > pixels.image.min():
+                low, high = float(pixels.image.min()), float(pixels.image.max())
+                notes.append(
+                    f"{record.where}: stored as a blank image (every pixel {int(stored.min())} of 255) "
+                    f"although its scaled values span {low:.3g}..{high:.3g}; check "
+                    "preprocessing.intensity (e.g. percentile) or store: float16"
+                )
+        else:
+            stored = image.astype(np.float16)
+        return stored, mask, pixels.image.shape[:2], geometry, notes
 
 
 class _Records(Dataset[Any]):

@@ -7,13 +7,18 @@ import numpy as np
 from medfoundry.data.record import Pixels, Record, TargetKind
 from medfoundry.data.sources.base import EDGE_TOLERANCE_PX
 
-__all__ = ["sample_problems"]
+__all__ = ["MIN_IMAGE_SIDE_PX", "sample_problems"]
+
+MIN_IMAGE_SIDE_PX = 4
+"""Smaller images hold nothing to learn from (a 1x1 image is one colour): they are errors.
+``validate-data`` also warns about images that are upsampled a lot to the cached size."""
 
 
 def sample_problems(
     record: Record, pixels: Pixels, target: TargetKind, num_classes: int, ignore_index: int
 ) -> list[str]:
-    """What is wrong with a decoded sample: mask size and values, boxes outside the image.
+    """What is wrong with a decoded sample: image too small, mask size and values, boxes outside
+    the image.
 
     Args:
         record: The sample.
@@ -26,6 +31,11 @@ def sample_problems(
         One line per problem, naming the file (and frame); empty when the sample is fine.
     """
     height, width = pixels.image.shape[:2]
+    if min(height, width) < MIN_IMAGE_SIDE_PX:
+        return [
+            f"{record.where}: image is {width}x{height} pixels (width x height); at least "
+            f"{MIN_IMAGE_SIDE_PX}x{MIN_IMAGE_SIDE_PX} are needed"
+        ]
     problems = []
     if target == "mask" and pixels.mask is not None:
         mask = pixels.mask

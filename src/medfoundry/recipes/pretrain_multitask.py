@@ -23,7 +23,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from medfoundry.data import AugmentConfig, TaskData, TaskDataset, load_task_data, resolve_classes
+from medfoundry.data import (
+    AugmentConfig,
+    TaskData,
+    TaskDataset,
+    discard_new_caches,
+    load_task_data,
+    resolve_classes,
+)
 from medfoundry.errors import ConfigError, DataError
 from medfoundry.models.build import build_multitask_model
 from medfoundry.recipes.pretrain_config import PretrainConfig
@@ -289,7 +296,14 @@ def _load_data(cfg: PretrainConfig, tasks: dict[str, TaskType]) -> dict[str, Tas
             continue
         for line in data[spec.name].skipped:
             log.warning("task '%s': left out: %s", spec.name, line)
+        if data[spec.name].notes:
+            log.info(
+                "task '%s': %d file(s) changed or passed over when read (validate-data lists them)",
+                spec.name,
+                len(data[spec.name].notes),
+            )
     if problems:
+        discard_new_caches(data.values())  # a failed start leaves no cache behind
         raise DataError(problems)
     return data
 

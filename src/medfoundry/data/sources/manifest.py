@@ -18,6 +18,7 @@ Columns (names configurable):
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -124,11 +125,22 @@ class ManifestSource(SourceBase):
     def _read(self) -> tuple[list[str], list[dict[str, str]]]:
         if not self.path.is_file():
             raise DataError(f"{self.path}: manifest file not found")
+        raw = self.path.read_bytes()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise DataError(
+                f"{self.path}, row {line}: not UTF-8 text (byte {raw[e.start : e.start + 1]!r}); "
+                "save the manifest as UTF-8"
+            ) from None
         delimiter = "\t" if self.path.suffix.lower() == ".tsv" else ","
-        with self.path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f, delimiter=delimiter)
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+        try:
             rows = list(reader)
-            header = list(reader.fieldnames or [])
+        except csv.Error as e:
+            raise DataError(f"{self.path}, row {reader.line_num}: not a readable CSV row ({e})") from None
+        header = list(reader.fieldnames or [])
         if not rows:
             raise DataError(f"{self.path}: the manifest has no rows")
         return header, rows
