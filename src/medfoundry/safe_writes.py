@@ -33,8 +33,10 @@ from medfoundry.errors import ConfigError
 __all__ = [
     "check_creatable",
     "make_folder",
+    "missing_folders",
     "open_for_append",
     "refuse_links",
+    "remove_empty_folders",
     "remove_orphans",
     "temporary_name",
     "write_file_atomically",
@@ -98,6 +100,21 @@ def make_folder(folder: Path, what: str) -> Path:
     except OSError as e:
         raise ConfigError(f"{what} {folder}: cannot be created ({e.strerror or e})") from None
     return folder
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """The folders ``make_folder(folder)`` would create, deepest first."""
+    folder = Path(folder)
+    return [p for p in (folder, *folder.parents) if not p.exists() and not p.is_symlink()]
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove those of ``folders`` (deepest first) that are empty: what a failed call created."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another process wrote there meanwhile), or already gone
+            return
 
 
 def temporary_name(path: Path, tag: str = "tmp") -> Path:

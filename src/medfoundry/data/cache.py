@@ -38,14 +38,21 @@ from medfoundry.data.checks import sample_problems
 from medfoundry.data.preprocessing import Preprocessing, fit_to_size, to_channels
 from medfoundry.data.readers import decode_record
 from medfoundry.data.record import Record, TargetKind
-from medfoundry.errors import ConfigError, DataError
-from medfoundry.safe_writes import make_folder, remove_orphans, temporary_name, write_file_atomically
+from medfoundry.errors import ConfigError, DataError, number_ranges
+from medfoundry.safe_writes import (
+    make_folder,
+    missing_folders,
+    remove_empty_folders,
+    remove_orphans,
+    temporary_name,
+    write_file_atomically,
+)
 
 __all__ = [
     "CacheSettings",
     "PreparedSplit",
     "SampleArrays",
-    "merge_by_file",
+    "merge_frames",
     "prepare_arrays",
     "samples_digest",
 ]
@@ -138,6 +145,7 @@ class PreparedSplit:
             of one volume or the frames of one file is one line).
         from_cache: The arrays were read from an earlier run's cache.
         notes: What decoding changed or left out, one line per file (for ``validate-data``).
+        new_folders: Cache folders created for these arrays (deepest first), besides their own.
     """
 
     records: list[Record]
@@ -145,6 +153,7 @@ class PreparedSplit:
     problems: list[str] = field(default_factory=list)
     from_cache: bool = False
     notes: list[str] = field(default_factory=list)
+    new_folders: list[Path] = field(default_factory=list)
 
 
 def prepare_arrays(
@@ -182,12 +191,13 @@ def prepare_arrays(
         raise ConfigError(f"{folder}: cache entry is a symbolic link; medfoundry never writes through links")
     if folder is not None and folder.exists():
         meta = _read_meta(folder)
-        log.info("%s: %d samples read from cache %s", name, len(meta["kept"]), folder)
+        log.debug("%s: %d samples read from cache %s", name, len(meta["kept"]), folder)
         cached = SampleArrays(folder, None, np.asarray(meta["kept"], dtype=np.int64))
         return _finish(records, cached, meta["problems"], meta["notes"], on_error, True)
     started = time.perf_counter()
-    tmp = None
+    tmp, created = None, []
     if folder is not None:
+        created = missing_folders(folder.parent)
         make_folder(folder.parent, "data.cache_dir")
         remove_orphans(folder.parent)  # what killed runs left while caching
         tmp = temporary_name(folder)
@@ -215,14 +225,20 @@ def prepare_arrays(
             tmp.rename(folder)
         except OSError:  # another process (e.g. another rank) cached the same key first
             _read_meta(folder)
-    except OSError as e:  # disk full, permissions: the cache, not the data, is at fault
-        raise ConfigError(f"{folder}: the cache cannot be written ({e.strerror or e})") from None
-    finally:
-        if tmp is not None and tmp.exists():
+    except BaseException as e:
+        if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    log.info("%s: cached %d samples in %.1f s: %s", name, len(kept), time.perf_counter() - started, folder)
+        remove_empty_folders(created)  # a failed first cache leaves no empty cache folder either
+        if isinstance(e, OSError):  # disk full, permissions: the cache, not the data, is at fault
+            raise ConfigError(f"{folder}: the cache cannot be written ({e.strerror or e})") from None
+        raise
+    if tmp.exists():  # another process renamed its copy into place first
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.debug("%s: cached %d samples in %.1f s: %s", name, len(kept), time.perf_counter() - started, folder)
     arrays_on_disk = SampleArrays(folder, None, np.asarray(kept, dtype=np.int64))
-    return _finish(records, arrays_on_disk, problems, notes, on_error, False)
+    prepared = _finish(records, arrays_on_disk, problems, notes, on_error, False)
+    prepared.new_folders = created
+    return prepared
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:
@@ -298,39 +314,38 @@ def _build(
         if mask is not None:
             arrays["masks"][i] = mask
         kept.append(i)
-    return arrays, kept, merge_by_file(failures), list(dict.fromkeys(notes))
+    return arrays, kept, merge_frames(failures), list(dict.fromkeys(notes))
 
 
-def merge_by_file(failures: Sequence[tuple[Record, list[str]]]) -> list[str]:
-    """One line per problem, not per sample: the slices of a volume (frames of a file) that fail
-    alike become one line naming their positions, e.g. ``ct.nii.gz [0-11]: ...``."""
-    frames: dict[str, list[int]] = {}
+def merge_frames(failures: Sequence[tuple[Record, list[str]]]) -> list[str]:
+    """One line per problem of a file, not per sample: the slices of a volume (frames of a file)
+    that fail alike become one line naming their positions (``ct.nii.gz [0-11]: ...``). Files
+    that fail alike are merged later, over all splits (``errors.merge_subjects``)."""
+    positions: dict[tuple[str, str], list[int]] = {}  # (file, problem) -> failing frames
     for record, lines in failures:
         for line in lines:
-            if record.frame is not None:
-                position = " ".join(str(p) for p in (record.member, "*") if p is not None)
-                line = line.replace(record.where, f"{record.image} [{position}]")
-                if record.mask is not None:
-                    line = line.replace(f"{record.mask} [{record.frame}]", f"{record.mask} [*]")
-            frames.setdefault(line, []).append(-1 if record.frame is None else record.frame)
-    merged = []
-    for line, positions in frames.items():
-        if "*]" in line:
-            merged.append(line.replace("*]", f"{_ranges(positions)}]"))
-        else:
-            merged.append(line if len(positions) == 1 else f"{line} ({len(positions)} samples)")
-    return merged
+            file, frame, problem = _subject(line, record)
+            positions.setdefault((file, problem), []).extend([] if frame is None else [frame])
+    lines = []
+    for (file, problem), frames in positions.items():
+        at = f" [{number_ranges(frames)}]" if frames else ""
+        lines.append(f"{file}{at}: {problem}" if file else problem)
+    return lines
 
 
-def _ranges(values: list[int]) -> str:
-    """``[0, 1, 2, 5]`` -> ``0-2, 5``."""
-    parts: list[str] = []
-    for value in sorted(set(values)):
-        if parts and parts[-1].split("-")[-1] == str(value - 1):
-            parts[-1] = f"{parts[-1].split('-')[0]}-{value}"
-        else:
-            parts.append(str(value))
-    return ", ".join(parts)
+def _subject(line: str, record: Record) -> tuple[str, int | None, str]:
+    """Split a problem line into the file it names (with an array member), the frame, and the rest."""
+    candidates: list[tuple[str, str, int | None]] = []
+    if record.frame is not None:
+        member = f" [{record.member}]" if record.member else ""
+        candidates.append((record.where, f"{record.image}{member}", record.frame))
+        if record.mask is not None:
+            candidates.append((f"{record.mask} [{record.frame}]", str(record.mask), record.frame))
+    candidates += [(str(path), str(path), None) for path in (record.mask, record.image) if path is not None]
+    for prefix, file, frame in candidates:
+        if line.startswith(f"{prefix}: "):
+            return file, frame, line[len(prefix) + 2 :]
+    return "", None, line
 
 
 class _Fit:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 
 from medfoundry.data.cache import CacheSettings, PreparedSplit, prepare_arrays
@@ -19,7 +20,8 @@ from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Record, TargetKind
 from medfoundry.data.sources import SourceBase
 from medfoundry.data.splits import SplitPolicy, split_records
-from medfoundry.errors import DataError
+from medfoundry.errors import DataError, merge_subjects
+from medfoundry.safe_writes import remove_empty_folders
 
 __all__ = [
     "DataSpec",
@@ -68,12 +70,16 @@ class TaskData:
 
 
 def discard_new_caches(tasks: Iterable[TaskData]) -> None:
-    """Delete the cache entries these tasks built in this run (not those read from earlier runs):
-    a run that fails leaves nothing behind, not even the caches of its good tasks."""
+    """Delete the cache entries these tasks built in this run (not those read from earlier runs),
+    and the cache folders made for them: a run that fails leaves nothing behind, not even the
+    caches of its good tasks."""
+    made: list[Path] = []
     for data in tasks:
         for prepared in data.prepared.values():
             if not prepared.from_cache and prepared.arrays.folder is not None:
                 shutil.rmtree(prepared.arrays.folder, ignore_errors=True)
+                made += prepared.new_folders
+    remove_empty_folders(sorted(set(made), key=lambda p: len(p.parts), reverse=True))
 
 
 def resolve_classes(source: SourceBase, target: TargetKind, classes: list[str]) -> list[str]:
@@ -211,9 +217,10 @@ def load_task_data(
         data.records[split] = prepared.records
         data.skipped += prepared.problems
         data.notes += prepared.notes
+    data.skipped = merge_subjects(data.skipped)
     if problems:
         discard_new_caches([data])  # a failed source leaves nothing behind, not even its good splits
-        raise DataError(problems)
+        raise DataError(merge_subjects(problems))  # files failing alike in any split: one line
     _check_splits(spec.name, spec.source, data.records, require_val)
     return data
 
@@ -231,12 +238,13 @@ def _scan_and_split(
 ) -> tuple[dict[str, list[Record]], list[str], list[str]]:
     ignore = DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
     scan = source.scan(target, classes, preprocessing or Preprocessing(), ignore)
-    if scan.problems and on_error == "raise":
-        raise DataError(scan.problems)
+    problems = merge_subjects(scan.problems)  # one line per problem, not per file
+    if problems and on_error == "raise":
+        raise DataError(problems)
     policy = split or SplitPolicy()
     fraction = val_fraction if policy.val_fraction is None else policy.val_fraction
     splits = split_records(scan.records, fraction, seed, policy.test_fraction, policy.stratify)
-    return splits, scan.problems, scan.notes
+    return splits, problems, scan.notes
 
 
 def _check_splits(name: str, source: SourceBase, splits: dict[str, list[Record]], require_val: bool) -> None:

@@ -95,7 +95,11 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     if dist.rank:
         torch.manual_seed(cfg.seed + 7919 * dist.rank)  # in-model randomness differs per rank
     data = _load_data_on_every_rank(cfg, tasks, dist)  # last: decoding into the cache is the slow check
-    dist.run_on_main(lambda: prepare_run_folder(run_dir, resolved, start))
+    try:
+        dist.run_on_main(lambda: prepare_run_folder(run_dir, resolved, start))
+    except ConfigError:  # the folder passed its checks but cannot be made after all
+        discard_new_caches(data.values())
+        raise
     resume = start == "resume"
 
     # --- model, optimizers, data streams ---

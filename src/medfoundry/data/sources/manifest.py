@@ -29,7 +29,7 @@ from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.readers import FileReader
 from medfoundry.data.record import Box, Record, TargetKind
 from medfoundry.data.sources.base import SourceBase, SourceScan, make_box
-from medfoundry.errors import DataError
+from medfoundry.errors import DataError, number_ranges
 
 __all__ = ["ManifestSource", "read_manifest"]
 
@@ -98,7 +98,8 @@ class ManifestSource(SourceBase):
         reader = FileReader(preprocessing.intensity, self._mask_mapping(classes, ignore_index))
         root = self.root or self.path.parent
         has_split = self.split_column in header
-        records, problems = [], []
+        records = []
+        problems: dict[str, list[int]] = {}  # a problem -> the rows that have it
         seen: dict[Path, int] = {}
         for number, row in enumerate(rows, start=2):  # row 1 is the header
             where = f"{self.path}, row {number}"
@@ -119,8 +120,17 @@ class ManifestSource(SourceBase):
                     )
                 )
             except DataError as e:
-                problems.extend(e.problems)
-        return SourceScan(records, problems)
+                for problem in e.problems:
+                    numbers = problems.setdefault(problem.removeprefix(f"{where}: "), [])
+                    numbers += [number] if problem.startswith(f"{where}: ") else []
+        return SourceScan(records, [self._rows_line(text, numbers) for text, numbers in problems.items()])
+
+    def _rows_line(self, problem: str, numbers: list[int]) -> str:
+        """One line per problem, naming every row that has it (``rows 3-5, 9: ...``)."""
+        if not numbers:
+            return problem
+        rows = f"row {numbers[0]}" if len(numbers) == 1 else f"rows {number_ranges(numbers)}"
+        return f"{self.path}, {rows}: {problem}"
 
     def _read(self) -> tuple[list[str], list[dict[str, str]]]:
         if not self.path.is_file():
