@@ -1,0 +1,218 @@
+"""Chaos resume: SIGKILL a small multi-task run at random moments; one command must finish it, bit-equal.
+
+The run: the demo database's three microscopy tasks (nuclei segmentation, nuclei detection,
+imaging-technique classification, real packaged images), resnet10t at 32 px, 16 shared steps
+(two epochs' worth of checkpoints, validation and logging), a checkpoint every 3 steps. First
+one uninterrupted run, in its own process. Then each trial starts the same run in a fresh folder
+with a fresh cache, kills it with SIGKILL, and runs ONE command to finish it:
+
+- the kill time is drawn uniformly over the uninterrupted run's wall time, except that every
+  third trial waits for the cache's temporary folder (a kill while caching) and every third for
+  the checkpoint's temporary folder (a kill during a checkpoint write);
+- the finishing command alternates between ``medfoundry pretrain --resume RUN`` and the command
+  that started the run (``medfoundry pretrain CONFIG``); ``--resume`` is only possible once the
+  run has written its ``config.yaml``, so before that the starting command is used;
+- bit-equal: every tensor of the final ``checkpoints/last`` (weights, optimizer states, RNG
+  states) and the trainer state's JSON equal the uninterrupted run's, and so do the logged
+  metrics (timings aside).
+
+    python benchmarks/chaos_resume.py                 # 24 trials (about 20 min on 2 busy CPU cores)
+    python benchmarks/chaos_resume.py --trials 4      # a quick look
+
+Prints one row per trial and ``resumed N/N, bit-equal N/N``; exits 1 unless both are N/N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+import yaml
+
+from medfoundry.demo import build_demo_database
+from medfoundry.training.metrics_log import read_metrics
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import print_table, write_results  # noqa: E402
+
+CHECKPOINT = ("checkpoints", "last")
+
+
+def run_config(run_dir: Path, cache_dir: Path, tasks: Path) -> dict[str, Any]:
+    return {
+        "run_dir": str(run_dir),
+        "seed": 0,
+        "enable_progress": False,
+        "tasks": str(tasks),
+        "model": {
+            "image_size": 32,
+            "encoder": {"name": "resnet10t"},
+            "pixel_decoder": {"channels": 16, "embed_dim": 8},
+            "detection_decoder": {"channels": 16, "num_convs": 1, "num_levels": 3},
+        },
+        "data": {"batch_size": 8, "cache_dir": str(cache_dir)},
+        "training": {
+            "max_steps": 16,
+            "optimizer": {"lr": 1e-3},
+            "checkpoint_every_steps": 3,
+            "val_every_steps": 5,
+            "log_every_steps": 1,
+        },
+    }
+
+
+def medfoundry(*args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "medfoundry.cli.main", *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def finish(process: subprocess.Popen[bytes]) -> tuple[int, str]:
+    output, _ = process.communicate(timeout=900)
+    return process.returncode, output.decode(errors="replace")
+
+
+def has_temporary(folder: Path) -> bool:
+    return folder.is_dir() and any(".tmp-" in p.name for p in folder.iterdir())
+
+
+def state_of(run_dir: Path, cache_dir: Path) -> str:
+    """What the run was doing when it was killed."""
+    if has_temporary(cache_dir):
+        return "caching"
+    if has_temporary(run_dir / "checkpoints"):
+        return "checkpoint write"
+    if not (run_dir / "config.yaml").is_file():
+        return "starting"
+    try:
+        config = json.loads((run_dir.joinpath(*CHECKPOINT) / "config.json").read_text())
+        return f"training (last at step {config['training']['step']})"
+    except (OSError, ValueError, KeyError):
+        return "training (no checkpoint yet)"
+
+
+def kill_when(process: subprocess.Popen[bytes], ready: Callable[[], bool], deadline_s: float) -> bool:
+    """SIGKILL ``process`` as soon as ``ready()``; False if it ended (or time ran out) first."""
+    deadline = time.monotonic() + deadline_s
+    while process.poll() is None and time.monotonic() < deadline:
+        if ready():
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return True
+        time.sleep(0.002)
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        return True
+    return False
+
+
+def final_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], Any, list[dict[str, Any]]]:
+    folder = run_dir.joinpath(*CHECKPOINT)
+    tensors = safetensors.torch.load_file(str(folder / "model.safetensors"))
+    tensors.update(
+        {
+            f"state/{k}": v
+            for k, v in safetensors.torch.load_file(str(folder / "trainer_state.safetensors")).items()
+        }
+    )
+    state = json.loads((folder / "trainer_state.json").read_text())
+    metrics = [
+        {k: v for k, v in r.items() if k != "images_per_s"} for r in read_metrics(run_dir / "metrics.jsonl")
+    ]
+    return tensors, state, metrics
+
+
+def bit_equal(a: Any, b: Any) -> bool:
+    tensors_a, state_a, metrics_a = a
+    tensors_b, state_b, metrics_b = b
+    same_tensors = tensors_a.keys() == tensors_b.keys() and all(
+        torch.equal(tensors_a[k], tensors_b[k]) for k in tensors_a
+    )
+    return same_tensors and state_a == state_b and metrics_a == metrics_b
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--seed", type=int, default=0, help="Seeds the kill times.")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="Keep the runs here (default: a temp folder)."
+    )
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="chaos_resume-"))
+    tasks = build_demo_database(root / "data", parts=["microscopy"], crops_per_class=16)
+
+    def write_config(name: str) -> tuple[Path, Path, Path]:
+        run_dir, cache_dir = root / name, root / f"{name}-cache"
+        path = root / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(run_config(run_dir, cache_dir, tasks)))
+        return path, run_dir, cache_dir
+
+    config, run_dir, _ = write_config("uninterrupted")
+    started = time.perf_counter()
+    code, output = finish(medfoundry("pretrain", str(config)))
+    wall_s = time.perf_counter() - started
+    if code != 0:
+        raise SystemExit(f"the uninterrupted run failed:\n{output}")
+    reference = final_state(run_dir)
+    print(f"uninterrupted run: {wall_s:.1f} s; {args.trials} trials follow", flush=True)
+
+    rows = []
+    for trial in range(args.trials):
+        config, run_dir, cache_dir = write_config(f"trial{trial:02d}")
+        target = ("random", "caching", "checkpoint write")[trial % 3]
+        process = medfoundry("pretrain", str(config))
+        if target == "caching":
+            killed = kill_when(process, lambda c=cache_dir: has_temporary(c), wall_s)
+        elif target == "checkpoint write":
+            killed = kill_when(process, lambda r=run_dir: has_temporary(r / "checkpoints"), 2 * wall_s)
+        else:
+            at = time.monotonic() + rng.uniform(0.0, 0.95 * wall_s)
+            killed = kill_when(process, lambda at=at: time.monotonic() >= at, 2 * wall_s)
+        kill_s = time.perf_counter()
+        phase = state_of(run_dir, cache_dir) if killed else "finished before the kill"
+        use_resume = trial % 2 == 0 and (run_dir / "config.yaml").is_file()
+        command = ["pretrain", "--resume", str(run_dir)] if use_resume else ["pretrain", str(config)]
+        code, output = finish(medfoundry(*command))
+        resumed = code == 0
+        equal = resumed and bit_equal(final_state(run_dir), reference)
+        rows.append(
+            {
+                "trial": trial,
+                "target": target,
+                "killed_during": phase,
+                "resume_command": "--resume RUN" if use_resume else "CONFIG",
+                "resumed": resumed,
+                "bit_equal": equal,
+                "resume_s": round(time.perf_counter() - kill_s, 1),
+            }
+        )
+        print_table(rows[-1:])
+        if not resumed:
+            print(output[-2000:], flush=True)
+
+    print_table(rows)
+    resumed = sum(r["resumed"] for r in rows)
+    equal = sum(r["bit_equal"] for r in rows)
+    print(f"resumed {resumed}/{len(rows)}, bit-equal {equal}/{len(rows)}")
+    write_results("chaos_resume", rows, torch.device("cpu"), "fp32")
+    if resumed != len(rows) or equal != len(rows):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
