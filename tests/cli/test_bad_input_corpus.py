@@ -820,13 +820,20 @@ def test_validate_data_reports_what_it_changed_and_warns(real: RealPixels, tmp_p
     inputs.png("cls/0.png", rgba)
     dicom = inputs.dicom()
     (tmp_path / "dicom" / "notes.txt").write_text("scanner log")
-    result = runner.invoke(app, validate(inputs, task, dicom))
+    outlier = inputs.detection()  # one finite but extreme pixel makes a minmax-scaled image blank
+    outlier["preprocessing"] = {"intensity": "minmax"}
+    image = inputs.gray(0).astype(np.float32)
+    image[0, 0] = 1e30
+    tifffile.imwrite(tmp_path / "det" / "0.tif", image)
+    (tmp_path / "det.csv").write_text((tmp_path / "det.csv").read_text().replace("det/0.png", "det/0.tif"))
+    result = runner.invoke(app, validate(inputs, task, dicom, outlier))
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())  # rich wraps long lines
     assert "classes 'Benign' and 'benign' differ only in case" in text
     assert "0.png: alpha channel dropped" in text
     assert "notes.txt: not a DICOM file; passed over" in text
     assert "enlarged more than 4x to the cached 224 px" in text
+    assert "0.tif: stored nearly blank (99.6% of pixels at 0 of 255) although its values vary" in text
 
 
 def test_a_resume_through_a_planted_link_leaves_its_target_alone(

@@ -370,19 +370,27 @@ class _Fit:
         image, mask, geometry = fit_to_size(image, mask, self.size, self.preprocessing.fit, self.ignore_index)
         if not np.all(np.isfinite(image)):  # a last guard: every reader checks its own values
             return [f"{record.where}: decoding gave non-finite pixel values"]
-        notes = list(pixels.notes)
+        notes = list(pixels.notes) + _blank_note(record, pixels.image)
         if self.preprocessing.store == "uint8":
             stored = np.round(image * 255).astype(np.uint8)
-            if stored.min() == stored.max() and pixels.image.max() > pixels.image.min():
-                low, high = float(pixels.image.min()), float(pixels.image.max())
-                notes.append(
-                    f"{record.where}: stored as a blank image (every pixel {int(stored.min())} of 255) "
-                    f"although its scaled values span {low:.3g}..{high:.3g}; check "
-                    "preprocessing.intensity (e.g. percentile) or store: float16"
-                )
         else:
             stored = image.astype(np.float16)
         return stored, mask, pixels.image.shape[:2], geometry, notes
+
+
+def _blank_note(record: Record, image: np.ndarray) -> list[str]:
+    """A note when nearly every pixel stores as one gray level although the values vary: a few
+    extreme values (an outlier under ``minmax``, say) then set the scale and the sample is blank."""
+    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / 2**18)))  # a quarter megapixel suffices
+    levels = np.round(image[::step, ::step] * 255)
+    low, high = np.percentile(levels, [0.5, 99.5])
+    if low != high or image.max() == image.min():
+        return []
+    share = float(np.mean(levels == low))
+    return [
+        f"{record.where}: stored nearly blank ({share:.1%} of pixels at {int(low)} of 255) although its "
+        "values vary: a few extreme values set the scale; check preprocessing.intensity (e.g. percentile)"
+    ]
 
 
 class _Records(Dataset[Any]):
