@@ -755,6 +755,24 @@ def evaluate_truncated_weights(c: Inputs, trained_run: Path) -> tuple[list[str],
     return ["evaluate", str(c.folder / "study.yaml")], "ckpt/model.safetensors: damaged or truncated"
 
 
+@case
+def evaluate_study_folder_with_a_planted_link(c: Inputs) -> tuple[list[str], str]:
+    (c.folder / "study").mkdir()
+    (c.folder / "victim.txt").write_text("precious")
+    (c.folder / "study" / "results.csv").symlink_to(c.folder / "victim.txt")
+    study = {
+        "study_dir": str(c.folder / "study"),
+        "tasks": [c.classification()],
+        "encoders": [{"name": "random", "source": "resnet10t", "pretrained": False}],
+        "image_size": 32,
+        "modes": ["linear"],
+        "fractions": [1.0],
+        "seeds": 1,
+    }
+    (c.folder / "study.yaml").write_text(yaml.safe_dump(study))
+    return ["evaluate", str(c.folder / "study.yaml")], "results.csv: a symbolic link inside the study folder"
+
+
 def _needs_run(fn: Case) -> bool:
     return "trained_run" in fn.__code__.co_varnames[: fn.__code__.co_argcount]
 
