@@ -34,11 +34,11 @@ from typing import Any, Literal
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from medfoundry.data.checks import sample_problems
-from medfoundry.data.preprocessing import Preprocessing, fit_to_size, to_channels
-from medfoundry.data.readers import decode_record
+from medfoundry.data.checks import merge_frames
+from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Record, TargetKind
-from medfoundry.errors import ConfigError, DataError, number_ranges
+from medfoundry.data.sample_fit import SampleFit
+from medfoundry.errors import ConfigError, DataError
 from medfoundry.safe_writes import (
     make_folder,
     missing_folders,
@@ -52,7 +52,6 @@ __all__ = [
     "CacheSettings",
     "PreparedSplit",
     "SampleArrays",
-    "merge_frames",
     "prepare_arrays",
     "samples_digest",
 ]
@@ -184,7 +183,7 @@ def prepare_arrays(
     Raises:
         DataError: with ``on_error: raise``, every sample that failed (nothing is cached).
     """
-    fit = _Fit(target, size, preprocessing, num_classes, ignore_index)
+    fit = SampleFit(target, size, preprocessing, num_classes, ignore_index)
     key = _cache_key(records, fit, cache.validation)
     folder = cache.folder / f"{name}-{key[:24]}" if cache.folder is not None else None
     if folder is not None and folder.is_symlink():
@@ -272,7 +271,7 @@ def _finish(
 
 
 def _build(
-    records: Sequence[Record], fit: _Fit, folder: Path | None, num_workers: int
+    records: Sequence[Record], fit: SampleFit, folder: Path | None, num_workers: int
 ) -> tuple[dict[str, np.ndarray], list[int], list[str], list[str]]:
     n, size = len(records), fit.size
     if folder is not None:
@@ -317,82 +316,6 @@ def _build(
     return arrays, kept, merge_frames(failures), list(dict.fromkeys(notes))
 
 
-def merge_frames(failures: Sequence[tuple[Record, list[str]]]) -> list[str]:
-    """One line per problem of a file, not per sample: the slices of a volume (frames of a file)
-    that fail alike become one line naming their positions (``ct.nii.gz [0-11]: ...``). Files
-    that fail alike are merged later, over all splits (``errors.merge_subjects``)."""
-    positions: dict[tuple[str, str], list[int]] = {}  # (file, problem) -> failing frames
-    for record, lines in failures:
-        for line in lines:
-            file, frame, problem = _subject(line, record)
-            positions.setdefault((file, problem), []).extend([] if frame is None else [frame])
-    lines = []
-    for (file, problem), frames in positions.items():
-        at = f" [{number_ranges(frames)}]" if frames else ""
-        lines.append(f"{file}{at}: {problem}" if file else problem)
-    return lines
-
-
-def _subject(line: str, record: Record) -> tuple[str, int | None, str]:
-    """Split a problem line into the file it names (with an array member), the frame, and the rest."""
-    candidates: list[tuple[str, str, int | None]] = []
-    if record.frame is not None:
-        member = f" [{record.member}]" if record.member else ""
-        candidates.append((record.where, f"{record.image}{member}", record.frame))
-        if record.mask is not None:
-            candidates.append((f"{record.mask} [{record.frame}]", str(record.mask), record.frame))
-    candidates += [(str(path), str(path), None) for path in (record.mask, record.image) if path is not None]
-    for prefix, file, frame in candidates:
-        if line.startswith(f"{prefix}: "):
-            return file, frame, line[len(prefix) + 2 :]
-    return "", None, line
-
-
-class _Fit:
-    """Decode, check and fit one record (picklable, for decoding in worker processes)."""
-
-    def __init__(
-        self, target: TargetKind, size: int, preprocessing: Preprocessing, num_classes: int, ignore_index: int
-    ) -> None:
-        self.target, self.size, self.preprocessing = target, size, preprocessing
-        self.num_classes, self.ignore_index = num_classes, ignore_index
-
-    def __call__(self, record: Record) -> Any:
-        try:
-            pixels = decode_record(record)
-        except DataError as e:
-            return e.problems
-        problems = sample_problems(record, pixels, self.target, self.num_classes, self.ignore_index)
-        if problems:
-            return problems
-        image = to_channels(pixels.image, self.preprocessing.channels)
-        mask = pixels.mask if self.target == "mask" else None
-        image, mask, geometry = fit_to_size(image, mask, self.size, self.preprocessing.fit, self.ignore_index)
-        if not np.all(np.isfinite(image)):  # a last guard: every reader checks its own values
-            return [f"{record.where}: decoding gave non-finite pixel values"]
-        notes = list(pixels.notes) + _blank_note(record, pixels.image)
-        if self.preprocessing.store == "uint8":
-            stored = np.round(image * 255).astype(np.uint8)
-        else:
-            stored = image.astype(np.float16)
-        return stored, mask, pixels.image.shape[:2], geometry, notes
-
-
-def _blank_note(record: Record, image: np.ndarray) -> list[str]:
-    """A note when nearly every pixel stores as one gray level although the values vary: a few
-    extreme values (an outlier under ``minmax``, say) then set the scale and the sample is blank."""
-    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / 2**18)))  # a quarter megapixel suffices
-    levels = np.round(image[::step, ::step] * 255)
-    low, high = np.percentile(levels, [0.5, 99.5])
-    if low != high or image.max() == image.min():
-        return []
-    share = float(np.mean(levels == low))
-    return [
-        f"{record.where}: stored nearly blank ({share:.1%} of pixels at {int(low)} of 255) although its "
-        "values vary: a few extreme values set the scale; check preprocessing.intensity (e.g. percentile)"
-    ]
-
-
 class _Records(Dataset[Any]):
     def __init__(self, records: Sequence[Record], fn: Callable[[Record], Any]) -> None:
         self.records, self.fn = records, fn
@@ -418,7 +341,7 @@ def _decoded(
     yield from enumerate(loader)
 
 
-def _cache_key(records: Sequence[Record], fit: _Fit, validation: Literal["stat", "content"]) -> str:
+def _cache_key(records: Sequence[Record], fit: SampleFit, validation: Literal["stat", "content"]) -> str:
     settings = (
         CACHE_FORMAT,
         fit.target,

@@ -94,6 +94,7 @@ def check_run_folder(run_dir: Path, resolved: dict[str, Any], resume: bool) -> R
         log.info("%s: no checkpoint yet (stopped before the first one); starting again from step 0", run_dir)
         return "restart"
     check_checkpoint_files(last, resumable=True)
+    log.info("%s: continuing from its last checkpoint", run_dir)
     return "resume"
 
 
