@@ -117,11 +117,11 @@ def remove_empty_folders(folders: list[Path]) -> None:
             return
 
 
-def temporary_name(path: Path, tag: str = "tmp") -> Path:
+def temporary_name(path: Path) -> Path:
     """A hidden sibling of ``path`` that names this host and process (``.name.tmp-host-pid``),
     so that ``remove_orphans`` can tell the leftovers of killed processes from live ones."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{tag}-{_host()}-{os.getpid()}")
+    return path.with_name(f".{path.name}.tmp-{_host()}-{os.getpid()}")
 
 
 def remove_orphans(folder: Path) -> list[Path]:
