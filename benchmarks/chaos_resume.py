@@ -2,24 +2,31 @@
 
 The run: the demo database's three microscopy tasks (nuclei segmentation, nuclei detection,
 imaging-technique classification, real packaged images), resnet10t at 32 px, 16 shared steps
-(two epochs' worth of checkpoints, validation and logging), a checkpoint every 3 steps. First
-one uninterrupted run, in its own process. Then each trial starts the same run in a fresh folder
-with a fresh cache, kills it with SIGKILL, and runs ONE command to finish it:
+(two epochs of 8), validation every 5 steps, a checkpoint every 3 (``last`` is written at steps
+3, 6, 8, 9, 12, 15 and 16). First one uninterrupted run, in its own process, timed (when its
+training starts, when it ends). Then each trial starts the same run in a fresh folder with a
+fresh cache, kills it with SIGKILL, and runs ONE command to finish it. The kill targets cycle:
 
-- the kill time is drawn uniformly over the uninterrupted run's wall time, except that every
-  third trial waits for the cache's temporary folder (a kill while caching) and every third for
-  the checkpoint's temporary folder (a kill during a checkpoint write);
-- the finishing command alternates between ``medfoundry pretrain --resume RUN`` and the command
-  that started the run (``medfoundry pretrain CONFIG``); ``--resume`` is only possible once the
-  run has written its ``config.yaml``, so before that the starting command is used;
-- bit-equal: every tensor of the final ``checkpoints/last`` (weights, optimizer states, RNG
-  states) and the trainer state's JSON equal the uninterrupted run's, and so do the logged
-  metrics (timings aside).
+- ``any time``: a moment drawn uniformly over the uninterrupted run's wall time (start-up and
+  imports included);
+- ``caching``: as soon as the cache's temporary folder appears;
+- ``training``: a moment drawn uniformly over the uninterrupted run's training phase (after the
+  step-0 validation), mostly mid-epoch;
+- ``checkpoint write``: while the k-th ``last`` checkpoint is being written, k drawn from 1-7.
 
-    python benchmarks/chaos_resume.py                 # 24 trials (about 20 min on 2 busy CPU cores)
-    python benchmarks/chaos_resume.py --trials 4      # a quick look
+A trial whose run ends before its kill (a write too quick to catch, a busy machine changing
+the timing) is listed but not counted; trials continue until ``--kills`` runs were killed.
+The finishing command alternates between ``medfoundry pretrain --resume RUN`` and the command
+that started the run (``medfoundry pretrain CONFIG``); ``--resume`` needs the run's
+``config.yaml``, so a run killed before writing it gets the starting command. Bit-equal: every
+tensor of the final ``checkpoints/last`` (weights, optimizer states, RNG states) and the
+trainer state's JSON equal the uninterrupted run's, and so do the logged metrics (timings aside).
 
-Prints one row per trial and ``resumed N/N, bit-equal N/N``; exits 1 unless both are N/N.
+    python benchmarks/chaos_resume.py                 # 24 kills (about 40 min on 2 busy CPU cores)
+    python benchmarks/chaos_resume.py --kills 4       # a quick look
+
+Prints one row per trial and ``resumed N/N, bit-equal N/N`` over the killed runs; exits 1
+unless both are N/N.
 """
 
 from __future__ import annotations
@@ -89,18 +96,25 @@ def has_temporary(folder: Path) -> bool:
 
 
 def state_of(run_dir: Path, cache_dir: Path) -> str:
-    """What the run was doing when it was killed."""
+    """What the run was doing when it was killed, and the step of its last complete checkpoint."""
     if has_temporary(cache_dir):
         return "caching"
-    if has_temporary(run_dir / "checkpoints"):
-        return "checkpoint write"
     if not (run_dir / "config.yaml").is_file():
         return "starting"
     try:
         config = json.loads((run_dir.joinpath(*CHECKPOINT) / "config.json").read_text())
-        return f"training (last at step {config['training']['step']})"
+        last = f"last at step {config['training']['step']}"
     except (OSError, ValueError, KeyError):
-        return "training (no checkpoint yet)"
+        last = "no last yet"
+    checkpoints = run_dir / "checkpoints"
+    writing = (
+        [p.name.split(".")[1] for p in checkpoints.iterdir() if ".tmp-" in p.name]
+        if checkpoints.is_dir()
+        else []
+    )
+    if writing:
+        return f"writing {writing[0]} ({last})"
+    return f"training ({last})"
 
 
 def kill_when(process: subprocess.Popen[bytes], ready: Callable[[], bool], deadline_s: float) -> bool:
@@ -144,9 +158,39 @@ def bit_equal(a: Any, b: Any) -> bool:
     return same_tensors and state_a == state_b and metrics_a == metrics_b
 
 
+class Appearance:
+    """True while the ``wanted``-th appearance of an entry starting with ``prefix`` is in ``folder``."""
+
+    def __init__(self, folder: Path, prefix: str, wanted: int) -> None:
+        self.folder, self.prefix, self.wanted = folder, prefix, wanted
+        self.seen, self.present = 0, False
+
+    def __call__(self) -> bool:
+        now = self.folder.is_dir() and any(p.name.startswith(self.prefix) for p in self.folder.iterdir())
+        if now and not self.present:
+            self.seen += 1
+        self.present = now
+        return now and self.seen >= self.wanted
+
+
+def timed_run(config: Path, run_dir: Path) -> tuple[float, float]:
+    """Run to the end; seconds until training started (``metrics.jsonl`` exists) and in all."""
+    started = time.monotonic()
+    process = medfoundry("pretrain", str(config))
+    training_at = None
+    while process.poll() is None:
+        if training_at is None and (run_dir / "metrics.jsonl").is_file():
+            training_at = time.monotonic() - started
+        time.sleep(0.01)
+    code, output = finish(process)
+    if code != 0 or training_at is None:
+        raise SystemExit(f"the uninterrupted run failed:\n{output}")
+    return training_at, time.monotonic() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--kills", type=int, default=24, help="Killed runs to finish and compare.")
     parser.add_argument("--seed", type=int, default=0, help="Seeds the kill times.")
     parser.add_argument(
         "--workdir", type=Path, default=None, help="Keep the runs here (default: a temp folder)."
@@ -163,54 +207,58 @@ def main() -> None:
         return path, run_dir, cache_dir
 
     config, run_dir, _ = write_config("uninterrupted")
-    started = time.perf_counter()
-    code, output = finish(medfoundry("pretrain", str(config)))
-    wall_s = time.perf_counter() - started
-    if code != 0:
-        raise SystemExit(f"the uninterrupted run failed:\n{output}")
+    training_at, wall_s = timed_run(config, run_dir)
     reference = final_state(run_dir)
-    print(f"uninterrupted run: {wall_s:.1f} s; {args.trials} trials follow", flush=True)
+    print(f"uninterrupted run: {wall_s:.1f} s, training from {training_at:.1f} s", flush=True)
 
-    rows = []
-    for trial in range(args.trials):
+    rows: list[dict[str, Any]] = []
+    trial = 0
+    while sum(r["killed"] for r in rows) < args.kills and trial < 2 * args.kills:
         config, run_dir, cache_dir = write_config(f"trial{trial:02d}")
-        target = ("random", "caching", "checkpoint write")[trial % 3]
+        target = ("any time", "caching", "training", "checkpoint write")[trial % 4]
         process = medfoundry("pretrain", str(config))
+        started = time.monotonic()
+        ready: Callable[[], bool]
         if target == "caching":
-            killed = kill_when(process, lambda c=cache_dir: has_temporary(c), wall_s)
+            ready = Appearance(cache_dir, ".", 1)
         elif target == "checkpoint write":
-            killed = kill_when(process, lambda r=run_dir: has_temporary(r / "checkpoints"), 2 * wall_s)
+            ready = Appearance(run_dir / "checkpoints", ".last.tmp-", rng.randint(1, 7))
         else:
-            at = time.monotonic() + rng.uniform(0.0, 0.95 * wall_s)
-            killed = kill_when(process, lambda at=at: time.monotonic() >= at, 2 * wall_s)
-        kill_s = time.perf_counter()
+            begin, length = (0.0, wall_s) if target == "any time" else (training_at, wall_s - training_at)
+            at = started + begin + rng.uniform(0.0, length)
+            ready = lambda at=at: time.monotonic() >= at  # noqa: E731
+        killed = kill_when(process, ready, 3 * wall_s)
+        killed_at = time.monotonic()
         phase = state_of(run_dir, cache_dir) if killed else "finished before the kill"
         use_resume = trial % 2 == 0 and (run_dir / "config.yaml").is_file()
         command = ["pretrain", "--resume", str(run_dir)] if use_resume else ["pretrain", str(config)]
         code, output = finish(medfoundry(*command))
         resumed = code == 0
-        equal = resumed and bit_equal(final_state(run_dir), reference)
         rows.append(
             {
                 "trial": trial,
                 "target": target,
+                "killed": killed,
+                "killed_at_s": round(killed_at - started, 1),
                 "killed_during": phase,
                 "resume_command": "--resume RUN" if use_resume else "CONFIG",
                 "resumed": resumed,
-                "bit_equal": equal,
-                "resume_s": round(time.perf_counter() - kill_s, 1),
+                "bit_equal": resumed and bit_equal(final_state(run_dir), reference),
+                "resume_s": round(time.monotonic() - killed_at, 1),
             }
         )
         print_table(rows[-1:])
         if not resumed:
             print(output[-2000:], flush=True)
+        trial += 1
 
     print_table(rows)
-    resumed = sum(r["resumed"] for r in rows)
-    equal = sum(r["bit_equal"] for r in rows)
-    print(f"resumed {resumed}/{len(rows)}, bit-equal {equal}/{len(rows)}")
+    killed = [r for r in rows if r["killed"]]
+    resumed = sum(r["resumed"] for r in killed)
+    equal = sum(r["bit_equal"] for r in killed)
+    print(f"resumed {resumed}/{len(killed)}, bit-equal {equal}/{len(killed)}")
     write_results("chaos_resume", rows, torch.device("cpu"), "fp32")
-    if resumed != len(rows) or equal != len(rows):
+    if resumed != len(killed) or equal != len(killed) or len(killed) < args.kills:
         raise SystemExit(1)
 
 
