@@ -10,14 +10,15 @@ fresh cache, kills it with SIGKILL, and runs ONE command to finish it. The kill 
 - ``any time``: a moment drawn uniformly over the uninterrupted run's wall time (start-up and
   imports included);
 - ``caching``: as soon as the cache's temporary folder appears;
-- ``training``: a moment drawn uniformly over the uninterrupted run's training phase (after the
-  step-0 validation), mostly mid-epoch;
+- ``training``: a delay drawn uniformly from the first 80 % of the uninterrupted run's training
+  phase, counted from the moment this run's training starts (its ``metrics.jsonl`` appears);
 - ``checkpoint write``: while the k-th ``last`` checkpoint is being written, k drawn from 1-7.
 
 A trial whose run ends before its kill (a write too quick to catch, a busy machine changing
 the timing) is listed but not counted; trials continue until ``--kills`` runs were killed.
-The finishing command alternates between ``medfoundry pretrain --resume RUN`` and the command
-that started the run (``medfoundry pretrain CONFIG``); ``--resume`` needs the run's
+The finishing command alternates, by blocks of four trials (one per target), between
+``medfoundry pretrain --resume RUN`` and the command that started the run (``medfoundry
+pretrain CONFIG``); ``--resume`` needs the run's
 ``config.yaml``, so a run killed before writing it gets the starting command. Bit-equal: every
 tensor of the final ``checkpoints/last`` (weights, optimizer states, RNG states) and the
 trainer state's JSON equal the uninterrupted run's, and so do the logged metrics (timings aside).
@@ -173,6 +174,19 @@ class Appearance:
         return now and self.seen >= self.wanted
 
 
+class TrainingMoment:
+    """True ``delay_s`` after this run's training started (its ``metrics.jsonl`` appeared)."""
+
+    def __init__(self, run_dir: Path, delay_s: float) -> None:
+        self.metrics, self.delay_s = run_dir / "metrics.jsonl", delay_s
+        self.at: float | None = None
+
+    def __call__(self) -> bool:
+        if self.at is None and self.metrics.is_file():
+            self.at = time.monotonic() + self.delay_s
+        return self.at is not None and time.monotonic() >= self.at
+
+
 def timed_run(config: Path, run_dir: Path) -> tuple[float, float]:
     """Run to the end; seconds until training started (``metrics.jsonl`` exists) and in all."""
     started = time.monotonic()
@@ -223,14 +237,16 @@ def main() -> None:
             ready = Appearance(cache_dir, ".", 1)
         elif target == "checkpoint write":
             ready = Appearance(run_dir / "checkpoints", ".last.tmp-", rng.randint(1, 7))
+        elif target == "training":
+            ready = TrainingMoment(run_dir, rng.uniform(0.0, 0.8 * (wall_s - training_at)))
         else:
-            begin, length = (0.0, wall_s) if target == "any time" else (training_at, wall_s - training_at)
-            at = started + begin + rng.uniform(0.0, length)
+            at = started + rng.uniform(0.0, wall_s)
             ready = lambda at=at: time.monotonic() >= at  # noqa: E731
         killed = kill_when(process, ready, 3 * wall_s)
         killed_at = time.monotonic()
         phase = state_of(run_dir, cache_dir) if killed else "finished before the kill"
-        use_resume = trial % 2 == 0 and (run_dir / "config.yaml").is_file()
+        # blocks of four trials (one per target) alternate the finishing command
+        use_resume = (trial // 4) % 2 == 0 and (run_dir / "config.yaml").is_file()
         command = ["pretrain", "--resume", str(run_dir)] if use_resume else ["pretrain", str(config)]
         code, output = finish(medfoundry(*command))
         resumed = code == 0

@@ -26,7 +26,14 @@ from safetensors import SafetensorError
 from torch import nn
 
 from medfoundry.errors import ConfigError
-from medfoundry.safe_writes import make_folder, refuse_links, remove_orphans, temporary_name
+from medfoundry.safe_writes import (
+    make_folder,
+    missing_folders,
+    refuse_links,
+    remove_empty_folders,
+    remove_orphans,
+    temporary_name,
+)
 from medfoundry.training.checkpoint_config import check_checkpoint_config
 from medfoundry.training.state_io import flatten_state, unflatten_state
 
@@ -88,20 +95,21 @@ def write_atomically(path: Path, write: Any) -> Path:
     path = Path(path)
     tmp = temporary_name(path)
     old = path.parent / f".{path.name}.old"
+    created = missing_folders(path.parent)
     make_folder(path.parent, "output folder")
     remove_orphans(path.parent)
     try:
         _remove(tmp)
         tmp.mkdir()
-    except OSError as e:
-        raise ConfigError(f"{tmp}: cannot be created ({e.strerror or e})") from None
-    try:
         write(tmp)
         refuse_links(tmp, "new checkpoint")
         for file in tmp.iterdir():
             _fsync(file)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # a failed write leaves nothing behind
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed write leaves nothing behind,
+        remove_empty_folders(created)  # not even the folders made for it
+        if isinstance(e, OSError):
+            raise ConfigError(f"{path}: cannot be written ({e.strerror or e})") from None
         raise
     if path.is_symlink():
         raise ConfigError(f"{path}: is a symbolic link; medfoundry does not write through links")
