@@ -24,13 +24,18 @@ def load_yaml(path: Path) -> Any:
     """Parse a YAML file.
 
     Raises:
-        ConfigError: the file is missing or is not valid YAML (with the line and column).
+        ConfigError: the file is missing, not UTF-8 text, or not valid YAML (with the line and
+            column).
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start : e.end]!r})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -203,4 +203,4 @@ def test_skip_counts_bad_samples_and_summarises_them(tmp_path: Path) -> None:
     assert [len(s.skipped) for s in summaries] == [1] * len(tasks)
     assert all(sum(s.split_sizes.values()) >= 1 for s in summaries)
     text = console.export_text()
-    assert text.count("1 sample(s) left out") == len(tasks) and "ok: 10 task(s)" in text
+    assert text.count("1 problem(s), samples left out") == len(tasks) and "ok: 10 task(s)" in text

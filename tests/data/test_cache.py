@@ -147,3 +147,44 @@ def test_worker_processes_decode_volumes_like_the_main_process(nibabel_data: Pat
         "v-train", records, "image", 32, Preprocessing(), 0, 255, CacheSettings(None, num_workers=2)
     )
     np.testing.assert_array_equal(here.arrays.arrays["images"], workers.arrays.arrays["images"])
+
+
+SLOW_CACHING = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from medfoundry.data import CacheSettings, Pixels, Preprocessing, Record, prepare_arrays
+
+class SlowReader:  # a sample a second: the parent kills the process while it caches
+    def read(self, record):
+        time.sleep(1)
+        return Pixels(np.zeros((8, 8, 1), np.float32))
+
+    def cache_key(self, signature):
+        return "slow"
+
+records = [Record(Path(p), "train", i, label=0, reader=SlowReader()) for i, p in enumerate(sys.argv[2:])]
+prepare_arrays("t-train", records, "label", 8, Preprocessing(), 2, 255, CacheSettings(Path(sys.argv[1])))
+"""
+
+
+def test_a_kill_while_caching_leaves_a_temporary_folder_that_the_next_run_removes(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    records = _records(tmp_path / "images")
+    cache = tmp_path / "cache"
+    paths = [str(r.image) for r in records] * 10
+    process = subprocess.Popen([sys.executable, "-c", SLOW_CACHING, str(cache), *paths])
+    deadline = time.monotonic() + 300  # the child imports torch first: slow on a busy machine
+    while not (cache.is_dir() and any(".tmp-" in p.name for p in cache.iterdir())):
+        assert process.poll() is None and time.monotonic() < deadline, "the caching process never started"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    orphans = [p for p in cache.iterdir() if ".tmp-" in p.name]
+    assert len(orphans) == 1 and orphans[0].is_dir()
+    prepared = _prepare(records, cache)  # any later caching into the folder cleans up after the dead
+    assert [p for p in cache.iterdir()] == [prepared.arrays.folder]

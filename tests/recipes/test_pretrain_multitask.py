@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,3 +97,59 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(demo_db: Path, tmp_pa
         for d in (tmp_path / "straight", tmp_path / "killed")
     ]
     assert val[0] == val[1]
+
+
+def _log_without_timing(run_dir: Path) -> list[dict[str, Any]]:
+    records = read_metrics(run_dir / "metrics.jsonl")
+    return [{k: v for k, v in r.items() if k != "images_per_s"} for r in records]
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(str(run_dir / "checkpoints" / "last" / "model.safetensors"))
+
+
+def test_a_run_continues_from_any_state_with_one_command(
+    demo_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed before its first checkpoint, moved and named by a relative path, or simply started
+    again with its own command: every run ends with the uninterrupted run's weights and logs."""
+    from typer.testing import CliRunner
+
+    from medfoundry.cli.main import app
+
+    settings = {"training.max_steps": 4, "training.checkpoint_every_steps": 2, "training.val_every_steps": 2}
+    config = _write(tmp_path / "c.yaml", tiny_config(tmp_path / "straight", str(demo_db), **settings))
+    step_two = tmp_path / "last_at_step_2"
+    save = pretrain_multitask.save_checkpoint
+
+    def keep_step_two(path: Path, model: Any, config: dict[str, Any], state: Any = None) -> Path:
+        saved = save(path, model, config, state)
+        if state is not None and state["step"] == 2:
+            shutil.copytree(saved, step_two)
+        return saved
+
+    monkeypatch.setattr(pretrain_multitask, "save_checkpoint", keep_step_two)
+    straight = pretrain_multitask.run(load_pretrain_config(config))
+    monkeypatch.undo()
+    expected, expected_log = _weights(straight), _log_without_timing(straight)
+    runner = CliRunner()
+
+    # killed before the first 'last' checkpoint, then moved, resumed by a relative path
+    shutil.copytree(straight, tmp_path / "moved")
+    shutil.rmtree(tmp_path / "moved" / "checkpoints" / "last")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["pretrain", "--resume", "moved"])
+    assert result.exit_code == 0, result.output
+    # killed after the step-2 checkpoint: the command that started it finishes it
+    shutil.copytree(straight, tmp_path / "again")
+    shutil.rmtree(tmp_path / "again" / "checkpoints" / "last")
+    shutil.copytree(step_two, tmp_path / "again" / "checkpoints" / "last")
+    cfg = yaml.safe_load(config.read_text())
+    again = _write(tmp_path / "again.yaml", {**cfg, "run_dir": str(tmp_path / "again")})
+    result = runner.invoke(app, ["pretrain", str(again)])
+    assert result.exit_code == 0, result.output
+
+    for run in (tmp_path / "moved", tmp_path / "again"):
+        weights = _weights(run)
+        assert all(torch.equal(weights[k], expected[k]) for k in expected), run
+        assert _log_without_timing(run) == expected_log, run

@@ -15,11 +15,14 @@ from medfoundry.training.checkpoint import (
     write_atomically,
 )
 
+# what every checkpoint config holds besides its description: the model and the tasks
+REBUILD = {"model": {"image_size": 32, "encoder": {"name": "resnet10t"}}, "tasks": []}
+
 
 def test_round_trip_without_pickle(tmp_path: Path) -> None:
     model = torch.nn.Linear(4, 3)
     rng = torch.get_rng_state()
-    path = save_checkpoint(tmp_path / "ckpt", model, {"note": "x"}, {"step": 3, "rng": rng})
+    path = save_checkpoint(tmp_path / "ckpt", model, {**REBUILD, "note": "x"}, {"step": 3, "rng": rng})
     assert sorted(p.name for p in path.iterdir()) == [
         "config.json",
         "model.safetensors",
@@ -35,7 +38,7 @@ def test_round_trip_without_pickle(tmp_path: Path) -> None:
 
 def test_a_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path: Path) -> None:
     model = torch.nn.Linear(2, 2)
-    save_checkpoint(tmp_path / "last", model, {"step": 1})
+    save_checkpoint(tmp_path / "last", model, {**REBUILD, "step": 1})
 
     def crash(tmp: Path) -> None:
         (tmp / "model.safetensors").write_bytes(b"half")
@@ -44,13 +47,13 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path: P
     with pytest.raises(KeyboardInterrupt):
         write_atomically(tmp_path / "last", crash)
     assert load_checkpoint_config(tmp_path / "last")["step"] == 1
-    save_checkpoint(tmp_path / "last", model, {"step": 2})  # the stale temporary folder is cleaned up
+    save_checkpoint(tmp_path / "last", model, {**REBUILD, "step": 2})  # cleans the stale temporary folder
     assert load_checkpoint_config(tmp_path / "last")["step"] == 2
 
 
 def test_a_crash_between_the_renames_is_recovered(tmp_path: Path) -> None:
     model = torch.nn.Linear(2, 2)
-    save_checkpoint(tmp_path / "last", model, {"step": 1})
+    save_checkpoint(tmp_path / "last", model, {**REBUILD, "step": 1})
     (tmp_path / "last").rename(tmp_path / ".last.old")
     assert load_checkpoint_config(tmp_path / "last")["step"] == 1
 
@@ -62,7 +65,7 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(ConfigError, match="not a medfoundry checkpoint config"):
         load_checkpoint_config(tmp_path)
-    save_checkpoint(tmp_path / "best", torch.nn.Linear(2, 2), {})
+    save_checkpoint(tmp_path / "best", torch.nn.Linear(2, 2), REBUILD)
     with pytest.raises(ConfigError, match="no trainer state"):
         load_trainer_state(tmp_path / "best")
     with pytest.raises(ConfigError, match="weights do not fit"):

@@ -19,7 +19,9 @@ from medfoundry.training import Optimizers, TaskBatch, joint_step, memory_consta
 from medfoundry.training.multitask_step import SINGLE_PROCESS, _step_shared
 
 
-def _setup() -> tuple[torch.nn.Module, dict[str, object], list[TaskBatch]]:
+def _setup(
+    use_groupnorm: bool = True, model_kwargs: dict[str, object] | None = None
+) -> tuple[torch.nn.Module, dict[str, object], list[TaskBatch]]:
     specs = [
         TaskSpec(name="c", type="classification", classes=["a", "b", "c"], source={"path": "c.csv"}),
         TaskSpec(name="s", type="segmentation", classes=["bg", "fg"], source={"path": "s.csv"}),
@@ -29,7 +31,7 @@ def _setup() -> tuple[torch.nn.Module, dict[str, object], list[TaskBatch]]:
     tasks = {s.name: build_task(s) for s in specs}
     cfg = ModelConfig(
         image_size=32,
-        encoder=EncoderConfig(name="resnet10t"),
+        encoder=EncoderConfig(name="resnet10t", use_groupnorm=use_groupnorm, model_kwargs=model_kwargs),
         pixel_decoder=PixelDecoderConfig(channels=16, embed_dim=8),
         detection_decoder=DetectionDecoderConfig(channels=16, num_convs=1, num_levels=3),
     )
@@ -81,6 +83,39 @@ def test_a_non_finite_batch_is_skipped_and_never_reaches_the_shared_weights() ->
     for p, q in zip(model.parameters(), reference.parameters(), strict=True):
         assert torch.equal(p, q)
     assert expected.shared_updated
+
+
+def test_a_skipped_batch_leaves_no_trace_in_batchnorm_statistics_or_optimizer_state() -> None:
+    """With BatchNorm kept (use_groupnorm: false) the forward pass of a NaN batch updates the
+    running statistics, and with drop-path draws random numbers, before its loss is known to be
+    NaN; the step must put both back."""
+    model, tasks, batches = _setup(use_groupnorm=False, model_kwargs={"drop_path_rate": 0.2})
+    reference = copy.deepcopy(model)
+    poisoned = [TaskBatch(b.task, b.images.clone(), b.targets) for b in batches]
+    poisoned[1].images[0, 0, 0, 0] = math.nan
+
+    def adamw(m: torch.nn.Module) -> Optimizers:
+        return Optimizers(
+            shared=torch.optim.AdamW(m.shared_parameters(), lr=1e-3),
+            heads={t: torch.optim.AdamW(m.head_parameters(t), lr=1e-3) for t in m.heads},
+        )
+
+    optimizers, expected_optimizers = adamw(model), adamw(reference)
+    torch.manual_seed(7)
+    result = memory_constant_step(model, tasks, poisoned, optimizers)
+    after_poisoned = torch.get_rng_state()
+    torch.manual_seed(7)
+    memory_constant_step(reference, tasks, [b for b in batches if b.task != "s"], expected_optimizers)
+    assert result.nonfinite == ["s"] and torch.equal(after_poisoned, torch.get_rng_state())
+    state, expected = model.state_dict(), reference.state_dict()
+    assert any("running_mean" in key for key in state)
+    for key, value in state.items():
+        assert torch.isfinite(value.float()).all() and torch.equal(value, expected[key]), key
+    assert optimizers.heads["s"].state_dict()["state"] == {}  # the skipped head never stepped
+    shared, expected_shared = optimizers.shared.state_dict(), expected_optimizers.shared.state_dict()
+    for index, moments in shared["state"].items():
+        for name, tensor in moments.items():
+            assert torch.equal(tensor, expected_shared["state"][index][name]), (index, name)
 
 
 def test_a_non_finite_shared_gradient_skips_the_update() -> None:

@@ -65,7 +65,10 @@ def pretrain(
         list[str] | None, typer.Option("--set", help="Override a key: a.b=value (repeatable).")
     ] = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Continue the run in this folder from its last checkpoint.")
+        Path | None,
+        typer.Option(
+            help="Continue the run in this folder from its last checkpoint (from step 0 if it has none yet)."
+        ),
     ] = None,
 ) -> None:
     """Multi-task pretraining (memory flat in the number of tasks)."""
@@ -80,6 +83,11 @@ def pretrain(
         if config is None and resume is None:
             raise ConfigError("give a CONFIG, or --resume RUN_DIR to continue a run")
         if resume is not None:
+            if config is None and not (resume / "config.yaml").is_file():
+                raise ConfigError(
+                    f"{resume}: not a run folder (no config.yaml); a run stopped before it wrote one "
+                    f"starts again with its own config: medfoundry pretrain CONFIG --resume {resume}"
+                )
             overrides.append(f"run_dir={resume}")
         cfg = load_pretrain_config(config if config is not None else resume / "config.yaml", overrides)  # type: ignore[operator]
         try:

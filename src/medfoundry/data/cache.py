@@ -24,10 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,13 +34,27 @@ from typing import Any, Literal
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from medfoundry.data.checks import sample_problems
-from medfoundry.data.preprocessing import Preprocessing, fit_to_size, to_channels
-from medfoundry.data.readers import decode_record
+from medfoundry.data.checks import merge_frames
+from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Record, TargetKind
-from medfoundry.errors import DataError
+from medfoundry.data.sample_fit import SampleFit
+from medfoundry.errors import ConfigError, DataError
+from medfoundry.safe_writes import (
+    make_folder,
+    missing_folders,
+    remove_empty_folders,
+    remove_orphans,
+    temporary_name,
+    write_file_atomically,
+)
 
-__all__ = ["CacheSettings", "PreparedSplit", "SampleArrays", "prepare_arrays", "samples_digest"]
+__all__ = [
+    "CacheSettings",
+    "PreparedSplit",
+    "SampleArrays",
+    "prepare_arrays",
+    "samples_digest",
+]
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +140,19 @@ class PreparedSplit:
     Attributes:
         records: The usable records (all of them unless ``on_error: skip`` left some out).
         arrays: Their pixels, row ``i`` for ``records[i]``.
-        problems: One line per sample left out.
+        problems: One line per problem of the samples left out (a problem shared by the slices
+            of one volume or the frames of one file is one line).
         from_cache: The arrays were read from an earlier run's cache.
+        notes: What decoding changed or left out, one line per file (for ``validate-data``).
+        new_folders: Cache folders created for these arrays (deepest first), besides their own.
     """
 
     records: list[Record]
     arrays: SampleArrays
     problems: list[str] = field(default_factory=list)
     from_cache: bool = False
+    notes: list[str] = field(default_factory=list)
+    new_folders: list[Path] = field(default_factory=list)
 
 
 def prepare_arrays(
@@ -166,56 +183,99 @@ def prepare_arrays(
     Raises:
         DataError: with ``on_error: raise``, every sample that failed (nothing is cached).
     """
-    fit = _Fit(target, size, preprocessing, num_classes, ignore_index)
+    fit = SampleFit(target, size, preprocessing, num_classes, ignore_index)
     key = _cache_key(records, fit, cache.validation)
     folder = cache.folder / f"{name}-{key[:24]}" if cache.folder is not None else None
-    if folder is not None and (folder / "meta.json").is_file():
-        meta = json.loads((folder / "meta.json").read_text())
-        log.info("%s: %d samples read from cache %s", name, len(meta["kept"]), folder)
-        return _finish(
-            records, SampleArrays(folder, None, np.asarray(meta["kept"])), meta["problems"], on_error, True
-        )
+    if folder is not None and folder.is_symlink():
+        raise ConfigError(f"{folder}: cache entry is a symbolic link; medfoundry never writes through links")
+    if folder is not None and folder.exists():
+        meta = _read_meta(folder)
+        log.debug("%s: %d samples read from cache %s", name, len(meta["kept"]), folder)
+        cached = SampleArrays(folder, None, np.asarray(meta["kept"], dtype=np.int64))
+        return _finish(records, cached, meta["problems"], meta["notes"], on_error, True)
     started = time.perf_counter()
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}") if folder else None
+    tmp, created = None, []
+    if folder is not None:
+        created = missing_folders(folder.parent)
+        make_folder(folder.parent, "data.cache_dir")
+        remove_orphans(folder.parent)  # what killed runs left while caching
+        tmp = temporary_name(folder)
     try:
-        arrays, kept, problems = _build(records, fit, tmp, cache.num_workers)
+        arrays, kept, problems, notes = _build(records, fit, tmp, cache.num_workers)
         if problems and on_error == "raise":
             raise DataError(problems)
         if tmp is None or folder is None:
-            return _finish(records, SampleArrays(None, arrays, np.asarray(kept)), problems, on_error, False)
-        meta = {"format": CACHE_FORMAT, "key": key, "name": name, "kept": kept, "problems": problems}
+            arrays_in_memory = SampleArrays(None, arrays, np.asarray(kept, dtype=np.int64))
+            return _finish(records, arrays_in_memory, problems, notes, on_error, False)
+        meta = {
+            "format": CACHE_FORMAT,
+            "key": key,
+            "name": name,
+            "kept": kept,
+            "problems": problems,
+            "notes": notes,
+        }
         for array in arrays.values():
             if isinstance(array, np.memmap):
                 array.flush()
-        (tmp / "meta.json").write_text(json.dumps(meta))
+        write_file_atomically(tmp / "meta.json", json.dumps(meta))
         del arrays  # close the memory maps before the rename
         try:
             tmp.rename(folder)
         except OSError:  # another process (e.g. another rank) cached the same key first
-            if not (folder / "meta.json").is_file():
-                raise
-    finally:
-        if tmp is not None and tmp.exists():
+            _read_meta(folder)
+    except BaseException as e:
+        if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    log.info("%s: cached %d samples in %.1f s: %s", name, len(kept), time.perf_counter() - started, folder)
-    return _finish(records, SampleArrays(folder, None, np.asarray(kept)), problems, on_error, False)
+        remove_empty_folders(created)  # a failed first cache leaves no empty cache folder either
+        if isinstance(e, OSError):  # disk full, permissions: the cache, not the data, is at fault
+            raise ConfigError(f"{folder}: the cache cannot be written ({e.strerror or e})") from None
+        raise
+    if tmp.exists():  # another process renamed its copy into place first
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.debug("%s: cached %d samples in %.1f s: %s", name, len(kept), time.perf_counter() - started, folder)
+    arrays_on_disk = SampleArrays(folder, None, np.asarray(kept, dtype=np.int64))
+    prepared = _finish(records, arrays_on_disk, problems, notes, on_error, False)
+    prepared.new_folders = created
+    return prepared
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    """A cache entry's ``meta.json`` (entries are renamed into place complete, so a missing or
+    damaged one was not written by medfoundry)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        meta.setdefault("notes", [])
+        if not (isinstance(meta["kept"], list) and isinstance(meta["problems"], list)):
+            raise TypeError("kept and problems must be lists")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(
+            f"{folder}: not a complete cache entry ({type(e).__name__}); delete this folder"
+        ) from None
+    result: dict[str, Any] = meta
+    return result
 
 
 def _finish(
-    records: Sequence[Record], arrays: SampleArrays, problems: list[str], on_error: str, from_cache: bool
+    records: Sequence[Record],
+    arrays: SampleArrays,
+    problems: list[str],
+    notes: list[str],
+    on_error: str,
+    from_cache: bool,
 ) -> PreparedSplit:
     if problems and on_error == "raise":  # a cache built with on_error: skip, read with raise
         raise DataError(problems)
     kept = [records[int(i)] for i in arrays.rows]
-    return PreparedSplit(kept, arrays, list(problems), from_cache)
+    return PreparedSplit(kept, arrays, list(problems), from_cache, list(notes))
 
 
 def _build(
-    records: Sequence[Record], fit: _Fit, folder: Path | None, num_workers: int
-) -> tuple[dict[str, np.ndarray], list[int], list[str]]:
+    records: Sequence[Record], fit: SampleFit, folder: Path | None, num_workers: int
+) -> tuple[dict[str, np.ndarray], list[int], list[str], list[str]]:
     n, size = len(records), fit.size
     if folder is not None:
-        folder.mkdir(parents=True)
+        folder.mkdir()
     store = np.uint8 if fit.preprocessing.store == "uint8" else np.float16
 
     def alloc(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -231,12 +291,15 @@ def _build(
     }
     if fit.target == "mask":
         arrays["masks"] = alloc("masks", (n, size, size), np.int16)
-    kept, problems = [], []
+    kept: list[int] = []
+    failures: list[tuple[Record, list[str]]] = []
+    notes: list[str] = []
     for i, result in _decoded(records, fit, num_workers):
         if isinstance(result, list):
-            problems.extend(result)
+            failures.append((records[i], result))
             continue
-        image, mask, original, geometry = result
+        image, mask, original, geometry, sample_notes = result
+        notes += sample_notes
         if image.shape[-1] == 3 and arrays["images"].shape[-1] == 1:
             gray = arrays["images"]
             arrays["images"] = alloc("images3", (n, size, size, 3), store)
@@ -250,35 +313,7 @@ def _build(
         if mask is not None:
             arrays["masks"][i] = mask
         kept.append(i)
-    return arrays, kept, problems
-
-
-class _Fit:
-    """Decode, check and fit one record (picklable, for decoding in worker processes)."""
-
-    def __init__(
-        self, target: TargetKind, size: int, preprocessing: Preprocessing, num_classes: int, ignore_index: int
-    ) -> None:
-        self.target, self.size, self.preprocessing = target, size, preprocessing
-        self.num_classes, self.ignore_index = num_classes, ignore_index
-
-    def __call__(self, record: Record) -> Any:
-        try:
-            pixels = decode_record(record)
-        except DataError as e:
-            return e.problems
-        problems = sample_problems(record, pixels, self.target, self.num_classes, self.ignore_index)
-        if problems:
-            return problems
-        image = to_channels(pixels.image, self.preprocessing.channels)
-        mask = pixels.mask if self.target == "mask" else None
-        image, mask, geometry = fit_to_size(image, mask, self.size, self.preprocessing.fit, self.ignore_index)
-        stored = (
-            np.round(image * 255).astype(np.uint8)
-            if self.preprocessing.store == "uint8"
-            else image.astype(np.float16)
-        )
-        return stored, mask, pixels.image.shape[:2], geometry
+    return arrays, kept, merge_frames(failures), list(dict.fromkeys(notes))
 
 
 class _Records(Dataset[Any]):
@@ -306,7 +341,7 @@ def _decoded(
     yield from enumerate(loader)
 
 
-def _cache_key(records: Sequence[Record], fit: _Fit, validation: Literal["stat", "content"]) -> str:
+def _cache_key(records: Sequence[Record], fit: SampleFit, validation: Literal["stat", "content"]) -> str:
     settings = (
         CACHE_FORMAT,
         fit.target,

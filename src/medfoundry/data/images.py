@@ -4,8 +4,12 @@ Images become ``(H, W, C)`` float32 in [0, 1] with ``C`` 1 (gray) or 3 (colour),
 intensity setting (``medfoundry.data.intensity``): by default 8-bit values / 255 and 16-bit
 / 65535 (use ``percentile`` for 16-bit microscopy that fills only part of the range); alpha is
 dropped; palette and CMYK images become RGB. DICOM files are recognised by their ``.dcm``
-suffix or their ``DICM`` preamble. Masks become ``(H, W)`` int64; a 2D NIfTI mask is read as
+suffix or their ``DICM`` preamble. Masks become ``(H, W)`` int64; a palette (indexed) PNG mask
+is read as its indices, the usual format of segmentation datasets; a 2D NIfTI mask is read as
 stored (array axis 0 = image rows). Every failure is a ``DataError`` naming the file.
+
+What decoding changes on the way (alpha dropped, palette or CMYK converted, an RGB mask reduced
+to one channel) is appended to ``notes``, one line per file, for ``validate-data``.
 """
 
 from __future__ import annotations
@@ -39,13 +43,14 @@ def read_image(path: Path) -> np.ndarray:
     return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
 
 
-def decode_image(path: Path, intensity: Any, frame: int | None) -> np.ndarray:
+def decode_image(path: Path, intensity: Any, frame: int | None, notes: list[str] | None = None) -> np.ndarray:
     """Decode a 2D image file (or one frame of a multi-frame DICOM).
 
     Args:
         path: The file.
         intensity: The task's intensity setting (``auto`` resolves by format).
         frame: Frame of a multi-frame DICOM; ``None`` for single images.
+        notes: Receives one line per change made while decoding (e.g. alpha dropped).
 
     Returns:
         ``(H, W, C)`` float32 in [0, 1], ``C`` 1 or 3.
@@ -53,24 +58,32 @@ def decode_image(path: Path, intensity: Any, frame: int | None) -> np.ndarray:
     check_file(path)
     if is_dicom(path):
         return dicom.read_dicom_image(path, frame, intensity)
-    array = _read_array(path)
+    notes = notes if notes is not None else []
+    array = _read_array(path, notes)
     if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
         array = np.moveaxis(array, 0, -1)  # channels-first TIFF
+        notes.append(f"{path}: channels-first TIFF {array.shape[-1]}xHxW read as HxWx{array.shape[-1]}")
     if array.ndim == 3 and array.shape[-1] in (2, 4):  # gray+alpha or RGBA: drop alpha
         array = array[..., :-1]
+        notes.append(f"{path}: alpha channel dropped")
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3)):
         raise DataError(f"{path}: expected a 2D gray or RGB(A) image, got shape {array.shape}")
     mode = RangeIntensity() if intensity.type == "auto" else intensity
     return scale_to_unit(array, mode, str(path))
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """Read an integer mask file as ``(H, W)`` int64.
+def read_mask(path: Path, notes: list[str] | None = None) -> np.ndarray:
+    """Read an integer mask file as ``(H, W)`` int64 (a palette PNG as its indices).
+
+    Args:
+        path: The mask file.
+        notes: Receives one line per change made while decoding.
 
     Raises:
         DataError: the file cannot be decoded, is not 2D, or holds non-integer values.
     """
     check_file(path)
+    notes = notes if notes is not None else []
     if path.name.lower().endswith(NIFTI_SUFFIXES):
         try:
             nifti: Any = nib.load(path)
@@ -83,9 +96,10 @@ def read_mask(path: Path) -> np.ndarray:
             else array
         )
     else:
-        array = _read_array(path)
+        array = _read_array(path, notes, palette_indices=True)
     if array.ndim == 3 and array.shape[-1] in (3, 4) and np.all(array[..., :3] == array[..., :1]):
         array = array[..., 0]  # a gray mask saved as RGB(A)
+        notes.append(f"{path}: gray mask stored as RGB, first channel used")
     if array.ndim != 2:
         raise DataError(f"{path}: a mask must be a single-channel 2D image, got shape {array.shape}")
     if array.dtype.kind == "f":
@@ -115,19 +129,27 @@ def is_dicom(path: Path) -> bool:
         return f.read(132)[128:] == b"DICM"
 
 
-def _read_array(path: Path) -> np.ndarray:
+def _read_array(path: Path, notes: list[str], palette_indices: bool = False) -> np.ndarray:
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
             return np.asarray(tifffile.imread(path))
         with Image.open(path) as opened:
             image: Image.Image = opened
             image.load()
-            if image.mode == "P":
-                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+            if image.mode == "P" and palette_indices:
+                return np.asarray(image)  # a label map: the indices are the classes
+            if image.mode in ("P", "PA"):
+                image = image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
+                notes.append(f"{path}: palette image converted to RGB")
             elif image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                notes.append(f"{path}: {image.mode} image converted to RGB")
                 image = image.convert("RGB")
             elif image.mode == "I" and path.suffix.lower() == ".png":
                 return np.asarray(image).astype(np.uint16)  # 16-bit PNG that Pillow widened to int32
             return np.asarray(image)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: image too large to decode safely ({e})") from None
+    except MemoryError:
+        raise DataError(f"{path}: image too large to decode (out of memory)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
         raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {str(e)[:120]})") from None

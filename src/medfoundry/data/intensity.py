@@ -33,6 +33,7 @@ __all__ = [
     "Window",
     "WindowIntensity",
     "apply_windows",
+    "check_values",
     "intensity_bounds",
     "linear_to_unit",
     "scale_to_unit",
@@ -137,12 +138,11 @@ def scale_to_unit(
         ``(H, W, C)`` float32 in [0, 1] (``C = 1`` for 2D input).
 
     Raises:
-        DataError: NaN or infinite values, float values outside [0, 1] for ``range``, or an
-            intensity mode this input cannot use.
+        DataError: NaN, infinite or float32-overflowing values, float values outside [0, 1] for
+            ``range``, or an intensity mode this input cannot use.
     """
     array = values[..., None] if values.ndim == 2 else values
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise DataError(f"{where}: image holds NaN or infinite values")
+    check_values(values, where)
     if intensity.type == "range":
         return _dtype_range(array, where)
     if intensity.type in ("minmax", "percentile"):
@@ -151,6 +151,31 @@ def scale_to_unit(
         f"{where}: intensity '{intensity.type}' needs DICOM (voi) or CT in HU (window: DICOM CT, "
         "NIfTI or NRRD); use range, minmax or percentile for this file"
     )
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_values(values: np.ndarray, where: str) -> None:
+    """Raise for values that intensity scaling cannot handle: NaN, infinity, or magnitudes beyond
+    float32 (scaling computes in float32, where they would become infinite, then NaN).
+
+    Raises:
+        DataError: naming ``where``, the value and its index in ``values``.
+    """
+    if values.dtype.kind not in "fc":
+        return
+    finite = np.isfinite(values)
+    if not finite.all():
+        index = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise DataError(f"{where}: image holds NaN or infinite values ({values[index]} at index {index})")
+    magnitude = np.abs(values)
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmax(magnitude)), values.shape))
+    if float(magnitude[index]) > FLOAT32_MAX:
+        raise DataError(
+            f"{where}: value {float(values[index]):.4g} at index {index} lies beyond the float32 range "
+            f"(+-{FLOAT32_MAX:.3g}); scaling would turn it into infinity and the image into NaN"
+        )
 
 
 def intensity_bounds(reference: np.ndarray, intensity: Any) -> tuple[float, float]:

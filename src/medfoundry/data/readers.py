@@ -30,14 +30,15 @@ class FileReader:
     mask_mapping: MaskMapping | None = None
 
     def read(self, record: Record) -> Pixels:
-        image = decode_image(record.image, self.intensity, record.frame)
-        return Pixels(image, self.read_mask(record))
+        notes: list[str] = []
+        image = decode_image(record.image, self.intensity, record.frame, notes)
+        return Pixels(image, self.read_mask(record, notes), tuple(notes))
 
-    def read_mask(self, record: Record) -> np.ndarray | None:
+    def read_mask(self, record: Record, notes: list[str] | None = None) -> np.ndarray | None:
         """The record's mask as class indices (without decoding the image), or ``None``."""
         if record.mask is None:
             return None
-        mask = read_mask(record.mask)
+        mask = read_mask(record.mask, notes)
         if self.mask_mapping is not None:
             mask = self.mask_mapping.apply(mask, str(record.mask))
         return mask

@@ -32,10 +32,12 @@ class Pixels(NamedTuple):
     Attributes:
         image: ``(H, W, C)`` float32 in [0, 1], ``C`` is 1 (gray) or 3 (colour or CT windows).
         mask: ``(H, W)`` int64 class indices (or the task's ignore index), or ``None``.
+        notes: What decoding changed on the way (alpha dropped, palette converted), one line each.
     """
 
     image: np.ndarray
     mask: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
 
 
 class RecordReader(Protocol):

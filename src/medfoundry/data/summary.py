@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from medfoundry.data.record import Record, TargetKind
-from medfoundry.data.task_records import TaskData
+from medfoundry.data.task_records import TaskData, case_variants
 
-__all__ = ["FEW_EXAMPLES", "TaskSummary", "summarize_task"]
+__all__ = ["FEW_EXAMPLES", "MAX_UPSAMPLING", "TaskSummary", "summarize_task"]
 
 FEW_EXAMPLES = 5
 """A class with fewer examples than this gets a warning."""
+MAX_UPSAMPLING = 4.0
+"""Images enlarged more than this to the cached size get a warning: they are tiny for the task."""
 
 
 @dataclass
@@ -29,7 +31,8 @@ class TaskSummary:
         split_sizes: Samples per split.
         image_sizes: Smallest and largest decoded ``(height, width)``.
         warnings: One line each.
-        skipped: Samples left out by ``on_error: skip``, one line each.
+        skipped: Problems of the samples left out by ``on_error: skip``, one line each.
+        notes: What reading changed or passed over, one line per file.
     """
 
     name: str
@@ -40,6 +43,7 @@ class TaskSummary:
     image_sizes: tuple[tuple[int, int], tuple[int, int]] | None
     warnings: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def summarize_task(name: str, target: TargetKind, classes: list[str], data: TaskData) -> TaskSummary:
@@ -68,8 +72,9 @@ def summarize_task(name: str, target: TargetKind, classes: list[str], data: Task
         {split: len(data.records[split]) for split in ("train", "val", "test")},
         image_sizes,
         skipped=list(data.skipped),
+        notes=list(data.notes),
     )
-    summary.warnings = _warnings(target, classes, counts, data)
+    summary.warnings = _warnings(target, classes, counts, data) + _upsampling_warnings(data)
     return summary
 
 
@@ -96,7 +101,10 @@ def _class_counts(
 
 
 def _warnings(target: TargetKind, classes: list[str], counts: dict[str, int], data: TaskData) -> list[str]:
-    warnings = []
+    warnings = [
+        f"classes {' and '.join(repr(name) for name in group)} differ only in case; are they one class?"
+        for group in case_variants(classes)
+    ]
     what = {"label": "samples", "multilabel": "positive samples", "mask": "images", "boxes": "boxes"}.get(
         target
     )
@@ -121,4 +129,24 @@ def _warnings(target: TargetKind, classes: list[str], counts: dict[str, int], da
             f"{len(straddling)} group(s) appear in more than one given split (e.g. '{straddling[0]}'): "
             "samples of one patient leak between training and evaluation"
         )
+    return warnings
+
+
+def _upsampling_warnings(data: TaskData) -> list[str]:
+    """Images enlarged more than ``MAX_UPSAMPLING`` times (along either axis) when cached."""
+    warnings = []
+    for split, prepared in data.prepared.items():
+        arrays = prepared.arrays
+        if not len(arrays):
+            continue
+        factors = np.asarray(arrays.arrays["geometry"][arrays.rows])[:, :2].max(axis=1)
+        tiny = np.flatnonzero(factors > MAX_UPSAMPLING)
+        if len(tiny):
+            worst = int(tiny[np.argmax(factors[tiny])])
+            height, width = arrays.original_sizes()[worst].tolist()
+            warnings.append(
+                f"{len(tiny)} {split} image(s) are enlarged more than {MAX_UPSAMPLING:g}x to the cached "
+                f"{arrays.size} px, up to {factors[worst]:.1f}x ({width}x{height}: "
+                f"{prepared.records[worst].where})"
+            )
     return warnings

@@ -10,8 +10,9 @@ Two steps, because a task type needs its classes before it can say what it ignor
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 
 from medfoundry.data.cache import CacheSettings, PreparedSplit, prepare_arrays
@@ -19,9 +20,18 @@ from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Record, TargetKind
 from medfoundry.data.sources import SourceBase
 from medfoundry.data.splits import SplitPolicy, split_records
-from medfoundry.errors import DataError
+from medfoundry.errors import DataError, merge_subjects
+from medfoundry.safe_writes import remove_empty_folders
 
-__all__ = ["DataSpec", "TaskData", "load_task_data", "load_task_records", "resolve_classes"]
+__all__ = [
+    "DataSpec",
+    "TaskData",
+    "case_variants",
+    "discard_new_caches",
+    "load_task_data",
+    "load_task_records",
+    "resolve_classes",
+]
 
 DEFAULT_IGNORE_INDEX = 255
 
@@ -48,12 +58,28 @@ class TaskData:
     Attributes:
         records: Every split's usable records (``train``, ``val``, ``test``).
         prepared: Cached arrays of the splits that were asked for.
-        skipped: One line per sample left out by ``on_error: skip``.
+        skipped: One line per problem of the samples left out by ``on_error: skip``.
+        notes: What reading changed or passed over, one line per file (``validate-data``
+            prints them): files that are not samples, alpha channels dropped, ...
     """
 
     records: dict[str, list[Record]]
     prepared: dict[str, PreparedSplit] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def discard_new_caches(tasks: Iterable[TaskData]) -> None:
+    """Delete the cache entries these tasks built in this run (not those read from earlier runs),
+    and the cache folders made for them: a run that fails leaves nothing behind, not even the
+    caches of its good tasks."""
+    made: list[Path] = []
+    for data in tasks:
+        for prepared in data.prepared.values():
+            if not prepared.from_cache and prepared.arrays.folder is not None:
+                shutil.rmtree(prepared.arrays.folder, ignore_errors=True)
+                made += prepared.new_folders
+    remove_empty_folders(sorted(set(made), key=lambda p: len(p.parts), reverse=True))
 
 
 def resolve_classes(source: SourceBase, target: TargetKind, classes: list[str]) -> list[str]:
@@ -61,9 +87,28 @@ def resolve_classes(source: SourceBase, target: TargetKind, classes: list[str]) 
 
     Raises:
         ConfigError: the source cannot name its classes (the task must declare them).
-        DataError: the source cannot be read.
+        DataError: the source cannot be read, or names classes that differ only in case
+            (``Benign`` and ``benign``: almost always one class spelt two ways).
     """
-    return list(classes) if classes or target == "image" else source.infer_classes(target)
+    if classes or target == "image":
+        return list(classes)
+    inferred = source.infer_classes(target)
+    variants = case_variants(inferred)
+    if variants:
+        shown = "; ".join(" and ".join(f"'{name}'" for name in group) for group in variants)
+        raise DataError(
+            f"{source.location}: class names that differ only in case: {shown}; fix the labels, "
+            "or declare the classes under the task's 'classes' if they really differ"
+        )
+    return inferred
+
+
+def case_variants(classes: Sequence[str]) -> list[list[str]]:
+    """Groups of class names that are equal but for case, e.g. ``[["Benign", "benign"]]``."""
+    groups: dict[str, list[str]] = {}
+    for name in classes:
+        groups.setdefault(name.casefold(), []).append(name)
+    return [group for group in groups.values() if len(group) > 1]
 
 
 def load_task_records(
@@ -101,7 +146,7 @@ def load_task_records(
     Raises:
         DataError: every problem found (missing files, bad labels, empty splits).
     """
-    scanned, _ = _scan_and_split(
+    scanned, _, _ = _scan_and_split(
         source, target, classes, seed, val_fraction, ignore_index, preprocessing, split, on_error
     )
     _check_splits(name, source, scanned, require_val)
@@ -137,7 +182,7 @@ def load_task_data(
     Raises:
         DataError: every problem of the task, one line each (naming file, row or key).
     """
-    records, skipped = _scan_and_split(
+    records, skipped, notes = _scan_and_split(
         spec.source,
         target,
         spec.classes,
@@ -148,7 +193,7 @@ def load_task_data(
         spec.split,
         on_error,
     )
-    data = TaskData(records, skipped=skipped)
+    data = TaskData(records, skipped=skipped, notes=notes)
     problems = []
     for split in prepare:
         if not records[split]:
@@ -171,12 +216,11 @@ def load_task_data(
         data.prepared[split] = prepared
         data.records[split] = prepared.records
         data.skipped += prepared.problems
+        data.notes += prepared.notes
+    data.skipped = merge_subjects(data.skipped)
     if problems:
-        # a failed source leaves nothing behind: drop what this call cached for its other splits
-        for prepared in data.prepared.values():
-            if not prepared.from_cache and prepared.arrays.folder is not None:
-                shutil.rmtree(prepared.arrays.folder, ignore_errors=True)
-        raise DataError(problems)
+        discard_new_caches([data])  # a failed source leaves nothing behind, not even its good splits
+        raise DataError(merge_subjects(problems))  # files failing alike in any split: one line
     _check_splits(spec.name, spec.source, data.records, require_val)
     return data
 
@@ -191,14 +235,16 @@ def _scan_and_split(
     preprocessing: Preprocessing | None,
     split: SplitPolicy | None,
     on_error: str,
-) -> tuple[dict[str, list[Record]], list[str]]:
+) -> tuple[dict[str, list[Record]], list[str], list[str]]:
     ignore = DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
     scan = source.scan(target, classes, preprocessing or Preprocessing(), ignore)
-    if scan.problems and on_error == "raise":
-        raise DataError(scan.problems)
+    problems = merge_subjects(scan.problems)  # one line per problem, not per file
+    if problems and on_error == "raise":
+        raise DataError(problems)
     policy = split or SplitPolicy()
     fraction = val_fraction if policy.val_fraction is None else policy.val_fraction
-    return split_records(scan.records, fraction, seed, policy.test_fraction, policy.stratify), scan.problems
+    splits = split_records(scan.records, fraction, seed, policy.test_fraction, policy.stratify)
+    return splits, problems, scan.notes
 
 
 def _check_splits(name: str, source: SourceBase, splits: dict[str, list[Record]], require_val: bool) -> None:

@@ -23,7 +23,13 @@ import nrrd
 import numpy as np
 from scipy import ndimage
 
-from medfoundry.data.intensity import PercentileIntensity, apply_windows, intensity_bounds, scale_to_unit
+from medfoundry.data.intensity import (
+    PercentileIntensity,
+    apply_windows,
+    check_values,
+    intensity_bounds,
+    scale_to_unit,
+)
 from medfoundry.data.masks import MaskMapping
 from medfoundry.data.record import Pixels, Record
 from medfoundry.errors import DataError
@@ -111,8 +117,12 @@ def load_volume(path: Path, volume_index: int | None) -> Volume:
     return to_canonical(data, affine)
 
 
-def canonical_shape(path: Path) -> tuple[int, int, int]:
-    """Shape of a volume after canonical reorientation, from its header only."""
+def canonical_shape(path: Path, volume_index: int | None = None) -> tuple[int, int, int]:
+    """Shape of a volume after canonical reorientation, from its header only.
+
+    Raises:
+        DataError: unreadable header, or not 3D (4D needs ``volume_index`` within range).
+    """
     try:
         if path.suffix.lower() in (".nrrd", ".nhdr"):
             header = nrrd.read_header(str(path))
@@ -122,8 +132,7 @@ def canonical_shape(path: Path) -> tuple[int, int, int]:
             shape, affine = image.shape, image.affine
     except Exception as e:  # nibabel / pynrrd raise many types for corrupt files
         raise DataError(f"{path}: cannot read volume header ({type(e).__name__}: {str(e)[:120]})") from None
-    if len(shape) < 3:
-        raise DataError(f"{path}: expected a 3D volume, got shape {shape}")
+    _check_dimensions(tuple(int(n) for n in shape), volume_index, path)
     return reoriented_shape(shape, affine)
 
 
@@ -175,6 +184,8 @@ class VolumeSliceReader:
     _labels: tuple[Path, np.ndarray, tuple[float, float, float]] | None = field(
         default=None, init=False, repr=False
     )
+    # a volume that cannot be read fails every one of its slices alike: read it once
+    _failed: dict[Path, list[str]] = field(default_factory=dict, init=False, repr=False)
 
     def read(self, record: Record) -> Pixels:
         assert record.frame is not None, "volume records always carry their slice index"
@@ -208,7 +219,7 @@ class VolumeSliceReader:
         return repr((self.axis, self.spacing_mm, self.intensity, self.mask_mapping, self.volume_index, files))
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_image": None, "_labels": None}  # no volumes sent to workers
+        return {**self.__dict__, "_image": None, "_labels": None, "_failed": {}}  # no volumes sent to workers
 
     @property
     def _intensity(self) -> Any:
@@ -216,7 +227,7 @@ class VolumeSliceReader:
 
     def _volume(self, path: Path) -> tuple[Volume, Any]:
         if self._image is None or self._image[0] != path:
-            volume = self.load(path) if self.load else load_volume(path, self.volume_index)
+            volume = self._once(path, lambda: self._checked(path))
             intensity = self._intensity
             bounds = (
                 intensity_bounds(volume.data, intensity)
@@ -237,12 +248,24 @@ class VolumeSliceReader:
 
     def _load_labels(self, path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
         if self._labels is None or self._labels[0] != path:
-            volume = load_volume(path, None)
-            labels = volume.data
-            if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
-                raise DataError(f"{path}: label volume holds non-integer values; labels are class indices")
-            self._labels = (path, labels, volume.zooms)
+            volume = self._once(path, lambda: _integer_labels(path))
+            self._labels = (path, volume.data, volume.zooms)
         return self._labels[1], self._labels[2]
+
+    def _checked(self, path: Path) -> Volume:
+        volume = self.load(path) if self.load else load_volume(path, self.volume_index)
+        check_values(volume.data, str(path))  # once per volume, not once per slice
+        return volume
+
+    def _once(self, path: Path, load: Callable[[], Volume]) -> Volume:
+        """``load()``, remembering a failure so that the other slices fail without rereading."""
+        if path in self._failed:
+            raise DataError(self._failed[path])
+        try:
+            return load()
+        except DataError as e:
+            self._failed[path] = e.problems
+            raise
 
     def _scale(self, values: np.ndarray, volume: Volume, bounds: Any, where: str) -> np.ndarray:
         intensity = self._intensity
@@ -267,23 +290,41 @@ class VolumeSliceReader:
         return row_mm / self.spacing_mm[0], col_mm / self.spacing_mm[1]
 
 
+def _integer_labels(path: Path) -> Volume:
+    volume = load_volume(path, None)
+    labels = volume.data
+    if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
+        raise DataError(f"{path}: label volume holds non-integer values; labels are class indices")
+    return volume
+
+
 def _zoom_mask(mask: np.ndarray, factors: tuple[float, float]) -> np.ndarray:
     zoomed: np.ndarray = ndimage.zoom(mask, factors, order=0, mode="nearest", grid_mode=True)
     return zoomed
 
 
 def _pick_3d(data: np.ndarray, volume_index: int | None, path: Path) -> np.ndarray:
-    if data.ndim == 3 and volume_index in (None, 0):
+    _check_dimensions(data.shape, volume_index, path)
+    if data.ndim == 3:
         return data
-    if data.ndim == 4:
+    return data[..., 0 if data.shape[3] == 1 and volume_index is None else volume_index]
+
+
+def _check_dimensions(shape: tuple[int, ...], volume_index: int | None, path: Path) -> None:
+    """A 3D volume, or a 4D file with a ``volume_index`` in range (a trailing axis of 1 needs none)."""
+    if len(shape) == 3 and volume_index in (None, 0):
+        return
+    if len(shape) == 4:
+        if volume_index is None and shape[3] == 1:
+            return
         if volume_index is None:
             raise DataError(
-                f"{path}: the file is 4D (shape {data.shape}); set source.volume_index to pick a 3D volume"
+                f"{path}: the file is 4D (shape {shape}); set source.volume_index to pick a 3D volume"
             )
-        if not 0 <= volume_index < data.shape[3]:
-            raise DataError(f"{path}: volume_index {volume_index} is outside 0..{data.shape[3] - 1}")
-        return data[..., volume_index]
-    raise DataError(f"{path}: expected a 3D volume, got shape {data.shape}")
+        if not 0 <= volume_index < shape[3]:
+            raise DataError(f"{path}: volume_index {volume_index} is outside 0..{shape[3] - 1}")
+        return
+    raise DataError(f"{path}: expected a 3D volume, got shape {shape}")
 
 
 def _nrrd_affine(header: dict[str, Any], ndim: int) -> np.ndarray:

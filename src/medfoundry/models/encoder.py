@@ -135,8 +135,9 @@ def create_encoder(
         The encoder; ``encoder.feature_info`` lists channels and strides of its outputs.
 
     Raises:
-        ConfigError: unknown model name, arguments the model does not take, or pretrained
-            weights that cannot be fetched.
+        ConfigError: unknown model name, arguments the model does not take, pretrained
+            weights that cannot be fetched, or an ``img_size`` that the model's patches do not
+            divide (a ViT at 40 px with 16-pixel patches would never see 8 pixels of each row).
 
     Examples:
         >>> enc = create_encoder("resnet18")
@@ -150,6 +151,7 @@ def create_encoder(
             f"model.encoder.name: {unknown_name_message('timm model', name, timm.list_models())}"
         )
     backbone = _create_backbone(name, pretrained, img_size, dict(model_kwargs or {}))
+    _check_patches_cover(name, backbone, img_size)
     if use_groupnorm and replace_batchnorm(backbone):
         # recorded so that an exported config rebuilds the same layers in plain timm
         backbone._model_args = {**getattr(backbone, "_model_args", {}), "norm_layer": "groupnorm"}
@@ -170,6 +172,22 @@ def create_encoder(
     if use_grad_checkpointing:
         encoder.set_grad_checkpointing(True)
     return encoder
+
+
+def _check_patches_cover(name: str, backbone: Any, img_size: int | None) -> None:
+    """Patch embeddings drop the pixels that do not fill a last patch: refuse such sizes."""
+    embed = getattr(backbone, "patch_embed", None)
+    patch = getattr(embed, "patch_size", None)
+    if img_size is None or patch is None or getattr(embed, "dynamic_img_pad", False):
+        return
+    side = patch if isinstance(patch, int) else int(patch[0])
+    if img_size % side:
+        lower, upper = img_size - img_size % side, img_size - img_size % side + side
+        raise ConfigError(
+            f"image_size {img_size} is not a multiple of the {side}-pixel patches of '{name}': the last "
+            f"{img_size % side} pixels of every row and column would never be seen; use "
+            f"{' or '.join(str(v) for v in (lower, upper) if v > 0)}"
+        )
 
 
 def _create_backbone(name: str, pretrained: bool, img_size: int | None, kwargs: dict[str, Any]) -> Any:

@@ -29,6 +29,7 @@ from medfoundry.evaluation.study_data import TaskData, load_task_data
 from medfoundry.evaluation.study_pixels import StudyPixels
 from medfoundry.models.config import ModelConfig
 from medfoundry.recipes.evaluate_config import MODES_BY_FEATURE, PRIMARY_METRICS, StudyConfig, check_names
+from medfoundry.safe_writes import make_folder, refuse_links
 from medfoundry.tasks import TaskType, build_task
 from medfoundry.training.checkpoint import load_checkpoint_config, save_checkpoint
 from medfoundry.training.device import resolve_device, resolve_precision
@@ -69,7 +70,8 @@ def run(cfg: StudyConfig) -> Path:
 
     # --- the plan: which cells exist, which are finished ---
     study_dir = Path(cfg.study_dir)
-    study_dir.mkdir(parents=True, exist_ok=True)
+    refuse_links(study_dir, "study folder")  # a rerun resumes whatever folder it is given
+    make_folder(study_dir, "study_dir")
     (study_dir / "study.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     plan = _plan(cfg, tasks, data)
     store = CellStore(study_dir, {cell: _digest(cell, cfg, encoders, data, primary) for cell in plan})

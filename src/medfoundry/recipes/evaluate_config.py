@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -17,6 +17,7 @@ from medfoundry.errors import ConfigError
 from medfoundry.evaluation.finetune import FinetuneConfig
 from medfoundry.evaluation.pretrained_encoder import looks_like_path
 from medfoundry.evaluation.probes import ProbeConfig
+from medfoundry.models.config import TimmArguments
 from medfoundry.recipes.pretrain_config import read_config
 from medfoundry.registry import unknown_name_message
 from medfoundry.tasks.spec import TaskSpec
@@ -65,13 +66,14 @@ class StudyEncoder(_Frozen):
         source: A medfoundry checkpoint folder or a timm model name.
         pretrained: Load the source's weights (checkpoint, or ImageNet for timm names);
             ``false`` gives the same architecture with random weights (from scratch).
-        model_kwargs: Extra ``timm.create_model`` arguments (timm names only).
+        model_kwargs: Extra ``timm.create_model`` arguments (timm names only; the architecture
+            arguments of ``medfoundry.models.config.TIMM_ARGUMENTS``).
     """
 
     name: str = Field(pattern=NAME_PATTERN)
     source: str
     pretrained: bool = True
-    model_kwargs: dict[str, Any] | None = None
+    model_kwargs: TimmArguments = None
 
 
 class ReferenceConfig(_Frozen):

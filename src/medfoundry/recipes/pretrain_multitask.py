@@ -19,18 +19,23 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
-from medfoundry.data import AugmentConfig, TaskData, TaskDataset, load_task_data, resolve_classes
+from medfoundry.data import (
+    AugmentConfig,
+    TaskData,
+    TaskDataset,
+    discard_new_caches,
+    load_task_data,
+    resolve_classes,
+)
 from medfoundry.errors import ConfigError, DataError
 from medfoundry.models.build import build_multitask_model
 from medfoundry.recipes.pretrain_config import PretrainConfig
 from medfoundry.tasks import TASK_TYPES, TaskType, build_task
-from medfoundry.training.checkpoint import load_checkpoint_config, save_checkpoint
+from medfoundry.training.checkpoint import save_checkpoint
 from medfoundry.training.checkpoint_config import checkpoint_config
 from medfoundry.training.device import resolve_device, resolve_precision
 from medfoundry.training.distributed import DistributedContext, init_distributed
@@ -40,6 +45,7 @@ from medfoundry.training.optim import build_adamw, lr_factor, set_lr
 from medfoundry.training.progress import TrainingProgress
 from medfoundry.training.reconstruction_preview import ReconstructionPreviews
 from medfoundry.training.rng import seed_everything
+from medfoundry.training.run_folder import RunStart, check_run_folder, last_checkpoint, prepare_run_folder
 from medfoundry.training.task_batch import TaskCollate
 from medfoundry.training.task_loader import CyclicTaskLoader
 from medfoundry.training.task_sampler import RoundRobinSampler
@@ -61,10 +67,13 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     Args:
         cfg: The run's configuration.
         resume: Continue the run in ``cfg.run_dir`` from its last checkpoint. The config must be
-            the one the run was started with (the number of processes may differ).
+            the one the run was started with (the number of processes may differ). Without it,
+            a folder that holds this very run (same config) is continued too, so the command
+            that started a killed run also finishes it (``training.run_folder``).
 
     Raises:
-        ConfigError, DataError: bad configuration or data, before anything is written.
+        ConfigError, DataError: bad configuration, data, run folder or checkpoint, before
+            anything is written (caches included).
         NonFiniteLossError: ``max_consecutive_nonfinite`` steps in a row had a non-finite loss.
     """
     t = cfg.training
@@ -77,13 +86,21 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     device = dist.device
     batch_sizes = {spec.name: spec.batch_size or cfg.data.batch_size for spec in cfg.tasks}
     _check_batch_sizes(batch_sizes, dist)
+    run_dir = Path(cfg.run_dir)
+    resolved = cfg.model_dump(mode="json")
+    # the run folder and its checkpoint are checked before the slow data check fills the cache
+    start = _share_start(dist, dist.run_on_main(lambda: check_run_folder(run_dir, resolved, resume)))
     seed_everything(cfg.seed)  # the same initial weights on every rank
     model = build_multitask_model(cfg.model, tasks)
     if dist.rank:
         torch.manual_seed(cfg.seed + 7919 * dist.rank)  # in-model randomness differs per rank
     data = _load_data_on_every_rank(cfg, tasks, dist)  # last: decoding into the cache is the slow check
-    run_dir = Path(cfg.run_dir)
-    dist.run_on_main(lambda: _prepare_run_dir(cfg, resume))
+    try:
+        dist.run_on_main(lambda: prepare_run_folder(run_dir, resolved, start))
+    except ConfigError:  # the folder passed its checks but cannot be made after all
+        discard_new_caches(data.values())
+        raise
+    resume = start == "resume"
     counts = {name: {split: len(r) for split, r in d.records.items()} for name, d in data.items()}
 
     # --- model, optimizers, data streams ---
@@ -99,7 +116,7 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
         scaler=scaler,
     )
     state = (
-        restore_trainer_state(run_dir / "checkpoints" / "last", model, optimizers, dist, device, cfg.seed)
+        restore_trainer_state(last_checkpoint(run_dir), model, optimizers, dist, device, cfg.seed)
         if resume
         else None
     )
@@ -228,8 +245,9 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
                     step, best, nonfinite_streak, sampler.state(), optimizers, dist, device
                 )
                 if dist.is_main:
-                    last = run_dir / "checkpoints" / "last"
-                    save_checkpoint(last, model, checkpoint_config(cfg, step, None, counts), trainer_state)
+                    save_checkpoint(
+                        last_checkpoint(run_dir), model, checkpoint_config(cfg, step, None, counts), trainer_state
+                    )
     sampler.close()
     if metrics_log is not None:
         metrics_log.close()
@@ -283,7 +301,14 @@ def _load_data(cfg: PretrainConfig, tasks: dict[str, TaskType]) -> dict[str, Tas
             continue
         for line in data[spec.name].skipped:
             log.warning("task '%s': left out: %s", spec.name, line)
+        if data[spec.name].notes:
+            log.info(
+                "task '%s': %d file(s) changed or passed over when read (validate-data lists them)",
+                spec.name,
+                len(data[spec.name].notes),
+            )
     if problems:
+        discard_new_caches(data.values())  # a failed start leaves no cache behind
         raise DataError(problems)
     return data
 
@@ -315,44 +340,11 @@ def _report_nonfinite(
         )
 
 
-def _prepare_run_dir(cfg: PretrainConfig, resume: bool) -> Path:
-    """Create the run folder and write the resolved config (or check it, when resuming)."""
-    run_dir = Path(cfg.run_dir)
-    config_file = run_dir / "config.yaml"
-    resolved = cfg.model_dump(mode="json")
-    if resume:
-        if not config_file.is_file():
-            raise ConfigError(f"{run_dir}: not a run folder (no config.yaml); cannot resume")
-        load_checkpoint_config(run_dir / "checkpoints" / "last")
-        previous = yaml.safe_load(config_file.read_text())
-        differences = _differences(previous, resolved)
-        if differences:
-            raise ConfigError(
-                f"{run_dir}: the config differs from the one the run was started with at "
-                f"{', '.join(differences[:8])}; resume with the run's own config.yaml"
-            )
-        return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(
-            f"run_dir {run_dir} already exists and is not empty; use --resume {run_dir} to continue it, "
-            "or set run_dir to a new folder"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".config.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
-    tmp.replace(config_file)
-    return run_dir
-
-
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = sorted(set(a) | set(b))
-        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [
-            d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{prefix}{i}.")
-        ]
-    return [] if a == b else [prefix.rstrip(".")]
+def _share_start(dist: DistributedContext, start: RunStart | None) -> RunStart:
+    """Rank 0 checked the run folder; every rank learns how the run starts."""
+    starts: tuple[RunStart, ...] = ("new", "resume", "restart")
+    index = dist.broadcast_int(starts.index(start) if start is not None else 0)
+    return starts[index]
 
 
 def _val_line(step: int, results: dict[str, dict[str, float]], mean_loss: float) -> str:

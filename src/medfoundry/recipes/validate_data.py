@@ -2,11 +2,15 @@
 
 Every source is read, every sample decoded and checked (which also fills the preprocessing
 cache, so a following ``pretrain`` starts at once), and a table per task is printed: samples,
-classes and their counts, image sizes, modality, split sizes, and warnings. Problems of all
-tasks are collected and raised together, one line each.
+classes and their counts, image sizes, modality, split sizes, and warnings (few examples,
+class names that differ only in case, images enlarged a lot, an input size that the encoder's
+patches do not divide). What reading changed or passed over is listed per file (alpha channels
+dropped, palette images converted, DICOM objects without an image, annotations left out).
+Problems of all tasks are collected and raised together, one line each; then nothing is cached.
 
 CONFIG is a task database (a ``tasks:`` list, optionally with ``data:`` and ``seed:``), or a
-pretraining config, whose ``tasks``, ``data``, ``seed`` and model ``image_size`` are used.
+pretraining config, whose ``tasks``, ``data``, ``seed``, model ``image_size`` and encoder are
+used.
 """
 
 from __future__ import annotations
@@ -19,16 +23,17 @@ from rich.console import Console
 from rich.table import Table
 
 from medfoundry.config_io import apply_overrides, load_yaml, validate_config
-from medfoundry.data import load_task_data, resolve_classes
+from medfoundry.data import TaskData, discard_new_caches, load_task_data, resolve_classes
 from medfoundry.data.summary import TaskSummary, summarize_task
 from medfoundry.errors import ConfigError, DataError, MedfoundryError
+from medfoundry.models.config import EncoderConfig
 from medfoundry.recipes.pretrain_config import DataConfig, load_pretrain_config, read_tasks
 from medfoundry.tasks import TASK_TYPES, build_task
 from medfoundry.tasks.spec import TaskSpec, check_unique_names
 
 __all__ = ["ValidateDataConfig", "load_validate_config", "run"]
 
-SHOWN_SKIPPED = 20
+SHOWN_LINES = 20
 COUNTED_AS = {
     "label": "samples",
     "multilabel": "positive samples",
@@ -46,6 +51,8 @@ class ValidateDataConfig(BaseModel):
         data: Cache and error settings (``data.on_error: skip`` counts bad samples instead).
         seed: Seeds the split of records without a given one (as in pretraining).
         image_size: Cached side for tasks whose preprocessing gives none.
+        encoder: A pretraining config's encoder: a warning if its patches do not divide
+            ``image_size``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -54,6 +61,7 @@ class ValidateDataConfig(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig)
     seed: int = 0
     image_size: int = Field(default=224, ge=8)
+    encoder: EncoderConfig | None = None
 
     @model_validator(mode="after")
     def _unique_task_names(self) -> ValidateDataConfig:
@@ -72,7 +80,11 @@ def load_validate_config(path: Path, overrides: Sequence[str] = ()) -> ValidateD
     if isinstance(raw, dict) and "model" in raw:
         cfg = load_pretrain_config(path, overrides)
         return ValidateDataConfig(
-            tasks=cfg.tasks, data=cfg.data, seed=cfg.seed, image_size=cfg.model.image_size
+            tasks=cfg.tasks,
+            data=cfg.data,
+            seed=cfg.seed,
+            image_size=cfg.model.image_size,
+            encoder=cfg.model.encoder,
         )
     raw = {"tasks": raw} if isinstance(raw, list) else raw
     if not isinstance(raw, dict):
@@ -87,32 +99,40 @@ def run(cfg: ValidateDataConfig, console: Console | None = None) -> list[TaskSum
     """Check every task's data and print the summary; returns the summaries.
 
     Raises:
-        ConfigError, DataError: every problem of every task (after printing the tasks that passed).
+        ConfigError, DataError: every problem of every task (after printing the tasks that
+            passed); the caches built by this call are then deleted.
     """
     if console is None:
         # rich wraps at 80 columns when writing to a file or pipe: too narrow for the tables
         console = Console() if Console().is_terminal else Console(width=160)
-    summaries, problems, only_config = [], [], True
+    summaries, checked, problems, only_config = [], [], [], True
     for spec in cfg.tasks:
         try:
-            summaries.append(_check_task(spec, cfg))
+            data, summary = _check_task(spec, cfg)
         except MedfoundryError as e:
             problems += [p if p.startswith("task '") else f"task '{spec.name}': {p}" for p in e.problems]
             only_config &= isinstance(e, ConfigError)
+            continue
+        checked.append(data)
+        summaries.append(summary)
     if summaries:
         for table in _tables(cfg, summaries):
             console.print(table)
+        for warning in _encoder_warnings(cfg):
+            console.print(f"[yellow]warning[/]: {warning}", markup=True, highlight=False)
         for summary in summaries:
             for warning in summary.warnings:
                 console.print(f"[yellow]warning[/]: task '{summary.name}': {warning}")
-            _print_skipped(console, summary)
+            _print_lines(console, summary, "skipped", summary.skipped, "problem(s), samples left out")
+            _print_lines(console, summary, "read", summary.notes, "file(s) changed or passed over")
     if problems:
+        discard_new_caches(checked)
         raise ConfigError(problems) if only_config else DataError(problems)
     console.print(f"[green]ok[/]: {len(summaries)} task(s), every sample decoded")
     return summaries
 
 
-def _check_task(spec: TaskSpec, cfg: ValidateDataConfig) -> TaskSummary:
+def _check_task(spec: TaskSpec, cfg: ValidateDataConfig) -> tuple[TaskData, TaskSummary]:
     target = TASK_TYPES.get(spec.type).target
     spec = spec.model_copy(update={"classes": resolve_classes(spec.source, target, spec.classes)})
     task = build_task(spec)
@@ -128,7 +148,21 @@ def _check_task(spec: TaskSpec, cfg: ValidateDataConfig) -> TaskSummary:
         prepare=("train", "val", "test"),
         require_val=False,
     )
-    return summarize_task(spec.name, target, spec.classes, data)
+    return data, summarize_task(spec.name, target, spec.classes, data)
+
+
+def _encoder_warnings(cfg: ValidateDataConfig) -> list[str]:
+    """What the model would make of these inputs (a patch size that does not divide them)."""
+    if cfg.encoder is None:
+        return []
+    from medfoundry.models.encoder import create_encoder
+
+    try:
+        # no weights: only the architecture's input geometry matters here
+        create_encoder(img_size=cfg.image_size, **{**cfg.encoder.model_dump(), "pretrained": False})
+    except ConfigError as e:
+        return [f"model.encoder: {p}" for p in e.problems]
+    return []
 
 
 def _tables(cfg: ValidateDataConfig, summaries: list[TaskSummary]) -> tuple[Table, Table]:
@@ -157,11 +191,11 @@ def _tables(cfg: ValidateDataConfig, summaries: list[TaskSummary]) -> tuple[Tabl
     return overview, classes
 
 
-def _print_skipped(console: Console, summary: TaskSummary) -> None:
-    if not summary.skipped:
+def _print_lines(console: Console, summary: TaskSummary, label: str, lines: list[str], what: str) -> None:
+    if not lines:
         return
-    console.print(f"[yellow]skipped[/]: task '{summary.name}': {len(summary.skipped)} sample(s) left out:")
-    for line in summary.skipped[:SHOWN_SKIPPED]:
+    console.print(f"[yellow]{label}[/]: task '{summary.name}': {len(lines)} {what}:")
+    for line in lines[:SHOWN_LINES]:
         console.print(f"  {line}", markup=False, highlight=False)
-    if len(summary.skipped) > SHOWN_SKIPPED:
-        console.print(f"  ... and {len(summary.skipped) - SHOWN_SKIPPED} more")
+    if len(lines) > SHOWN_LINES:
+        console.print(f"  ... and {len(lines) - SHOWN_LINES} more")

@@ -20,14 +20,26 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import safetensors.torch
+from safetensors import SafetensorError
 from torch import nn
 
 from medfoundry.errors import ConfigError
+from medfoundry.safe_writes import (
+    make_folder,
+    missing_folders,
+    refuse_links,
+    remove_empty_folders,
+    remove_orphans,
+    temporary_name,
+)
+from medfoundry.training.checkpoint_config import check_checkpoint_config
 from medfoundry.training.state_io import flatten_state, unflatten_state
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "check_checkpoint_files",
     "load_checkpoint_config",
     "load_model_weights",
     "load_trainer_state",
@@ -73,29 +85,49 @@ def save_checkpoint(
 def write_atomically(path: Path, write: Any) -> Path:
     """Call ``write(tmp_folder)``, then swap ``tmp_folder`` into ``path``.
 
-    A crash before the swap leaves the old folder untouched; a crash between the two renames
-    leaves it as ``.<name>.old``, which the loaders pick up.
+    A crash before the swap leaves the old folder untouched (and a temporary folder that the
+    next write, or ``remove_orphans``, deletes); a crash between the two renames leaves it as
+    ``.<name>.old``, which the loaders pick up. Nothing is written through a symbolic link.
+
+    Raises:
+        ConfigError: the folder cannot be written (a link in the way, no permission).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp"
+    tmp = temporary_name(path)
     old = path.parent / f".{path.name}.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    created = missing_folders(path.parent)
+    make_folder(path.parent, "output folder")
+    remove_orphans(path.parent)
     try:
+        _remove(tmp)
+        tmp.mkdir()
         write(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # a failed write leaves nothing behind
+        refuse_links(tmp, "new checkpoint")
+        for file in tmp.iterdir():
+            _fsync(file)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed write leaves nothing behind,
+        remove_empty_folders(created)  # not even the folders made for it
+        if isinstance(e, OSError):
+            raise ConfigError(f"{path}: cannot be written ({e.strerror or e})") from None
         raise
-    for file in tmp.iterdir():
-        _fsync(file)
+    if path.is_symlink():
+        raise ConfigError(f"{path}: is a symbolic link; medfoundry does not write through links")
     if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
         os.replace(path, old)
     os.replace(tmp, path)
     _fsync(path.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    _remove(old)
     return path
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, a link (not what it points to) or a folder tree."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
 
 
 def _fsync(path: Path) -> None:
@@ -116,10 +148,12 @@ def _resolve(path: Path) -> Path:
 
 
 def load_checkpoint_config(path: Path) -> dict[str, Any]:
-    """Read and check a checkpoint's ``config.json``.
+    """Read and check a checkpoint's ``config.json``: its format, and that its ``model`` and
+    ``tasks`` rebuild a model (keys, types, and only allowed timm arguments).
 
     Raises:
-        ConfigError: the folder is not a medfoundry checkpoint, or was written by a newer format.
+        ConfigError: the folder is not a medfoundry checkpoint, was written by a newer format,
+            or its config is damaged; one line naming the file and key.
     """
     folder = _resolve(path)
     config_file, model_file = folder / CONFIG_FILE, folder / MODEL_FILE
@@ -127,19 +161,20 @@ def load_checkpoint_config(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: not a medfoundry checkpoint (expected a folder with {CONFIG_FILE} and {MODEL_FILE})"
         )
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{config_file}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    config = _read_json(config_file)
     if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(
             f'{config_file}: not a medfoundry checkpoint config (no "format": "{CHECKPOINT_FORMAT}")'
         )
-    if config.get("format_version", 0) > FORMAT_VERSION:
+    version = config.get("format_version", 0)
+    if not isinstance(version, int):
+        raise ConfigError(f"{config_file}: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise ConfigError(
-            f"{config_file}: checkpoint format {config['format_version']} is newer than this medfoundry "
+            f"{config_file}: checkpoint format {version} is newer than this medfoundry "
             f"understands ({FORMAT_VERSION}); upgrade medfoundry"
         )
+    check_checkpoint_config(config, str(config_file))
     return _upgraded(config)
 
 
@@ -152,19 +187,51 @@ def _upgraded(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def check_checkpoint_files(path: Path, resumable: bool = False) -> None:
+    """Check, without loading any tensor, that a checkpoint's files are complete: its config,
+    the safetensors headers (which must cover each file exactly) and, for ``resumable``, the
+    trainer state. Resuming runs this before anything is cached or written.
+
+    Raises:
+        ConfigError: naming the damaged file.
+    """
+    load_checkpoint_config(path)
+    folder = _resolve(path)
+    files = [folder / MODEL_FILE]
+    if resumable:
+        _require_trainer_state(path)
+        files.append(folder / STATE_TENSORS_FILE)
+        _read_json(folder / STATE_JSON_FILE)
+    for file in files:
+        try:
+            with safetensors.safe_open(str(file), "pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            raise ConfigError(f"{file}: damaged or truncated safetensors file ({e})") from None
+
+
 def load_model_weights(path: Path, model: nn.Module) -> None:
-    """Load ``model.safetensors`` into ``model`` (strict: every key must match)."""
+    """Load ``model.safetensors`` into ``model`` (strict: every key must match).
+
+    Raises:
+        ConfigError: the file is damaged, or its weights are not those of the model that the
+            checkpoint's config describes (another architecture, other sizes).
+    """
     file = _resolve(path) / MODEL_FILE
     try:
         missing, unexpected = safetensors.torch.load_model(model, str(file), strict=False)
+    except (SafetensorError, OSError) as e:
+        raise ConfigError(f"{file}: damaged or truncated safetensors file ({e})") from None
     except RuntimeError as e:  # shape mismatches
         raise ConfigError(
-            f"{file}: weights do not fit the model ({str(e).splitlines()[-1].strip()[:200]})"
+            f"{file}: weights do not fit the model described by its {CONFIG_FILE} "
+            f"({str(e).splitlines()[-1].strip()[:200]})"
         ) from None
     if missing or unexpected:
         raise ConfigError(
-            f"{file}: weights do not fit the model (missing: {', '.join(missing[:5]) or 'none'}; "
-            f"unexpected: {', '.join(unexpected[:5]) or 'none'})"
+            f"{file}: weights do not fit the model described by its {CONFIG_FILE} "
+            f"(missing: {', '.join(sorted(missing)[:5]) or 'none'}; "
+            f"unexpected: {', '.join(sorted(unexpected)[:5]) or 'none'})"
         )
 
 
@@ -172,12 +239,35 @@ def load_trainer_state(path: Path) -> dict[str, Any]:
     """Read the resumable trainer state.
 
     Raises:
-        ConfigError: the checkpoint has no trainer state (e.g. a ``best`` or exported checkpoint).
+        ConfigError: the checkpoint has no trainer state (e.g. a ``best`` or exported
+            checkpoint), or it is damaged.
     """
+    _require_trainer_state(path)
     folder = _resolve(path)
     tensors_file, json_file = folder / STATE_TENSORS_FILE, folder / STATE_JSON_FILE
-    if not (tensors_file.is_file() and json_file.is_file()):
-        raise ConfigError(f"{path}: checkpoint has no trainer state; only 'last' checkpoints can be resumed")
-    tensors = safetensors.torch.load_file(str(tensors_file))
-    state: dict[str, Any] = unflatten_state(json.loads(json_file.read_text()), tensors)
+    try:
+        tensors = safetensors.torch.load_file(str(tensors_file))
+    except (SafetensorError, OSError) as e:
+        raise ConfigError(f"{tensors_file}: damaged or truncated safetensors file ({e})") from None
+    try:
+        state: dict[str, Any] = unflatten_state(_read_json(json_file), tensors)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{json_file}: does not match {tensors_file} ({type(e).__name__}: {e})") from None
     return state
+
+
+def _require_trainer_state(path: Path) -> None:
+    folder = _resolve(path)
+    if not ((folder / STATE_TENSORS_FILE).is_file() and (folder / STATE_JSON_FILE).is_file()):
+        raise ConfigError(f"{path}: checkpoint has no trainer state; only 'last' checkpoints can be resumed")
+
+
+def _read_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{file}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{file}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{file}: cannot be read ({e.strerror or e})") from None

@@ -7,10 +7,25 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict
+
+from medfoundry.config_io import validate_config
+from medfoundry.models.config import ModelConfig
+from medfoundry.tasks.spec import TaskSpec
+
 if TYPE_CHECKING:
     from medfoundry.recipes.pretrain_config import PretrainConfig
 
-__all__ = ["checkpoint_config", "library_versions"]
+__all__ = ["check_checkpoint_config", "checkpoint_config", "library_versions"]
+
+
+class _RebuildKeys(BaseModel):
+    """The part of ``config.json`` that rebuilds the model; the rest is description."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    model: ModelConfig
+    tasks: list[TaskSpec]
 
 
 def checkpoint_config(
@@ -55,6 +70,17 @@ def checkpoint_config(
         "versions": library_versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def check_checkpoint_config(config: dict[str, Any], source: str) -> None:
+    """Check that a checkpoint's ``model`` and ``tasks`` rebuild a model: every key present and of
+    the right type, and only allowed timm arguments (``models.config.TIMM_ARGUMENTS``), so that a
+    crafted ``config.json`` cannot make timm open files or take other code paths.
+
+    Raises:
+        ConfigError: one line per problem, naming ``source`` and the key.
+    """
+    validate_config(_RebuildKeys, config, source)
 
 
 def library_versions() -> dict[str, str]:

@@ -92,6 +92,14 @@ class DistributedContext:
             raise failure
         return result
 
+    def broadcast_int(self, value: int) -> int:
+        """Rank 0's ``value`` on every rank (the others pass anything)."""
+        if not self.enabled:
+            return value
+        tensor = torch.tensor([value], device=self.device, dtype=torch.int64)
+        dist.broadcast(tensor, src=0)
+        return int(tensor.item())
+
     def agree_finite(self, value: float) -> tuple[bool, float]:
         """Whether the loss is finite on every rank, and its mean over ranks (one all-reduce)."""
         if not self.enabled:

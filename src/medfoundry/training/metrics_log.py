@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from medfoundry.safe_writes import open_for_append, write_file_atomically
 
 __all__ = ["MetricsLog", "read_metrics"]
 
@@ -29,11 +30,10 @@ class MetricsLog:
     ) -> None:
         self.path = run_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
-            kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            os.replace(tmp, self.path)
-        self._file = self.path.open("a", encoding="utf-8")
+            records = read_metrics(self.path)
+            kept = [r for r in records if isinstance(r.get("step"), int) and r["step"] <= resume_step]
+            write_file_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self._file = open_for_append(self.path)  # never through a symbolic link
         self._writer: Any = None
         if enable_tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -59,11 +59,13 @@ class MetricsLog:
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """All records of a ``metrics.jsonl`` (a torn last line from a crash is skipped)."""
     records = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 

@@ -14,10 +14,13 @@ Multi-process runs (``dist``): every rank runs the same tasks in the same order 
 each global batch; a head's gradient is averaged over ranks right after its backward, the
 shared gradient once per step (see ``training.distributed``).
 
-Non-finite guard: a batch whose loss is NaN/inf (on any rank) is skipped before its backward; a
+Non-finite guard: a batch whose loss is NaN/inf (on any rank) is skipped before its backward,
+and leaves no trace: its forward pass may already have updated BatchNorm running statistics
+(encoders built with ``use_groupnorm: false``) and drawn random numbers, so those buffers and
+the generators' states are put back as they were; a
 head whose gradient is non-finite is not stepped; a shared gradient that is non-finite (which
 can only come from a finite loss whose backward overflowed) skips the whole shared update, so
-nothing non-finite ever reaches the shared weights.
+nothing non-finite ever reaches the weights, the buffers or the optimizer states.
 
 [0] Schäfer et al., Nature Computational Science 4, 495-509 (2024).
 """
@@ -145,16 +148,37 @@ def _finite_loss(
     dist: DistributedContext,
     result: StepResult,
 ) -> torch.Tensor | None:
-    """The batch's normalised loss, or ``None`` (recorded) when it is non-finite on any rank."""
-    with _autocast(batch.images.device, autocast_dtype):
+    """The batch's normalised loss, or ``None`` (recorded) when it is non-finite on any rank, in
+    which case what its forward pass changed is put back: BatchNorm statistics and the random
+    number streams it drew from (dropout, drop-path, masking)."""
+    device = batch.images.device
+    saved = _running_buffers(model)
+    rng = torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    with _autocast(device, autocast_dtype):
         loss = tasks[batch.task].loss(model(batch.task, batch.images), batch.targets)
     finite, value = dist.agree_finite(loss.item())
     if not finite:
+        with torch.no_grad():
+            for buffer, copy in saved:
+                buffer.copy_(copy)
+        torch.set_rng_state(rng[0])
+        if rng[1] is not None:
+            torch.cuda.set_rng_state(rng[1], device)
         result.nonfinite.append(batch.task)
         return None
     result.batch_losses.setdefault(batch.task, []).append(value)
     result.images += len(batch)
     return loss
+
+
+def _running_buffers(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Copies of the buffers a training-mode forward pass updates (BatchNorm statistics)."""
+    return [
+        (buffer, buffer.clone())
+        for module in model.modules()
+        if isinstance(module, nn.modules.batchnorm._NormBase) and module.training
+        for buffer in module.buffers(recurse=False)
+    ]
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[None]:

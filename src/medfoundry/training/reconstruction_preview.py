@@ -6,6 +6,7 @@ from different steps of a run compare directly. Written to ``RUN/previews/<task>
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import cast
@@ -18,6 +19,7 @@ from torch.utils.data import Dataset
 from medfoundry.models.masked_image import MaskedImageObjective
 from medfoundry.models.masking import render_reconstruction
 from medfoundry.models.multitask_model import MultiTaskModel
+from medfoundry.safe_writes import make_folder, write_file_atomically
 
 __all__ = ["ReconstructionPreviews", "reconstruction_grid"]
 
@@ -92,10 +94,10 @@ class ReconstructionPreviews:
                 images, output, objective.mask_unit_size, objective.norm_pix_loss, mean, std
             )
             path = self.out_dir / task / f"step_{step:07d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            reconstruction_grid([images, masked, reconstruction]).save(tmp, format="PNG")
-            tmp.replace(path)  # never a half-written PNG
+            make_folder(path.parent, "previews folder")
+            png = io.BytesIO()
+            reconstruction_grid([images, masked, reconstruction]).save(png, format="PNG")
+            write_file_atomically(path, png.getvalue())  # never a half-written PNG, nor through a link
             written.append(path)
         model.train(was_training)
         return written

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medfoundry.errors import ConfigError
 from medfoundry.training.checkpoint import load_model_weights, load_trainer_state
 from medfoundry.training.distributed import DistributedContext
 from medfoundry.training.multitask_step import Optimizers
@@ -64,16 +65,24 @@ def restore_trainer_state(
 
     Returns:
         The trainer state (``step``, ``best_val_loss``, ``nonfinite_streak``, ``sampler``, ...).
+
+    Raises:
+        ConfigError: the checkpoint is damaged or its state does not fit this run.
     """
     load_model_weights(checkpoint, model)
     state = load_trainer_state(checkpoint)
-    optimizers.shared.load_state_dict(state["optimizers"]["shared"])
-    for name, optimizer in optimizers.heads.items():
-        optimizer.load_state_dict(state["optimizers"]["heads"][name])
-    if optimizers.scaler is not None and state["optimizers"]["scaler"] is not None:
-        optimizers.scaler.load_state_dict(state["optimizers"]["scaler"])
-    rng = state["rng"]
-    set_rng_state(rng)
+    try:
+        optimizers.shared.load_state_dict(state["optimizers"]["shared"])
+        for name, optimizer in optimizers.heads.items():
+            optimizer.load_state_dict(state["optimizers"]["heads"][name])
+        if optimizers.scaler is not None and state["optimizers"]["scaler"] is not None:
+            optimizers.scaler.load_state_dict(state["optimizers"]["scaler"])
+        rng = state["rng"]
+        set_rng_state(rng)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+        raise ConfigError(
+            f"{checkpoint}: its trainer state does not fit this run ({type(e).__name__}: {str(e)[:160]})"
+        ) from None
     if state.get("world_size", 1) == dist.world_size:
         torch.set_rng_state(rng["torch_per_rank"][dist.rank])
         if device.type == "cuda" and rng["cuda_per_rank"]:

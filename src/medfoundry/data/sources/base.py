@@ -21,7 +21,16 @@ from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Box, Record, TargetKind
 from medfoundry.errors import ConfigError, DataError
 
-__all__ = ["EDGE_TOLERANCE_PX", "SourceBase", "SourceScan", "file_stem", "list_files", "make_box"]
+__all__ = [
+    "EDGE_TOLERANCE_PX",
+    "FilePair",
+    "SourceBase",
+    "SourceScan",
+    "file_stem",
+    "list_files",
+    "make_box",
+    "pair_files",
+]
 
 EDGE_TOLERANCE_PX = 1.0
 """How far (pixels) a box may stick out of its image: annotation tools round edges outwards."""
@@ -34,10 +43,13 @@ class SourceScan:
     Attributes:
         records: One record per usable sample, in a deterministic order.
         problems: One message per row or file left out (naming file, row or key).
+        notes: One line per file passed over as not a sample (e.g. a DICOM structured
+            report) or per annotation changed or left out, for ``validate-data``.
     """
 
     records: list[Record]
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 class SourceBase(BaseModel):
@@ -119,6 +131,65 @@ def file_stem(path: Path) -> str:
     """Name without its extension, taking ``.nii.gz`` as one extension."""
     name = path.name
     return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
+
+
+@dataclass(frozen=True)
+class FilePair:
+    """An image file and the annotation file (mask, label volume) its name points to.
+
+    Attributes:
+        image: The image file.
+        case: The image's name without extension and ``image_suffix`` (names its group).
+        wanted: The annotation's expected name without extension.
+        annotation: The annotation file, or ``None`` when there is none by that name.
+    """
+
+    image: Path
+    case: str
+    wanted: str
+    annotation: Path | None
+
+
+def pair_files(
+    images: list[Path], annotations: list[Path], image_suffix: str = "", annotation_suffix: str = ""
+) -> tuple[list[FilePair], list[Path]]:
+    """Match images to annotations by name: ``<case><image_suffix>.*`` with
+    ``<case><annotation_suffix>.*`` (any extensions). When both lists come from one folder,
+    the suffixes tell images from annotations (``case_image.nii.gz`` / ``case_label.nii.gz``).
+
+    Returns:
+        One pair per image, in order, and the annotation files no image points to.
+
+    Raises:
+        ConfigError: images and annotations share files and no suffix tells them apart.
+    """
+    if set(images) & set(annotations):
+        if not (image_suffix or annotation_suffix):
+            raise ConfigError(
+                f"{images[0].parent}: images and annotations are in one folder; set the annotation "
+                "suffix (e.g. _label or _mask) and, if images have one, the image suffix (e.g. _image)"
+            )
+
+        def is_annotation(f: Path) -> bool:
+            stem = file_stem(f)
+            if annotation_suffix:
+                return stem.endswith(annotation_suffix)
+            return not stem.endswith(image_suffix)
+
+        annotations = [f for f in annotations if is_annotation(f)]
+        images = [f for f in images if not is_annotation(f)]
+    images = [f for f in images if file_stem(f).endswith(image_suffix)]
+    by_name: dict[str, Path] = {}
+    for f in annotations:
+        by_name.setdefault(file_stem(f), f)
+    pairs = []
+    for image in images:
+        stem = file_stem(image)
+        case = stem[: len(stem) - len(image_suffix)] if image_suffix else stem
+        wanted = case + annotation_suffix
+        pairs.append(FilePair(image, case, wanted, by_name.get(wanted)))
+    used = {pair.wanted for pair in pairs}
+    return pairs, [f for name, f in by_name.items() if name not in used]
 
 
 def make_box(coords: list[float], name: str, classes: list[str], where: str) -> Box:

@@ -49,22 +49,29 @@ class CocoSource(SourceBase):
         categories = self._categories(data)
         root = self.images or self.path.parent
         problems: list[str] = []
+        notes: list[str] = []
         boxes: dict[Any, list[Box]] = {}
         images: dict[Any, dict[str, Any]] = {}
         for image in data["images"]:
-            if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
+            if not (isinstance(image, dict) and _is_id(image.get("id")) and "file_name" in image):
                 problems.append(f"{self.path}: an image entry lacks 'id' or 'file_name': {str(image)[:80]}")
                 continue
             images[image["id"]] = image
             boxes[image["id"]] = []
         for ann in data["annotations"] if target == "boxes" else []:
+            if not isinstance(ann, dict):
+                problems.append(f"{self.path}: an annotation is not a JSON object: {str(ann)[:80]}")
+                continue
             where = f"{self.path}: annotation {ann.get('id', '?')}"
             try:
                 if ann.get("iscrowd", 0):
+                    notes.append(f"{where}: iscrowd annotation (a group, not one object) left out")
                     continue
-                boxes[self._image_id(ann, images, where)].append(
-                    self._box(ann, images[ann["image_id"]], categories, classes, where)
-                )
+                image = images[self._image_id(ann, images, where)]
+                box = self._box(ann, image, categories, classes, where)
+                if box[:4] != tuple(self._xyxy(ann)):
+                    notes.append(f"{where}: bbox {ann['bbox']} clipped to the image ({box[:4]})")
+                boxes[ann["image_id"]].append(box)
             except DataError as e:
                 problems.extend(e.problems)
         reader = FileReader(preprocessing.intensity)
@@ -80,7 +87,7 @@ class CocoSource(SourceBase):
             seen.add(path)
             record_boxes = tuple(boxes[image_id]) if target == "boxes" else None
             records.append(Record(path, None, i, boxes=record_boxes, reader=reader))
-        return SourceScan(records, problems)
+        return SourceScan(records, problems, notes)
 
     def _read(self) -> dict[str, Any]:
         if not self.path.is_file():
@@ -99,6 +106,8 @@ class CocoSource(SourceBase):
     def _categories(self, data: dict[str, Any]) -> dict[Any, str]:
         categories: dict[Any, str] = {}
         for category in data["categories"]:
+            if not (isinstance(category, dict) and _is_id(category.get("id")) and "name" in category):
+                raise DataError(f"{self.path}: a category needs an 'id' and a 'name': {str(category)[:80]}")
             if category.get("id") in categories:
                 raise DataError(f"{self.path}: category id {category.get('id')} is listed twice")
             categories[category.get("id")] = str(category.get("name"))
@@ -106,15 +115,20 @@ class CocoSource(SourceBase):
 
     @staticmethod
     def _image_id(ann: dict[str, Any], images: dict[Any, Any], where: str) -> Any:
-        if ann.get("image_id") not in images:
+        if not _is_id(ann.get("image_id")) or ann.get("image_id") not in images:
             raise DataError(f"{where}: image_id {ann.get('image_id')} is not in 'images'")
         return ann["image_id"]
+
+    @staticmethod
+    def _xyxy(ann: dict[str, Any]) -> list[float]:
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        return [x, y, x + w, y + h]
 
     @staticmethod
     def _box(
         ann: dict[str, Any], image: dict[str, Any], categories: dict[Any, str], classes: list[str], where: str
     ) -> Box:
-        if ann.get("category_id") not in categories:
+        if not _is_id(ann.get("category_id")) or ann.get("category_id") not in categories:
             raise DataError(f"{where}: category_id {ann.get('category_id')} is not in 'categories'")
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)):
@@ -130,3 +144,8 @@ class CocoSource(SourceBase):
                 )
             box = Box(max(box.x1, 0), max(box.y1, 0), min(box.x2, width), min(box.y2, height), box.label)
         return box
+
+
+def _is_id(value: Any) -> bool:
+    """COCO ids are numbers (some tools write strings); anything else cannot key a lookup."""
+    return isinstance(value, int | str) and not isinstance(value, bool)

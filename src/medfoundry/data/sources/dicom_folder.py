@@ -52,7 +52,7 @@ class DicomSource(SourceBase):
     def infer_classes(self, target: TargetKind) -> list[str]:
         if target != "label":
             return super().infer_classes(target)
-        headers, _ = self._headers()
+        headers, _, _ = self._headers()
         return sorted({str(ds.get(self._tag(), "")).strip() for _, ds in headers} - {""})
 
     def _scan(
@@ -60,7 +60,7 @@ class DicomSource(SourceBase):
     ) -> SourceScan:
         if target == "label":
             self._tag()
-        headers, problems = self._headers()
+        headers, problems, notes = self._headers()
         series: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
         for path, ds in headers:
             series[str(ds.get("SeriesInstanceUID", path))].append((path, ds))
@@ -105,21 +105,23 @@ class DicomSource(SourceBase):
             ]
         if not records and not problems:
             raise DataError(f"{self.path}: no DICOM images found")
-        return SourceScan(records, problems)
+        return SourceScan(records, problems, notes)
 
-    def _headers(self) -> tuple[list[tuple[Path, pydicom.Dataset]], list[str]]:
+    def _headers(self) -> tuple[list[tuple[Path, pydicom.Dataset]], list[str], list[str]]:
+        """Image headers, problems (damaged files) and notes (files passed over)."""
         if self.path.is_file():
             candidates = [self.path]
         elif self.path.is_dir():
             candidates = sorted(p for p in self.path.rglob("*") if p.is_file() and not p.name.startswith("."))
         else:
             raise DataError(f"{self.path}: file or folder not found")
-        headers, problems = [], []
+        headers, problems, notes = [], [], []
         for path in candidates:
             try:
                 if path.stat().st_size == 0:
                     raise DataError(f"{path}: file is empty (0 bytes)")
                 if not is_dicom(path):
+                    notes.append(f"{path}: not a DICOM file; passed over")
                     continue
                 ds = read_dicom_header(path)
             except DataError as e:
@@ -127,7 +129,17 @@ class DicomSource(SourceBase):
                 continue
             if "Rows" in ds and "Columns" in ds:  # an image, not a report or a directory
                 headers.append((path, ds))
-        return headers, problems
+                continue
+            sop_class = _sop_class(ds)
+            if sop_class is None or "Image Storage" in sop_class.name:
+                what = f"a {sop_class.name} object" if sop_class is not None else "a DICOM file"
+                problems.append(
+                    f"{path}: {what} whose header ends before the image size (Rows, Columns): "
+                    "the file is truncated or damaged"
+                )
+            else:
+                notes.append(f"{path}: {sop_class.name} object without an image; passed over")
+        return headers, problems, notes
 
     def _tag(self) -> str:
         if not self.label_tag or self.label_tag not in pydicom.datadict.keyword_dict:
@@ -150,3 +162,10 @@ class DicomSource(SourceBase):
                 )
             fields["label"] = classes.index(value)
         return fields
+
+
+def _sop_class(ds: pydicom.Dataset) -> pydicom.uid.UID | None:
+    """The SOP class (what kind of object a file holds), from the file meta or the dataset."""
+    meta = getattr(ds, "file_meta", None)
+    uid = (meta.get("MediaStorageSOPClassUID") if meta is not None else None) or ds.get("SOPClassUID")
+    return pydicom.uid.UID(str(uid)) if uid else None

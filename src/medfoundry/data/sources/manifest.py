@@ -18,6 +18,7 @@ Columns (names configurable):
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -28,7 +29,7 @@ from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.readers import FileReader
 from medfoundry.data.record import Box, Record, TargetKind
 from medfoundry.data.sources.base import SourceBase, SourceScan, make_box
-from medfoundry.errors import DataError
+from medfoundry.errors import DataError, number_ranges
 
 __all__ = ["ManifestSource", "read_manifest"]
 
@@ -97,7 +98,8 @@ class ManifestSource(SourceBase):
         reader = FileReader(preprocessing.intensity, self._mask_mapping(classes, ignore_index))
         root = self.root or self.path.parent
         has_split = self.split_column in header
-        records, problems = [], []
+        records = []
+        problems: dict[str, list[int]] = {}  # a problem -> the rows that have it
         seen: dict[Path, int] = {}
         for number, row in enumerate(rows, start=2):  # row 1 is the header
             where = f"{self.path}, row {number}"
@@ -118,17 +120,37 @@ class ManifestSource(SourceBase):
                     )
                 )
             except DataError as e:
-                problems.extend(e.problems)
-        return SourceScan(records, problems)
+                for problem in e.problems:
+                    numbers = problems.setdefault(problem.removeprefix(f"{where}: "), [])
+                    numbers += [number] if problem.startswith(f"{where}: ") else []
+        return SourceScan(records, [self._rows_line(text, numbers) for text, numbers in problems.items()])
+
+    def _rows_line(self, problem: str, numbers: list[int]) -> str:
+        """One line per problem, naming every row that has it (``rows 3-5, 9: ...``)."""
+        if not numbers:
+            return problem
+        rows = f"row {numbers[0]}" if len(numbers) == 1 else f"rows {number_ranges(numbers)}"
+        return f"{self.path}, {rows}: {problem}"
 
     def _read(self) -> tuple[list[str], list[dict[str, str]]]:
         if not self.path.is_file():
             raise DataError(f"{self.path}: manifest file not found")
+        raw = self.path.read_bytes()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise DataError(
+                f"{self.path}, row {line}: not UTF-8 text (byte {raw[e.start : e.start + 1]!r}); "
+                "save the manifest as UTF-8"
+            ) from None
         delimiter = "\t" if self.path.suffix.lower() == ".tsv" else ","
-        with self.path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f, delimiter=delimiter)
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+        try:
             rows = list(reader)
-            header = list(reader.fieldnames or [])
+        except csv.Error as e:
+            raise DataError(f"{self.path}, row {reader.line_num}: not a readable CSV row ({e})") from None
+        header = list(reader.fieldnames or [])
         if not rows:
             raise DataError(f"{self.path}: the manifest has no rows")
         return header, rows

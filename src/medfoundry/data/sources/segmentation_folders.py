@@ -1,9 +1,11 @@
 """Segmentation pairs: a folder of images and a folder of masks, matched by file name.
 
 The mask of ``images/case_01.png`` is the file in ``masks`` whose name without extension is
-``case_01`` + ``mask_suffix`` (e.g. ``case_01_mask.tif`` with ``mask_suffix: _mask``); image and
-mask may have different formats (masks: PNG, TIFF, NIfTI). Images without a mask, and masks
-without an image, are reported.
+``case_01`` + ``mask_suffix`` (e.g. ``case_01_mask.tif`` with ``mask_suffix: _mask``); with an
+``image_suffix`` that part of the image's name is replaced (``case_01_image.png`` ->
+``case_01_mask.png``). Images and masks may share one folder, told apart by the suffixes, and
+may have different formats (masks: PNG, TIFF, NIfTI). Images without a mask, and masks without
+an image, are reported.
 
 With ``mask_values: instances`` the masks are instance masks (0 = background, one id per
 object). A segmentation task then learns background / object, and a detection task (one
@@ -23,7 +25,7 @@ from medfoundry.data.masks import MaskValues
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.readers import FileReader
 from medfoundry.data.record import Box, Record, TargetKind
-from medfoundry.data.sources.base import SourceBase, SourceScan, file_stem, list_files
+from medfoundry.data.sources.base import SourceBase, SourceScan, list_files, pair_files
 from medfoundry.errors import ConfigError, DataError
 
 __all__ = ["SegmentationFoldersSource"]
@@ -38,6 +40,8 @@ class SegmentationFoldersSource(SourceBase):
         images: Folder of images (searched recursively).
         masks: Folder of masks (searched recursively).
         mask_suffix: What the mask's name adds to the image's name (before the extension).
+        image_suffix: What the image's name adds to the shared name (``case_image.png`` with
+            ``case_mask.png``: ``_image``, with ``mask_suffix: _mask``).
         mask_values: Stored mask value -> class name, or ``instances`` (see module docstring).
     """
 
@@ -47,18 +51,19 @@ class SegmentationFoldersSource(SourceBase):
     images: Path
     masks: Path
     mask_suffix: str = ""
+    image_suffix: str = ""
     mask_values: MaskValues = None
 
     def _scan(
         self, target: TargetKind, classes: list[str], preprocessing: Preprocessing, ignore_index: int
     ) -> SourceScan:
         images = list_files(self.images, (*IMAGE_SUFFIXES, ".dcm"))
-        shared = self.images.resolve() == self.masks.resolve()
-        if shared and self.mask_suffix:  # one folder: the masks are the files with the suffix
-            images = [f for f in images if not file_stem(f).endswith(self.mask_suffix)]
-        if not images:
-            raise DataError(f"{self.images}: no image files in this folder")
         if target == "image":
+            if self.images.resolve() == self.masks.resolve() and (self.image_suffix or self.mask_suffix):
+                pairs, _ = pair_files(images, images, self.image_suffix, self.mask_suffix)
+                images = [pair.image for pair in pairs]
+            if not images:
+                raise DataError(f"{self.images}: no image files in this folder")
             reader = FileReader(preprocessing.intensity)
             return SourceScan([Record(f, None, i, reader=reader) for i, f in enumerate(images)])
         if target == "boxes" and (self.mask_values != "instances" or len(classes) != 1):
@@ -66,31 +71,27 @@ class SegmentationFoldersSource(SourceBase):
                 f"{self.images}: boxes come from instance masks: set mask_values: instances and "
                 "declare exactly one class"
             )
-        masks: dict[str, Path] = {}
-        for mask in list_files(self.masks, MASK_SUFFIXES):
-            masks.setdefault(file_stem(mask), mask)
+        pairs, unused = pair_files(
+            images, list_files(self.masks, MASK_SUFFIXES), self.image_suffix, self.mask_suffix
+        )
+        if not pairs:
+            raise DataError(f"{self.images}: no image files in this folder")
         mapping = None if target == "boxes" else self._mask_mapping(classes, ignore_index)
         reader = FileReader(preprocessing.intensity, mapping)
-        records, problems, used = [], [], set()
-        for i, image in enumerate(images):
-            key = file_stem(image) + self.mask_suffix
-            mask_path = masks.get(key)
-            if mask_path is None:
-                problems.append(f"{image}: no mask named {key}.* in {self.masks}")
+        records, problems = [], []
+        for i, pair in enumerate(pairs):
+            if pair.annotation is None:
+                problems.append(f"{pair.image}: no mask named {pair.wanted}.* in {self.masks}")
                 continue
-            used.add(key)
             if target == "mask":
-                records.append(Record(image, None, i, mask=mask_path, reader=reader))
+                records.append(Record(pair.image, None, i, mask=pair.annotation, reader=reader))
                 continue
             try:
-                records.append(Record(image, None, i, boxes=_instance_boxes(mask_path), reader=reader))
+                boxes = _instance_boxes(pair.annotation)
+                records.append(Record(pair.image, None, i, boxes=boxes, reader=reader))
             except DataError as e:
                 problems.extend(e.problems)
-        if not shared:
-            problems += [
-                f"{masks[k]}: mask without a matching image in {self.images}"
-                for k in sorted(set(masks) - used)
-            ]
+        problems += [f"{mask}: mask without a matching image in {self.images}" for mask in unused]
         return SourceScan(records, problems)
 
 

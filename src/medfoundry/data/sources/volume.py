@@ -3,8 +3,12 @@ optional label volumes, sliced to 2D along one axis.
 
 ``images`` and ``labels`` are folders (searched recursively) or single files; the label volume
 of ``images/case_01.nii.gz`` is the file in ``labels`` named ``case_01`` + ``label_suffix``
-(any of the volume extensions). Every slice of one volume gets that volume's name as its
-group, so slices of one scan never straddle train, validation and test. Slice selection
+(any of the volume extensions); with an ``image_suffix`` that part of the image's name is
+replaced (``case_01_image.nii.gz`` -> ``case_01_label.nii.gz``), so images and labels can
+share one folder. Two single files are simply a pair, whatever their names. A 4D file needs
+``volume_index`` (a trailing axis of length 1 is dropped); that is checked from the header,
+once per file. Every slice of one volume gets that volume's name (without ``image_suffix``)
+as its group, so slices of one scan never straddle train, validation and test. Slice selection
 (``slices``): ``all``; or ``foreground`` (slices with any labelled voxel) plus
 ``background_ratio`` background slices per foreground slice. See ``medfoundry.data.volumes``
 for orientation, intensity and resampling.
@@ -20,7 +24,7 @@ from pydantic import Field
 from medfoundry.data.masks import MaskValues
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Record, TargetKind
-from medfoundry.data.sources.base import SourceBase, SourceScan, file_stem, list_files
+from medfoundry.data.sources.base import FilePair, SourceBase, SourceScan, file_stem, list_files, pair_files
 from medfoundry.data.volumes import (
     AXES,
     VOLUME_SUFFIXES,
@@ -42,6 +46,8 @@ class VolumeSource(SourceBase):
         images: Folder of volumes, or one volume file.
         labels: Folder of label volumes (or one file), matched to images by name.
         label_suffix: What a label volume's name adds to its image's name.
+        image_suffix: What an image's name adds to the shared name (``_image`` for
+            ``case_image.nii.gz`` with ``case_label.nii.gz``).
         axis: ``axial``, ``coronal`` or ``sagittal`` (after reorientation to RAS+).
         spacing_mm: In-plane ``[row, col]`` spacing to resample each slice to; ``None`` keeps it.
         slices: ``all`` or ``foreground`` (needs ``labels``).
@@ -56,6 +62,7 @@ class VolumeSource(SourceBase):
     images: Path
     labels: Path | None = None
     label_suffix: str = ""
+    image_suffix: str = ""
     axis: Axis = "axial"
     spacing_mm: tuple[float, float] | None = None
     slices: Literal["all", "foreground"] = "all"
@@ -70,8 +77,7 @@ class VolumeSource(SourceBase):
             raise ConfigError(
                 f"{self.images}: set 'labels' (label volumes) for a segmentation task or slices: foreground"
             )
-        volumes = _volume_files(self.images)
-        labels = self._label_files() if self.labels is not None else {}
+        pairs = self._pairs()
         mapping = self._mask_mapping(classes, ignore_index) if target == "mask" else None
         reader = VolumeSliceReader(
             self.axis, self.spacing_mm, preprocessing.intensity, mapping, self.volume_index
@@ -81,24 +87,21 @@ class VolumeSource(SourceBase):
             background = {stored for stored, index in mapping.lookup if index == 0} | {ignore_index}
         records: list[Record] = []
         problems: list[str] = []
-        for volume in volumes:
-            label = labels.get(file_stem(volume) + self.label_suffix)
+        for pair in pairs:
             try:
-                if self.labels is not None and label is None:
-                    name = file_stem(volume) + self.label_suffix
-                    raise DataError(f"{volume}: no label volume named {name}.* in {self.labels}")
-                indices = self._slices(volume, label, background)
+                if self.labels is not None and pair.annotation is None:
+                    raise DataError(f"{pair.image}: no label volume named {pair.wanted}.* in {self.labels}")
+                indices = self._slices(pair.image, pair.annotation, background)
             except DataError as e:
                 problems.extend(e.problems)
                 continue
-            group = file_stem(volume)
             records += [
                 Record(
-                    volume,
+                    pair.image,
                     None,
                     len(records) + i,
-                    mask=label if target == "mask" else None,
-                    group=group,
+                    mask=pair.annotation if target == "mask" else None,
+                    group=pair.case,
                     frame=k,
                     reader=reader,
                 )
@@ -106,14 +109,18 @@ class VolumeSource(SourceBase):
             ]
         return SourceScan(records, problems)
 
-    def _label_files(self) -> dict[str, Path]:
-        assert self.labels is not None
-        return {file_stem(f): f for f in _volume_files(self.labels)}
+    def _pairs(self) -> list[FilePair]:
+        volumes = _volume_files(self.images)
+        if self.labels is None:
+            return pair_files(volumes, [], self.image_suffix)[0]
+        if self.images.is_file() and self.labels.is_file():  # two files: a pair, whatever their names
+            return [FilePair(self.images, file_stem(self.images), file_stem(self.labels), self.labels)]
+        return pair_files(volumes, _volume_files(self.labels), self.image_suffix, self.label_suffix)[0]
 
     def _slices(self, volume: Path, label: Path | None, background: set[int]) -> list[int]:
-        shape = canonical_shape(volume)
+        shape = canonical_shape(volume, self.volume_index)
         if label is not None:
-            label_shape = canonical_shape(label)
+            label_shape = canonical_shape(label, None)
             if label_shape != shape:
                 raise DataError(
                     f"{label}: label volume shape {label_shape} differs from image {volume} shape {shape} "
