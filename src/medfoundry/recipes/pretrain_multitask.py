@@ -246,7 +246,10 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
                 )
                 if dist.is_main:
                     save_checkpoint(
-                        last_checkpoint(run_dir), model, checkpoint_config(cfg, step, None, counts), trainer_state
+                        last_checkpoint(run_dir),
+                        model,
+                        checkpoint_config(cfg, step, None, counts),
+                        trainer_state,
                     )
     sampler.close()
     if metrics_log is not None:
