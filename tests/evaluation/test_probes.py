@@ -32,6 +32,7 @@ def test_linear_probe_separates_blobs_and_reports_task_metrics() -> None:
     probe = LinearProbe(task, [0.01, 1.0]).fit(_blobs(20, 3, 0), _blobs(5, 3, 1))
     test = _blobs(10, 3, 2)
     metrics = probe_metrics(task, probe.predict(test.features), test.targets)
+    assert metrics.pop("ece") < 0.2  # confident and right: well calibrated
     assert metrics == {"accuracy": 1.0, "balanced_accuracy": 1.0, "auroc": 1.0}
     assert probe.chosen_c == 1.0  # both are perfect; the weaker regularisation is surer: lower log-loss
 

@@ -63,7 +63,8 @@ def _evaluate(tmp_path: Path, cfg: dict[str, Any]) -> tuple[int, str]:
         ),
         ({"fractions": [0.1, 1.5]}, r"fractions.1: Input should be less than or equal to 1 \(got 1.5\)"),
         ({"fractions": [0.0]}, r"fractions.0: Input should be greater than 0"),
-        ({"reference": {"encoder": "imagenet"}}, r"reference.encoder: unknown encoder 'imagenet'"),
+        ({"reference": {"encoder": "imagenet"}}, r"reference.encoder: 'imagenet' is not in the study"),
+        ({"reference": {"encoder": "scratch"}}, r"reference.encoder: unknown encoder 'scratch'"),
         (
             {"task_modes": {"modality": ["frozen-decoder"]}},
             r"task_modes.modality: 'frozen-decoder' does not apply",

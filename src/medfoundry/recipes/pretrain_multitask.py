@@ -25,11 +25,11 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from medfoundry.data import AugmentConfig, TaskData, TaskDataset, load_task_data, resolve_classes
+from medfoundry.data import AugmentConfig, TaskData, TaskDataset, load_task_data
 from medfoundry.errors import ConfigError, DataError
 from medfoundry.models.build import build_multitask_model
 from medfoundry.recipes.pretrain_config import PretrainConfig
-from medfoundry.tasks import TASK_TYPES, TaskType, build_task
+from medfoundry.tasks import TaskType, build_task, with_classes
 from medfoundry.training.checkpoint import load_checkpoint_config, save_checkpoint
 from medfoundry.training.checkpoint_config import checkpoint_config
 from medfoundry.training.device import resolve_device, resolve_precision
@@ -252,13 +252,7 @@ def _check_batch_sizes(batch_sizes: dict[str, int], dist: DistributedContext) ->
 
 def _with_classes(cfg: PretrainConfig) -> PretrainConfig:
     """The config with every task's classes: declared, or read from its data."""
-    specs = [
-        spec.model_copy(
-            update={"classes": resolve_classes(spec.source, TASK_TYPES.get(spec.type).target, spec.classes)}
-        )
-        for spec in cfg.tasks
-    ]
-    return cfg.model_copy(update={"tasks": specs})
+    return cfg.model_copy(update={"tasks": [with_classes(spec) for spec in cfg.tasks]})
 
 
 def _load_data(cfg: PretrainConfig, tasks: dict[str, TaskType]) -> dict[str, TaskData]:

@@ -134,4 +134,5 @@ def _nanmean_rows(values: np.ndarray) -> np.ndarray:
     """Row means over finite entries; NaN for a row without any."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row is a legitimate NaN
-        return np.nanmean(values, axis=1)
+        means: np.ndarray = np.nanmean(values, axis=1)
+    return means
