@@ -91,3 +91,34 @@ def test_finetuning_changes_the_encoder_and_keeps_the_best_step(
     if result.best_step:
         assert val[metric] == pytest.approx(result.best_score)
     assert result.model_config.encoder.name == "resnet10t"
+
+
+def test_the_step_budget_grows_with_the_training_data() -> None:
+    cfg = FinetuneConfig(epochs=5, min_steps=20, max_steps=200, batch_size=16)
+    budgets = [cfg.budget_steps(n) for n in (10, 64, 320, 5000)]
+    assert budgets == [20, 20, 100, 200]  # 5 passes of 20 batches; the floor and the cap
+    assert (
+        cfg.eval_interval(100) == 10
+        and cfg.model_copy(update={"eval_every_steps": 7}).eval_interval(100) == 7
+    )
+
+
+@pytest.mark.integration
+def test_a_decoder_that_never_improves_is_flagged(checkpoint: Path, demo_db: Path) -> None:
+    spec, task, splits = _task(demo_db, "nuclei_seg")
+    encoder = load_encoder(checkpoint)
+    frozen = TINY.model_copy(
+        update={
+            "optimizer": TINY.optimizer.model_copy(update={"lr": 1e-12, "head_lr": 1e-12}),
+            "min_steps": 1,
+        }
+    )
+    stuck = finetune(
+        encoder, spec.name, task, splits["train"][:8], splits["val"], "mean_dice", frozen, True, 0
+    )
+    assert stuck.evaluations == 2 and stuck.best_step == 2 and stuck.never_improved
+    once = frozen.model_copy(update={"max_steps": 2})
+    single = finetune(
+        encoder, spec.name, task, splits["train"][:8], splits["val"], "mean_dice", once, True, 0
+    )
+    assert single.evaluations == 1 and not single.never_improved  # one evaluation cannot tell

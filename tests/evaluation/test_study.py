@@ -264,3 +264,29 @@ def test_killed_study_resumes_and_skips_finished_cells(
     evaluate.run(StudyConfig.model_validate({**cfg, "fractions": [0.25, 0.5, 1.0]}))
     assert {c.fraction for c in calls} == {0.5} and len(calls) == 2 * 2 * 2
     assert np.isclose(len(read_results(tmp_path / "study" / "results.csv")), 1.5 * len(uninterrupted))
+
+
+@pytest.mark.integration
+def test_a_study_without_terminal_logs_its_progress(
+    sites_db: Path,
+    checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+    import time
+
+    from medfoundry.training import progress
+
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL_S", 0.2)
+    real = evaluate_worker.run_probe_cell
+    monkeypatch.setattr(evaluate_worker, "run_probe_cell", lambda *a: time.sleep(0.25) or real(*a))
+    cfg = study_config(
+        tmp_path / "s", tasks_of(sites_db), checkpoint, modes=["knn"], baselines=[], progress=True
+    )
+    with caplog.at_level(logging.INFO, logger="medfoundry.progress"):
+        evaluate.run(StudyConfig.model_validate({**cfg, "seeds": 1}))
+    lines = [r.getMessage() for r in caplog.records if r.name == "medfoundry.progress"]
+    assert len(lines) >= 4 and all(line.startswith("evaluate: ") for line in lines)
+    assert lines[-1].startswith("evaluate: 4/4 cells (100%)")

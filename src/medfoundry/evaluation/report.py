@@ -29,6 +29,7 @@ from medfoundry.evaluation.study_tables import (
     Reference,
     StudyTables,
     build_study_tables,
+    percent,
 )
 from medfoundry.tasks.task_type import TaskType
 
@@ -195,7 +196,7 @@ def _score_table(rows: Sequence[Mapping[str, Any]], x_key: str) -> str:
 
 def _paired_table(rows: Sequence[Mapping[str, Any]]) -> str:
     keys = sorted({(r["fraction"] is None, r["shots"] or r["fraction"]) for r in rows})
-    header = "".join(f"<th>{f'{x} shots' if is_shot else f'{x:.0%}'}</th>" for is_shot, x in keys)
+    header = "".join(f"<th>{f'{x} shots' if is_shot else percent(x)}</th>" for is_shot, x in keys)
     lines = [f"<table><tr><th>encoder</th><th>mode</th><th>against</th>{header}</tr>"]
     cells = {
         (r["encoder"], r["mode"], r["reference"], r["fraction"] is None, r["shots"] or r["fraction"]): r
@@ -222,7 +223,7 @@ def _efficiency_table(rows: Sequence[Mapping[str, Any]]) -> str:
         needed = (
             "not reached"
             if math.isnan(r["fraction_needed"])
-            else f"{r['fraction_needed']:.0%} <small>(n={r['n_train_needed']:.0f})</small>"
+            else f"{percent(r['fraction_needed'])} <small>(n={r['n_train_needed']:.0f})</small>"
         )
         texts = "".join(
             f'<td class="text">{html.escape(str(r[k]))}</td>'
@@ -266,9 +267,7 @@ def _interval(low: float, high: float) -> str:
 
 
 def _x_label(x: float, x_key: str) -> str:
-    if x_key == "shots":
-        return f"{x:g}-shot"
-    return f"{x:.0%}" if x >= 0.01 else f"{x:.1%}"
+    return f"{x:g}-shot" if x_key == "shots" else percent(x)
 
 
 def _number(value: float) -> str:

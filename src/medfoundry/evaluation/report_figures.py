@@ -46,7 +46,7 @@ def curve_figure(rows: Sequence[Mapping[str, Any]], title: str, metric: str, x_k
     if values:
         ax.set_ylim(max(-0.02, min(values) - 0.1), min(1.02, max(values) + 0.1))
     ax.set_xscale("log")
-    labels = [f"{x:.0%}" if x >= 0.01 else f"{x:.1%}" for x in xs] if x_key == "fraction" else xs
+    labels = [f"{100 * x:.1f}".rstrip("0").rstrip(".") + "%" for x in xs] if x_key == "fraction" else xs
     ax.set_xticks(xs, [str(label) for label in labels])
     ax.minorticks_off()
     ax.set_xlabel("share of training labels" if x_key == "fraction" else "training samples per class")

@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import socket
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -170,7 +171,8 @@ class CellStore:
         """Record a finished cell atomically: its per-item results, then its rows (so a cell file
         always has its predictions; a killed worker never leaves half a cell)."""
         save_predictions(self.predictions / f"{cell.id}.npz", items)
-        payload = {"cell": asdict(cell), "digest": self.digests[cell], "rows": list(rows)}
+        worker = {"host": socket.gethostname(), "pid": os.getpid()}
+        payload = {"cell": asdict(cell), "digest": self.digests[cell], "rows": list(rows), "worker": worker}
         atomic_write_text(self.folder / f"{cell.id}.json", json.dumps(payload))
         self._rows[cell] = list(rows)
 

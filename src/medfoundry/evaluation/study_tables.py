@@ -48,6 +48,7 @@ __all__ = [
     "StudyTables",
     "build_study_tables",
     "paired_difference",
+    "percent",
 ]
 
 SUMMARY_KEYS = ("encoder", "task", "mode", "fraction", "shots", "train_center", "test_center", "metric")
@@ -115,7 +116,7 @@ class Reference:
     margin: float = 0.0
 
     def label(self, mode: str) -> str:
-        return f"{self.encoder} {self.mode or mode} @ {self.fraction:.0%}"
+        return f"{self.encoder} {self.mode or mode} @ {percent(self.fraction)}"
 
 
 @dataclass
@@ -342,8 +343,8 @@ def _efficiency(
         n_train.setdefault(r["fraction"], {})[r["seed"]] = r["n_train"]
     same = identical_fractions(n_train)
     notes = [
-        f"task '{task}': fractions {', '.join(f'{f:.0%}' for f in group)} trained on the same subset "
-        f"(n = {_sizes(n_train[group[0]])}); the efficiency table counts them once, as {group[-1]:.0%}"
+        f"task '{task}': fractions {', '.join(percent(f) for f in group)} trained on the same subset "
+        f"(n = {_sizes(n_train[group[0]])}); the efficiency table counts them once, as {percent(group[-1])}"
         for group in same
     ]
     means = {
@@ -409,6 +410,12 @@ def _never_improved_notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                 "model may not have trained; give it more steps (finetune.epochs) or a higher learning rate"
             )
     return notes
+
+
+def percent(fraction: float) -> str:
+    """``0.1`` -> ``10%``, ``0.104`` -> ``10.4%``, ``0.005`` -> ``0.5%``."""
+    text = f"{100 * fraction:.1f}".rstrip("0").rstrip(".")
+    return f"{text}%"
 
 
 def _mean_over_seeds(resampled: Sequence[np.ndarray]) -> np.ndarray:

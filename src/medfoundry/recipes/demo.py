@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import math
 import shutil
+from contextlib import nullcontext
 from importlib.resources import files
 from importlib.util import find_spec
 from pathlib import Path
@@ -32,6 +33,7 @@ from medfoundry.evaluation.study_data import ALL
 from medfoundry.recipes import evaluate, pretrain_multitask
 from medfoundry.recipes.evaluate_config import load_study_config
 from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.training.progress import ProgressLines
 
 __all__ = ["run"]
 
@@ -55,38 +57,50 @@ def run(out_dir: Path, quick: bool = False) -> Path:
     for old in ("pretrain", "study"):
         if (out_dir / old).exists():
             shutil.rmtree(out_dir / old)
+    # without a terminal (a log, a pipe, CI) a plain line at least every 30 s, also while the
+    # database is written; pretraining and the study add their own lines
+    stages = ProgressLines("demo", 3, "stages") if not console.is_terminal else None
+    with stages or nullcontext():
+        _status(stages, 0, "building the demo database")
+        console.rule("[bold]1/3 demo database from packaged images")
+        build_demo_database(out_dir / "data")
+        data = (out_dir / "data").resolve()
+        console.print(f"written to {data} (how every label was derived: docs/demo.md)")
 
-    console.rule("[bold]1/3 demo database from packaged images")
-    build_demo_database(out_dir / "data")
-    data = (out_dir / "data").resolve()
-    console.print(f"written to {data} (how every label was derived: docs/demo.md)")
+        _status(stages, 1, "pretraining")
+        console.rule("[bold]2/3 multi-task + masked-image pretraining (nuclei and technique tasks held out)")
+        pretrain_cfg = load_pretrain_config(
+            _packaged("demo_pretrain.yaml"),
+            [
+                f"run_dir={out_dir / 'pretrain'}",
+                f"tasks={data / 'pretrain_tasks.yaml'}",
+                *(QUICK_PRETRAIN if quick else []),
+            ],
+        )
+        run_dir = pretrain_multitask.run(pretrain_cfg)
+        best = (run_dir / "checkpoints" / "best").resolve()
 
-    console.rule("[bold]2/3 multi-task + masked-image pretraining (nuclei and technique tasks held out)")
-    pretrain_cfg = load_pretrain_config(
-        _packaged("demo_pretrain.yaml"),
-        [
-            f"run_dir={out_dir / 'pretrain'}",
-            f"tasks={data / 'pretrain_tasks.yaml'}",
-            *(QUICK_PRETRAIN if quick else []),
-        ],
-    )
-    run_dir = pretrain_multitask.run(pretrain_cfg)
-    best = (run_dir / "checkpoints" / "best").resolve()
-
-    console.rule("[bold]3/3 transfer to the held-out tasks: pretrained vs random init")
-    study_cfg = load_study_config(
-        _packaged("demo_study.yaml"),
-        [
-            f"study_dir={out_dir / 'study'}",
-            f"tasks={data / 'eval_tasks.yaml'}",
-            f"encoders.0.source={best}",
-            f"encoders.1.source={best}",
-            *(QUICK_STUDY if quick else []),
-        ],
-    )
-    study_dir = evaluate.run(study_cfg)
+        _status(stages, 2, "evaluating")
+        console.rule("[bold]3/3 transfer to the held-out tasks: pretrained vs random init vs raw pixels")
+        study_cfg = load_study_config(
+            _packaged("demo_study.yaml"),
+            [
+                f"study_dir={out_dir / 'study'}",
+                f"tasks={data / 'eval_tasks.yaml'}",
+                f"encoders.0.source={best}",
+                f"encoders.1.source={best}",
+                *(QUICK_STUDY if quick else []),
+            ],
+        )
+        study_dir = evaluate.run(study_cfg)
+        _status(stages, 3, "done")
     _print_headline(console, study_dir)
     return study_dir
+
+
+def _status(stages: ProgressLines | None, done: int, status: str) -> None:
+    if stages is not None:
+        stages.update(done, status)
 
 
 def _packaged(name: str) -> Path:

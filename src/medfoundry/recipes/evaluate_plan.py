@@ -137,6 +137,7 @@ def plan_study(cfg: StudyConfig, device: Any = None) -> StudyPlan:
     encoders = _load_encoders(cfg, own, device)  # the study's own first: their errors, not a baseline's
     encoder_specs = {**own, **_baselines(cfg, tasks, notes)}
     encoders.update(_load_encoders(cfg, {n: e for n, e in encoder_specs.items() if n not in own}, device))
+    _check_levels(cfg, encoders)
     reference = _reference(cfg, encoder_specs)
     baselines = [n for n in encoder_specs if n not in {e.name for e in cfg.encoders}]
     comparisons = list(dict.fromkeys([*([reference.encoder] if reference else []), *baselines]))
@@ -274,17 +275,20 @@ def cached_timm_weights(name: str) -> Path | None:
 
 
 def _check_pixel_modes(cfg: StudyConfig, tasks: dict[str, TaskType]) -> None:
-    explicit = {e.name for e in cfg.encoders if e.is_pixels}
+    """An encoder of ``source: pixels`` named by the study must run probe modes only."""
     problems = []
-    for name in sorted(explicit):
-        for task in tasks.values():
-            trained = [m for m in cfg.modes_of(task.spec, task.feature) if m not in PROBE_MODES]
-            if trained:
-                problems.append(
-                    f"encoders.{name}: the pixels encoder has no weights to train, but task "
-                    f"'{task.spec.name}' runs {', '.join(trained)}; set task_modes for it or leave the "
-                    "pixels baseline to 'baselines' (which runs it in the probe modes only)"
-                )
+    for encoder in (e for e in cfg.encoders if e.is_pixels):
+        trained = {
+            task.spec.name: [m for m in cfg.modes_of(task.spec, task.feature) if m not in PROBE_MODES]
+            for task in tasks.values()
+        }
+        listed = [f"'{name}' ({', '.join(modes)})" for name, modes in trained.items() if modes]
+        if listed:
+            problems.append(
+                f"encoders.{encoder.name}: the pixels encoder has no weights to train, but task(s) "
+                f"{', '.join(listed)} run training modes; set task_modes, or leave the pixels baseline to "
+                "'baselines' (which runs it in the probe modes only)"
+            )
     if problems:
         raise ConfigError(problems)
 
@@ -302,19 +306,25 @@ def _load_encoders(cfg: StudyConfig, specs: dict[str, StudyEncoder], device: Any
                 encoders[e.name] = load_encoder(e.source, e.pretrained, size, e.model_kwargs, device=device)
         except ConfigError as error:
             problems += [f"encoders.{e.name}: {p}" for p in error.problems]
-    for name, encoder in encoders.items():
-        if not isinstance(encoder, PretrainedEncoder):
-            continue  # pixels have no levels
-        levels = encoder.num_levels
-        bad = [lv for lv in cfg.probe.feature_levels if not -levels <= lv < levels]
-        if bad:
-            problems.append(
-                f"probe.feature_levels: {bad[0]} is not a level of encoder '{name}' (it has {levels}: "
-                f"0..{levels - 1}, or -{levels}..-1 from the deepest)"
-            )
     if problems:
         raise ConfigError(problems)
     return encoders
+
+
+def _check_levels(cfg: StudyConfig, encoders: dict[str, Encoder]) -> None:
+    """Every pooled level must exist in every encoder with a pyramid."""
+    pyramids = {n: e.num_levels for n, e in encoders.items() if isinstance(e, PretrainedEncoder)}
+    problems = []
+    for level in cfg.probe.feature_levels:
+        lacking = [name for name, levels in pyramids.items() if not -levels <= level < levels]
+        if lacking:
+            sizes = ", ".join(sorted({f"{pyramids[n]}" for n in lacking}))
+            problems.append(
+                f"probe.feature_levels: {level} is not a level of encoder(s) {', '.join(lacking)} "
+                f"({sizes} levels: 0 is the finest, -1 the deepest)"
+            )
+    if problems:
+        raise ConfigError(problems)
 
 
 def _first_checkpoint_size(cfg: StudyConfig) -> int | None:

@@ -148,11 +148,10 @@ def match_image(
             taken = np.zeros(truth.shape[0], dtype=bool)
             for d in range(mine.size):
                 # cocoeval: the free box of highest IoU >= the threshold; on equal IoU the later box
-                best, best_iou = -1, min(threshold, 1 - 1e-10)
-                for g in range(truth.shape[0]):
-                    if not taken[g] and ious[d, g] >= best_iou:
-                        best, best_iou = g, ious[d, g]
-                if best >= 0:
+                free = ~taken & (ious[d] >= min(threshold, 1 - 1e-10))
+                if free.any():
+                    values = np.where(free, ious[d], -np.inf)
+                    best = values.size - 1 - int(np.argmax(values[::-1]))
                     taken[best], hits[d, t] = True, 1
                 elif outside[d]:
                     hits[d, t] = -1

@@ -55,7 +55,7 @@ class ProgressLines:
         total: Units of the whole job.
         unit: Name of a unit (``steps``, ``cells``).
         done: Units done before this run started (a resumed job; not counted in the rate).
-        interval_s: Longest time between two lines.
+        interval_s: Longest time between two lines (default ``PLAIN_INTERVAL_S``, 30 s).
         emit: Where lines go; default: the ``medfoundry.progress`` logger at INFO.
     """
 
@@ -65,13 +65,13 @@ class ProgressLines:
         total: int,
         unit: str,
         done: int = 0,
-        interval_s: float = PLAIN_INTERVAL_S,
+        interval_s: float | None = None,
         emit: Callable[[str], None] | None = None,
     ) -> None:
         self.label, self.total, self.unit = label, total, unit
         self.done = self._start_done = done
         self.status = ""
-        self.interval_s = interval_s
+        self.interval_s = interval_s if interval_s is not None else PLAIN_INTERVAL_S
         self._emit = emit or log.info
         self._started = time.monotonic()
         self._stop = threading.Event()
