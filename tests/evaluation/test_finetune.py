@@ -12,8 +12,8 @@ from medfoundry.evaluation.finetune import (
     FinetuneConfig,
     _batch_size,
     _shared_optimizer,
-    evaluate_model,
     finetune,
+    score_model,
 )
 from medfoundry.evaluation.pretrained_encoder import load_encoder
 from medfoundry.models.build import build_multitask_model
@@ -68,7 +68,7 @@ def test_frozen_decoder_trains_decoder_and_head_only(checkpoint: Path, demo_db: 
     assert not any(p.requires_grad for p in result.model.encoder.parameters())
     assert all(p.requires_grad for p in result.model.pixel_decoder.parameters())
     assert result.steps <= TINY.max_steps and result.best_step in (2, 4)
-    scores = evaluate_model(result.model, spec.name, task, splits["val"], 32)
+    scores = score_model(result.model, spec.name, task, splits["val"], 32).compute()
     assert set(scores) == {"dice/background", "dice/nucleus", "mean_dice"}
     assert scores["mean_dice"] == pytest.approx(result.best_score)
 
@@ -87,7 +87,7 @@ def test_finetuning_changes_the_encoder_and_keeps_the_best_step(
         for k, v in result.model.encoder.state_dict().items()
     ]
     assert any(changed)
-    val = evaluate_model(result.model, spec.name, task, splits["val"], 32)
+    val = score_model(result.model, spec.name, task, splits["val"], 32).compute()
     if result.best_step:
         assert val[metric] == pytest.approx(result.best_score)
     assert result.model_config.encoder.name == "resnet10t"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from medfoundry.evaluation.bootstrap import Resampler, percentile_interval
 from medfoundry.evaluation.claims import ClaimBoard
 from medfoundry.evaluation.features import cached_features, extract_features, write_embeddings
-from medfoundry.evaluation.finetune import FinetuneConfig, FinetuneResult, evaluate_model, finetune
+from medfoundry.evaluation.finetune import FinetuneConfig, FinetuneResult, finetune, score_model
 from medfoundry.evaluation.pixel_encoder import PixelEncoder
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder, load_encoder
 from medfoundry.evaluation.probes import (
@@ -43,7 +43,6 @@ __all__ = [
     "StudyTables",
     "build_study_tables",
     "cached_features",
-    "evaluate_model",
     "extract_features",
     "finetune",
     "fraction_needed",
@@ -53,6 +52,7 @@ __all__ = [
     "paired_difference",
     "percentile_interval",
     "probe_metrics",
+    "score_model",
     "write_embeddings",
     "write_study_outputs",
 ]

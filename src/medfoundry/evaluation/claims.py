@@ -23,6 +23,8 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
+from medfoundry.heartbeat import Heartbeat
+
 __all__ = ["ClaimBoard"]
 
 log = logging.getLogger(__name__)
@@ -53,21 +55,16 @@ class ClaimBoard:
         self.pid = os.getpid()
         self._held: dict[str, str] = {}  # name -> token
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._heartbeat = Heartbeat(self.heartbeat_s, self._touch_held, name="claim-heartbeat")
 
     def __enter__(self) -> ClaimBoard:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._beat, name="claim-heartbeat", daemon=True)
-        self._thread.start()
+        self._heartbeat.__enter__()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._heartbeat.__exit__(exc_type, exc, tb)
         for name in list(self._held):
             self.release(name)
 
@@ -143,20 +140,19 @@ class ClaimBoard:
             return True
         return time.time() - _mtime(path) > self.timeout_s
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat_s):
-            with self._lock:
-                held = dict(self._held)
-            for name, token in held.items():
-                path = self._path(name)
-                info = _read(path)
-                if info is None or info.get("token") != token:
-                    log.warning("lost the claim on %s to another worker (no heartbeat for too long?)", name)
-                    continue
-                try:
-                    os.utime(path)
-                except FileNotFoundError:
-                    pass
+    def _touch_held(self) -> None:
+        with self._lock:
+            held = dict(self._held)
+        for name, token in held.items():
+            path = self._path(name)
+            info = _read(path)
+            if info is None or info.get("token") != token:
+                log.warning("lost the claim on %s to another worker (no heartbeat for too long?)", name)
+                continue
+            try:
+                os.utime(path)
+            except FileNotFoundError:
+                pass
 
     def _path(self, name: str) -> Path:
         return self.folder / f"{name}.claim"

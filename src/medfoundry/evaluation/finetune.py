@@ -55,7 +55,7 @@ from medfoundry.training.task_batch import TaskCollate
 from medfoundry.training.task_loader import CyclicTaskLoader
 from medfoundry.training.validation import validate
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "evaluate_model", "finetune", "score_model"]
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "score_model"]
 
 log = logging.getLogger(__name__)
 
@@ -234,24 +234,6 @@ def finetune(
     )
 
 
-def evaluate_model(
-    model: MultiTaskModel,
-    name: str,
-    task: TaskType,
-    records: Sequence[Record],
-    image_size: int,
-    batch_size: int = 32,
-    num_workers: int = 0,
-    preprocessing: Preprocessing | None = None,
-    pixels: StudyPixels | None = None,
-) -> dict[str, float]:
-    """The task's metrics of ``model`` on ``records`` (no augmentation; ``preprocessing`` and
-    ``pixels`` as in ``finetune``)."""
-    return score_model(
-        model, name, task, records, image_size, batch_size, num_workers, preprocessing, pixels
-    ).compute()
-
-
 def score_model(
     model: MultiTaskModel,
     name: str,
@@ -263,8 +245,9 @@ def score_model(
     preprocessing: Preprocessing | None = None,
     pixels: StudyPixels | None = None,
 ) -> TaskMetrics:
-    """``evaluate_model``'s metric accumulator: ``compute()`` gives the metrics, ``items()`` the
-    per-item results (for bootstrap intervals and paired comparisons)."""
+    """The task's metrics of ``model`` on ``records`` (no augmentation; ``preprocessing`` and
+    ``pixels`` as in ``finetune``), as the metric accumulator: ``compute()`` gives the metrics,
+    ``items()`` the per-item results (for bootstrap intervals and paired comparisons)."""
     device = next(model.parameters()).device
     loader = _loader(name, task, records, image_size, batch_size, num_workers, preprocessing, pixels)
     kept: dict[str, TaskMetrics] = {}

@@ -91,6 +91,10 @@ def run(cfg: StudyConfig) -> Path:
     try:
         with _torch_threads(threads):
             work(plan, 0, cfg.workers, show_progress=cfg.progress)
+    except BaseException:
+        for child in children:  # their claims go stale with them; a rerun takes those cells up
+            child.terminate()
+        raise
     finally:
         for child in children:
             child.join()

@@ -74,6 +74,7 @@ class _Worker:
         start = index * len(groups) // max(workers, 1)
         self.groups = groups[start:] + groups[:start]
         self.features: dict[tuple[str, str], FeatureTable] = {}
+        self.pixels_ready: set[tuple[str, int]] = set()
         self.ran, self.written = 0, time.monotonic()
 
     def run(self, show_progress: bool) -> int:
@@ -99,6 +100,8 @@ class _Worker:
             for cell in [c for c in pending if (c.encoder, c.task) == group]:
                 if self.board.is_live(cell.id) or self.store.is_done(cell):
                     continue
+                if not self._pixels(cell):
+                    break  # another worker decodes this task's images: leave the group for now
                 table = None
                 if cell.mode in PROBE_MODES:
                     table = _features(self.plan, cell, self.features, self.pixels, self.board)
@@ -107,6 +110,23 @@ class _Worker:
                 if self._claim_and_run(cell, table, progress):
                     ran += 1
         return ran
+
+    def _pixels(self, cell: Cell) -> bool:
+        """Make sure the task's pixel cache exists at the encoder's size, built by one worker only;
+        ``False`` while another worker builds it."""
+        size = self.plan.encoders[cell.encoder].image_size
+        if (cell.task, size) in self.pixels_ready:
+            return True
+        claim = f"pixels-{cell.task}-{size}"
+        if not self.board.try_claim(claim):
+            return False
+        try:
+            records = self.plan.data[cell.task].records
+            self.pixels[cell.task].arrays(records, size)  # built here, or read from the shared cache
+        finally:
+            self.board.release(claim)
+        self.pixels_ready.add((cell.task, size))
+        return True
 
     def _claim_and_run(self, cell: Cell, table: FeatureTable | None, progress: CountProgress) -> bool:
         if not self.board.try_claim(cell.id):

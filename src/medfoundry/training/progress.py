@@ -9,9 +9,8 @@ thread, so a line appears even while one step or study cell runs for minutes:
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from rich import get_console
@@ -20,10 +19,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from medfoundry.heartbeat import Heartbeat
 
 __all__ = ["PLAIN_INTERVAL_S", "CountProgress", "ProgressLines", "TrainingProgress", "format_duration"]
 
@@ -74,21 +76,19 @@ class ProgressLines:
         self.interval_s = interval_s if interval_s is not None else PLAIN_INTERVAL_S
         self._emit = emit or log.info
         self._started = time.monotonic()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._heartbeat = Heartbeat(
+            self.interval_s, lambda: self._emit(self.line()), name=f"{label}-progress"
+        )
 
     def __enter__(self) -> ProgressLines:
         self._started = time.monotonic()
-        self._thread = threading.Thread(target=self._beat, name=f"{self.label}-progress", daemon=True)
-        self._thread.start()
+        self._heartbeat.__enter__()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._heartbeat.__exit__(exc_type, exc, tb)
         if exc_type is None:
             self._emit(self.line())
 
@@ -108,71 +108,6 @@ class ProgressLines:
             text += f", {format_duration(elapsed)} so far"
         return f"{text}; {self.status}" if self.status else text
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._emit(self.line())
-
-
-class TrainingProgress:
-    """A progress bar over shared steps with a one-line status; plain lines without a terminal;
-    silent when disabled.
-
-    Args:
-        total_steps: Steps of the whole run.
-        start_step: Steps already done (resumed runs).
-        enabled: Show anything at all.
-        console: Where the bar goes (default: rich's console); a console that is not a terminal
-            gets ``ProgressLines`` instead.
-    """
-
-    def __init__(
-        self, total_steps: int, start_step: int = 0, enabled: bool = True, console: Console | None = None
-    ) -> None:
-        self.enabled = enabled
-        self._console = console or get_console()
-        self._lines = (
-            ProgressLines("pretrain", total_steps, "steps", start_step)
-            if enabled and not self._console.is_terminal
-            else None
-        )
-        self._progress = Progress(
-            TextColumn("[bold]pretrain"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"),
-            console=self._console,
-            disable=not enabled or self._lines is not None,
-        )
-        self._bar = self._progress.add_task("steps", total=total_steps, completed=start_step, status="")
-
-    def __enter__(self) -> TrainingProgress:
-        self._progress.start()
-        if self._lines is not None:
-            self._lines.__enter__()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._lines is not None:
-            self._lines.__exit__(exc_type, exc, tb)
-        self._progress.stop()
-
-    def update(self, step: int, losses: dict[str, float], images_per_s: float) -> None:
-        status = "  ".join(f"{task} {loss:.3f}" for task, loss in losses.items())
-        status = f"{status}  {images_per_s:.1f} img/s"
-        self._progress.update(self._bar, completed=step, status=status)
-        if self._lines is not None:
-            self._lines.update(step, status)
-
-    def print(self, message: str) -> None:
-        """A line above the bar (validation results, warnings)."""
-        if self.enabled:
-            self._progress.console.print(message)
-
 
 class CountProgress:
     """Progress over units of work (a study's cells): a rich bar with the current unit's name on
@@ -185,6 +120,7 @@ class CountProgress:
         done: Units done before this run.
         enabled: Show anything at all.
         console: Where the bar goes (default: rich's console).
+        columns: The bar's columns (default: rich's, the count and the status).
     """
 
     def __init__(
@@ -195,14 +131,21 @@ class CountProgress:
         done: int = 0,
         enabled: bool = True,
         console: Console | None = None,
+        columns: Sequence[ProgressColumn | str] | None = None,
     ) -> None:
-        console = console or get_console()
-        self._lines = ProgressLines(label, total, unit, done) if enabled and not console.is_terminal else None
+        self.console = console or get_console()
+        self._lines = (
+            ProgressLines(label, total, unit, done) if enabled and not self.console.is_terminal else None
+        )
+        if columns is None:
+            columns = (
+                *Progress.get_default_columns(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"),
+            )
         self._progress = Progress(
-            *Progress.get_default_columns(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-            console=console,
+            *columns,
+            console=self.console,
             disable=not enabled or self._lines is not None,
         )
         self._bar = self._progress.add_task(label, total=total, completed=done, status="")
@@ -225,3 +168,48 @@ class CountProgress:
         self._progress.update(self._bar, completed=done, status=status)
         if self._lines is not None:
             self._lines.update(done, status)
+
+
+class TrainingProgress:
+    """Progress over shared steps with a one-line status (per-task loss, images/s): a bar on a
+    terminal, plain lines elsewhere (``CountProgress``), nothing when disabled.
+
+    Args:
+        total_steps: Steps of the whole run.
+        start_step: Steps already done (resumed runs).
+        enabled: Show anything at all.
+        console: Where the bar goes (default: rich's console).
+    """
+
+    def __init__(
+        self, total_steps: int, start_step: int = 0, enabled: bool = True, console: Console | None = None
+    ) -> None:
+        self.enabled = enabled
+        columns = (
+            TextColumn("[bold]pretrain"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+        )
+        self._count = CountProgress("pretrain", total_steps, "steps", start_step, enabled, console, columns)
+
+    def __enter__(self) -> TrainingProgress:
+        self._count.__enter__()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._count.__exit__(exc_type, exc, tb)
+
+    def update(self, step: int, losses: dict[str, float], images_per_s: float) -> None:
+        status = "  ".join(f"{task} {loss:.3f}" for task, loss in losses.items())
+        self._count.update(step, f"{status}  {images_per_s:.1f} img/s")
+
+    def print(self, message: str) -> None:
+        """A line above the bar (validation results, warnings)."""
+        if self.enabled:
+            self._count.console.print(message)
