@@ -22,7 +22,8 @@ LINE_STYLES = ("-", "--", ":", "-.")
 
 def curve_figure(rows: Sequence[Mapping[str, Any]], title: str, metric: str, x_key: str) -> Figure:
     """Mean score versus ``x_key`` (``fraction`` or ``shots``) with its test-set bootstrap band:
-    colour per encoder, line style per mode, chance level as a dotted grey line."""
+    colour per encoder, line style per mode, chance level as a dotted grey line, the training
+    size ``n`` under each tick."""
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.subplots()
     xs = sorted({r[x_key] for r in rows})
@@ -46,8 +47,9 @@ def curve_figure(rows: Sequence[Mapping[str, Any]], title: str, metric: str, x_k
     if values:
         ax.set_ylim(max(-0.02, min(values) - 0.1), min(1.02, max(values) + 0.1))
     ax.set_xscale("log")
-    labels = [f"{100 * x:.1f}".rstrip("0").rstrip(".") + "%" for x in xs] if x_key == "fraction" else xs
-    ax.set_xticks(xs, [str(label) for label in labels])
+    sizes = {x: np.mean([r["n_train"] for r in rows if r[x_key] == x]) for x in xs}
+    names = [f"{100 * x:.1f}".rstrip("0").rstrip(".") + "%" for x in xs] if x_key == "fraction" else xs
+    ax.set_xticks(xs, [f"{name}\nn={sizes[x]:.0f}" for name, x in zip(names, xs, strict=True)])
     ax.minorticks_off()
     ax.set_xlabel("share of training labels" if x_key == "fraction" else "training samples per class")
     ax.set_ylabel(metric)
@@ -80,7 +82,8 @@ def heatmap_figure(panels: Mapping[str, Sequence[Mapping[str, Any]]], title: str
             if not math.isnan(value):
                 ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="w" if value < middle else "k")
         ax.set_xticks(range(len(tested)), tested)
-        ax.set_yticks(range(len(trained)), trained)
+        sizes = {r["train_center"]: r["n_train"] for r in panels[name]}
+        ax.set_yticks(range(len(trained)), [f"{c} (n={sizes[c]:.0f})" if c in sizes else c for c in trained])
         ax.set_xlabel("tested on")
         ax.set_ylabel("trained on")
         ax.set_title(name, fontsize="medium")

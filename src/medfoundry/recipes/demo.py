@@ -143,7 +143,8 @@ def _print_headline(console: Console, study_dir: Path) -> None:
         )
         for encoder in dict.fromkeys(r["encoder"] for r in curve):
             cells = [
-                f"{float(r['fraction']):>4.0%} {float(r['mean']):.3f} {_interval(r)}"
+                f"{float(r['fraction']):>4.0%} (n={float(r['n_train']):.0f}) {float(r['mean']):.3f} "
+                + _interval(r)
                 for r in sorted(curve, key=lambda r: float(r["fraction"]))
                 if r["encoder"] == encoder
             ]
