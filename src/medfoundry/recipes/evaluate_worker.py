@@ -97,6 +97,7 @@ class _Worker:
         """Try every pending cell once, group by group; returns how many ran."""
         ran = 0
         for group in self.groups:
+            features_busy = False  # another worker extracts them: leave the group's probe cells for now
             for cell in [c for c in pending if (c.encoder, c.task) == group]:
                 if self.board.is_live(cell.id) or self.store.is_done(cell):
                     continue
@@ -104,9 +105,12 @@ class _Worker:
                     break  # another worker decodes this task's images: leave the group for now
                 table = None
                 if cell.mode in PROBE_MODES:
+                    if features_busy:
+                        continue
                     table = _features(self.plan, cell, self.features, self.pixels, self.board)
                     if table is None:
-                        break  # another worker extracts them: leave this group for now
+                        features_busy = True
+                        continue
                 if self._claim_and_run(cell, table, progress):
                     ran += 1
         return ran
