@@ -1,4 +1,7 @@
-"""Cost of one probe sweep (6 fractions x 3 seeds x linear probe + kNN) against one feature-extraction pass.
+"""Cost of a study: one probe sweep against one feature-extraction pass, and 2 workers against 1.
+
+``sweep`` (the default): cost of one probe sweep (6 fractions x 3 seeds x linear probe + kNN)
+against one feature-extraction pass.
 
 Both run on the same real images: the demo database's ``modality`` task (crops of packaged
 fundus, immunohistochemistry, phase-contrast, H&E and fluorescence images), enlarged with
@@ -12,16 +15,27 @@ median of each.
     python benchmarks/study_cost.py                         # CPU, resnet18 at 224 px (the papers' size)
     python benchmarks/study_cost.py --image-sizes 224 64    # and at the demo's size (~12x cheaper pass)
     python benchmarks/study_cost.py --device cuda
+
+``workers``: a whole study (``medfoundry.recipes.evaluate.run``) with ``--workers 2`` against
+``--workers 1``, one torch thread per worker, on the same real images: two random-weight CNNs
+and the raw-pixel baseline, linear probe, kNN and fine-tuning, 4 fractions x 2 seeds. Both runs
+start from an empty study folder in the same process invocation, one after the other, so the
+ratio is measured under the same load; results must be identical cell for cell.
+
+    python benchmarks/study_cost.py --question workers      # target: >= 1.6x on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +54,7 @@ from results_io import print_table, write_results  # noqa: E402
 
 TARGET = 0.25
 SEEDS = (0, 1, 2)
+WORKERS_TARGET = 1.6
 
 
 def probe_sweep(data: TaskData, features: np.ndarray, cfg: ProbeConfig) -> tuple[float, float]:
@@ -63,8 +78,12 @@ def main() -> None:
     parser.add_argument("--crops-per-class", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--question", choices=["sweep", "workers"], default="sweep")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.question == "workers":
+        workers_speedup(args.crops_per_class, device)
+        return
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,6 +136,117 @@ def measure(
         "target": TARGET,
         "meets_target": sweep_s / extraction_s <= TARGET,
     }
+
+
+def workers_speedup(crops_per_class: int, device: torch.device) -> None:
+    """Wall and CPU time of the same study with 1 and with 2 workers (one thread each), same results.
+
+    The CPU times come from ``getrusage`` (this process, and the worker process once joined): on a
+    machine shared with other jobs the wall-clock ratio depends on their load, while the CPU time
+    of each worker shows how evenly the cells were split and what the second worker costs.
+    """
+    import json
+    import resource
+
+    import yaml
+
+    from medfoundry.evaluation.study_cells import read_results
+    from medfoundry.recipes import evaluate
+    from medfoundry.recipes.evaluate_config import load_study_config
+
+    torch.set_num_threads(1)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        tasks_file = build_demo_database(root / "data", parts=["microscopy"], crops_per_class=crops_per_class)
+        study = {
+            "tasks": str(tasks_file),
+            "task_names": ["modality"],
+            "image_size": 64,
+            "encoders": [
+                {"name": "resnet18", "source": "resnet18", "pretrained": False},
+                {"name": "resnet10t", "source": "resnet10t", "pretrained": False},
+            ],
+            "baselines": ["pixels"],
+            "modes": ["linear", "knn", "finetune"],
+            "fractions": [0.1, 0.25, 0.5, 1.0],
+            "seeds": 2,
+            "finetune": {
+                "epochs": 1,
+                "min_steps": 10,
+                "max_steps": 40,
+                "eval_every_steps": 10,
+                "batch_size": 32,
+            },
+            "threads_per_worker": 1,
+            "progress": False,
+            "device": device.type,
+        }
+        results = {}
+        for workers in (1, 2):
+            path = root / f"study_w{workers}.yaml"
+            folder = root / f"w{workers}"
+            path.write_text(yaml.safe_dump({**study, "study_dir": str(folder), "workers": workers}))
+            cfg = load_study_config(path)
+            load_before = os.getloadavg()[0]
+            self_before = resource.getrusage(resource.RUSAGE_SELF)
+            children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            evaluate.run(cfg)
+            wall = time.perf_counter() - start
+            own = _cpu(resource.getrusage(resource.RUSAGE_SELF)) - _cpu(self_before)
+            other = _cpu(resource.getrusage(resource.RUSAGE_CHILDREN)) - _cpu(children_before)
+            results[workers] = read_results(folder / "results.csv")
+            ran_here = sum(
+                json.loads(p.read_text())["worker"]["pid"] == os.getpid()
+                for p in (folder / "cells").glob("*.json")
+            )
+            cells = len(list((folder / "cells").glob("*.json")))
+            rows.append(
+                {
+                    "workers": workers,
+                    "threads_per_worker": 1,
+                    "images": 5 * crops_per_class,
+                    "cells": cells,
+                    "cells_by_worker": f"{ran_here}+{cells - ran_here}" if workers == 2 else str(cells),
+                    "wall_s": wall,
+                    "cpu_main_s": own,
+                    "cpu_second_worker_s": other,
+                    "load_before": load_before,
+                    "load_after": os.getloadavg()[0],
+                }
+            )
+        identical = _same(results[1], results[2])
+    one, two = rows
+    for row in rows:
+        row["wall_speedup"] = one["wall_s"] / row["wall_s"]
+        # each worker on a core of its own: the busier worker's CPU time bounds the wall time
+        row["cpu_bound_speedup"] = (one["cpu_main_s"] + one["cpu_second_worker_s"]) / max(
+            row["cpu_main_s"], row["cpu_second_worker_s"]
+        )
+        row["identical_results"] = identical
+        row["target"] = WORKERS_TARGET
+    two["meets_target"] = identical and two["wall_speedup"] >= WORKERS_TARGET
+    one["meets_target"] = ""
+    print_table(rows)
+    print(f"wrote {write_results('study_workers', rows, device, 'fp32')}")
+
+
+def _cpu(usage: Any) -> float:
+    return float(usage.ru_utime + usage.ru_stime)
+
+
+def _same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    """Equal rows (NaN equal to NaN)."""
+
+    def equal(x: Any, y: Any) -> bool:
+        return bool(
+            x == y or (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y))
+        )
+
+    return len(a) == len(b) and all(
+        r.keys() == s.keys() and all(equal(r[k], s[k]) for k in r) for r, s in zip(a, b, strict=True)
+    )
 
 
 if __name__ == "__main__":

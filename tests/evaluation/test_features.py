@@ -76,3 +76,33 @@ def test_embeddings_files_keep_ids_and_metadata(tmp_path: Path, suffix: str) -> 
 def test_embeddings_need_a_known_suffix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"must end in \.npz or \.parquet"):
         write_embeddings(tmp_path / "out.csv", ["a"], np.zeros((1, 2), np.float32), {})
+
+
+def test_several_pyramid_levels_are_pooled_side_by_side_and_cached_apart(
+    records: list, checkpoint: Path, tmp_path: Path
+) -> None:
+    encoder = load_encoder(checkpoint)
+    deepest = extract_features(encoder, records[:4])
+    both = extract_features(encoder, records[:4], feature_levels=[-2, -1])
+    widths = [level.channels for level in encoder.encoder.feature_info]
+    assert both.shape == (4, widths[-2] + widths[-1])
+    assert np.allclose(both[:, widths[-2] :], deepest, atol=1e-5)  # the deepest map's pooled part
+    key = features_key(encoder, records, feature_levels=[-2, -1])
+    assert key != features_key(encoder, records) == features_key(encoder, records, feature_levels=[-1])
+
+
+def test_pixel_baseline_features_are_standardised_downsampled_pixels(records: list, tmp_path: Path) -> None:
+    import torch
+
+    from medfoundry.evaluation.pixel_encoder import PixelEncoder
+
+    encoder = PixelEncoder(image_size=32, size=8)
+    features = cached_features(encoder, records, tmp_path / "cache")
+    assert features.shape == (12, 3 * 8 * 8)
+    assert np.allclose(features.mean(axis=1), 0, atol=1e-5) and np.allclose(
+        features.std(axis=1, ddof=1), 1, atol=1e-3
+    )
+    # a brighter copy of an image has the same features: the layout and the colour, not the exposure
+    image = torch.rand(1, 3, 32, 32) * 0.5
+    assert torch.allclose(encoder.embed(image), encoder.embed(image * 1.5 + 0.1), atol=1e-4)
+    assert PixelEncoder(32, 16).weights_sha256 != encoder.weights_sha256  # cached per size

@@ -12,8 +12,8 @@ from medfoundry.evaluation.finetune import (
     FinetuneConfig,
     _batch_size,
     _shared_optimizer,
-    evaluate_model,
     finetune,
+    score_model,
 )
 from medfoundry.evaluation.pretrained_encoder import load_encoder
 from medfoundry.models.build import build_multitask_model
@@ -68,7 +68,7 @@ def test_frozen_decoder_trains_decoder_and_head_only(checkpoint: Path, demo_db: 
     assert not any(p.requires_grad for p in result.model.encoder.parameters())
     assert all(p.requires_grad for p in result.model.pixel_decoder.parameters())
     assert result.steps <= TINY.max_steps and result.best_step in (2, 4)
-    scores = evaluate_model(result.model, spec.name, task, splits["val"], 32)
+    scores = score_model(result.model, spec.name, task, splits["val"], 32).compute()
     assert set(scores) == {"dice/background", "dice/nucleus", "mean_dice"}
     assert scores["mean_dice"] == pytest.approx(result.best_score)
 
@@ -87,7 +87,38 @@ def test_finetuning_changes_the_encoder_and_keeps_the_best_step(
         for k, v in result.model.encoder.state_dict().items()
     ]
     assert any(changed)
-    val = evaluate_model(result.model, spec.name, task, splits["val"], 32)
+    val = score_model(result.model, spec.name, task, splits["val"], 32).compute()
     if result.best_step:
         assert val[metric] == pytest.approx(result.best_score)
     assert result.model_config.encoder.name == "resnet10t"
+
+
+def test_the_step_budget_grows_with_the_training_data() -> None:
+    cfg = FinetuneConfig(epochs=5, min_steps=20, max_steps=200, batch_size=16)
+    budgets = [cfg.budget_steps(n) for n in (10, 64, 320, 5000)]
+    assert budgets == [20, 20, 100, 200]  # 5 passes of 20 batches; the floor and the cap
+    assert (
+        cfg.eval_interval(100) == 10
+        and cfg.model_copy(update={"eval_every_steps": 7}).eval_interval(100) == 7
+    )
+
+
+@pytest.mark.integration
+def test_a_decoder_that_never_improves_is_flagged(checkpoint: Path, demo_db: Path) -> None:
+    spec, task, splits = _task(demo_db, "nuclei_seg")
+    encoder = load_encoder(checkpoint)
+    frozen = TINY.model_copy(
+        update={
+            "optimizer": TINY.optimizer.model_copy(update={"lr": 1e-12, "head_lr": 1e-12}),
+            "min_steps": 1,
+        }
+    )
+    stuck = finetune(
+        encoder, spec.name, task, splits["train"][:8], splits["val"], "mean_dice", frozen, True, 0
+    )
+    assert stuck.evaluations == 2 and stuck.best_step == 2 and stuck.never_improved
+    once = frozen.model_copy(update={"max_steps": 2})
+    single = finetune(
+        encoder, spec.name, task, splits["train"][:8], splits["val"], "mean_dice", once, True, 0
+    )
+    assert single.evaluations == 1 and not single.never_improved  # one evaluation cannot tell

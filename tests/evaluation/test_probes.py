@@ -32,6 +32,7 @@ def test_linear_probe_separates_blobs_and_reports_task_metrics() -> None:
     probe = LinearProbe(task, [0.01, 1.0]).fit(_blobs(20, 3, 0), _blobs(5, 3, 1))
     test = _blobs(10, 3, 2)
     metrics = probe_metrics(task, probe.predict(test.features), test.targets)
+    assert metrics.pop("ece") < 0.2  # confident and right: well calibrated
     assert metrics == {"accuracy": 1.0, "balanced_accuracy": 1.0, "auroc": 1.0}
     assert probe.chosen_c == 1.0  # both are perfect; the weaker regularisation is surer: lower log-loss
 
@@ -137,3 +138,63 @@ def test_probe_config_keys_are_arguments_of_the_components() -> None:
         for name in inspect.signature(component).parameters
     }
     assert set(ProbeConfig.model_fields) <= arguments
+
+
+def _dense_tiles() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An imbalanced real task: 32-px tiles of stardist's fluorescence nuclei image, labelled
+    "dense" when their nucleus share (from the instance mask) is in the top 5%; split by position."""
+    import tifffile
+
+    from medfoundry.demo.packaged_images import package_folder
+
+    folder = package_folder("stardist") / "data" / "images"
+    image = tifffile.imread(folder / "img2d.tif").astype(np.float32)
+    mask = tifffile.imread(folder / "mask2d.tif")
+    low, high = np.percentile(image, [1, 99.8])
+    image = np.clip((image - low) / (high - low), 0, 1).astype(np.float32)
+    corners = [(y, x) for y in range(0, 481, 16) for x in range(0, 481, 16)]
+    tiles = np.stack([image[y : y + 32, x : x + 32] for y, x in corners])
+    share = np.array([(mask[y : y + 32, x : x + 32] > 0).mean() for y, x in corners])
+    labels = (share > np.quantile(share, 0.95)).astype(np.int64)
+    x = np.array([x for _, x in corners])
+    split = np.where(x < 320, "train", np.where(x < 400, "val", "test"))
+    return tiles, labels, split
+
+
+@pytest.mark.integration
+def test_balanced_probes_beat_the_majority_answer_where_unweighted_ones_do_not() -> None:
+    from medfoundry.evaluation import load_encoder
+
+    torch.manual_seed(0)
+    tiles, labels, split = _dense_tiles()
+    encoder = load_encoder("resnet10t", pretrained=False, image_size=32)  # seeded random weights
+    features = encoder.embed(torch.from_numpy(tiles)[:, None].repeat(1, 3, 1, 1)).numpy()
+    data = {s: LabelledFeatures(features[split == s], labels[split == s]) for s in ("train", "val", "test")}
+    assert 0.03 < data["test"].targets.mean() < 0.07  # 5% positives
+    task = _task(classes=2)
+    scores: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for seed in range(3):  # 60 labelled tiles, as a 10% fraction would give
+        train = data["train"].take(np.random.default_rng(seed).permutation(len(data["train"]))[:60])
+        for weight in ("none", "balanced"):
+            linear = LinearProbe(task, [1e-3, 1e-2, 1e-1, 1.0, 10.0], class_weight=weight).fit(
+                train, data["val"]
+            )
+            knn = KNNProbe(task, 20, 0.07, class_weight=weight).fit(train)
+            for mode, probe in (("linear", linear), ("knn", knn)):
+                predicted = probe.predict(data["test"].features)
+                scores.setdefault((mode, weight), []).append(
+                    probe_metrics(task, predicted, data["test"].targets)
+                )
+
+    def mean(mode: str, weight: str, metric: str = "balanced_accuracy") -> float:
+        return float(np.mean([s[metric] for s in scores[mode, weight]]))
+
+    # unweighted, the kNN vote answers "sparse" for every tile: the majority answer, 0.5
+    assert all(s["balanced_accuracy"] == 0.5 for s in scores["knn", "none"])
+    # and the unweighted linear probe is barely above it, while its ranking (AUROC) is good:
+    # it measures the threshold, not the features
+    assert mean("linear", "none") < 0.7 and mean("linear", "none", "auroc") > 0.9
+    for mode in ("linear", "knn"):
+        assert all(s["balanced_accuracy"] > 0.6 for s in scores[mode, "balanced"])
+        assert mean(mode, "balanced") > mean(mode, "none") + 0.15
+    assert abs(mean("linear", "balanced", "auroc") - mean("linear", "none", "auroc")) < 0.05

@@ -1,30 +1,16 @@
-"""Means, confidence intervals and the data-efficiency table, against hand-computed values."""
+"""Means and intervals over seeds, bootstrap intervals, paired differences, identical subsets and
+the data-efficiency rule, against hand-computed values."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
+import numpy as np
 import pytest
 
-from medfoundry.evaluation.statistics import data_efficiency, mean_confidence_interval, summarize
-
-
-def _row(
-    encoder: str, mode: str, fraction: float, seed: int, value: float, metric: str = "auroc"
-) -> dict[str, Any]:
-    return {
-        "encoder": encoder,
-        "task": "t",
-        "mode": mode,
-        "fraction": fraction,
-        "seed": seed,
-        "n_train": int(100 * fraction),
-        "train_center": "all",
-        "test_center": "all",
-        "metric": metric,
-        "value": value,
-    }
+from medfoundry.evaluation.bootstrap import Resampler, percentile_interval
+from medfoundry.evaluation.statistics import fraction_needed, identical_fractions, mean_confidence_interval
+from medfoundry.evaluation.study_tables import paired_difference
 
 
 def test_mean_std_and_t_interval_by_hand() -> None:
@@ -33,7 +19,9 @@ def test_mean_std_and_t_interval_by_hand() -> None:
     # squared deviations 0.0069444 + 0.0011111 + 0.0136111 = 0.0216667; / (n - 1) -> 0.0108333
     assert std == pytest.approx(math.sqrt(0.0108333333), rel=1e-6)
     half = 4.302652730 * std / math.sqrt(3)  # t_{0.975, 2} from a t table
-    assert (low, high) == (pytest.approx(mean - half), pytest.approx(mean + half))
+    assert (low, high) == (pytest.approx(mean - half), pytest.approx(min(mean + half, 1.0)))
+    assert high == 1.0  # 0.783 + 0.259 would be an AUROC above 1: clipped to the metric's range
+    assert mean_confidence_interval([0.70, 0.75, 0.90], bounds=None)[3] == pytest.approx(mean + half)
 
 
 def test_nan_values_are_left_out_and_one_value_has_no_interval() -> None:
@@ -42,43 +30,52 @@ def test_nan_values_are_left_out_and_one_value_has_no_interval() -> None:
     assert all(math.isnan(v) for v in mean_confidence_interval([math.nan]))
 
 
-def test_summarize_groups_seeds() -> None:
-    rows = [_row("a", "linear", 0.1, s, v) for s, v in enumerate([0.6, 0.8])] + [
-        _row("a", "linear", 1.0, 0, 0.9)
-    ]
-    summary = {r["fraction"]: r for r in summarize(rows)}
-    assert summary[0.1]["mean"] == pytest.approx(0.7) and summary[0.1]["n_seeds"] == 2
-    assert summary[0.1]["std"] == pytest.approx(math.sqrt(0.02))
-    assert summary[0.1]["n_train"] == 10
-    assert summary[1.0]["n_seeds"] == 1 and math.isnan(summary[1.0]["ci95_low"])
+def test_resamples_are_reproducible_and_shared_by_test_set() -> None:
+    resampler = Resampler(1000, seed=3)
+    first = np.vstack(list(resampler.weights(50, "organ/all")))
+    again = np.vstack(list(Resampler(1000, seed=3).weights(50, "organ/all")))
+    other = np.vstack(list(resampler.weights(50, "organ/north")))
+    assert first.shape == (1000, 50) and (first.sum(axis=1) == 50).all()
+    assert (first == again).all() and not (first == other).all()
+    # each item is drawn with probability 1/n per draw: about one copy per resample on average
+    assert first.mean() == pytest.approx(1.0) and first.var() == pytest.approx(1 - 1 / 50, rel=0.05)
 
 
-def test_efficiency_is_the_smallest_fraction_reaching_the_reference() -> None:
-    curves = {
-        ("random", "linear"): {0.01: 0.55, 0.1: 0.62, 1.0: 0.70},
-        ("ours", "linear"): {0.01: 0.71, 0.1: 0.69, 1.0: 0.80},  # not monotone: 1% already reaches 0.70
-        ("ours", "knn"): {0.01: 0.50, 0.1: 0.60, 1.0: 0.66},
-        ("random", "knn"): {0.01: 0.52, 0.1: 0.58, 1.0: 0.67},
+def test_percentile_interval_is_clipped_and_needs_finite_values() -> None:
+    values = np.concatenate([np.linspace(0.9, 1.1, 200), [np.nan] * 10])
+    low, high = percentile_interval(values)
+    assert low == pytest.approx(np.percentile(np.linspace(0.9, 1.1, 200), 2.5)) and high == 1.0
+    assert percentile_interval(np.linspace(-1.5, 0.5, 100), (-1.0, 1.0))[0] == -1.0
+    assert all(math.isnan(v) for v in percentile_interval(np.array([0.5] + [np.nan] * 9)))
+
+
+def test_paired_difference_of_an_encoder_with_itself_is_exactly_zero() -> None:
+    rng = np.random.default_rng(0)
+    seeds = [(0.7, rng.random(1000)), (0.8, rng.random(1000))]
+    assert paired_difference(seeds, seeds) == (0.0, 0.0, 0.0)
+    shifted = [(value + 0.1, scores + 0.1) for value, scores in seeds]
+    difference, low, high = paired_difference(shifted, seeds)
+    assert difference == pytest.approx(0.1) and low == pytest.approx(0.1) and high == pytest.approx(0.1)
+    # unpaired noise would give a wide interval; paired, the shared item noise cancels
+    assert math.isnan(paired_difference([(0.7, None)], [(0.6, rng.random(1000))])[1])
+
+
+def test_identical_subsets_are_found_per_seed() -> None:
+    sizes = {
+        0.01: {0: 5, 1: 5},
+        0.05: {0: 5, 1: 6},
+        0.1: {0: 10, 1: 10},
+        0.11: {0: 10, 1: 10},
+        1.0: {0: 99, 1: 99},
     }
-    rows = [
-        _row(encoder, mode, f, seed, value)
-        for (encoder, mode), curve in curves.items()
-        for f, value in curve.items()
-        for seed in (0, 1)
-    ]
-    summary = summarize(rows + [_row("ours", "linear", 1.0, 0, 0.1, metric="accuracy")])
-    table = {(r["encoder"], r["mode"]): r for r in data_efficiency(summary, {"t": "auroc"}, "random")}
-    assert table["ours", "linear"]["fraction_needed"] == 0.01
-    assert table["ours", "linear"]["reference_score"] == pytest.approx(0.70)
-    assert table["ours", "linear"]["full_data_score"] == pytest.approx(0.80)
-    assert math.isnan(table["ours", "knn"]["fraction_needed"])  # 0.66 < 0.67: never reached
-    assert table["random", "linear"]["fraction_needed"] == 1.0
+    assert identical_fractions(sizes) == [[0.1, 0.11]]  # 1% and 5% differ at seed 1
 
-    # against one fixed reference mode (e.g. "match the random linear probe at 100%")
-    fixed = {
-        (r["encoder"], r["mode"]): r for r in data_efficiency(summary, {"t": "auroc"}, "random", "linear")
-    }
-    assert fixed["ours", "knn"]["reference"] == "random linear @ 100%"
-    assert math.isnan(fixed["ours", "knn"]["fraction_needed"])
-    at_tenth = data_efficiency(summary, {"t": "auroc"}, "random", None, 0.1)
-    assert {(r["encoder"], r["mode"]): r["fraction_needed"] for r in at_tenth}["ours", "knn"] == 0.1
+
+def test_fraction_needed_is_the_smallest_from_which_every_larger_fraction_reaches() -> None:
+    assert fraction_needed({0.01: True, 0.1: False, 0.5: True, 1.0: True}) == 0.5
+    assert fraction_needed({0.01: True, 0.1: True, 1.0: True}) == 0.01
+    assert math.isnan(fraction_needed({0.01: True, 1.0: False}))
+    # 1% and 5% are one subset: no saving is read from the smaller name
+    assert fraction_needed({0.01: True, 0.05: True, 0.5: True, 1.0: True}, [[0.01, 0.05]]) == 0.05
+    # a fraction that is the reference's own subset cannot claim a saving either
+    assert fraction_needed({0.5: True, 1.0: True}, [[0.5, 1.0]]) == 1.0

@@ -63,13 +63,41 @@ def _evaluate(tmp_path: Path, cfg: dict[str, Any]) -> tuple[int, str]:
         ),
         ({"fractions": [0.1, 1.5]}, r"fractions.1: Input should be less than or equal to 1 \(got 1.5\)"),
         ({"fractions": [0.0]}, r"fractions.0: Input should be greater than 0"),
-        ({"reference": {"encoder": "imagenet"}}, r"reference.encoder: unknown encoder 'imagenet'"),
+        ({"reference": {"encoder": "imagenet"}}, r"reference.encoder: 'imagenet' is not in the study"),
+        ({"reference": {"encoder": "scratch"}}, r"reference.encoder: unknown encoder 'scratch'"),
         (
             {"task_modes": {"modality": ["frozen-decoder"]}},
             r"task_modes.modality: 'frozen-decoder' does not apply",
         ),
         ({"primary_metrics": {"modality": "dice"}}, r"'dice' is not a metric of this task \(accuracy, "),
         ({"mode": "linear"}, r"study.yaml: mode: unknown key \(valid: study_dir, tasks, task_names"),
+        # fractions the data cannot honour: 5% of modality's 60 training crops cannot show 5 classes
+        (
+            {"task_names": ["modality"], "fractions": [0.05, 1.0]},
+            r"fractions: 0.05 of task 'modality' is 3 of its 60 training samples, fewer than the 5 it "
+            r"takes to show each class once; use fractions of at least 0.084",
+        ),
+        (
+            {"task_names": ["modality"], "few_shot": {"shots": [1, 16]}},
+            r"few_shot.shots: 16 is more than task 'modality' has of class '\w+' \(12 training samples\); "
+            r"use at most 12",
+        ),
+        (
+            {"encoders": [{"name": "px", "source": "pixels"}]},
+            r"encoders.px: the pixels encoder has no weights to train, but task\(s\) 'nuclei_seg' "
+            r"\(finetune, frozen-decoder\), 'nuclei_det' \(finetune, frozen-decoder\), 'modality' "
+            r"\(finetune\) run training modes",
+        ),
+        (
+            {"encoders": [{"name": "px", "source": "pixels", "pretrained": False}]},
+            r"encoders.0: Value error, the pixels encoder has no weights",
+        ),
+        ({"primary_metrics": {"modality": "ece"}}, r"primary_metrics.modality: 'ece' is lower-is-better"),
+        ({"probe": {"feature_levels": [-5, -1]}}, r"probe.feature_levels: -5 is not a level of encoder"),
+        (
+            {"bootstrap": {"resamples": 100}},
+            r"bootstrap.resamples: Input should be greater than or equal to 1000",
+        ),
     ],
 )
 def test_bad_study_exits_2_with_one_line_and_writes_nothing(

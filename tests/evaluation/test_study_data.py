@@ -1,9 +1,12 @@
-"""A study's fixed splits: held-out test rows per center, center groups, segmentation options."""
+"""A study's data: fixed splits (held-out test rows per center, center groups, segmentation options),
+fractions that count samples in grouped tasks, classes read from the data, unlabelled tasks skipped."""
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,9 +14,12 @@ import yaml
 from PIL import Image
 
 from medfoundry.errors import ConfigError
+from medfoundry.evaluation.study_cells import read_results
 from medfoundry.evaluation.study_data import load_task_data
+from medfoundry.recipes import evaluate
+from medfoundry.recipes.evaluate_config import StudyConfig
 from medfoundry.tasks import TaskSpec, build_task
-from tests.evaluation.conftest import CENTERS, tasks_of
+from tests.evaluation.conftest import CENTERS, study_config, tasks_of
 
 
 def _sites(sites_db: Path, drop_test: bool, tmp_path: Path) -> TaskSpec:
@@ -73,3 +79,74 @@ def test_segmentation_ignore_index_option_is_honoured(tmp_path: Path) -> None:
     )
     data = load_task_data(spec, build_task(spec), 0, 0.2, 0.2)
     assert len(data.train_subset(0.5, seed=0)) == 1
+
+
+def _grouped_modality(demo_db: Path, tmp_path: Path) -> dict[str, Any]:
+    """The demo's modality crops with a group column: all training crops of a class form one
+    group (like 14 slabs of 1002 patches), as in the report that fractions collapsed to groups."""
+    rows = list(csv.DictReader((demo_db.parent / "modality.csv").open()))
+    for row in rows:
+        row["image"] = str(demo_db.parent / row["image"])
+        row["group"] = f"{row['label']}-{row['split']}"
+    with (tmp_path / "grouped.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (task,) = [t for t in tasks_of(demo_db) if t["name"] == "modality"]
+    return {**task, "name": "grouped", "source": {"path": str(tmp_path / "grouped.csv")}}
+
+
+@pytest.mark.integration
+def test_fractions_of_a_grouped_task_count_samples_and_efficiency_uses_distinct_subsets(
+    demo_db: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    task = _grouped_modality(demo_db, tmp_path)
+    cfg = study_config(
+        tmp_path / "study",
+        [task],
+        checkpoint,
+        modes=["linear"],
+        fractions=[0.1, 0.104, 0.25, 0.5, 1.0],  # 10% and 10.4% of 60 are both 6 samples
+        seeds=[0, 1],
+        baselines=["pixels"],
+    )
+    study = evaluate.run(StudyConfig.model_validate(cfg))
+    rows = [r for r in read_results(study / "results.csv") if r["metric"] == "balanced_accuracy"]
+    for encoder in ("pretrained", "random", "pixels"):
+        for seed in (0, 1):
+            n = {r["fraction"]: r["n_train"] for r in rows if (r["encoder"], r["seed"]) == (encoder, seed)}
+            # whole groups would have given every fraction all 60 crops (5 groups, one per class)
+            assert n == {0.1: 6, 0.104: 6, 0.25: 15, 0.5: 30, 1.0: 60}
+    efficiency = {r["encoder"]: r for r in read_results_csv(study / "efficiency.csv")}
+    assert set(efficiency) == {"pretrained", "pixels"}  # random init is the reference
+    for row in efficiency.values():
+        assert row["same_subset_fractions"] == "0.1=0.104"
+        assert row["fraction_needed"] != "0.1", "no saving read from the smaller name of one subset"
+    report = (study / "report.html").read_text()
+    assert "fractions 10%, 10.4% trained on the same subset (n = 6)" in report
+
+
+def read_results_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.integration
+def test_classes_are_read_from_the_data_and_a_masked_image_task_is_skipped(
+    demo_db: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    (modality,) = [t for t in tasks_of(demo_db) if t["name"] == "modality"]
+    unlabelled = {"name": "tiles", "type": "masked_image", "source": {"path": modality["source"]["path"]}}
+    no_classes = {**modality, "classes": []}  # read from the manifest's labels, as every command does
+    cfg = study_config(tmp_path / "study", [unlabelled, no_classes], checkpoint, modes=["knn"], baselines=[])
+    study = evaluate.run(StudyConfig.model_validate(cfg))
+    rows = read_results(study / "results.csv")
+    assert {r["task"] for r in rows} == {"modality"}
+    written = yaml.safe_load((study / "study.yaml").read_text())["tasks"]
+    assert next(t for t in written if t["name"] == "modality")["classes"] == sorted(
+        {"fundus", "immunohistochemistry", "phase_contrast", "h_and_e", "fluorescence"}
+    )
+    assert (
+        "task &#x27;tiles&#x27; (masked_image) has no metrics to evaluate: skipped"
+        in (study / "report.html").read_text()
+    )

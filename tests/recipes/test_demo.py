@@ -27,7 +27,8 @@ def test_quick_demo_builds_pretrains_evaluates_and_reports(tmp_path: Path) -> No
     with (study / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert {r["task"] for r in rows} == {"nuclei_seg", "nuclei_det", "modality"}  # held out of pretraining
-    assert {r["encoder"] for r in rows} == {"pretrained", "random"}
+    assert {r["encoder"] for r in rows} == {"pretrained", "random", "pixels"}
+    assert {r["task"] for r in rows if r["encoder"] == "pixels"} == {"modality"}  # probes only
     pretrained_on = {
         t["name"]: t["type"]
         for t in yaml.safe_load((tmp_path / "pretrain" / "config.yaml").read_text())["tasks"]

@@ -219,6 +219,14 @@ def evaluate(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a key: a.b=value (repeatable).")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes running cells at once (one per GPU where there are GPUs); other jobs "
+            "may work on the same study folder too.",
+            min=1,
+        ),
+    ] = None,
 ) -> None:
     """Run an evaluation study (encoders x tasks x modes x fractions x seeds); rerun to resume."""
 
@@ -226,7 +234,8 @@ def evaluate(
         from medfoundry.recipes import evaluate as evaluate_recipe
         from medfoundry.recipes.evaluate_config import load_study_config
 
-        cfg = load_study_config(config, list(set_ or []))
+        overrides = [*(set_ or []), *([f"workers={workers}"] if workers is not None else [])]
+        cfg = load_study_config(config, overrides)
         try:
             study_dir = evaluate_recipe.run(cfg)
         except KeyboardInterrupt:

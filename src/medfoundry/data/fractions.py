@@ -19,10 +19,13 @@ rare classes drive stratification and common ones (such as background, which eve
 shows) follow. Records that show no class (multilabel all-negative, images without boxes,
 unlabelled images) form one stratum of their own.
 
-Sampling units: records that share a ``group`` (patient, volume) are taken or left together,
-so a subset never holds part of a patient; a group's classes are the union of its records'.
-The size of a subset is counted in records: the shortest prefix of units holding at least
-``round(f * N)`` records (and at least the covering units).
+Sampling units: with ``keep_groups`` (the default, for held-out test sets), records that share
+a ``group`` (patient, volume) are taken or left together, so a subset never holds part of a
+patient; a group's classes are the union of its records'. Without it every record is its own
+unit: a study's training fractions count labelled samples, not groups (the split already keeps
+every group on one side, so a training subset cannot leak into validation or test). The size
+of a subset is counted in records: the shortest prefix of units holding at least
+``round(f * N)`` records (and at least the covering units, ``covering_size`` records).
 
 Examples:
     >>> from pathlib import Path
@@ -57,20 +60,39 @@ class NestedFractions:
         records: The records to draw from (usually a task's training split).
         seed: Seeds the order; each seed gives a different, equally stratified order.
         ignore_index: Mask value that is not a class (segmentation), e.g. 255.
+        keep_groups: Take records that share a ``group`` together; ``False``: each record alone.
+        classes: Each record's classes (``record_classes``), when already known: reading them
+            decodes every mask of a segmentation task, once per ``NestedFractions`` otherwise.
 
     Raises:
         DataError: a mask cannot be read (segmentation records).
     """
 
-    def __init__(self, records: Sequence[Record], seed: int, ignore_index: int | None = None) -> None:
+    def __init__(
+        self,
+        records: Sequence[Record],
+        seed: int,
+        ignore_index: int | None = None,
+        *,
+        keep_groups: bool = True,
+        classes: Sequence[frozenset[int]] | None = None,
+    ) -> None:
         self.records = list(records)
-        units = _units(self.records)
-        classes = [
-            frozenset().union(*(record_classes(self.records[i], ignore_index) for i in u)) for u in units
-        ]
-        order, self._min_units = _covering_first(_interleaved(classes, np.random.default_rng(seed)), classes)
+        shown = (
+            list(classes) if classes is not None else [record_classes(r, ignore_index) for r in self.records]
+        )
+        units = _units(self.records) if keep_groups else [[i] for i in range(len(self.records))]
+        unit_classes = [frozenset().union(*(shown[i] for i in u)) for u in units]
+        order, self._min_units = _covering_first(
+            _interleaved(unit_classes, np.random.default_rng(seed)), unit_classes
+        )
         self._units = [units[u] for u in order]
         self._cumulative = np.cumsum([len(u) for u in self._units])
+
+    @property
+    def covering_size(self) -> int:
+        """Records in the smallest subset: the fewest units that show every class."""
+        return int(self._cumulative[self._min_units - 1]) if self._min_units else 0
 
     def indices(self, fraction: float) -> list[int]:
         """Positions (into ``records``, ascending) of the subset for ``fraction`` in (0, 1].

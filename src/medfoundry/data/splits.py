@@ -2,7 +2,8 @@
 
 Records whose source gives a split keep it. The others are assigned by group (patient,
 volume or series: a record without a group is its own group), so that the samples of one
-patient never straddle splits. Fractions therefore count groups, not samples. Groups are
+patient never straddle splits. The validation and test shares therefore count groups, not
+samples (a study's training fractions then count samples: ``fractions.py``). Groups are
 stratified by their most common class (classification tasks) with scikit-learn's
 ``train_test_split``; where a class has too few groups for that, the rare classes are
 pooled, and where even that fails the split is simply random. The same records and seed

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from medfoundry.data.record import Record
-from medfoundry.evaluation.finetune import FinetuneConfig, FinetuneResult, evaluate_model, finetune
+from medfoundry.evaluation.finetune import FinetuneConfig, FinetuneResult, finetune, score_model
+from medfoundry.evaluation.predictions import N_ITEMS
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder
 from medfoundry.evaluation.probes import (
     KNNProbe,
@@ -19,13 +20,13 @@ from medfoundry.evaluation.probes import (
     LinearProbe,
     ProbeConfig,
     labelled_features,
-    probe_metrics,
+    probe_accumulator,
 )
 from medfoundry.evaluation.study_cells import Cell, result_row
 from medfoundry.evaluation.study_data import ALL, TaskData
 from medfoundry.evaluation.study_pixels import StudyPixels
 
-__all__ = ["CellData", "FeatureTable", "cell_data", "run_probe_cell", "run_training_cell"]
+__all__ = ["CellData", "CellOutcome", "FeatureTable", "cell_data", "run_probe_cell", "run_training_cell"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,21 @@ class CellData:
     train: list[Record]
     val: list[Record]
     tests: dict[str, list[Record]]
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What one cell produced.
+
+    Attributes:
+        rows: Result rows, one per metric per test set.
+        items: Test set -> the per-item results its metrics kept (``TaskMetrics.items``).
+        training: The trained model of a ``finetune`` or ``frozen-decoder`` cell, else ``None``.
+    """
+
+    rows: list[dict[str, Any]]
+    items: dict[str, dict[str, np.ndarray]]
+    training: FinetuneResult | None = None
 
 
 @dataclass(frozen=True)
@@ -69,12 +85,16 @@ class FeatureTable:
 def cell_data(cell: Cell, data: TaskData) -> CellData:
     """The cell's training subset, validation set and test sets.
 
-    A pooled cell trains on its fraction's nested subset and tests on the whole test split. A
-    cross-center cell trains on all training records of its center group, selects on that
-    group's validation records (all validation records when it has none) and tests on the test
-    records of every center group.
+    A pooled cell trains on its fraction's nested subset (or its episode's k-shot subset) and
+    tests on the whole test split. A cross-center cell trains on all training records of its
+    center group, selects on that group's validation records (all validation records when it
+    has none) and tests on the test records of every center group.
     """
+    if cell.shots is not None:
+        train = data.few_shot_subset(cell.shots, cell.seed)
+        return CellData(train, data.splits["val"], {ALL: data.splits["test"]})
     if cell.train_center == ALL:
+        assert cell.fraction is not None  # a pooled cell without shots has a fraction
         return CellData(
             data.train_subset(cell.fraction, cell.seed), data.splits["val"], {ALL: data.splits["test"]}
         )
@@ -90,24 +110,23 @@ def cell_data(cell: Cell, data: TaskData) -> CellData:
     )
 
 
-def run_probe_cell(
-    cell: Cell, data: TaskData, features: FeatureTable, cfg: ProbeConfig
-) -> list[dict[str, Any]]:
-    """Fit the cell's probe (``linear`` or ``knn``) on frozen features; result rows per test set."""
+def run_probe_cell(cell: Cell, data: TaskData, features: FeatureTable, cfg: ProbeConfig) -> CellOutcome:
+    """Fit the cell's probe (``linear`` or ``knn``) on frozen features; score every test set."""
     inputs = cell_data(cell, data)
     train = features.labelled(inputs.train)
     if cell.mode == "linear":
-        probe: LinearProbe | KNNProbe = LinearProbe(data.task, cfg.c_values, cfg.max_iter).fit(
-            train, features.labelled(inputs.val)
-        )
+        probe: LinearProbe | KNNProbe = LinearProbe(
+            data.task, cfg.c_values, cfg.max_iter, cfg.class_weight
+        ).fit(train, features.labelled(inputs.val))
     else:
-        probe = KNNProbe(data.task, cfg.k, cfg.temperature).fit(train)
-    rows = []
+        probe = KNNProbe(data.task, cfg.k, cfg.temperature, cfg.class_weight).fit(train)
+    rows, items = [], {}
     for test_center, records in inputs.tests.items():
         test = features.labelled(records)
-        scores = probe_metrics(data.task, probe.predict(test.features), test.targets)
-        rows += [result_row(cell, len(train), test_center, m, v) for m, v in scores.items()]
-    return rows
+        metrics = probe_accumulator(data.task, probe.predict(test.features), test.targets)
+        rows += [result_row(cell, len(train), test_center, m, v) for m, v in metrics.compute().items()]
+        items[test_center] = {**metrics.items(), N_ITEMS: np.asarray(len(records))}
+    return CellOutcome(rows, items)
 
 
 def run_training_cell(
@@ -117,13 +136,15 @@ def run_training_cell(
     metric: str,
     cfg: FinetuneConfig,
     pixels: StudyPixels | None = None,
-) -> tuple[list[dict[str, Any]], FinetuneResult]:
+) -> CellOutcome:
     """Fine-tune (``finetune``) or train decoder and head on the frozen encoder (``frozen-decoder``).
 
     ``pixels``: the task's cached pixels; ``None``: decode every sample at every access.
 
     Returns:
-        Result rows per test set, and the trained model with its best validation step.
+        Result rows and per-item results per test set, and the trained model with its best
+        validation step (``never_improved`` marks a cell whose validation metric never rose after
+        its first evaluation: a decoder or fine-tuning run that did not learn).
     """
     inputs = cell_data(cell, data)
     name = data.spec.name
@@ -140,9 +161,19 @@ def run_training_cell(
         preprocessing=data.spec.preprocessing,
         pixels=pixels,
     )
-    rows = []
+    if result.never_improved:
+        log.warning(
+            "%s: the validation %s never improved after the first evaluation (best %.3f at step %d "
+            "of %d): flagged in the results",
+            cell,
+            metric,
+            result.best_score,
+            result.best_step,
+            result.steps,
+        )
+    rows, items = [], {}
     for test_center, records in inputs.tests.items():
-        scores = evaluate_model(
+        metrics = score_model(
             result.model,
             name,
             data.task,
@@ -153,5 +184,9 @@ def run_training_cell(
             data.spec.preprocessing,
             pixels,
         )
-        rows += [result_row(cell, len(inputs.train), test_center, m, v) for m, v in scores.items()]
-    return rows, result
+        rows += [
+            result_row(cell, len(inputs.train), test_center, m, v, result.never_improved)
+            for m, v in metrics.compute().items()
+        ]
+        items[test_center] = {**metrics.items(), N_ITEMS: np.asarray(len(records))}
+    return CellOutcome(rows, items, result)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -24,16 +26,33 @@ from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Record
 from medfoundry.data.task_dataset import Sample, TaskDataset
 from medfoundry.errors import ConfigError
-from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder
 
 __all__ = [
     "PREPROCESSING",
+    "Embedder",
     "cached_features",
     "check_embeddings_path",
     "extract_features",
     "features_key",
+    "features_path",
     "write_embeddings",
 ]
+
+
+class Embedder(Protocol):
+    """What feature extraction needs of an encoder (``PretrainedEncoder``, ``PixelEncoder``)."""
+
+    image_size: int
+    weights_sha256: str
+
+    @property
+    def out_channels(self) -> int: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def embed(self, images: torch.Tensor, levels: Sequence[int] = ...) -> torch.Tensor: ...
+
 
 PREPROCESSING = "rgb-unit-range/resize-square-antialias/v1"
 """What happens to an image before the encoder (``TaskDataset`` without augmentation); part of
@@ -41,12 +60,13 @@ the cache key, so changing it invalidates cached features."""
 
 
 def extract_features(
-    encoder: PretrainedEncoder,
+    encoder: Embedder,
     records: Sequence[Record],
     batch_size: int = 64,
     num_workers: int = 0,
     preprocessing: Preprocessing | None = None,
     arrays: SampleArrays | None = None,
+    feature_levels: Sequence[int] = (-1,),
 ) -> np.ndarray:
     """Embed every record's image.
 
@@ -58,9 +78,11 @@ def extract_features(
         preprocessing: The task's channels and fit (default: keep colour, stretch).
         arrays: The records' cached pixels (fitted with the same preprocessing); ``None``:
             decode every record.
+        feature_levels: Pyramid levels pooled and concatenated (``encoder.embed``).
 
     Returns:
-        ``(N, encoder.out_channels)`` float32, in the order of ``records``.
+        ``(N, D)`` float32 (``D = encoder.out_channels`` for the deepest level), in the order of
+        ``records``.
 
     Raises:
         DataError: an image cannot be decoded.
@@ -69,58 +91,81 @@ def extract_features(
         records, "image", encoder.image_size, augment=False, arrays=arrays, preprocessing=preprocessing
     )
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_stack_images)
-    device = next(encoder.parameters()).device
-    parts = [encoder.embed(images.to(device)).cpu().numpy() for images in loader]
+    parts = [encoder.embed(images.to(encoder.device), feature_levels).cpu().numpy() for images in loader]
     return np.concatenate(parts) if parts else np.zeros((0, encoder.out_channels), np.float32)
 
 
 def features_key(
-    encoder: PretrainedEncoder,
+    encoder: Embedder,
     records: Sequence[Record],
     preprocessing: Preprocessing | None = None,
     cached: bool = False,
+    feature_levels: Sequence[int] = (-1,),
 ) -> str:
-    """Hash of the encoder's weights, input size, preprocessing and the samples (see module doc);
-    ``cached``: the pixels come from the preprocessing cache (stored as ``preprocessing.store``)."""
+    """Hash of the encoder's weights, input size, preprocessing, pooled levels and the samples
+    (see module doc); ``cached``: the pixels come from the preprocessing cache (stored as
+    ``preprocessing.store``)."""
     description = {
         "weights_sha256": encoder.weights_sha256,
         "image_size": encoder.image_size,
         "preprocessing": PREPROCESSING,
         "task_preprocessing": (preprocessing or Preprocessing()).model_dump(mode="json"),
         "pixels": "cache" if cached else "decoded",
+        **(
+            {"levels": list(feature_levels)} if list(feature_levels) != [-1] else {}
+        ),  # the deepest: keys as before
     }
     return samples_digest(records, json.dumps(description))
 
 
 def cached_features(
-    encoder: PretrainedEncoder,
+    encoder: Embedder,
     records: Sequence[Record],
     cache_dir: Path,
     batch_size: int = 64,
     num_workers: int = 0,
     preprocessing: Preprocessing | None = None,
     arrays: Callable[[], SampleArrays] | None = None,
+    feature_levels: Sequence[int] = (-1,),
 ) -> np.ndarray:
     """``extract_features``, read from ``cache_dir`` when this exact extraction was done before.
 
     ``arrays`` gives the records' cached pixels; it is called only when the features are not
-    cached.
+    cached. Several processes may share ``cache_dir``: each writes under its own temporary name.
 
     Returns:
-        ``(N, encoder.out_channels)`` float32, in the order of ``records``.
+        ``(N, D)`` float32, in the order of ``records``.
     """
-    path = Path(cache_dir) / f"{features_key(encoder, records, preprocessing, arrays is not None)}.npz"
+    path = features_path(encoder, records, cache_dir, preprocessing, arrays is not None, feature_levels)
     if path.is_file():
         with np.load(path) as cached:
             return np.asarray(cached["features"])
     features = extract_features(
-        encoder, records, batch_size, num_workers, preprocessing, arrays() if arrays is not None else None
+        encoder,
+        records,
+        batch_size,
+        num_workers,
+        preprocessing,
+        arrays() if arrays is not None else None,
+        feature_levels,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.npz")
     np.savez(tmp, features=features, images=np.array([str(r.image) for r in records]))
     os.replace(tmp, path)  # a killed run never leaves a half-written cache entry
     return features
+
+
+def features_path(
+    encoder: Embedder,
+    records: Sequence[Record],
+    cache_dir: Path,
+    preprocessing: Preprocessing | None = None,
+    cached: bool = False,
+    feature_levels: Sequence[int] = (-1,),
+) -> Path:
+    """Where ``cached_features`` keeps these features (``features_key`` names the file)."""
+    return Path(cache_dir) / f"{features_key(encoder, records, preprocessing, cached, feature_levels)}.npz"
 
 
 def check_embeddings_path(path: Path) -> None:

@@ -9,8 +9,14 @@ added here is the evaluation protocol:
 - layer-wise learning-rate decay [0]: block ``l`` of ``L`` of the backbone learns at
   ``lr * layer_decay**(L - l)`` (timm's ``param_groups_layer_decay``), decoders at ``lr``, the
   head at ``head_lr``;
-- early stopping: the validation metric is computed every ``eval_every_steps``; training stops
-  after ``patience`` evaluations without improvement, and the best weights are returned.
+- a step budget that grows with the data: ``epochs`` passes over the training subset, at least
+  ``min_steps`` and at most ``max_steps`` (a fixed budget either starves the full-data cells or
+  wastes time on the small ones; a frozen 8-class decoder given 80 steps reached a Dice of 0.03
+  and nothing said so);
+- early stopping: the validation metric is computed every ``eval_every_steps`` (default: ten
+  times per budget); training stops after ``patience`` evaluations without improvement, and the
+  best weights are returned; a run whose metric never rose after its first evaluation is
+  flagged (``never_improved``).
 
 A frozen encoder stays in eval mode (its normalisation statistics do not move).
 
@@ -41,7 +47,7 @@ from medfoundry.evaluation.study_pixels import StudyPixels
 from medfoundry.models.build import build_multitask_model
 from medfoundry.models.config import DetectionDecoderConfig, ModelConfig, PixelDecoderConfig
 from medfoundry.models.multitask_model import MultiTaskModel
-from medfoundry.tasks.task_type import TaskType
+from medfoundry.tasks.task_type import TaskMetrics, TaskType
 from medfoundry.training.device import resolve_precision
 from medfoundry.training.multitask_step import Optimizers, memory_constant_step
 from medfoundry.training.optim import OptimizerConfig, build_adamw, lr_factor, set_lr
@@ -49,7 +55,7 @@ from medfoundry.training.task_batch import TaskCollate
 from medfoundry.training.task_loader import CyclicTaskLoader
 from medfoundry.training.validation import validate
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "evaluate_model", "finetune"]
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "score_model"]
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +64,10 @@ class FinetuneConfig(BaseModel):
     """How a task model is trained in the ``finetune`` and ``frozen-decoder`` modes.
 
     Args:
-        max_steps: Most optimiser steps (the same budget at every data fraction).
-        eval_every_steps: Validate this often.
+        epochs: Step budget in passes over the training subset (so it grows with the data).
+        min_steps: Fewest steps of the budget (small subsets).
+        max_steps: Most steps of the budget (large subsets).
+        eval_every_steps: Validate this often; default: a tenth of the budget.
         patience: Stop after this many validations without improvement.
         batch_size: Images per step (fewer when the training subset is smaller).
         optimizer: AdamW: ``lr`` for the deepest backbone block and the decoders, ``head_lr``
@@ -75,8 +83,10 @@ class FinetuneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_steps: int = Field(default=300, ge=1)
-    eval_every_steps: int = Field(default=25, ge=1)
+    epochs: float = Field(default=30.0, gt=0)
+    min_steps: int = Field(default=50, ge=1)
+    max_steps: int = Field(default=1000, ge=1)
+    eval_every_steps: int | None = Field(default=None, ge=1)
     patience: int = Field(default=4, ge=1)
     batch_size: int = Field(default=32, ge=1)
     optimizer: OptimizerConfig = OptimizerConfig(lr=1e-4, head_lr=1e-3, weight_decay=0.05, warmup_steps=10)
@@ -87,6 +97,21 @@ class FinetuneConfig(BaseModel):
     num_workers: int = Field(default=0, ge=0)
     pixel_decoder: PixelDecoderConfig = PixelDecoderConfig()
     detection_decoder: DetectionDecoderConfig = DetectionDecoderConfig()
+
+    def budget_steps(self, n_train: int) -> int:
+        """Steps for ``n_train`` training samples: ``epochs`` passes, within [min_steps, max_steps].
+
+        Examples:
+            >>> cfg = FinetuneConfig(epochs=10, min_steps=20, max_steps=500, batch_size=32)
+            >>> cfg.budget_steps(40), cfg.budget_steps(320), cfg.budget_steps(10_000)
+            (20, 100, 500)
+        """
+        steps_per_epoch = math.ceil(n_train / _batch_size(max(n_train, 1), self.batch_size))
+        return min(self.max_steps, max(self.min_steps, math.ceil(self.epochs * steps_per_epoch)))
+
+    def eval_interval(self, budget: int) -> int:
+        """Steps between validations: ``eval_every_steps``, or a tenth of the budget."""
+        return self.eval_every_steps or max(1, math.ceil(budget / 10))
 
 
 @dataclass
@@ -99,6 +124,10 @@ class FinetuneResult:
         best_step: Step of the best validation score (0: no validation score was finite).
         best_score: That score.
         steps: Steps trained before stopping.
+        budget_steps: The step budget for this training subset.
+        evaluations: Validations run.
+        never_improved: The validation metric never rose above its first evaluation (with two
+            or more evaluations), or was never finite: the model did not learn.
     """
 
     model: MultiTaskModel
@@ -106,6 +135,9 @@ class FinetuneResult:
     best_step: int
     best_score: float
     steps: int
+    budget_steps: int = 0
+    evaluations: int = 0
+    never_improved: bool = False
 
 
 def finetune(
@@ -170,19 +202,22 @@ def finetune(
     val_loader = _loader(
         name, task, val, encoder.image_size, cfg.batch_size, cfg.num_workers, preprocessing, pixels
     )
+    budget = cfg.budget_steps(len(train))
+    every = cfg.eval_interval(budget)
     best_score, best_step, best_state, waited = -math.inf, 0, None, 0
-    step = 0
-    while step < cfg.max_steps and waited < cfg.patience:
+    step, evaluations = 0, 0
+    while step < budget and waited < cfg.patience:
         _train_mode(model, freeze_encoder, batch_statistics=len(train) > 1)
-        factor = lr_factor(step, cfg.max_steps, o.warmup_steps, o.min_lr_ratio)
+        factor = lr_factor(step, budget, o.warmup_steps, o.min_lr_ratio)
         for optimizer in (optimizers.shared, *optimizers.heads.values()):
             set_lr(optimizer, factor)
         memory_constant_step(
             model, tasks, [loader.next_batch().to(device)], optimizers, None, cfg.grad_clip_norm
         )
         step += 1
-        if step % cfg.eval_every_steps == 0 or step == cfg.max_steps:
+        if step % every == 0 or step == budget:
             score = validate(model, tasks, {name: val_loader}, device, autocast_dtype)[name][metric]
+            evaluations += 1
             if score > best_score:  # NaN (metric undefined on this split) never wins
                 best_score, best_step, waited = score, step, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -193,10 +228,13 @@ def finetune(
         model.load_state_dict(best_state)
     else:
         log.warning("task %s: validation %s was never finite; keeping the last weights", name, metric)
-    return FinetuneResult(model.eval(), model_cfg, best_step, best_score, step)
+    never_improved = best_state is None or (evaluations >= 2 and best_step == min(every, budget))
+    return FinetuneResult(
+        model.eval(), model_cfg, best_step, best_score, step, budget, evaluations, never_improved
+    )
 
 
-def evaluate_model(
+def score_model(
     model: MultiTaskModel,
     name: str,
     task: TaskType,
@@ -206,13 +244,15 @@ def evaluate_model(
     num_workers: int = 0,
     preprocessing: Preprocessing | None = None,
     pixels: StudyPixels | None = None,
-) -> dict[str, float]:
+) -> TaskMetrics:
     """The task's metrics of ``model`` on ``records`` (no augmentation; ``preprocessing`` and
-    ``pixels`` as in ``finetune``)."""
+    ``pixels`` as in ``finetune``), as the metric accumulator: ``compute()`` gives the metrics,
+    ``items()`` the per-item results (for bootstrap intervals and paired comparisons)."""
     device = next(model.parameters()).device
     loader = _loader(name, task, records, image_size, batch_size, num_workers, preprocessing, pixels)
-    result = validate(model, {name: task}, {name: loader}, device)[name]
-    return {k: v for k, v in result.items() if k != "loss"}
+    kept: dict[str, TaskMetrics] = {}
+    validate(model, {name: task}, {name: loader}, device, accumulators=kept)
+    return kept[name]
 
 
 def _dataset(

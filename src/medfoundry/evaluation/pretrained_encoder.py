@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import timm
@@ -61,18 +62,33 @@ class PretrainedEncoder(nn.Module):
 
     @property
     def out_channels(self) -> int:
-        """Width of the embedding."""
+        """Width of the embedding (of the deepest map)."""
         return self.encoder.out_channels
+
+    @property
+    def num_levels(self) -> int:
+        """Maps in the feature pyramid."""
+        return len(self.encoder.feature_info)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The feature pyramid: ``(B, C_i, H/s_i, W/s_i)`` maps, finest first."""
         return list(self.encoder(images))
 
     @torch.inference_mode()
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Global average of the deepest map: ``(B, out_channels)`` float32 (as probes use it)."""
-        deepest: torch.Tensor = self.encoder(images)[-1]
-        return deepest.float().mean(dim=(-2, -1))
+    def embed(self, images: torch.Tensor, levels: Sequence[int] = (-1,)) -> torch.Tensor:
+        """Global averages of pyramid maps, concatenated: ``(B, sum of their channels)`` float32.
+
+        Args:
+            images: ``(B, 3, H, W)`` in [0, 1].
+            levels: Which maps (``-1``: the deepest, the default, as probes and heads use it;
+                ``[-2, -1]``: also the one above it).
+        """
+        maps = self.encoder(images)
+        return torch.cat([maps[level].float().mean(dim=(-2, -1)) for level in levels], dim=1)
 
     def model_config(self, **decoders: object) -> ModelConfig:
         """A ``ModelConfig`` that rebuilds this architecture (weights not included)."""

@@ -18,7 +18,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import ThreadpoolController
 
 from medfoundry.data.record import Record
-from medfoundry.tasks.task_type import TaskType
+from medfoundry.tasks.task_type import TaskMetrics, TaskType
 
 __all__ = [
     "KNNProbe",
@@ -40,6 +40,7 @@ __all__ = [
     "ProbeConfig",
     "labelled_features",
     "log_loss",
+    "probe_accumulator",
     "probe_metrics",
 ]
 
@@ -78,12 +79,18 @@ def labelled_features(features: np.ndarray, records: Sequence[Record]) -> Labell
 
 def probe_metrics(task: TaskType, probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     """The task's metrics for predicted probabilities ``(N, C)`` against ``targets``."""
+    return probe_accumulator(task, probabilities, targets).compute()
+
+
+def probe_accumulator(task: TaskType, probabilities: np.ndarray, targets: np.ndarray) -> TaskMetrics:
+    """The task's metric accumulator holding predicted probabilities ``(N, C)`` and ``targets``
+    (its ``compute()`` gives the metrics, its ``items()`` the per-item results)."""
     p = np.clip(probabilities, EPS, 1 - EPS)
     # the task metrics take logits: log p for the softmax of classification, logit p for the sigmoid
     logits = np.log(p) if targets.ndim == 1 else np.log(p) - np.log1p(-p)
     metrics = task.metrics()
     metrics.update(torch.from_numpy(logits), torch.from_numpy(targets))
-    return metrics.compute()
+    return metrics
 
 
 class ProbeConfig(BaseModel):
@@ -95,6 +102,13 @@ class ProbeConfig(BaseModel):
         max_iter: L-BFGS iterations per logistic-regression fit.
         k: Neighbours of the kNN vote.
         temperature: Softness of the kNN vote weights ``exp(cosine similarity / temperature)``.
+        class_weight: ``balanced``: every class weighs the same in the logistic regression's
+            loss, in the choice of ``C`` and in the kNN vote (each sample weighted by the
+            inverse of its class's training frequency), so a rare class is not outvoted by
+            the majority; ``none``: every sample weighs the same.
+        feature_levels: Pyramid levels whose globally pooled maps are concatenated into the
+            features (``-1``: the deepest; e.g. ``[-2, -1]`` adds the one above, as DINO's
+            linear evaluation concatenates several blocks).
         batch_size: Images per forward pass when extracting features.
         num_workers: DataLoader workers decoding images for extraction.
     """
@@ -107,6 +121,8 @@ class ProbeConfig(BaseModel):
     max_iter: int = Field(default=200, ge=1)
     k: int = Field(default=20, ge=1)
     temperature: float = Field(default=0.07, gt=0)
+    class_weight: Literal["balanced", "none"] = "balanced"
+    feature_levels: list[int] = Field(default_factory=lambda: [-1], min_length=1)
     batch_size: int = Field(default=64, ge=1)
     num_workers: int = Field(default=0, ge=0)
 
@@ -122,19 +138,28 @@ class LinearProbe:
     proper score that separates grid values where small validation sets tie on accuracy, and
     it costs microseconds where the task metrics cost milliseconds per grid value.
 
+    With ``class_weight="balanced"`` the fit weighs each class equally (scikit-learn's
+    ``class_weight="balanced"``) and so does the validation log-loss: on an imbalanced task the
+    unweighted model at strong regularisation predicts the majority class for every image,
+    whatever the features (balanced accuracy 0.5), which measures the threshold, not the features.
+
     Args:
         task: The task (for its number of classes and type).
         c_values: Grid of ``C``, tried in increasing order with warm starts.
         max_iter: L-BFGS iterations per fit.
+        class_weight: ``balanced`` or ``none`` (see ``ProbeConfig``).
 
     Attributes:
         chosen_c: The selected ``C`` after ``fit``.
     """
 
-    def __init__(self, task: TaskType, c_values: Sequence[float], max_iter: int = 200) -> None:
+    def __init__(
+        self, task: TaskType, c_values: Sequence[float], max_iter: int = 200, class_weight: str = "none"
+    ) -> None:
         self.task = task
         self.c_values = sorted(c_values)
         self.max_iter = max_iter
+        self.balanced = class_weight == "balanced"
         self.chosen_c = math.nan
         self._scaler = StandardScaler()
         self._models: list[LogisticRegression | DummyClassifier] = []
@@ -143,7 +168,11 @@ class LinearProbe:
         x_train = self._scaler.fit_transform(train.features)
         x_val = self._scaler.transform(val.features)
         best_loss, best_models = math.inf, None
-        models = [LogisticRegression(max_iter=self.max_iter, warm_start=True) for _ in self._columns(train)]
+        weight = "balanced" if self.balanced else None
+        models = [
+            LogisticRegression(max_iter=self.max_iter, warm_start=True, class_weight=weight)
+            for _ in self._columns(train)
+        ]
         with _single_threaded_blas(), warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             for c in self.c_values:
@@ -152,7 +181,7 @@ class LinearProbe:
                     for m, y in zip(models, self._columns(train), strict=True)
                 ]
                 self._models = fitted
-                loss = log_loss(self._predict(x_val), val.targets)
+                loss = log_loss(self._predict(x_val), val.targets, balanced=self.balanced)
                 if loss < best_loss or best_models is None:
                     # a copy: the grid goes on warm-starting the originals
                     best_loss, best_models, self.chosen_c = loss, copy.deepcopy(fitted), c
@@ -196,22 +225,28 @@ class KNNProbe:
     class, the weighted mean of the neighbours' labels for that class, ignoring neighbours
     without one (the training frequency when none has one). The weights matter when the
     training subset is not much larger than ``k``: a uniform vote over all of a small subset is
-    its class frequency for every query, whatever the features.
+    its class frequency for every query, whatever the features. With ``class_weight="balanced"``
+    each neighbour's vote is further divided by its class's training frequency (per class and
+    value for multilabel), so that the majority class does not win every close vote.
 
     Args:
         task: The task (for its number of classes).
         k: Neighbours (at most the number of training samples).
         temperature: ``T``; small values trust the nearest neighbours most.
+        class_weight: ``balanced`` or ``none`` (see ``ProbeConfig``).
 
     [0] Wu et al., "Unsupervised Feature Learning via Non-Parametric Instance Discrimination", CVPR 2018.
     [1] Caron et al., "Emerging Properties in Self-Supervised Vision Transformers" (DINO), ICCV 2021
         (k = 20, T = 0.07).
     """
 
-    def __init__(self, task: TaskType, k: int = 20, temperature: float = 0.07) -> None:
+    def __init__(
+        self, task: TaskType, k: int = 20, temperature: float = 0.07, class_weight: str = "none"
+    ) -> None:
         self.task = task
         self.k = k
         self.temperature = temperature
+        self.balanced = class_weight == "balanced"
         self._train: LabelledFeatures | None = None
         self._index: NearestNeighbors | None = None
 
@@ -234,12 +269,20 @@ class KNNProbe:
         targets = self._train.targets
         if targets.ndim == 1:
             votes = np.eye(self.task.spec.num_classes)[targets[neighbours]]  # (N, k, C)
-            shares: np.ndarray = (weights * votes).sum(axis=1) / weights.sum(axis=1)
+            if self.balanced:
+                votes = votes / np.maximum(np.bincount(targets, minlength=votes.shape[2]), 1)
+            shares: np.ndarray = (weights * votes).sum(axis=1) / (weights * votes).sum(axis=(1, 2))[:, None]
             return shares
         votes = targets[neighbours]  # (N, k, C), NaN where a neighbour has no label
         labelled = ~np.isnan(votes)
-        total = (weights * labelled).sum(axis=1)
-        mean = (weights * np.nan_to_num(votes)).sum(axis=1) / np.maximum(total, 1e-12)
+        # balanced: a neighbour's vote for a class counts 1 / (training count of its value)
+        positives, negatives = np.nansum(targets == 1, axis=0), np.nansum(targets == 0, axis=0)
+        if self.balanced:
+            value_weight = np.where(votes == 1, 1 / np.maximum(positives, 1), 1 / np.maximum(negatives, 1))
+        else:
+            value_weight = np.ones_like(votes)
+        total = (weights * labelled * value_weight).sum(axis=1)
+        mean = (weights * np.nan_to_num(votes) * value_weight).sum(axis=1) / np.maximum(total, 1e-12)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column has no frequency
             prior = np.nan_to_num(np.nanmean(targets, axis=0), nan=0.5)
@@ -247,19 +290,32 @@ class KNNProbe:
         return filled
 
 
-def log_loss(probabilities: np.ndarray, targets: np.ndarray) -> float:
+def log_loss(probabilities: np.ndarray, targets: np.ndarray, balanced: bool = False) -> float:
     """Mean cross-entropy of probabilities ``(N, C)``: of the true class (classification), or the
     binary cross-entropy of each labelled entry (multilabel; NaN entries left out).
+
+    ``balanced``: each class (each class's positive and negative entries, multilabel) weighs the
+    same, whatever its frequency: the mean of the per-class mean losses.
 
     Written here because ``sklearn.metrics.log_loss`` takes neither missing labels nor classes
     absent from the predictions, and validates its input for longer than a small probe fits.
     """
     p = np.clip(probabilities, EPS, 1 - EPS)
     if targets.ndim == 1:
-        return float(-np.log(p[np.arange(len(targets)), targets]).mean()) if len(targets) else math.nan
-    labelled = ~np.isnan(targets)
-    t, q = targets[labelled], p[labelled]
-    return float(-(t * np.log(q) + (1 - t) * np.log1p(-q)).mean()) if t.size else math.nan
+        if not len(targets):
+            return math.nan
+        losses = -np.log(p[np.arange(len(targets)), targets])
+        group = targets
+    else:
+        labelled = ~np.isnan(targets)
+        t, q = targets[labelled], p[labelled]
+        if not t.size:
+            return math.nan
+        losses = -(t * np.log(q) + (1 - t) * np.log1p(-q))
+        group = np.nonzero(labelled)[1] * 2 + t.astype(np.int64)  # (class, value) of each entry
+    if not balanced:
+        return float(losses.mean())
+    return float(np.mean([losses[group == g].mean() for g in np.unique(group)]))
 
 
 @functools.cache

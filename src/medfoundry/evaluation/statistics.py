@@ -1,5 +1,8 @@
-"""Summaries of a study's tidy results: mean, spread and confidence interval over seeds, and the
-data-efficiency table (how little data each encoder needs to match a full-data reference).
+"""Plain statistics of a study's results: mean and Student-t interval over seeds, which fractions
+trained on the same subset, and the data-efficiency rule.
+
+The bootstrap intervals (test-set uncertainty, paired differences) are in ``bootstrap.py``; the
+tables that combine both are built in ``study_tables.py``.
 """
 
 from __future__ import annotations
@@ -11,50 +14,43 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from medfoundry.evaluation.study_data import ALL
+from medfoundry.evaluation.bootstrap import METRIC_RANGE
 
 __all__ = [
-    "EFFICIENCY_COLUMNS",
-    "SUMMARY_COLUMNS",
-    "SUMMARY_KEYS",
-    "data_efficiency",
+    "EFFICIENCY_RULE",
+    "fraction_needed",
+    "group_rows",
+    "identical_fractions",
     "mean_confidence_interval",
-    "summarize",
 ]
 
-SUMMARY_KEYS = ("encoder", "task", "mode", "fraction", "train_center", "test_center", "metric")
-"""A summary row per distinct value of these columns (its values come from the seeds)."""
-
-SUMMARY_COLUMNS = (*SUMMARY_KEYS, "n_seeds", "n_train", "mean", "std", "ci95_low", "ci95_high")
-
-EFFICIENCY_COLUMNS = (
-    "encoder",
-    "task",
-    "mode",
-    "metric",
-    "reference",
-    "reference_score",
-    "fraction_needed",
-    "score_at_fraction_needed",
-    "full_data_score",
+EFFICIENCY_RULE = (
+    "Labels needed: the smallest share of the training labels at which the encoder reaches the "
+    "reference's score and keeps reaching it at every larger share the study ran. 'Reaches' means "
+    "the 95% paired bootstrap interval of (encoder - reference), computed on the same test items "
+    "(and, over seeds, pairing seed with seed), has its lower end at or above -margin. Shares "
+    "that gave the same training subset count once, as the largest of them, so no saving is read "
+    "from two names for one subset; the reference is never compared with itself."
 )
+"""The rule behind ``fraction_needed``, stated in every report."""
 
 
 def mean_confidence_interval(
-    values: Sequence[float], level: float = 0.95
+    values: Sequence[float], level: float = 0.95, bounds: tuple[float, float] | None = METRIC_RANGE
 ) -> tuple[float, float, float, float]:
-    """Mean, sample standard deviation and Student-t confidence interval of the mean.
+    """Mean, sample standard deviation and Student-t confidence interval of the mean over seeds.
 
     NaN values (a metric undefined on some run) are left out. With one value the spread and
-    interval are NaN; with none everything is.
+    interval are NaN; with none everything is. The interval is clipped to ``bounds`` (a metric
+    in [0, 1] has no interval beyond it; ``None``: not clipped).
 
     Returns:
         ``(mean, std, low, high)`` with ``std`` using ``n - 1`` and ``low, high = mean -/+
-        t_{(1 + level) / 2, n - 1} * std / sqrt(n)``.
+        t_{(1 + level) / 2, n - 1} * std / sqrt(n)``, clipped.
 
     Examples:
         >>> [round(v, 3) for v in mean_confidence_interval([0.7, 0.8, 0.9])]
-        [0.8, 0.1, 0.552, 1.048]
+        [0.8, 0.1, 0.552, 1.0]
     """
     x = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
     if x.size == 0:
@@ -64,82 +60,62 @@ def mean_confidence_interval(
         return mean, math.nan, math.nan, math.nan
     std = float(x.std(ddof=1))
     half = float(stats.t.ppf((1 + level) / 2, x.size - 1)) * std / math.sqrt(x.size)
-    return mean, std, mean - half, mean + half
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return mean, std, low, high
 
 
-def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per ``SUMMARY_KEYS`` group of tidy result rows (see ``SUMMARY_COLUMNS``).
+def identical_fractions(n_train: Mapping[float, Mapping[int, int]]) -> list[list[float]]:
+    """Groups of fractions that trained on the same subset at every seed.
 
-    ``n_seeds`` counts the finite values, ``n_train`` is the mean training-set size.
-    """
-    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row[k] for k in SUMMARY_KEYS), []).append(row)
-    summary = []
-    for key, members in groups.items():
-        values = [float(m["value"]) for m in members]
-        mean, std, low, high = mean_confidence_interval(values)
-        summary.append(
-            {
-                **dict(zip(SUMMARY_KEYS, key, strict=True)),
-                "n_seeds": sum(not math.isnan(v) for v in values),
-                "n_train": float(np.mean([m["n_train"] for m in members])),
-                "mean": mean,
-                "std": std,
-                "ci95_low": low,
-                "ci95_high": high,
-            }
-        )
-    return summary
-
-
-def data_efficiency(
-    summary: Sequence[Mapping[str, Any]],
-    primary_metrics: Mapping[str, str],
-    reference_encoder: str,
-    reference_mode: str | None = None,
-    reference_fraction: float = 1.0,
-) -> list[dict[str, Any]]:
-    """For each encoder, task and mode: the smallest fraction whose mean reaches the reference.
-
-    The reference score is the mean primary metric of ``reference_encoder`` in
-    ``reference_mode`` (default: the same mode as the row) at ``reference_fraction``, pooled
-    over centers. An encoder "needs" fraction ``f`` when ``f`` is the smallest fraction whose
-    mean score is at least the reference score. This is how statements like "matches the
-    full-data baseline with 1% of the labels" are computed.
+    Subsets of one seed are prefixes of one order (``NestedFractions``), so two fractions with
+    the same training-set size at a seed have the same subset there.
 
     Args:
-        summary: Rows from ``summarize``.
-        primary_metrics: Task -> the metric compared.
-        reference_encoder: Encoder of the reference score.
-        reference_mode: Mode of the reference score; ``None``: each row's own mode.
-        reference_fraction: Fraction of the reference score.
+        n_train: Fraction -> seed -> training-set size.
 
     Returns:
-        Rows with ``EFFICIENCY_COLUMNS``; ``fraction_needed`` is NaN when no fraction reaches
-        the reference (or the reference was not run).
+        Each group of two or more fractions, ascending.
+
+    Examples:
+        >>> identical_fractions({0.01: {0: 5, 1: 5}, 0.05: {0: 5, 1: 5}, 0.1: {0: 10, 1: 10}})
+        [[0.01, 0.05]]
     """
-    curves: dict[tuple[str, str, str], dict[float, float]] = {}
-    for row in summary:
-        if row["train_center"] == ALL and row["metric"] == primary_metrics.get(row["task"]):
-            curves.setdefault((row["encoder"], row["task"], row["mode"]), {})[row["fraction"]] = row["mean"]
-    table = []
-    for (encoder, task, mode), curve in curves.items():
-        ref_mode = reference_mode or mode
-        reference = curves.get((reference_encoder, task, ref_mode), {}).get(reference_fraction, math.nan)
-        reached = [f for f in sorted(curve) if not math.isnan(reference) and curve[f] >= reference]
-        needed = reached[0] if reached else math.nan
-        table.append(
-            {
-                "encoder": encoder,
-                "task": task,
-                "mode": mode,
-                "metric": primary_metrics[task],
-                "reference": f"{reference_encoder} {ref_mode} @ {reference_fraction:.0%}",
-                "reference_score": reference,
-                "fraction_needed": needed,
-                "score_at_fraction_needed": curve[needed] if reached else math.nan,
-                "full_data_score": curve.get(1.0, math.nan),
-            }
-        )
-    return table
+    groups: dict[tuple[tuple[int, int], ...], list[float]] = {}
+    for fraction in sorted(n_train):
+        groups.setdefault(tuple(sorted(n_train[fraction].items())), []).append(fraction)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def fraction_needed(reached: Mapping[float, bool], same_subset: Sequence[Sequence[float]] = ()) -> float:
+    """The data-efficiency rule (``EFFICIENCY_RULE``): the smallest fraction that reaches the
+    reference, with every larger fraction reaching it too; NaN when none does.
+
+    Args:
+        reached: Fraction -> whether its paired interval reaches the reference.
+        same_subset: Groups of fractions with identical subsets (``identical_fractions``);
+            only the largest of a group is a candidate.
+
+    Examples:
+        >>> fraction_needed({0.01: True, 0.1: False, 0.5: True, 1.0: True})
+        0.5
+        >>> fraction_needed({0.01: True, 0.05: True, 1.0: True}, [[0.01, 0.05]])
+        0.05
+    """
+    hidden = {f for group in same_subset for f in sorted(group)[:-1]}
+    candidates = sorted(f for f in reached if f not in hidden)
+    needed = math.nan
+    for fraction in reversed(candidates):
+        if not reached[fraction]:
+            break
+        needed = fraction
+    return needed
+
+
+def group_rows(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[tuple[Any, ...], list[Any]]:
+    """Rows grouped by the values of ``keys``, groups in first-seen order."""
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    return groups

@@ -1,11 +1,15 @@
 """A task's data as a study sees it: fixed train / val / test splits, nested training fractions
-per seed, and, for cross-center runs, the records of each center.
+per seed, k-shot episodes, and, for cross-center runs, the records of each center.
 
 The splits are fixed for the whole study (the same for every encoder, mode, fraction and
 seed): rows keep the split their source gives; rows without one are split by ``split_seed``;
 when the source has no test rows, ``test_fraction`` of each center's training rows (stratified,
-whole groups, ``NestedFractions`` with ``split_seed``) is held out as the test set. Training
-fractions are drawn from what remains; validation and test sets are always complete.
+whole groups, ``NestedFractions`` with ``split_seed``) is held out as the test set. So no group
+(patient, volume) straddles train, validation and test. Training fractions are drawn from what
+remains and count labelled samples, not groups: a fraction subsamples the training records,
+stratified by class and nested across fractions (``NestedFractions`` without ``keep_groups``),
+so that 1% of 1002 patches from 14 slabs is 10 patches, not one slab of 504. Validation and
+test sets are always complete.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from medfoundry.data.fractions import NestedFractions
+from medfoundry.data.few_shot import few_shot_indices
+from medfoundry.data.fractions import NestedFractions, record_classes
 from medfoundry.data.record import Record
 from medfoundry.data.task_records import load_task_records
 from medfoundry.errors import ConfigError, DataError
@@ -47,17 +52,34 @@ class TaskData:
     digest: str
     held_out: int = 0
     _fractions: dict[int, NestedFractions] = field(default_factory=dict, repr=False)
+    _train_classes: list[frozenset[int]] | None = field(default=None, repr=False)
 
     @property
     def records(self) -> list[Record]:
         """All records: train, then val, then test."""
         return [*self.splits["train"], *self.splits["val"], *self.splits["test"]]
 
+    def train_fractions(self, seed: int) -> NestedFractions:
+        """The stratified order of the training records for ``seed`` (record by record)."""
+        if seed not in self._fractions:
+            if self._train_classes is None:  # read once: for segmentation this decodes every mask
+                self._train_classes = [
+                    record_classes(r, ignore_index(self.task)) for r in self.splits["train"]
+                ]
+            self._fractions[seed] = NestedFractions(
+                self.splits["train"], seed, keep_groups=False, classes=self._train_classes
+            )
+        return self._fractions[seed]
+
     def train_subset(self, fraction: float, seed: int) -> list[Record]:
         """The nested, stratified training subset for ``fraction`` and ``seed``."""
-        if seed not in self._fractions:
-            self._fractions[seed] = NestedFractions(self.splits["train"], seed, ignore_index(self.task))
-        return self._fractions[seed].subset(fraction)
+        return self.train_fractions(seed).subset(fraction)
+
+    def few_shot_subset(self, shots: int, episode: int) -> list[Record]:
+        """``shots`` training records of every class present (classification), for ``episode``."""
+        train = self.splits["train"]
+        labels = [r.label if r.label is not None else -1 for r in train]  # classification: always set
+        return [train[i] for i in few_shot_indices(labels, shots, episode)]
 
     def center_records(self, split: str, group: str) -> list[Record]:
         """Records of ``split`` whose center is in center group ``group``."""

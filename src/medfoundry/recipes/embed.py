@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medfoundry.data import ManifestSource, Preprocessing, load_task_records, read_manifest, resolve_classes
+from medfoundry.data import ManifestSource, Preprocessing, load_task_records, read_manifest
 from medfoundry.data.images import TIFF_SUFFIXES
 from medfoundry.data.record import Record
 from medfoundry.errors import ConfigError, DataError
@@ -29,7 +29,7 @@ from medfoundry.evaluation.features import (
 )
 from medfoundry.evaluation.pretrained_encoder import load_encoder
 from medfoundry.recipes.validate_data import load_validate_config
-from medfoundry.tasks import TASK_TYPES, build_task
+from medfoundry.tasks import TASK_TYPES, build_task, with_classes
 from medfoundry.training.device import resolve_device
 
 __all__ = ["EmbedConfig", "run", "sample_id"]
@@ -127,7 +127,7 @@ def _task_samples(database: Path, name: str | None) -> tuple[list[Record], list[
     if spec is None:
         raise ConfigError(f"{database}: no task '{name}' (its tasks: {', '.join(names)})")
     target = TASK_TYPES.get(spec.type).target
-    spec = spec.model_copy(update={"classes": resolve_classes(spec.source, target, spec.classes)})
+    spec = with_classes(spec)
     splits = load_task_records(
         spec.name,
         spec.source,

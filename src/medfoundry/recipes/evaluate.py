@@ -1,240 +1,190 @@
-"""Recipe: an evaluation study (``medfoundry evaluate STUDY.yaml``).
+"""Recipe: an evaluation study (``medfoundry evaluate STUDY.yaml [--workers N]``).
 
-``run(cfg)`` reads top to bottom: check tasks, modes, data and encoders (every user error is
-raised here, before the study folder is touched); plan the cells (encoders x tasks x modes x
-fractions x seeds, plus train-on-one-center cells); run the cells that are not finished yet,
-extracting each encoder's features on each task once for all its probe cells; then derive
-summary, data-efficiency table and report from ``results.csv``.
+``run(cfg)`` reads top to bottom: plan the study (every user error is raised there, before the
+study folder is touched: ``evaluate_plan``); refuse a folder that live workers are filling with
+another config; write the resolved config; run the cells in this process and ``workers - 1``
+more (``evaluate_worker``: atomic claims, so other jobs may share the folder too); then derive
+results, summary, paired differences, data-efficiency table, ``results.json`` and the report
+from the cells' files.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-from functools import partial
+import multiprocessing
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
-from rich.progress import MofNCompleteColumn, Progress, TextColumn
 
+from medfoundry.config_io import load_yaml
 from medfoundry.errors import ConfigError
-from medfoundry.evaluation.cell_runs import FeatureTable, run_probe_cell, run_training_cell
-from medfoundry.evaluation.features import cached_features
-from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder, load_encoder, looks_like_path
-from medfoundry.evaluation.report import write_study_outputs
-from medfoundry.evaluation.study_cells import Cell, CellStore
-from medfoundry.evaluation.study_data import TaskData, load_task_data
-from medfoundry.evaluation.study_pixels import StudyPixels
-from medfoundry.models.config import ModelConfig
-from medfoundry.recipes.evaluate_config import MODES_BY_FEATURE, PRIMARY_METRICS, StudyConfig, check_names
+from medfoundry.evaluation.bootstrap import Resampler
+from medfoundry.evaluation.claims import ClaimBoard
+from medfoundry.evaluation.report import StudyOutputs, write_study_outputs
+from medfoundry.evaluation.study_cells import atomic_write_text
+from medfoundry.evaluation.study_tables import Reference
+from medfoundry.recipes.evaluate_config import StudyConfig
+from medfoundry.recipes.evaluate_plan import StudyPlan, plan_study
+from medfoundry.recipes.evaluate_worker import spawned_worker, work, worker_device
 from medfoundry.safe_writes import make_folder, refuse_links
-from medfoundry.tasks import TaskType, build_task
-from medfoundry.training.checkpoint import load_checkpoint_config, save_checkpoint
-from medfoundry.training.device import resolve_device, resolve_precision
+from medfoundry.tasks import build_task
 
-__all__ = ["run"]
+__all__ = ["RUN_ONLY_KEYS", "read_study", "run"]
 
 log = logging.getLogger(__name__)
 
-PROBE_MODES = ("linear", "knn")
+RUN_ONLY_KEYS = ("progress", "workers", "threads_per_worker", "claim_timeout_s", "device")
+"""Keys that change how a study runs, not what it computes (jobs sharing a folder may differ in them)."""
 
 
 def run(cfg: StudyConfig) -> Path:
-    """Run (or resume) the study; returns the study folder.
+    """Run (or resume, or join) the study; returns the study folder.
 
     Raises:
         ConfigError, DataError: unknown tasks, encoders or metrics, modes that apply to no task,
-            unreadable data, folders that are not checkpoints, ImageNet weights that cannot be
-            downloaded, before anything is written.
+            unreadable data, fractions or shots the data cannot honour, folders that are not
+            checkpoints, a study folder that live workers fill with another config; all before
+            anything is written.
+        RuntimeError: a worker process failed and its cells could not be finished.
     """
-    # --- everything that can fail on user input, before writing anything ---
-    check_names(cfg, "study")
-    specs = cfg.selected_tasks
-    tasks: dict[str, TaskType] = {spec.name: build_task(spec) for spec in specs}
-    primary = {s.name: cfg.primary_metrics.get(s.name, PRIMARY_METRICS[s.type]) for s in specs}
-    _check_metrics_and_modes(cfg, tasks, primary)
-    data = {
-        s.name: load_task_data(
-            s, tasks[s.name], cfg.split_seed, cfg.val_fraction, cfg.test_fraction, cfg.centers
-        )
-        for s in specs
-    }
-    if cfg.cross_center and not any(d.centers for d in data.values()):
-        raise ConfigError(f"cross_center: none of the tasks {', '.join(data)} has a center column")
-    device = resolve_device(cfg.device)
-    resolve_precision(cfg.finetune.precision, device)  # fp16 on a CPU fails here, not after the probes
-    encoders = _load_encoders(cfg, device)
-    reference = _reference(cfg)
-
-    # --- the plan: which cells exist, which are finished ---
+    plan = plan_study(cfg, worker_device(cfg, 0))
     study_dir = Path(cfg.study_dir)
     refuse_links(study_dir, "study folder")  # a rerun resumes whatever folder it is given
+    _check_shared_folder(plan.cfg, study_dir)
     make_folder(study_dir, "study_dir")
-    (study_dir / "study.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    plan = _plan(cfg, tasks, data)
-    store = CellStore(study_dir, {cell: _digest(cell, cfg, encoders, data, primary) for cell in plan})
-    pending = store.pending()
-    for name, task_data in data.items():
+    (study_dir / "study.yaml").write_text(yaml.safe_dump(plan.cfg.model_dump(mode="json"), sort_keys=False))
+    planned = {
+        "primary_metrics": plan.primary,
+        "reference": None if plan.reference is None else vars(plan.reference),
+        "comparisons": plan.comparisons,
+        "notes": plan.notes,
+        "encoders": {name: spec.model_dump(mode="json") for name, spec in plan.encoder_specs.items()},
+    }
+    atomic_write_text(study_dir / "plan.json", json.dumps(planned, indent=1))
+    for note in plan.notes:
+        log.warning(note)
+    for name, task_data in plan.data.items():
         if task_data.held_out:
             log.info("task %s has no test rows: %d training rows held out as test", name, task_data.held_out)
     log.info(
-        "%d cells, %d finished before, %d to run, device %s",
-        len(plan),
-        len(plan) - len(pending),
-        len(pending),
-        device,
+        "%d cells (%d encoders incl. baselines), %d workers, device %s",
+        len(plan.cells),
+        len(plan.encoders),
+        cfg.workers,
+        next(iter(plan.encoders.values())).device,
     )
-
-    # --- the cells ---
-    progress = Progress(
-        *Progress.get_default_columns(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[cell]}"),
-        disable=not cfg.progress,
+    threads = cfg.threads_per_worker or (
+        max(1, (os.cpu_count() or 1) // cfg.workers) if cfg.workers > 1 else None
     )
-    bar = progress.add_task("evaluate", total=len(plan), completed=len(plan) - len(pending), cell="")
-    pixels = {
-        name: StudyPixels(task_data, study_dir / "pixels", cfg.finetune.num_workers)
-        for name, task_data in data.items()
-    }
-    with progress:
-        for encoder_name, encoder in encoders.items():
-            for task_name, task_data in data.items():
-                cells = [c for c in pending if (c.encoder, c.task) == (encoder_name, task_name)]
-                features = None
-                if any(c.mode in PROBE_MODES for c in cells):  # once for all fractions, seeds, probes
-                    records = task_data.records
-                    extracted = cached_features(
-                        encoder,
-                        records,
-                        study_dir / "features",
-                        cfg.probe.batch_size,
-                        cfg.probe.num_workers,
-                        task_data.spec.preprocessing,
-                        partial(pixels[task_name].arrays, records, encoder.image_size),
-                    )
-                    features = FeatureTable.build(extracted, records)
-                for cell in cells:
-                    progress.update(bar, cell=str(cell))
-                    if features is not None and cell.mode in PROBE_MODES:
-                        rows = run_probe_cell(cell, task_data, features, cfg.probe)
-                    else:
-                        rows, result = run_training_cell(
-                            cell, task_data, encoder, primary[task_name], cfg.finetune, pixels[task_name]
-                        )
-                        if cfg.keep_checkpoints:
-                            _save_model(study_dir / "checkpoints" / cell.id, result, task_data, cell)
-                    store.save(cell, rows)
-                    store.write_results()
-                    progress.advance(bar)
-    store.write_results()
-    outputs = write_study_outputs(study_dir, primary, reference, title=f"medfoundry study: {study_dir.name}")
-    log.info("results: %s; report: %s", study_dir / "results.csv", outputs.report)
+    context = multiprocessing.get_context("spawn")  # no forked torch state in the workers
+    config = plan.cfg.model_dump(mode="json")
+    children = [
+        context.Process(target=spawned_worker, args=(config, i, cfg.workers, threads), daemon=False)
+        for i in range(1, cfg.workers)
+    ]
+    for child in children:
+        child.start()
+    try:
+        with _torch_threads(threads):
+            work(plan, 0, cfg.workers, show_progress=cfg.progress)
+    except BaseException:
+        for child in children:  # their claims go stale with them; a rerun takes those cells up
+            child.terminate()
+        raise
+    finally:
+        for child in children:
+            child.join()
+    failed = [i + 1 for i, child in enumerate(children) if child.exitcode != 0]
+    if failed:
+        log.warning("worker(s) %s exited with an error; their cells were finished by the others", failed)
+    outputs = write_outputs(plan, study_dir)
+    log.info("results: %s; report: %s", outputs.results, outputs.report)
     return study_dir
 
 
-def _check_metrics_and_modes(cfg: StudyConfig, tasks: dict[str, TaskType], primary: dict[str, str]) -> None:
-    problems = []
-    for name, task in tasks.items():
-        metrics = ", ".join(task.metrics().compute())  # an empty accumulator still names its metrics
-        if primary[name] not in task.metrics().compute():
-            problems.append(
-                f"primary_metrics.{name}: '{primary[name]}' is not a metric of this task ({metrics})"
-            )
-        applicable = MODES_BY_FEATURE[task.feature]
-        chosen = cfg.task_modes.get(name)
-        for mode in chosen or []:
-            if mode not in applicable:
-                modes = ", ".join(applicable)
-                problems.append(f"task_modes.{name}: '{mode}' does not apply to {task.spec.type} ({modes})")
-        if chosen == [] or (chosen is None and not cfg.modes_of(task.spec, task.feature)):
-            problems.append(
-                f"task '{name}' ({task.spec.type}): no mode to run (applicable: {', '.join(applicable)})"
-            )
-    explicit = cfg.modes if "modes" in cfg.model_fields_set else []  # the default lists every mode
-    for mode in explicit:
-        if not any(mode in MODES_BY_FEATURE[task.feature] for task in tasks.values()):
-            types = ", ".join(sorted({t.spec.type for t in tasks.values()}))
-            problems.append(f"modes: '{mode}' applies to none of the tasks (their types: {types})")
-    if problems:
-        raise ConfigError(problems)
+def write_outputs(plan: StudyPlan, study_dir: Path) -> StudyOutputs:
+    """The study's tables and report, from its cells' files."""
+    cfg = plan.cfg
+    return write_study_outputs(
+        study_dir,
+        plan.tasks,
+        plan.primary,
+        plan.reference,
+        Resampler(cfg.bootstrap.resamples, cfg.bootstrap.seed),
+        plan.comparisons,
+        plan.notes,
+        title=f"medfoundry study: {study_dir.name}",
+    )
 
 
-def _load_encoders(cfg: StudyConfig, device: Any) -> dict[str, PretrainedEncoder]:
-    """Every encoder at the study's input size; all problems reported together."""
-    size = cfg.image_size or _first_checkpoint_size(cfg) or 224
-    encoders, problems = {}, []
-    for e in cfg.encoders:
-        try:
-            encoders[e.name] = load_encoder(e.source, e.pretrained, size, e.model_kwargs, device=device)
-        except ConfigError as error:
-            problems += [f"encoders.{e.name}: {p}" for p in error.problems]
-    if problems:
-        raise ConfigError(problems)
-    return encoders
+def read_study(study_dir: Path) -> StudyOutputs:
+    """Rebuild a study's tables and report from its folder alone (``study.yaml``, ``plan.json``,
+    ``results.csv``, ``predictions/``); nothing is run, nothing needs the data or the encoders.
+
+    Examples:
+        ``tables = read_study(Path("runs/study_demo")).tables``; then ``tables.summary`` (scores
+        over fractions and shots, with both intervals), ``tables.paired`` (each encoder minus the
+        reference and the baselines, with paired intervals), ``tables.efficiency``.
+    """
+    study_dir = Path(study_dir)
+    cfg = StudyConfig.model_validate(load_yaml(study_dir / "study.yaml"))
+    planned = json.loads((study_dir / "plan.json").read_text())
+    tasks = {s.name: build_task(s) for s in cfg.tasks if s.name in planned["primary_metrics"]}
+    reference = Reference(**planned["reference"]) if planned["reference"] else None
+    return write_study_outputs(
+        study_dir,
+        tasks,
+        planned["primary_metrics"],
+        reference,
+        Resampler(cfg.bootstrap.resamples, cfg.bootstrap.seed),
+        planned["comparisons"],
+        planned["notes"],
+        title=f"medfoundry study: {study_dir.name}",
+    )
 
 
-def _first_checkpoint_size(cfg: StudyConfig) -> int | None:
-    for e in cfg.encoders:
-        if looks_like_path(e.source) and Path(e.source).is_dir():
-            return ModelConfig.model_validate(load_checkpoint_config(Path(e.source))["model"]).image_size
-    return None
-
-
-def _reference(cfg: StudyConfig) -> tuple[str, str | None, float] | None:
-    r = cfg.reference
-    encoder = r.encoder or next((e.name for e in cfg.encoders if not e.pretrained), None)
-    if encoder is None:
-        log.warning("no encoder with pretrained: false and no reference.encoder: no data-efficiency table")
-        return None
-    return encoder, r.mode, r.fraction
-
-
-def _plan(cfg: StudyConfig, tasks: dict[str, TaskType], data: dict[str, TaskData]) -> list[Cell]:
-    cells = []
-    for name, task in tasks.items():
-        # centers without training rows are only tested on
-        centers = (
-            [c for c in data[name].centers if data[name].center_records("train", c)]
-            if cfg.cross_center
-            else []
+def _check_shared_folder(cfg: StudyConfig, study_dir: Path) -> None:
+    """A folder that live workers fill with another config is refused (naming what differs)."""
+    written = study_dir / "study.yaml"
+    if not written.is_file():
+        return
+    live = ClaimBoard(study_dir / "claims", cfg.claim_timeout_s).live_claims()
+    if not live:
+        return  # nobody works on it: resuming or extending it with a changed config is fine
+    theirs = _computed(load_yaml(written) or {})
+    ours = _computed(cfg.model_dump(mode="json"))
+    differing = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+    if differing:
+        tasks = ""
+        if "tasks" in differing:
+            mine = {t["name"]: t for t in ours.get("tasks", [])}
+            other = {t["name"]: t for t in theirs.get("tasks", [])}
+            changed = sorted(n for n in set(mine) | set(other) if mine.get(n) != other.get(n))
+            tasks = f" (tasks: {', '.join(changed)})"
+        raise ConfigError(
+            f"study_dir: {study_dir} is being evaluated by {len(live)} live worker claim(s) with another "
+            f"config, which differs in: {', '.join(differing)}{tasks}; let them finish, or choose "
+            "another study_dir"
         )
-        for encoder in cfg.encoders:
-            for mode in cfg.modes_of(task.spec, task.feature):
-                for seed in cfg.seed_list:
-                    cells += [Cell(encoder.name, name, mode, fraction, seed) for fraction in cfg.fractions]
-                    cells += [Cell(encoder.name, name, mode, 1.0, seed, center) for center in centers]
-    return cells
 
 
-def _digest(
-    cell: Cell,
-    cfg: StudyConfig,
-    encoders: dict[str, PretrainedEncoder],
-    data: dict[str, TaskData],
-    primary: dict[str, str],
-) -> str:
-    """Hash of everything a cell's result depends on: a change re-runs the cell."""
-    encoder, task_data = encoders[cell.encoder], data[cell.task]
-    settings = cfg.probe if cell.mode in PROBE_MODES else cfg.finetune
-    payload = {
-        "weights": encoder.weights_sha256,
-        "image_size": encoder.image_size,
-        "task": task_data.spec.model_dump(mode="json"),
-        "data": task_data.digest,
-        "centers": {k: sorted(v) for k, v in task_data.centers.items()},
-        "metric": primary[cell.task],
-        "settings": settings.model_dump(mode="json"),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+def _computed(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in RUN_ONLY_KEYS}
 
 
-def _save_model(path: Path, result: Any, task_data: TaskData, cell: Cell) -> None:
-    config = {
-        "model": result.model_config.model_dump(mode="json"),
-        "tasks": [task_data.spec.model_dump(mode="json")],
-        "evaluation": {"cell": str(cell), "best_step": result.best_step, "best_val_score": result.best_score},
-    }
-    save_checkpoint(path, result.model, config)
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """This process's torch threads for the study's duration (restored after)."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

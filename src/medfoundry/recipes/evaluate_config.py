@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medfoundry.config_io import validate_config
 from medfoundry.errors import ConfigError
@@ -23,10 +23,15 @@ from medfoundry.registry import unknown_name_message
 from medfoundry.tasks.spec import TaskSpec
 
 __all__ = [
+    "BASELINES",
     "DEFAULT_FRACTIONS",
     "MODES",
     "MODES_BY_FEATURE",
+    "PIXELS",
     "PRIMARY_METRICS",
+    "PROBE_MODES",
+    "BootstrapConfig",
+    "FewShotConfig",
     "Mode",
     "ReferenceConfig",
     "StudyConfig",
@@ -37,6 +42,12 @@ __all__ = [
 
 Mode = Literal["linear", "knn", "finetune", "frozen-decoder"]
 MODES: tuple[Mode, ...] = ("linear", "knn", "finetune", "frozen-decoder")
+PROBE_MODES: tuple[Mode, ...] = ("linear", "knn")
+"""Modes that fit a probe on frozen features (the only ones a ``pixels`` encoder runs)."""
+PIXELS = "pixels"
+"""The ``source`` of the raw-pixel baseline encoder."""
+Baseline = Literal["random", "pixels", "imagenet"]
+BASELINES: tuple[Baseline, ...] = ("random", "pixels", "imagenet")
 DEFAULT_FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 MODES_BY_FEATURE: dict[str, tuple[Mode, ...]] = {
     "pooled": ("linear", "knn", "finetune"),
@@ -63,17 +74,36 @@ class StudyEncoder(_Frozen):
 
     Args:
         name: Label in results and plots (letters, digits, ``_``, ``-``).
-        source: A medfoundry checkpoint folder or a timm model name.
+        source: A medfoundry checkpoint folder, a timm model name, or ``pixels``: the
+            standardised raw pixels (a baseline that runs the probe modes only).
         pretrained: Load the source's weights (checkpoint, or ImageNet for timm names);
             ``false`` gives the same architecture with random weights (from scratch).
         model_kwargs: Extra ``timm.create_model`` arguments (timm names only; the architecture
             arguments of ``medfoundry.models.config.TIMM_ARGUMENTS``).
+        pixels_size: Side the ``pixels`` encoder downsamples each channel to (default 16).
     """
 
     name: str = Field(pattern=NAME_PATTERN)
     source: str
     pretrained: bool = True
     model_kwargs: TimmArguments = None
+    pixels_size: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _pixels_options(self) -> StudyEncoder:
+        if self.source == PIXELS:
+            if not self.pretrained or self.model_kwargs:
+                raise ValueError(
+                    "the pixels encoder has no weights: pretrained and model_kwargs do not apply"
+                )
+        elif self.pixels_size is not None:
+            raise ValueError("pixels_size applies only to source: pixels")
+        return self
+
+    @property
+    def is_pixels(self) -> bool:
+        """Whether this is the raw-pixel baseline."""
+        return self.source == PIXELS
 
 
 class ReferenceConfig(_Frozen):
@@ -83,11 +113,45 @@ class ReferenceConfig(_Frozen):
         encoder: Reference encoder; default: the first with ``pretrained: false`` (random init).
         mode: Reference mode; default: the mode of the row being measured.
         fraction: Reference fraction.
+        margin: Non-inferiority margin in metric units: a fraction "reaches" the reference when
+            the lower end of the 95% paired bootstrap interval of (encoder - reference) is at
+            least ``-margin``. 0: the encoder must be at least as good, with 95% confidence.
     """
 
     encoder: str | None = None
     mode: Mode | None = None
     fraction: float = Field(default=1.0, gt=0, le=1)
+    margin: float = Field(default=0.0, ge=0)
+
+
+class FewShotConfig(_Frozen):
+    """k-shot episodes for classification tasks (probe modes): ``k`` training samples per class.
+
+    Args:
+        shots: Samples per class, each at least 1.
+        episodes: Draws per ``k`` (the cells' ``seed`` is the episode); the draws of one
+            episode are nested over ``k``.
+    """
+
+    shots: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2, 4, 8, 16], min_length=1)
+    episodes: int = Field(default=10, ge=1)
+
+    @field_validator("shots")
+    @classmethod
+    def _sorted_shots(cls, shots: list[int]) -> list[int]:
+        return sorted(set(shots))
+
+
+class BootstrapConfig(_Frozen):
+    """Test-set bootstrap: resamples of the test items, the same for every cell of a test set.
+
+    Args:
+        resamples: Resamples per interval (percentile method, 95%).
+        seed: Seeds the resamples.
+    """
+
+    resamples: int = Field(default=1000, ge=1000)
+    seed: int = 0
 
 
 class StudyConfig(_Frozen):
@@ -102,8 +166,14 @@ class StudyConfig(_Frozen):
             ``knn``: classification, multilabel; ``frozen-decoder``: segmentation, detection;
             ``finetune``: all).
         task_modes: Task name -> its modes, replacing ``modes`` for that task.
-        fractions: Shares of the training labels, each in (0, 1].
+        fractions: Shares of the training labels, each in (0, 1]; may be empty with ``few_shot``.
         seeds: Repetitions per fraction: a count (seeds 0..n-1) or a list of seeds.
+        few_shot: k-shot episodes (classification tasks, probe modes) besides the fractions.
+        baselines: Encoders added to the study: ``random`` (the first encoder's architecture
+            with random weights), ``pixels`` (standardised raw pixels; probe modes only) and
+            ``imagenet`` (that architecture with timm's ImageNet weights, only when they are in
+            the local Hugging Face cache). Default: all three when a task runs a probe mode;
+            ``[]``: none. A baseline is not added when an encoder of the same name exists.
         image_size: Input side for every encoder; default: the first checkpoint's, else 224.
         split_seed: Seeds the train/val/test assignment of rows without a split.
         val_fraction: Share of rows without a split that go to validation.
@@ -118,9 +188,16 @@ class StudyConfig(_Frozen):
         reference: The full-data score of the data-efficiency table.
         primary_metrics: Task name -> metric for curves, early stopping and data efficiency;
             default per type: balanced_accuracy, auroc (multilabel), mean_dice, map_50.
+        bootstrap: Test-set bootstrap intervals and paired comparisons.
         keep_checkpoints: Save each trained model's best weights under ``checkpoints/``.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        progress: Show a progress bar.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``auto`` with several workers and
+            GPUs: one GPU per worker).
+        progress: Show a progress bar (a plain line at least every 30 s without a terminal).
+        workers: Processes that run cells at once on this machine.
+        threads_per_worker: Torch and BLAS threads of each worker; default: the CPU cores
+            shared out among the workers.
+        claim_timeout_s: A claimed cell whose worker has not been heard from (heartbeat) for
+            this long is taken over by another worker.
     """
 
     study_dir: Path
@@ -130,9 +207,11 @@ class StudyConfig(_Frozen):
     modes: list[Mode] = Field(default_factory=lambda: list(MODES), min_length=1)
     task_modes: dict[str, list[Mode]] = Field(default_factory=dict)
     fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
-        default_factory=lambda: list(DEFAULT_FRACTIONS), min_length=1
+        default_factory=lambda: list(DEFAULT_FRACTIONS)
     )
     seeds: Annotated[int, Field(ge=1)] | list[int] = 3
+    few_shot: FewShotConfig | None = None
+    baselines: list[Baseline] | None = None
     image_size: int | None = Field(default=None, ge=16)
     split_seed: int = 0
     val_fraction: float = Field(default=0.2, ge=0, lt=1)
@@ -143,9 +222,19 @@ class StudyConfig(_Frozen):
     centers: dict[str, list[str]] | None = None
     reference: ReferenceConfig = ReferenceConfig()
     primary_metrics: dict[str, str] = Field(default_factory=dict)
+    bootstrap: BootstrapConfig = BootstrapConfig()
     keep_checkpoints: bool = False
     device: str = "auto"
     progress: bool = True
+    workers: int = Field(default=1, ge=1)
+    threads_per_worker: int | None = Field(default=None, ge=1)
+    claim_timeout_s: float = Field(default=120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _fractions_or_shots(self) -> StudyConfig:
+        if not self.fractions and self.few_shot is None:
+            raise ValueError("fractions: give at least one fraction (or few_shot episodes)")
+        return self
 
     @field_validator("fractions")
     @classmethod
@@ -210,7 +299,8 @@ def check_names(cfg: StudyConfig, source: str) -> None:
             if n not in task_names
         ]
     reference = cfg.reference.encoder
-    if reference is not None and reference not in encoder_names:
+    addable = [b for b in BASELINES if cfg.baselines is None or b in cfg.baselines]
+    if reference is not None and reference not in encoder_names + addable:
         problems.append(
             f"{source}: reference.encoder: {unknown_name_message('encoder', reference, encoder_names)}"
         )

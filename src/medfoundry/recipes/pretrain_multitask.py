@@ -29,12 +29,11 @@ from medfoundry.data import (
     TaskDataset,
     discard_new_caches,
     load_task_data,
-    resolve_classes,
 )
 from medfoundry.errors import ConfigError, DataError
 from medfoundry.models.build import build_multitask_model
 from medfoundry.recipes.pretrain_config import PretrainConfig
-from medfoundry.tasks import TASK_TYPES, TaskType, build_task
+from medfoundry.tasks import TaskType, build_task, with_classes
 from medfoundry.training.checkpoint import save_checkpoint
 from medfoundry.training.checkpoint_config import checkpoint_config
 from medfoundry.training.device import resolve_device, resolve_precision
@@ -274,13 +273,7 @@ def _check_batch_sizes(batch_sizes: dict[str, int], dist: DistributedContext) ->
 
 def _with_classes(cfg: PretrainConfig) -> PretrainConfig:
     """The config with every task's classes: declared, or read from its data."""
-    specs = [
-        spec.model_copy(
-            update={"classes": resolve_classes(spec.source, TASK_TYPES.get(spec.type).target, spec.classes)}
-        )
-        for spec in cfg.tasks
-    ]
-    return cfg.model_copy(update={"tasks": specs})
+    return cfg.model_copy(update={"tasks": [with_classes(spec) for spec in cfg.tasks]})
 
 
 def _load_data(cfg: PretrainConfig, tasks: dict[str, TaskType]) -> dict[str, TaskData]:

@@ -23,12 +23,12 @@ from rich.console import Console
 from rich.table import Table
 
 from medfoundry.config_io import apply_overrides, load_yaml, validate_config
-from medfoundry.data import TaskData, discard_new_caches, load_task_data, resolve_classes
+from medfoundry.data import TaskData, discard_new_caches, load_task_data
 from medfoundry.data.summary import TaskSummary, summarize_task
 from medfoundry.errors import ConfigError, DataError, MedfoundryError
 from medfoundry.models.config import EncoderConfig
 from medfoundry.recipes.pretrain_config import DataConfig, load_pretrain_config, read_tasks
-from medfoundry.tasks import TASK_TYPES, build_task
+from medfoundry.tasks import TASK_TYPES, build_task, with_classes
 from medfoundry.tasks.spec import TaskSpec, check_unique_names
 
 __all__ = ["ValidateDataConfig", "load_validate_config", "run"]
@@ -134,7 +134,7 @@ def run(cfg: ValidateDataConfig, console: Console | None = None) -> list[TaskSum
 
 def _check_task(spec: TaskSpec, cfg: ValidateDataConfig) -> tuple[TaskData, TaskSummary]:
     target = TASK_TYPES.get(spec.type).target
-    spec = spec.model_copy(update={"classes": resolve_classes(spec.source, target, spec.classes)})
+    spec = with_classes(spec)
     task = build_task(spec)
     data = load_task_data(
         spec,

@@ -1,10 +1,12 @@
 """Task types: head, normalised loss, metrics and collate for each label type.
 
-``TASK_TYPES`` maps a spec's ``type`` to its class; ``build_task(spec)`` makes the task.
+``TASK_TYPES`` maps a spec's ``type`` to its class; ``build_task(spec)`` makes the task;
+``with_classes(spec)`` fills in classes the spec leaves to its data.
 """
 
 from __future__ import annotations
 
+from medfoundry.data.task_records import resolve_classes
 from medfoundry.registry import Registry
 from medfoundry.tasks.classification import ClassificationTask
 from medfoundry.tasks.detection import DetectionTask
@@ -27,6 +29,7 @@ __all__ = [
     "TaskType",
     "TaskTypeClass",
     "build_task",
+    "with_classes",
 ]
 
 TASK_TYPES: Registry[TaskTypeClass] = Registry("task type")
@@ -40,3 +43,16 @@ TASK_TYPES.register("segmentation")(SegmentationTask)
 def build_task(spec: TaskSpec) -> TaskType:
     """Make the task for a spec (validates the spec's type and options)."""
     return TASK_TYPES.get(spec.type)(spec)
+
+
+def with_classes(spec: TaskSpec) -> TaskSpec:
+    """The spec with its classes: the declared ones, or those its data names (class folders,
+    label values, COCO categories, MedMNIST indices). Every command that reads a task database
+    resolves classes through this one function, so they all agree.
+
+    Raises:
+        ConfigError: an unknown task type, or a source that cannot name its classes.
+        DataError: the source cannot be read.
+    """
+    target = TASK_TYPES.get(spec.type).target
+    return spec.model_copy(update={"classes": resolve_classes(spec.source, target, spec.classes)})

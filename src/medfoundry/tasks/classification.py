@@ -1,7 +1,8 @@
 """Multi-class classification: one linear layer on the pooled encoder vector.
 
 Loss: cross-entropy / ln(C), which is exactly 1 for a uniform prediction [0].
-Metrics: accuracy, balanced accuracy (mean per-class recall) and macro one-vs-rest AUROC.
+Metrics: accuracy, balanced accuracy (mean per-class recall), macro one-vs-rest AUROC and the
+expected calibration error (ECE, lower is better).
 
 [0] Schäfer et al., "Overcoming data scarcity in biomedical imaging with a foundational
     multi-task model", Nature Computational Science 4, 495-509 (2024).
@@ -17,13 +18,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from torch import nn
 
 from medfoundry.data.record import TargetKind
 from medfoundry.errors import ConfigError
 from medfoundry.tasks.options import parse_options
-from medfoundry.tasks.scores import macro_auroc
+from medfoundry.tasks.scores import (
+    unit_weights,
+    weighted_accuracy,
+    weighted_balanced_accuracy,
+    weighted_ece,
+    weighted_macro_auroc,
+)
 from medfoundry.tasks.spec import TaskSpec
 from medfoundry.tasks.task_type import FeatureKind
 
@@ -84,10 +90,16 @@ class ClassificationTask:
 
 
 class ClassificationMetrics:
-    """Accuracy, balanced accuracy and macro AUROC over all batches added.
+    """Accuracy, balanced accuracy, macro AUROC and expected calibration error over all batches added.
 
     AUROC averages over classes that have both positive and negative examples in the split
-    (others have no defined AUROC); NaN when no class qualifies.
+    (others have no defined AUROC); NaN when no class qualifies. Balanced accuracy is the mean
+    recall over the classes present in the split. ECE bins the top-class confidence into 15
+    equal-width bins (``tasks.scores.weighted_ece``).
+
+    ``items()`` returns what was added per test item (probabilities and labels), and
+    ``score_items`` scores it under item weights (bootstrap resamples); ``compute()`` is
+    ``score_items`` with every item counted once, so a bootstrap is always about the reported value.
     """
 
     def __init__(self, num_classes: int) -> None:
@@ -99,24 +111,49 @@ class ClassificationMetrics:
         self._probs.append(outputs.detach().float().softmax(dim=1).cpu().numpy())
         self._labels.append(targets.detach().cpu().numpy())
 
-    def compute(self) -> dict[str, float]:
+    def items(self) -> dict[str, np.ndarray]:
+        """Per test item: ``probabilities`` ``(N, C)`` float32 and ``labels`` ``(N,)`` int64."""
         if not self._labels:
-            return {"accuracy": math.nan, "balanced_accuracy": math.nan, "auroc": math.nan}
-        probs, labels = np.concatenate(self._probs), np.concatenate(self._labels)
-        preds = probs.argmax(axis=1)
-        onehot = np.eye(self.num_classes)[labels]
+            return {
+                "probabilities": np.zeros((0, self.num_classes), np.float32),
+                "labels": np.zeros(0, np.int64),
+            }
         return {
-            "accuracy": float(accuracy_score(labels, preds)),
-            "balanced_accuracy": _balanced_accuracy(labels, preds),
-            "auroc": macro_auroc(onehot, probs),
+            "probabilities": np.concatenate(self._probs).astype(np.float32),
+            "labels": np.concatenate(self._labels).astype(np.int64),
         }
 
+    def compute(self) -> dict[str, float]:
+        items = self.items()
+        scores = self.score_items(items, unit_weights(len(items["labels"])))
+        return {name: float(values[0]) for name, values in scores.items()}
 
-def _balanced_accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
-    # sklearn averages recall over the classes present in `labels`, which is what we want;
-    # it warns when predictions contain classes absent from labels, which is normal here.
-    import warnings
+    def score_items(self, items: dict[str, np.ndarray], weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Every metric under each row of ``weights`` ``(B, N)``: name -> ``(B,)``."""
+        probs, labels = items["probabilities"], items["labels"]
+        if labels.size == 0:
+            return {
+                k: np.full(weights.shape[0], math.nan)
+                for k in ("accuracy", "balanced_accuracy", "auroc", "ece")
+            }
+        preds = probs.argmax(axis=1)
+        correct = preds == labels
+        return {
+            "accuracy": weighted_accuracy(correct, weights),
+            "balanced_accuracy": weighted_balanced_accuracy(labels, preds, self.num_classes, weights),
+            "auroc": weighted_macro_auroc(np.eye(self.num_classes)[labels], probs, weights),
+            "ece": weighted_ece(probs.max(axis=1), correct, weights),
+        }
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return float(balanced_accuracy_score(labels, preds))
+    def chance(self, items: dict[str, np.ndarray]) -> dict[str, float]:
+        """What a prediction that ignores the image scores on these items: the majority class's
+        share (accuracy), one over the classes present (balanced accuracy), 0.5 (AUROC)."""
+        labels = items["labels"]
+        if labels.size == 0:
+            return {}
+        counts = np.bincount(labels, minlength=self.num_classes)
+        return {
+            "accuracy": float(counts.max() / labels.size),
+            "balanced_accuracy": 1.0 / int((counts > 0).sum()),
+            "auroc": 0.5,
+        }

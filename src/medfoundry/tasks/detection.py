@@ -31,7 +31,7 @@ image); NaN when the split has no boxes.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -43,6 +43,7 @@ from torchvision.ops import batched_nms, clip_boxes_to_image, generalized_box_io
 
 from medfoundry.data.record import TargetKind
 from medfoundry.errors import ConfigError, DataError
+from medfoundry.tasks.detection_metrics import DetectionMetrics
 from medfoundry.tasks.fcos_targets import (
     box_distances,
     centerness_targets,
@@ -278,7 +279,7 @@ class DetectionTask:
         return detections
 
     def metrics(self) -> DetectionMetrics:
-        return DetectionMetrics(self.postprocess)
+        return DetectionMetrics(self.postprocess, self.spec.num_classes)
 
     def collate_targets(self, targets: Sequence[BoxTarget]) -> list[BoxTarget]:
         name, classes = self.spec.name, self.spec.classes
@@ -352,34 +353,3 @@ def _flatten_levels(outputs: FCOSOutput) -> tuple[torch.Tensor, torch.Tensor, to
         return torch.cat([x.flatten(2) for x in levels], dim=2).transpose(1, 2).float()
 
     return flat(outputs.cls_logits), flat(outputs.box_regression), flat(outputs.centerness).squeeze(2)
-
-
-class DetectionMetrics:
-    """COCO mAP over all batches added, from post-processed detections.
-
-    Args:
-        postprocess: Turns a batch's head outputs into detections (``DetectionTask.postprocess``).
-    """
-
-    def __init__(self, postprocess: Callable[[FCOSOutput], list[BoxTarget]]) -> None:
-        from torchmetrics.detection import MeanAveragePrecision  # its import takes ~1 s
-
-        self._postprocess = postprocess
-        self._map = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
-        self._num_images = 0
-
-    def update(self, outputs: FCOSOutput, targets: Sequence[BoxTarget]) -> None:
-        detections = [{k: v.detach().cpu() for k, v in d.items()} for d in self._postprocess(outputs)]
-        truth = [
-            {"boxes": t["boxes"].detach().cpu().float(), "labels": t["labels"].detach().cpu()}
-            for t in targets
-        ]
-        self._map.update(detections, truth)
-        self._num_images += len(truth)
-
-    def compute(self) -> dict[str, float]:
-        if self._num_images == 0:
-            return {"map_50": math.nan, "map": math.nan}
-        result = self._map.compute()
-        # torchmetrics reports -1 where COCO's evaluation is undefined (no ground-truth boxes)
-        return {key: float(result[key]) if float(result[key]) >= 0 else math.nan for key in ("map_50", "map")}

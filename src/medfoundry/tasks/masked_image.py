@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
@@ -94,4 +95,13 @@ class MaskedImageMetrics:
         pass
 
     def compute(self) -> dict[str, float]:
+        return {}
+
+    def items(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def score_items(self, items: dict[str, np.ndarray], weights: np.ndarray) -> dict[str, np.ndarray]:
+        return {}
+
+    def chance(self, items: dict[str, np.ndarray]) -> dict[str, float]:
         return {}

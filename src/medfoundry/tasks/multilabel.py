@@ -23,7 +23,7 @@ from torch import nn
 from medfoundry.data.record import TargetKind
 from medfoundry.errors import ConfigError
 from medfoundry.tasks.options import parse_options
-from medfoundry.tasks.scores import macro_auroc
+from medfoundry.tasks.scores import unit_weights, weighted_macro_auroc
 from medfoundry.tasks.spec import TaskSpec
 from medfoundry.tasks.task_type import FeatureKind
 
@@ -80,7 +80,11 @@ class MultilabelTask:
 
 
 class MultilabelMetrics:
-    """Macro AUROC and accuracy over labelled entries only."""
+    """Macro AUROC and accuracy over labelled entries only.
+
+    ``items()``, ``score_items`` and ``chance`` as in ``ClassificationMetrics``: ``compute()``
+    is ``score_items`` with every item counted once.
+    """
 
     def __init__(self) -> None:
         self._scores: list[np.ndarray] = []
@@ -90,13 +94,43 @@ class MultilabelMetrics:
         self._scores.append(outputs.detach().float().sigmoid().cpu().numpy())
         self._targets.append(targets.detach().float().cpu().numpy())
 
-    def compute(self) -> dict[str, float]:
+    def items(self) -> dict[str, np.ndarray]:
+        """Per test item: ``probabilities`` and ``targets`` (1 / 0 / NaN), both ``(N, C)`` float32."""
         if not self._targets:
-            return {"auroc": math.nan, "accuracy": math.nan}
-        scores, targets = np.concatenate(self._scores), np.concatenate(self._targets)
-        labelled = ~np.isnan(targets)
-        correct = (scores[labelled] >= 0.5) == (targets[labelled] == 1.0)
+            return {"probabilities": np.zeros((0, 0), np.float32), "targets": np.zeros((0, 0), np.float32)}
         return {
-            "auroc": macro_auroc(targets, scores),
-            "accuracy": float(correct.mean()) if correct.size else math.nan,
+            "probabilities": np.concatenate(self._scores).astype(np.float32),
+            "targets": np.concatenate(self._targets).astype(np.float32),
         }
+
+    def compute(self) -> dict[str, float]:
+        items = self.items()
+        scores = self.score_items(items, unit_weights(len(items["targets"])))
+        return {name: float(values[0]) for name, values in scores.items()}
+
+    def score_items(self, items: dict[str, np.ndarray], weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Every metric under each row of ``weights`` ``(B, N)``: name -> ``(B,)``."""
+        scores, targets = items["probabilities"], items["targets"]
+        if targets.size == 0:
+            return {
+                "auroc": np.full(weights.shape[0], math.nan),
+                "accuracy": np.full(weights.shape[0], math.nan),
+            }
+        labelled = ~np.isnan(targets)
+        correct = ((scores >= 0.5) == (targets == 1.0)) & labelled
+        with np.errstate(invalid="ignore", divide="ignore"):
+            entries = weights @ labelled.sum(axis=1).astype(np.float64)
+            accuracy = np.where(
+                entries > 0, weights @ correct.sum(axis=1).astype(np.float64) / entries, math.nan
+            )
+        return {"auroc": weighted_macro_auroc(targets, scores, weights), "accuracy": accuracy}
+
+    def chance(self, items: dict[str, np.ndarray]) -> dict[str, float]:
+        """Scores of answering each class's more frequent value for every image (accuracy), 0.5 (AUROC)."""
+        targets = items["targets"]
+        labelled = ~np.isnan(targets)
+        if not labelled.any():
+            return {}
+        positives = np.nansum(targets, axis=0)
+        majority = np.maximum(positives, labelled.sum(axis=0) - positives).sum()
+        return {"auroc": 0.5, "accuracy": float(majority / labelled.sum())}

@@ -17,6 +17,7 @@ non-background classes.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -29,6 +30,7 @@ from torch import nn
 from medfoundry.data.record import TargetKind
 from medfoundry.errors import ConfigError
 from medfoundry.tasks.options import parse_options
+from medfoundry.tasks.scores import unit_weights
 from medfoundry.tasks.spec import TaskSpec
 from medfoundry.tasks.task_type import FeatureKind
 
@@ -154,35 +156,67 @@ def focal_loss(
 
 
 class SegmentationMetrics:
-    """Per-class Dice accumulated over the whole split (not averaged per image)."""
+    """Per-class Dice accumulated over the whole split (not averaged per image).
+
+    ``items()`` keeps each image's per-class true positive, false positive and false negative
+    pixel counts; Dice over any weighting of the images is computed from their weighted sums, so
+    ``compute()`` is ``score_items`` with every image counted once.
+    """
 
     def __init__(self, classes: list[str], ignore_index: int, background_index: int | None) -> None:
         self.classes = classes
         self.ignore_index = ignore_index
         self.background_index = background_index
-        n = len(classes)
-        self._tp = np.zeros(n, dtype=np.int64)
-        self._fp = np.zeros(n, dtype=np.int64)
-        self._fn = np.zeros(n, dtype=np.int64)
+        self._counts: list[np.ndarray] = []  # per batch: (images, 3, C) tp, fp, fn
 
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         n = len(self.classes)
-        valid = targets != self.ignore_index
-        pred = outputs.detach().argmax(dim=1)[valid].cpu()
-        true = targets[valid].cpu()
-        # a confusion matrix via bincount: rows are targets, columns predictions
-        confusion = torch.bincount(true * n + pred, minlength=n * n).reshape(n, n).numpy()
-        tp = np.diag(confusion)
-        self._tp += tp
-        self._fp += confusion.sum(axis=0) - tp
-        self._fn += confusion.sum(axis=1) - tp
+        pred = outputs.detach().argmax(dim=1).cpu()
+        true = targets.detach().cpu()
+        valid = true != self.ignore_index
+        # per image, a confusion matrix via bincount: rows are targets, columns predictions
+        codes = torch.where(valid, true * n + pred, n * n)
+        per_image = torch.stack([torch.bincount(c.flatten(), minlength=n * n + 1)[: n * n] for c in codes])
+        confusion = per_image.reshape(-1, n, n).numpy()
+        tp = np.diagonal(confusion, axis1=1, axis2=2)
+        self._counts.append(np.stack([tp, confusion.sum(axis=1) - tp, confusion.sum(axis=2) - tp], axis=1))
+
+    def items(self) -> dict[str, np.ndarray]:
+        """Per test image: ``counts`` ``(N, 3, C)`` int64 (true positives, false positives, false
+        negatives per class, in pixels)."""
+        n = len(self.classes)
+        counts = np.concatenate(self._counts) if self._counts else np.zeros((0, 3, n), np.int64)
+        return {"counts": counts.astype(np.int64)}
 
     def compute(self) -> dict[str, float]:
-        denominator = 2 * self._tp + self._fp + self._fn
+        items = self.items()
+        scores = self.score_items(items, unit_weights(len(items["counts"])))
+        return {name: float(values[0]) for name, values in scores.items()}
+
+    def score_items(self, items: dict[str, np.ndarray], weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Every metric under each row of ``weights`` ``(B, N)``: name -> ``(B,)``."""
+        counts = items["counts"].astype(np.float64)
+        tp, fp, fn = (np.einsum("bn,nc->bc", weights, counts[:, k]) for k in range(3))
+        denominator = 2 * tp + fp + fn
         with np.errstate(invalid="ignore", divide="ignore"):
-            dice = np.where(denominator > 0, 2 * self._tp / np.maximum(denominator, 1), np.nan)
-        result = {f"dice/{name}": float(d) for name, d in zip(self.classes, dice, strict=True)}
+            dice = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1e-12), math.nan)
+        result = {f"dice/{name}": dice[:, c] for c, name in enumerate(self.classes)}
         keep = [i for i in range(len(self.classes)) if i != self.background_index]
-        kept = dice[keep]
-        result["mean_dice"] = float(np.nanmean(kept)) if not np.all(np.isnan(kept)) else math.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # every kept class absent: NaN
+            result["mean_dice"] = np.nanmean(dice[:, keep], axis=1)
+        return result
+
+    def chance(self, items: dict[str, np.ndarray]) -> dict[str, float]:
+        """Dice of labelling pixels at random with the test set's class frequencies: each class's
+        expected Dice is its pixel share."""
+        counts = items["counts"]
+        truth = (counts[:, 0] + counts[:, 2]).sum(axis=0).astype(np.float64)  # tp + fn per class
+        if truth.sum() == 0:
+            return {}
+        share = truth / truth.sum()
+        keep = [i for i in range(len(self.classes)) if i != self.background_index and truth[i] > 0]
+        result = {f"dice/{name}": float(share[c]) for c, name in enumerate(self.classes) if truth[c] > 0}
+        if keep:
+            result["mean_dice"] = float(share[keep].mean())
         return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,13 +28,30 @@ so runs the encoder itself."""
 
 
 class TaskMetrics(Protocol):
-    """Accumulates predictions over a split and computes the task's metrics."""
+    """Accumulates predictions over a split and computes the task's metrics.
+
+    Besides the values, it keeps what it saw per test item (``items``), compactly, so that a
+    study can store it and score any resample of the test items later (``score_items``):
+    bootstrap intervals and paired comparisons of two models on the same items.
+    """
 
     def update(self, outputs: Any, targets: Any) -> None:
         """Add one batch (model outputs and collated targets)."""
 
     def compute(self) -> dict[str, float]:
         """Metric name -> value over everything added (NaN when undefined)."""
+
+    def items(self) -> dict[str, np.ndarray]:
+        """Named arrays describing everything added, item by item (``N`` items along the axis
+        that ``score_items`` weights; ``{}`` for a task without metrics)."""
+
+    def score_items(self, items: dict[str, np.ndarray], weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Every metric of ``items`` under each row of ``weights`` ``(B, N)`` (how often each
+        item counts): name -> ``(B,)``. A row of ones gives ``compute()``'s values."""
+
+    def chance(self, items: dict[str, np.ndarray]) -> dict[str, float]:
+        """Metric name -> what a prediction that ignores the image scores on these items (only
+        metrics with a meaningful chance level)."""
 
 
 class TaskType(Protocol):

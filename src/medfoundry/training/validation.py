@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 import torch
 
 from medfoundry.models.multitask_model import MultiTaskModel
-from medfoundry.tasks.task_type import TaskType
+from medfoundry.tasks.task_type import TaskMetrics, TaskType
 from medfoundry.training.task_batch import TaskBatch
 
 __all__ = ["validate"]
@@ -21,8 +21,13 @@ def validate(
     loaders: Mapping[str, Iterable[TaskBatch]],
     device: torch.device,
     autocast_dtype: torch.dtype | None = None,
+    accumulators: dict[str, TaskMetrics] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Evaluate every task on its loader.
+
+    Args:
+        accumulators: When given, filled with each task's metric accumulator (which keeps the
+            per-item results, ``TaskMetrics.items``).
 
     Returns:
         Task -> ``{"loss": mean normalised loss per image, <metric>: value, ...}``.
@@ -47,5 +52,7 @@ def validate(
             count += len(batch)
             metrics.update(outputs, batch.targets)
         results[name] = {"loss": total / max(count, 1), **metrics.compute()}
+        if accumulators is not None:
+            accumulators[name] = metrics
     model.train(was_training)
     return results
