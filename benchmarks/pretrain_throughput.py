@@ -8,10 +8,11 @@ Questions:
   (every k-th image of ``all_images``) is written as PNG at zlib level 1 (the corpus format),
   at Pillow's default level 6, and as uncompressed TIFF, and read back through medfoundry's
   image reader (which is what fills the preprocessing cache): bytes on disk and images/s.
+- ``pretrain``: how fast is the demo's pretraining on this machine (``--steps``, ``--threads``)?
 
 Stages are functions ``stage(args, workdir) -> rows`` in ``STAGES``; each row is one measured
 quantity (``stage``, ``metric``, ``value``, ``unit``). Adding a stage (e.g. the images/s of the
-full demo pretraining) is one function and one ``STAGES`` entry; ``--stages`` picks them.
+full demo pretraining, ``pretrain``) is one function and one ``STAGES`` entry; ``--stages`` picks them.
 
 Run: ``python benchmarks/pretrain_throughput.py`` (``--stages corpus format --keep DIR``).
 Writes one ``benchmarks/results/pretrain_throughput_<stage>-cpu<threads>t-uint8-torch<ver>.csv``
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
+import math
 import sys
 import tempfile
 import time
@@ -36,6 +39,9 @@ from PIL import Image
 
 from medfoundry.corpus import build_corpus
 from medfoundry.data import read_image
+from medfoundry.recipes import pretrain_multitask
+from medfoundry.recipes.demo import demo_config, labelled_tasks
+from medfoundry.recipes.pretrain_config import load_pretrain_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import print_table, write_results  # noqa: E402
@@ -128,9 +134,54 @@ def format_stage(args: argparse.Namespace, workdir: Path) -> list[Row]:
     return rows
 
 
+def pretrain_stage(args: argparse.Namespace, workdir: Path) -> list[Row]:
+    """The demo's pretraining (``demo_pretrain.yaml`` on the corpus's labelled tasks), as
+    ``medfoundry demo`` runs it: wall time of ``--steps`` steps including the cache fill and the
+    validations, and the images/s of the training windows it logs."""
+    torch.set_num_threads(args.threads)
+    corpus = args.keep or workdir / "corpus"
+    build_corpus(corpus, progress=lambda line: None)
+    overrides = [
+        f"run_dir={workdir / 'pretrain'}",
+        f"tasks={labelled_tasks(corpus.resolve(), workdir / 'tasks.yaml')}",
+        f"training.max_steps={args.steps}",
+        "training.preview_every_steps=0",
+    ]
+    cfg = load_pretrain_config(demo_config("demo_pretrain.yaml"), overrides)
+    start = time.perf_counter()
+    run_dir = pretrain_multitask.run(cfg)
+    seconds = time.perf_counter() - start
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    windows = [r["images_per_s"] for r in logged if "images_per_s" in r]
+    images = args.steps * cfg.data.batch_size * len(cfg.tasks)
+    return [
+        {"stage": "pretrain", "metric": "tasks", "value": len(cfg.tasks), "unit": "tasks"},
+        {"stage": "pretrain", "metric": "steps", "value": args.steps, "unit": "steps"},
+        {
+            "stage": "pretrain",
+            "metric": "wall (cache fill, validation included)",
+            "value": round(seconds),
+            "unit": "s",
+        },
+        {
+            "stage": "pretrain",
+            "metric": "images trained / wall",
+            "value": round(images / seconds, 1),
+            "unit": "img/s",
+        },
+        {
+            "stage": "pretrain",
+            "metric": "training windows (median of logged)",
+            "value": round(float(np.median(windows)), 1) if windows else math.nan,
+            "unit": "img/s",
+        },
+    ]
+
+
 STAGES: dict[str, Callable[[argparse.Namespace, Path], list[Row]]] = {
     "corpus": corpus_stage,
     "format": format_stage,
+    "pretrain": pretrain_stage,
 }
 
 
@@ -139,13 +190,16 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES))
     parser.add_argument("--keep", type=Path, default=None, help="build the corpus here and keep it")
     parser.add_argument("--every", type=int, default=10, help="format stage: every k-th corpus image")
+    parser.add_argument("--steps", type=int, default=100, help="pretrain stage: steps (the demo runs 100)")
+    parser.add_argument("--threads", type=int, default=2, help="pretrain stage: torch threads")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as scratch:
         for stage in args.stages:
             stage_rows = STAGES[stage](args, Path(scratch))
-            path = write_results(f"pretrain_throughput_{stage}", stage_rows, torch.device("cpu"), "uint8")
+            precision = "fp32" if stage == "pretrain" else "uint8"
+            path = write_results(f"pretrain_throughput_{stage}", stage_rows, torch.device("cpu"), precision)
             print(f"wrote {path}")
             rows += stage_rows
     print_table(rows)
