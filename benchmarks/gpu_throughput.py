@@ -89,7 +89,7 @@ def main() -> None:
     images_per_step = args.tasks * args.batch_size
 
     def step(batches: Any) -> None:
-        memory_constant_step(model, tasks, batches, optimizers, amp, 1.0)
+        memory_constant_step(model, tasks, batches, optimizers, autocast_dtype=amp, grad_clip_norm=1.0)
 
     def loaded() -> None:
         step(b.to(device, device.type == "cuda") for b in sampler.next_step())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,9 @@ from medfoundry.evaluation.pretrained_encoder import load_encoder
 from medfoundry.models.build import build_multitask_model
 from medfoundry.tasks import TaskSpec, build_task
 from tests.evaluation.conftest import tasks_of
+
+# the package exports the function ``finetune`` under the module's name
+finetune_module = importlib.import_module("medfoundry.evaluation.finetune")
 
 TINY = FinetuneConfig(
     max_steps=4,
@@ -122,3 +126,33 @@ def test_a_decoder_that_never_improves_is_flagged(checkpoint: Path, demo_db: Pat
         encoder, spec.name, task, splits["train"][:8], splits["val"], "mean_dice", once, True, 0
     )
     assert single.evaluations == 1 and not single.never_improved  # one evaluation cannot tell
+
+
+@pytest.mark.integration
+def test_bf16_precision_autocasts_the_training_steps_not_only_validation(
+    checkpoint: Path, demo_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec, task, splits = _task(demo_db, "modality")
+    encoder = load_encoder(checkpoint)
+    step_dtypes: list[torch.dtype] = []
+    real_step = finetune_module.memory_constant_step
+
+    def recording_step(model: torch.nn.Module, *args: object, **kwargs: object) -> object:
+        hooks = [
+            m.register_forward_hook(lambda m, a, out: step_dtypes.append(out.dtype))
+            for m in model.modules()
+            if isinstance(m, torch.nn.Conv2d)
+        ]
+        try:
+            return real_step(model, *args, **kwargs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    monkeypatch.setattr(finetune_module, "memory_constant_step", recording_step)
+    cfg = TINY.model_copy(update={"max_steps": 2, "precision": "bf16"})
+    result = finetune(
+        encoder, spec.name, task, splits["train"][:8], splits["val"], "balanced_accuracy", cfg, False, 0
+    )
+    assert result.steps == 2 and step_dtypes and set(step_dtypes) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())

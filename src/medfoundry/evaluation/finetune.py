@@ -184,7 +184,7 @@ def finetune(
     model.encoder.requires_grad_(not freeze_encoder)
     model.to(device)
     o = cfg.optimizer
-    autocast_dtype, scaler = resolve_precision(cfg.precision, device)
+    autocast_dtype, scaler = resolve_precision(cfg.precision, device, "finetune.precision")
     optimizers = Optimizers(
         shared=_shared_optimizer(model, o, cfg.layer_decay),
         heads={name: build_adamw(model.head_parameters(name), o.head_lr or o.lr, o)},
@@ -212,7 +212,12 @@ def finetune(
         for optimizer in (optimizers.shared, *optimizers.heads.values()):
             set_lr(optimizer, factor)
         memory_constant_step(
-            model, tasks, [loader.next_batch().to(device)], optimizers, None, cfg.grad_clip_norm
+            model,
+            tasks,
+            [loader.next_batch().to(device)],
+            optimizers,
+            autocast_dtype=autocast_dtype,
+            grad_clip_norm=cfg.grad_clip_norm,
         )
         step += 1
         if step % every == 0 or step == budget:

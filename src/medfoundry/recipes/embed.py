@@ -76,13 +76,14 @@ def run(cfg: EmbedConfig) -> Path:
         DataError: the data is no manifest, image folder or task database, or an image is unreadable.
     """
     check_embeddings_path(cfg.output)
+    device = resolve_device(cfg.device, "--device")
     if cfg.data.suffix.lower() in (".yaml", ".yml"):
         records, ids, preprocessing = _task_samples(cfg.data, cfg.task)
     else:
         if cfg.task is not None:
             raise ConfigError(f"{cfg.data}: --task needs a task database YAML as DATA")
         (records, ids), preprocessing = _images(cfg.data), None
-    encoder = load_encoder(cfg.encoder, cfg.pretrained, cfg.image_size, device=resolve_device(cfg.device))
+    encoder = load_encoder(cfg.encoder, cfg.pretrained, cfg.image_size, device=device)
     cache_dir = (
         cfg.cache_dir
         or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medfoundry" / "features"

@@ -130,8 +130,9 @@ def plan_study(cfg: StudyConfig, device: Any = None) -> StudyPlan:
     if cfg.cross_center and not any(d.centers for d in data.values()):
         raise ConfigError(f"cross_center: none of the tasks {', '.join(data)} has a center column")
     _check_subsets(cfg, tasks, data)
-    device = device if device is not None else resolve_device(cfg.device)
-    resolve_precision(cfg.finetune.precision, device)  # fp16 on a CPU fails here, not after the probes
+    device = device if device is not None else resolve_device(cfg.device, "device")
+    # fp16 on a CPU fails here, not after the probes
+    resolve_precision(cfg.finetune.precision, device, "finetune.precision")
     _check_pixel_modes(cfg, tasks)
     own = {e.name: e for e in cfg.encoders}
     encoders = _load_encoders(cfg, own, device)  # the study's own first: their errors, not a baseline's

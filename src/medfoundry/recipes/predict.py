@@ -77,11 +77,11 @@ def run(cfg: PredictConfig) -> Path:
     output = Path(cfg.output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ConfigError(f"{output}: output folder exists and is not empty; choose a new folder")
+    device = resolve_device(cfg.device, "--device")
     config = load_checkpoint_config(cfg.checkpoint)
     spec = _chosen_task(config, cfg.task, cfg.checkpoint)
     task = build_task(spec)
     records, ids = prediction_records(cfg.input, spec)
-    device = resolve_device(cfg.device)
     model, _ = load_multitask_model(cfg.checkpoint, device)
     image_size = int(config["model"]["image_size"])
     loader = DataLoader(

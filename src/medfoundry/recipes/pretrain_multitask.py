@@ -198,7 +198,15 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
             started = time.perf_counter()
             # batches are fetched lazily: one task's batch in memory at a time
             batches = (b.to(device, pin, t.use_channels_last) for b in sampler.next_step())
-            result = step_fn(model, tasks, batches, optimizers, autocast_dtype, t.grad_clip_norm, dist)
+            result = step_fn(
+                model,
+                tasks,
+                batches,
+                optimizers,
+                autocast_dtype=autocast_dtype,
+                grad_clip_norm=t.grad_clip_norm,
+                dist=dist,
+            )
             window_seconds += time.perf_counter() - started
             step += 1
 
