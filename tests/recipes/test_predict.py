@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from medfoundry.cli.main import app
 from medfoundry.data import Preprocessing, TaskDataset
 from medfoundry.errors import ConfigError, DataError
-from medfoundry.evaluation.finetune import evaluate_model
+from medfoundry.evaluation.finetune import score_model
 from medfoundry.recipes import predict, pretrain_multitask
 from medfoundry.recipes.pretrain_config import load_pretrain_config
 from medfoundry.tasks import TaskSpec, build_task
@@ -144,9 +144,9 @@ def test_volume_prediction_is_on_the_input_grid_and_its_dice_equals_the_evaluati
         if r.image.name == "anat_a.nii"
     ]
     assert len(records) == 25
-    metrics = evaluate_model(
+    metrics = score_model(
         model, "bright", task, records, 48, batch_size=5, preprocessing=spec.preprocessing
-    )
+    ).compute()
     assert metrics["dice/bright"] == pytest.approx(dice, abs=1e-12)
     assert metrics["mean_dice"] == pytest.approx(dice, abs=1e-12)
 

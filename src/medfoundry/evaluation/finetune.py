@@ -270,14 +270,13 @@ def _dataset(
 ) -> TaskDataset:
     if pixels is not None:
         return TaskDataset(records, task.target, image_size, augment, pixels.arrays(records, image_size))
-    ignore_index = getattr(task, "ignore_index", None)
     return TaskDataset(
         records,
         task.target,
         image_size,
         augment,
         preprocessing=preprocessing,
-        ignore_index=DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index,
+        ignore_index=DEFAULT_IGNORE_INDEX if task.ignore_index is None else task.ignore_index,
     )
 
 

@@ -64,7 +64,7 @@ class TaskData:
         if seed not in self._fractions:
             if self._train_classes is None:  # read once: for segmentation this decodes every mask
                 self._train_classes = [
-                    record_classes(r, ignore_index(self.task)) for r in self.splits["train"]
+                    record_classes(r, self.task.ignore_index) for r in self.splits["train"]
                 ]
             self._fractions[seed] = NestedFractions(
                 self.splits["train"], seed, keep_groups=False, classes=self._train_classes
@@ -116,7 +116,7 @@ def load_task_data(
         spec.classes,
         split_seed,
         val_fraction,
-        ignore_index(task),
+        task.ignore_index,
         preprocessing=spec.preprocessing,  # CT windows, intensity scaling: as in pretraining
         split=spec.split,
     )
@@ -129,11 +129,6 @@ def load_task_data(
     return TaskData(spec, task, splits, groups, _digest(splits), held_out)
 
 
-def ignore_index(task: TaskType) -> int | None:
-    """The mask value that is not a class (segmentation tasks), else ``None``."""
-    return getattr(task, "ignore_index", None)
-
-
 def _hold_out(
     train: list[Record], fraction: float, seed: int, task: TaskType
 ) -> tuple[list[Record], list[Record]]:
@@ -143,7 +138,7 @@ def _hold_out(
     held: set[int] = set()
     for positions in by_center.values():
         if len(positions) > 1:
-            chosen = NestedFractions([train[i] for i in positions], seed, ignore_index(task)).indices(
+            chosen = NestedFractions([train[i] for i in positions], seed, task.ignore_index).indices(
                 fraction
             )
             held.update(positions[j] for j in chosen)

@@ -19,7 +19,7 @@ import numpy as np
 from medfoundry.data.cache import CacheSettings, PreparedSplit, SampleArrays, prepare_arrays
 from medfoundry.data.record import Record
 from medfoundry.data.task_records import DEFAULT_IGNORE_INDEX
-from medfoundry.evaluation.study_data import TaskData, ignore_index
+from medfoundry.evaluation.study_data import TaskData
 
 __all__ = ["StudyPixels"]
 
@@ -52,7 +52,7 @@ class StudyPixels:
     def _at(self, size: int) -> tuple[PreparedSplit, dict[tuple[Path, str | None, int | None], int]]:
         if size not in self._prepared:
             spec, task = self.data.spec, self.data.task
-            ignore = ignore_index(task)
+            ignore = task.ignore_index
             prepared = prepare_arrays(
                 f"{spec.name}-{size}px",
                 self.data.records,

@@ -136,7 +136,7 @@ def _task_samples(database: Path, name: str | None) -> tuple[list[Record], list[
         spec.classes,
         cfg.seed,
         cfg.data.val_fraction,
-        getattr(build_task(spec), "ignore_index", None),
+        build_task(spec).ignore_index,
         require_val=False,
         preprocessing=spec.preprocessing,
         split=spec.split,

@@ -29,9 +29,7 @@ from medfoundry.evaluation.study_data import TaskData, load_task_data
 from medfoundry.evaluation.study_tables import Reference
 from medfoundry.models.config import ModelConfig
 from medfoundry.recipes.evaluate_config import (
-    MODES_BY_FEATURE,
     PIXELS,
-    PRIMARY_METRICS,
     PROBE_MODES,
     Mode,
     StudyConfig,
@@ -108,7 +106,7 @@ def plan_study(cfg: StudyConfig, device: Any = None) -> StudyPlan:
     tasks: dict[str, TaskType] = {}
     for spec in specs:
         task = build_task(spec)
-        if not task.metrics().compute():  # masked_image: nothing to score on held-out data
+        if task.primary_metric is None:  # e.g. masked_image: nothing to score on held-out data
             notes.append(f"task '{spec.name}' ({spec.type}) has no metrics to evaluate: skipped")
             continue
         tasks[spec.name] = task
@@ -119,7 +117,7 @@ def plan_study(cfg: StudyConfig, device: Any = None) -> StudyPlan:
     cfg = cfg.model_copy(
         update={"tasks": [s if s.name not in tasks else tasks[s.name].spec for s in cfg.tasks]}
     )
-    primary = {n: cfg.primary_metrics.get(n, PRIMARY_METRICS[t.spec.type]) for n, t in tasks.items()}
+    primary = {n: cfg.primary_metrics.get(n) or str(t.primary_metric) for n, t in tasks.items()}
     _check_metrics_and_modes(cfg, tasks, primary)
     data = {
         name: load_task_data(
@@ -164,19 +162,19 @@ def _check_metrics_and_modes(cfg: StudyConfig, tasks: dict[str, TaskType], prima
                 f"primary_metrics.{name}: '{primary[name]}' is lower-is-better and cannot rank models "
                 "(it is reported for every cell anyway)"
             )
-        applicable = MODES_BY_FEATURE[task.feature]
+        applicable = task.evaluation_modes
         chosen = cfg.task_modes.get(name)
         for mode in chosen or []:
             if mode not in applicable:
                 modes = ", ".join(applicable)
                 problems.append(f"task_modes.{name}: '{mode}' does not apply to {task.spec.type} ({modes})")
-        if chosen == [] or (chosen is None and not cfg.modes_of(task.spec, task.feature)):
+        if chosen == [] or (chosen is None and not cfg.modes_of(task)):
             problems.append(
                 f"task '{name}' ({task.spec.type}): no mode to run (applicable: {', '.join(applicable)})"
             )
     explicit = cfg.modes if "modes" in cfg.model_fields_set else []  # the default lists every mode
     for mode in explicit:
-        if not any(mode in MODES_BY_FEATURE[task.feature] for task in tasks.values()):
+        if not any(mode in task.evaluation_modes for task in tasks.values()):
             types = ", ".join(sorted({t.spec.type for t in tasks.values()}))
             problems.append(f"modes: '{mode}' applies to none of the tasks (their types: {types})")
     if problems:
@@ -196,7 +194,7 @@ def _check_subsets(cfg: StudyConfig, tasks: dict[str, TaskType], data: dict[str,
                     f"samples, fewer than the {needed} it takes to show each class once; use fractions of "
                     f"at least {math.ceil(1000 * needed / n) / 1000:g}"
                 )
-        if cfg.few_shot is not None and tasks[name].target == "label":
+        if cfg.few_shot is not None and tasks[name].probe_targets == "one_label":
             label, count = smallest_class([r.label for r in task_data.splits["train"] if r.label is not None])
             too_many = [k for k in cfg.few_shot.shots if k > count]
             if too_many:
@@ -213,7 +211,7 @@ def _baselines(cfg: StudyConfig, tasks: dict[str, TaskType], notes: list[str]) -
     names = {e.name for e in cfg.encoders}
     encoders: dict[str, StudyEncoder] = {}
     runs_probes = any(
-        mode in PROBE_MODES for task in tasks.values() for mode in cfg.modes_of(task.spec, task.feature)
+        mode in PROBE_MODES for task in tasks.values() for mode in cfg.modes_of(task)
     )
     wanted = (
         cfg.baselines
@@ -280,7 +278,7 @@ def _check_pixel_modes(cfg: StudyConfig, tasks: dict[str, TaskType]) -> None:
     problems = []
     for encoder in (e for e in cfg.encoders if e.is_pixels):
         trained = {
-            task.spec.name: [m for m in cfg.modes_of(task.spec, task.feature) if m not in PROBE_MODES]
+            task.spec.name: [m for m in cfg.modes_of(task) if m not in PROBE_MODES]
             for task in tasks.values()
         }
         listed = [f"'{name}' ({', '.join(modes)})" for name, modes in trained.items() if modes]
@@ -359,11 +357,11 @@ def _cells(
             if cfg.cross_center
             else []
         )
-        shots = cfg.few_shot.shots if cfg.few_shot is not None and task.target == "label" else []
+        shots = cfg.few_shot.shots if cfg.few_shot is not None and task.probe_targets == "one_label" else []
         episodes = range(cfg.few_shot.episodes) if cfg.few_shot is not None else range(0)
         for encoder in encoders.values():
             modes: list[Mode] = [
-                m for m in cfg.modes_of(task.spec, task.feature) if not encoder.is_pixels or m in PROBE_MODES
+                m for m in cfg.modes_of(task) if not encoder.is_pixels or m in PROBE_MODES
             ]
             for mode in modes:
                 for seed in cfg.seed_list:

@@ -79,11 +79,12 @@ def prediction_writer(
 ) -> PredictionWriter:
     """The writer for ``task``'s type, writing into ``folder`` (``image_size``: the model's input side)."""
     classes = list(task.spec.classes)
-    if task.spec.type in ("classification", "multilabel"):
-        return ProbabilityWriter(folder, classes, multilabel=task.spec.type == "multilabel")
-    if task.spec.type == "segmentation":
+    # by what the task predicts (its target kind), so a new task type of a known kind needs nothing here
+    if task.target in ("label", "multilabel"):
+        return ProbabilityWriter(folder, classes, multilabel=task.target == "multilabel")
+    if task.target == "mask":
         return MaskWriter(folder, classes, records)
-    if task.spec.type == "detection":
+    if task.target == "boxes":
         return DetectionWriter(folder, classes, task, image_size)
     raise ValueError(f"task type {task.spec.type} has no prediction output")
 

@@ -297,7 +297,7 @@ def _load_data(cfg: PretrainConfig, tasks: dict[str, TaskType]) -> dict[str, Tas
                 cfg.data.val_fraction,
                 cfg.model.image_size,
                 cfg.data.cache_settings(),
-                getattr(task, "ignore_index", None),
+                task.ignore_index,
                 cfg.data.on_error,
             )
         except DataError as e:

@@ -143,7 +143,7 @@ def _check_task(spec: TaskSpec, cfg: ValidateDataConfig) -> tuple[TaskData, Task
         cfg.data.val_fraction,
         cfg.image_size,
         cfg.data.cache_settings(),
-        getattr(task, "ignore_index", None),
+        task.ignore_index,
         cfg.data.on_error,
         prepare=("train", "val", "test"),
         require_val=False,

@@ -14,15 +14,26 @@ from medfoundry.tasks.masked_image import MaskedImageTask
 from medfoundry.tasks.multilabel import MultilabelTask
 from medfoundry.tasks.segmentation import SegmentationTask
 from medfoundry.tasks.spec import TaskSpec
-from medfoundry.tasks.task_type import FeatureKind, TaskMetrics, TaskType, TaskTypeClass
+from medfoundry.tasks.task_type import (
+    EVALUATION_MODES,
+    EvaluationMode,
+    FeatureKind,
+    ProbeTargets,
+    TaskMetrics,
+    TaskType,
+    TaskTypeClass,
+)
 
 __all__ = [
+    "EVALUATION_MODES",
     "TASK_TYPES",
     "ClassificationTask",
     "DetectionTask",
+    "EvaluationMode",
     "FeatureKind",
     "MaskedImageTask",
     "MultilabelTask",
+    "ProbeTargets",
     "SegmentationTask",
     "TaskMetrics",
     "TaskSpec",

@@ -53,7 +53,7 @@ from medfoundry.tasks.fcos_targets import (
 )
 from medfoundry.tasks.options import parse_options
 from medfoundry.tasks.spec import TaskSpec
-from medfoundry.tasks.task_type import FeatureKind
+from medfoundry.tasks.task_type import EvaluationMode, FeatureKind, ProbeTargets
 
 __all__ = [
     "MAX_LEVELS",
@@ -215,6 +215,16 @@ class DetectionTask:
     Options: ClassVar[type[BaseModel]] = DetectionOptions
     feature: ClassVar[FeatureKind] = "pyramid"
     target: ClassVar[TargetKind] = "boxes"
+    primary_metric: ClassVar[str | None] = "map_50"
+    evaluation_modes: ClassVar[tuple[EvaluationMode, ...]] = ("frozen-decoder", "finetune")
+    probe_targets: ClassVar[ProbeTargets | None] = None
+    postprocess_text: ClassVar[str] = (
+        "FCOS: per level l and point (x, y) at stride s: score = sqrt(sigmoid(cls_logits) * "
+        "sigmoid(centerness)); box = ((x + 0.5) s - left s, (y + 0.5) s - top s, (x + 0.5) s + "
+        "right s, (y + 0.5) s + bottom s) with (left, top, right, bottom) = box_regression; then "
+        "per-class NMS"
+    )
+    ignore_index: ClassVar[None] = None
 
     def __init__(self, spec: TaskSpec) -> None:
         if spec.num_classes < 1:

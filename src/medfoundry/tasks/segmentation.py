@@ -32,7 +32,7 @@ from medfoundry.errors import ConfigError
 from medfoundry.tasks.options import parse_options
 from medfoundry.tasks.scores import unit_weights
 from medfoundry.tasks.spec import TaskSpec
-from medfoundry.tasks.task_type import FeatureKind
+from medfoundry.tasks.task_type import EvaluationMode, FeatureKind, ProbeTargets
 
 __all__ = ["SegmentationTask", "soft_dice_loss", "focal_loss"]
 
@@ -74,6 +74,10 @@ class SegmentationTask:
     Options: ClassVar[type[BaseModel]] = SegmentationOptions
     feature: ClassVar[FeatureKind] = "pixel"
     target: ClassVar[TargetKind] = "mask"
+    primary_metric: ClassVar[str | None] = "mean_dice"
+    evaluation_modes: ClassVar[tuple[EvaluationMode, ...]] = ("frozen-decoder", "finetune")
+    probe_targets: ClassVar[ProbeTargets | None] = None
+    postprocess_text: ClassVar[str] = "argmax over the K channels (class index per pixel)"
 
     def __init__(self, spec: TaskSpec) -> None:
         if spec.num_classes < 2:
