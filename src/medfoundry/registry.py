@@ -1,4 +1,4 @@
-"""Small named registries (task types, encoders).
+"""Small named registries (task types).
 
 The only module-level mutable state in medfoundry. Entries register themselves when their
 module is imported; the package ``__init__`` imports those modules.
@@ -46,6 +46,10 @@ class Registry(Generic[T]):
             return obj
 
         return add
+
+    def unregister(self, name: str) -> T:
+        """Remove an entry and return it (a test or plugin that registered it cleans up)."""
+        return self._entries.pop(name)
 
     def get(self, name: str) -> T:
         """Return the entry, or raise ``ConfigError`` naming the nearest valid names."""

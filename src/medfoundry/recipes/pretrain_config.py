@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from medfoundry.config_io import apply_overrides, load_yaml, validate_config
 from medfoundry.data.augment import AugmentConfig
 from medfoundry.data.cache import CacheSettings
+from medfoundry.data.sources import SOURCE_TYPES
 from medfoundry.errors import ConfigError
 from medfoundry.models.config import ModelConfig
 from medfoundry.tasks.spec import TaskSpec, check_unique_names
@@ -178,9 +179,6 @@ def read_config(path: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     return raw
 
 
-SOURCE_PATH_KEYS = ("path", "root", "images", "masks", "labels")
-
-
 def read_tasks(tasks: Any, path: Path) -> Any:
     """A config's ``tasks`` value: a list of task specs, or the path of a task database file
     (holding that list, or a mapping with a ``tasks`` list). Relative source paths are made
@@ -202,8 +200,9 @@ def read_tasks(tasks: Any, path: Path) -> Any:
 def _resolve_sources(tasks: list[Any], base: Path) -> list[Any]:
     for task in tasks:
         source = task.get("source") if isinstance(task, dict) else None
-        if isinstance(source, dict):
-            for key in SOURCE_PATH_KEYS:
+        source_type = SOURCE_TYPES.get(source.get("type", "manifest")) if isinstance(source, dict) else None
+        if isinstance(source, dict) and source_type is not None:  # an unknown type: validation reports it
+            for key in source_type.path_fields():
                 if isinstance(source.get(key), str) and not Path(source[key]).is_absolute():
                     source[key] = str((base / source[key]).resolve())
     return tasks

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -59,6 +59,16 @@ class SourceBase(BaseModel):
 
     targets: ClassVar[tuple[TargetKind, ...]]
     """The targets this source can give."""
+
+    @classmethod
+    def path_fields(cls) -> tuple[str, ...]:
+        """The fields that hold file or folder paths (relative ones are resolved against the
+        task database that lists the source), read from the field types."""
+        return tuple(
+            name
+            for name, info in cls.model_fields.items()
+            if info.annotation is not None and _holds_path(info.annotation)
+        )
 
     @property
     def location(self) -> str:
@@ -205,3 +215,8 @@ def make_box(coords: list[float], name: str, classes: list[str], where: str) -> 
     if name not in classes:
         raise DataError(f"{where}: class '{name}' is not a declared class ({', '.join(classes)})")
     return Box(x1, y1, x2, y2, classes.index(name))
+
+
+def _holds_path(annotation: object) -> bool:
+    """``Path`` or ``Path | None``."""
+    return annotation is Path or Path in get_args(annotation)
