@@ -69,7 +69,8 @@ def test_source_paths_are_resolved_against_the_task_database(source_type: str, t
     fields = SOURCE_TYPES[source_type].path_fields()
     assert fields, f"source type {source_type} reads no files?"
     source = {"type": source_type, **{name: f"data/{name}" for name in fields}}
-    (resolved,) = read_tasks([{"name": "t", "type": "classification", "source": source}], tmp_path / "db.yaml")
+    task = {"name": "t", "type": "classification", "source": source}
+    (resolved,) = read_tasks([task], tmp_path / "db.yaml")
     assert {name: resolved["source"][name] for name in fields} == {
         name: str((tmp_path / "data" / name).resolve()) for name in fields
     }
