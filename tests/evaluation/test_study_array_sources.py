@@ -18,7 +18,7 @@ from medfoundry.data.intensity import PercentileIntensity
 from medfoundry.demo.microscopy import TECHNIQUES
 from medfoundry.evaluation.features import extract_features, features_key
 from medfoundry.evaluation.pretrained_encoder import load_encoder
-from medfoundry.evaluation.study_data import load_task_data
+from medfoundry.evaluation.study_data import load_study_task_data
 from medfoundry.recipes import evaluate
 from medfoundry.recipes.evaluate_config import StudyConfig
 from medfoundry.tasks import TaskSpec, build_task
@@ -106,7 +106,7 @@ def test_volume_slices_use_the_task_intensity_and_key_their_features(
     encoder = load_encoder(checkpoint)
     records = {}
     for name, spec in (("narrow", narrow), ("wide", wide)):
-        data = load_task_data(spec, build_task(spec), 0, 0.25, 0.34)
+        data = load_study_task_data(spec, build_task(spec), 0, 0.25, 0.34)
         assert len({r.key for r in data.records}) == len(data.records) == 100  # one per slice
         records[name] = [r for r in data.records if r.image.name == "anat0.nii"][10:16]
     keys = {name: features_key(encoder, r, narrow.preprocessing) for name, r in records.items()}
@@ -120,7 +120,7 @@ def test_volume_slices_use_the_task_intensity_and_key_their_features(
 
 def test_task_channels_and_fit_reach_features_and_their_key(anatomy: VolumeSource, checkpoint: Path) -> None:
     spec = _spec(anatomy, Preprocessing())
-    records = load_task_data(spec, build_task(spec), 0, 0.25, 0.34).records[10:13]
+    records = load_study_task_data(spec, build_task(spec), 0, 0.25, 0.34).records[10:13]
     encoder = load_encoder(checkpoint)
     stretch, letterbox = Preprocessing(), Preprocessing(fit="letterbox")
     assert features_key(encoder, records, stretch) != features_key(encoder, records, letterbox)

@@ -23,7 +23,7 @@ from medfoundry.evaluation.probes import (
     probe_accumulator,
 )
 from medfoundry.evaluation.study_cells import Cell, result_row
-from medfoundry.evaluation.study_data import ALL, TaskData
+from medfoundry.evaluation.study_data import ALL, StudyTaskData
 from medfoundry.evaluation.study_pixels import StudyPixels
 
 __all__ = ["CellData", "CellOutcome", "FeatureTable", "cell_data", "run_probe_cell", "run_training_cell"]
@@ -82,7 +82,7 @@ class FeatureTable:
         return labelled_features(self.features[[self.rows[r.key] for r in records]], records)
 
 
-def cell_data(cell: Cell, data: TaskData) -> CellData:
+def cell_data(cell: Cell, data: StudyTaskData) -> CellData:
     """The cell's training subset, validation set and test sets.
 
     A pooled cell trains on its fraction's nested subset (or its episode's k-shot subset) and
@@ -110,7 +110,7 @@ def cell_data(cell: Cell, data: TaskData) -> CellData:
     )
 
 
-def run_probe_cell(cell: Cell, data: TaskData, features: FeatureTable, cfg: ProbeConfig) -> CellOutcome:
+def run_probe_cell(cell: Cell, data: StudyTaskData, features: FeatureTable, cfg: ProbeConfig) -> CellOutcome:
     """Fit the cell's probe (``linear`` or ``knn``) on frozen features; score every test set."""
     inputs = cell_data(cell, data)
     train = features.labelled(inputs.train)
@@ -131,7 +131,7 @@ def run_probe_cell(cell: Cell, data: TaskData, features: FeatureTable, cfg: Prob
 
 def run_training_cell(
     cell: Cell,
-    data: TaskData,
+    data: StudyTaskData,
     encoder: PretrainedEncoder,
     metric: str,
     cfg: FinetuneConfig,

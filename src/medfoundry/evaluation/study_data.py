@@ -26,14 +26,14 @@ from medfoundry.errors import ConfigError, DataError
 from medfoundry.tasks.spec import TaskSpec
 from medfoundry.tasks.task_type import TaskType
 
-__all__ = ["ALL", "TaskData", "load_task_data"]
+__all__ = ["ALL", "StudyTaskData", "load_study_task_data"]
 
 ALL = "all"
 """``train_center`` / ``test_center`` of results that pool every center."""
 
 
 @dataclass
-class TaskData:
+class StudyTaskData:
     """One task's fixed splits and the subsets drawn from them.
 
     Attributes:
@@ -87,14 +87,14 @@ class TaskData:
         return [r for r in self.splits[split] if r.center in members]
 
 
-def load_task_data(
+def load_study_task_data(
     spec: TaskSpec,
     task: TaskType,
     split_seed: int,
     val_fraction: float,
     test_fraction: float,
     centers: Mapping[str, Sequence[str]] | None = None,
-) -> TaskData:
+) -> StudyTaskData:
     """Read and check a task's records and fix its splits (see the module docstring).
 
     Args:
@@ -126,7 +126,7 @@ def load_task_data(
         held_out = len(splits["test"])
     present = sorted({r.center for records in splits.values() for r in records if r.center is not None})
     groups = _center_groups(spec.name, present, centers)
-    return TaskData(spec, task, splits, groups, _digest(splits), held_out)
+    return StudyTaskData(spec, task, splits, groups, _digest(splits), held_out)
 
 
 def _hold_out(
@@ -138,9 +138,7 @@ def _hold_out(
     held: set[int] = set()
     for positions in by_center.values():
         if len(positions) > 1:
-            chosen = NestedFractions([train[i] for i in positions], seed, task.ignore_index).indices(
-                fraction
-            )
+            chosen = NestedFractions([train[i] for i in positions], seed, task.ignore_index).indices(fraction)
             held.update(positions[j] for j in chosen)
     if not held or len(held) == len(train):
         raise DataError(

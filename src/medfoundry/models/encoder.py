@@ -17,7 +17,6 @@ strides 4, 8, 16, 32 so that U-Net and FPN decoders work on them too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import timm
@@ -26,6 +25,7 @@ from timm.layers import BatchNormAct2d, GroupNormAct
 from torch import nn
 
 from medfoundry.errors import ConfigError
+from medfoundry.models.feature_level import FeatureLevel
 from medfoundry.models.simple_pyramid import SimplePyramid
 from medfoundry.registry import unknown_name_message
 
@@ -34,14 +34,6 @@ __all__ = ["HUB_PREFIXES", "Encoder", "FeatureLevel", "create_encoder", "replace
 PYRAMID_STRIDES = (4, 8, 16, 32)
 HUB_PREFIXES = ("hf-hub:", "local-dir:")
 """timm's names of exported models: a Hugging Face Hub repository, or a local folder."""
-
-
-@dataclass(frozen=True)
-class FeatureLevel:
-    """One pyramid level: channels and stride (input pixels per feature pixel)."""
-
-    channels: int
-    stride: float
 
 
 class Encoder(nn.Module):

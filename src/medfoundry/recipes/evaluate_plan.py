@@ -25,7 +25,7 @@ from medfoundry.errors import ConfigError, DataError
 from medfoundry.evaluation.pixel_encoder import DEFAULT_PIXELS_SIZE, PixelEncoder
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder, load_encoder, looks_like_path
 from medfoundry.evaluation.study_cells import Cell
-from medfoundry.evaluation.study_data import TaskData, load_task_data
+from medfoundry.evaluation.study_data import StudyTaskData, load_study_task_data
 from medfoundry.evaluation.study_tables import Reference
 from medfoundry.models.config import ModelConfig
 from medfoundry.recipes.evaluate_config import (
@@ -72,7 +72,7 @@ class StudyPlan:
 
     cfg: StudyConfig
     tasks: dict[str, TaskType]
-    data: dict[str, TaskData]
+    data: dict[str, StudyTaskData]
     primary: dict[str, str]
     encoders: dict[str, Encoder]
     encoder_specs: dict[str, StudyEncoder]
@@ -120,7 +120,7 @@ def plan_study(cfg: StudyConfig, device: Any = None) -> StudyPlan:
     primary = {n: cfg.primary_metrics.get(n) or str(t.primary_metric) for n, t in tasks.items()}
     _check_metrics_and_modes(cfg, tasks, primary)
     data = {
-        name: load_task_data(
+        name: load_study_task_data(
             task.spec, task, cfg.split_seed, cfg.val_fraction, cfg.test_fraction, cfg.centers
         )
         for name, task in tasks.items()
@@ -181,7 +181,7 @@ def _check_metrics_and_modes(cfg: StudyConfig, tasks: dict[str, TaskType], prima
         raise ConfigError(problems)
 
 
-def _check_subsets(cfg: StudyConfig, tasks: dict[str, TaskType], data: dict[str, TaskData]) -> None:
+def _check_subsets(cfg: StudyConfig, tasks: dict[str, TaskType], data: dict[str, StudyTaskData]) -> None:
     """Every fraction must hold every class at least once; every class must have ``k`` samples."""
     problems = []
     for name, task_data in data.items():
@@ -210,9 +210,7 @@ def _baselines(cfg: StudyConfig, tasks: dict[str, TaskType], notes: list[str]) -
     """The baselines the study asks for (default: all, when a probe runs) that it does not name."""
     names = {e.name for e in cfg.encoders}
     encoders: dict[str, StudyEncoder] = {}
-    runs_probes = any(
-        mode in PROBE_MODES for task in tasks.values() for mode in cfg.modes_of(task)
-    )
+    runs_probes = any(mode in PROBE_MODES for task in tasks.values() for mode in cfg.modes_of(task))
     wanted = (
         cfg.baselines
         if cfg.baselines is not None
@@ -278,8 +276,7 @@ def _check_pixel_modes(cfg: StudyConfig, tasks: dict[str, TaskType]) -> None:
     problems = []
     for encoder in (e for e in cfg.encoders if e.is_pixels):
         trained = {
-            task.spec.name: [m for m in cfg.modes_of(task) if m not in PROBE_MODES]
-            for task in tasks.values()
+            task.spec.name: [m for m in cfg.modes_of(task) if m not in PROBE_MODES] for task in tasks.values()
         }
         listed = [f"'{name}' ({', '.join(modes)})" for name, modes in trained.items() if modes]
         if listed:
@@ -347,7 +344,10 @@ def _reference(cfg: StudyConfig, encoders: dict[str, StudyEncoder]) -> Reference
 
 
 def _cells(
-    cfg: StudyConfig, tasks: dict[str, TaskType], data: dict[str, TaskData], encoders: dict[str, StudyEncoder]
+    cfg: StudyConfig,
+    tasks: dict[str, TaskType],
+    data: dict[str, StudyTaskData],
+    encoders: dict[str, StudyEncoder],
 ) -> list[Cell]:
     cells = []
     for name, task in tasks.items():
@@ -360,9 +360,7 @@ def _cells(
         shots = cfg.few_shot.shots if cfg.few_shot is not None and task.probe_targets == "one_label" else []
         episodes = range(cfg.few_shot.episodes) if cfg.few_shot is not None else range(0)
         for encoder in encoders.values():
-            modes: list[Mode] = [
-                m for m in cfg.modes_of(task) if not encoder.is_pixels or m in PROBE_MODES
-            ]
+            modes: list[Mode] = [m for m in cfg.modes_of(task) if not encoder.is_pixels or m in PROBE_MODES]
             for mode in modes:
                 for seed in cfg.seed_list:
                     cells += [Cell(encoder.name, name, mode, fraction, seed) for fraction in cfg.fractions]

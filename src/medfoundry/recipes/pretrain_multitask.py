@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -43,7 +44,7 @@ from medfoundry.training.multitask_step import Optimizers, joint_step, memory_co
 from medfoundry.training.optim import build_adamw, lr_factor, set_lr
 from medfoundry.training.progress import TrainingProgress
 from medfoundry.training.reconstruction_preview import ReconstructionPreviews
-from medfoundry.training.rng import seed_everything
+from medfoundry.training.rng import rank_seed, seed_everything
 from medfoundry.training.run_folder import RunStart, check_run_folder, last_checkpoint, prepare_run_folder
 from medfoundry.training.task_batch import TaskCollate
 from medfoundry.training.task_loader import CyclicTaskLoader
@@ -92,7 +93,7 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     seed_everything(cfg.seed)  # the same initial weights on every rank
     model = build_multitask_model(cfg.model, tasks)
     if dist.rank:
-        torch.manual_seed(cfg.seed + 7919 * dist.rank)  # in-model randomness differs per rank
+        torch.manual_seed(rank_seed(cfg.seed, dist.rank))  # in-model randomness differs per rank
     data = _load_data_on_every_rank(cfg, tasks, dist)  # last: decoding into the cache is the slow check
     try:
         dist.run_on_main(lambda: prepare_run_folder(run_dir, resolved, start))
@@ -179,7 +180,7 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
             if mean_loss < best:
                 metrics = {"val": results, "val_mean_loss": mean_loss}
                 save_checkpoint(
-                    run_dir / "checkpoints" / "best", model, checkpoint_config(cfg, step, metrics, counts)
+                    run_dir / "checkpoints" / "best", model, _checkpoint_config(cfg, step, metrics, counts)
                 )
         return min(best, mean_loss)
 
@@ -255,7 +256,7 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
                     save_checkpoint(
                         last_checkpoint(run_dir),
                         model,
-                        checkpoint_config(cfg, step, None, counts),
+                        _checkpoint_config(cfg, step, None, counts),
                         trainer_state,
                     )
     sampler.close()
@@ -328,6 +329,20 @@ def _load_data_on_every_rank(
 def _dataset(data: TaskData, split: str, task: TaskType, size: int, augment: AugmentConfig) -> TaskDataset:
     prepared = data.prepared[split]
     return TaskDataset(prepared.records, task.target, size, augment, prepared.arrays)
+
+
+def _checkpoint_config(
+    cfg: PretrainConfig, step: int, metrics: dict[str, Any] | None, counts: dict[str, dict[str, int]]
+) -> dict[str, Any]:
+    return checkpoint_config(
+        cfg.model,
+        cfg.tasks,
+        seed=cfg.seed,
+        strategy=cfg.training.strategy,
+        step=step,
+        metrics=metrics,
+        sample_counts=counts,
+    )
 
 
 def _report_nonfinite(
