@@ -65,7 +65,7 @@ def probe_sweep(data: StudyTaskData, features: np.ndarray, cfg: ProbeConfig) -> 
         for seed in SEEDS:
             for mode in seconds:
                 start = time.perf_counter()
-                run_probe_cell(Cell("encoder", data.spec.name, mode, fraction, seed), data, table, cfg)
+                run_probe_cell(Cell("encoder", data.spec.name, mode, fraction, seed), data, table, cfg=cfg)
                 seconds[mode] += time.perf_counter() - start
     return seconds["linear"], seconds["knn"]
 
@@ -116,7 +116,7 @@ def measure(
     extraction, linear, knn = [], [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        features = extract_features(encoder, data.records, batch_size)
+        features = extract_features(encoder, data.records, batch_size=batch_size)
         if device.type == "cuda":
             torch.cuda.synchronize()
         extraction.append(time.perf_counter() - start)

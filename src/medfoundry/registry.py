@@ -65,7 +65,7 @@ class Registry(Generic[T]):
         return name in self._entries
 
 
-def unknown_name_message(kind: str, name: str, valid: list[str], max_listed: int = 20) -> str:
+def unknown_name_message(kind: str, name: str, valid: list[str], *, max_listed: int = 20) -> str:
     """``unknown <kind> 'x'; did you mean 'y'? valid: a, b, c`` (long lists are cut)."""
     close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""

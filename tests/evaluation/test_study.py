@@ -184,7 +184,7 @@ def test_paired_intervals_use_the_same_test_items(study: Path) -> None:
         study / "predictions" / f"{Cell('pretrained', 'modality', 'linear', 0.25, 0).id}.npz"
     )
     n = int(items["all"].pop(N_ITEMS))
-    scores = Resampler().scores(build_task(spec).metrics(), items["all"], n, "modality/all")
+    scores = Resampler().scores(build_task(spec).metrics(), items["all"], n=n, name="modality/all")
     seeds = [(0.5, scores["balanced_accuracy"])]
     assert paired_difference(seeds, seeds) == (0.0, 0.0, 0.0)
 
@@ -281,7 +281,7 @@ def test_a_study_without_terminal_logs_its_progress(
 
     monkeypatch.setattr(progress, "PLAIN_INTERVAL_S", 0.2)
     real = evaluate_worker.run_probe_cell
-    monkeypatch.setattr(evaluate_worker, "run_probe_cell", lambda *a: time.sleep(0.25) or real(*a))
+    monkeypatch.setattr(evaluate_worker, "run_probe_cell", lambda *a, **k: time.sleep(0.25) or real(*a, **k))
     cfg = study_config(
         tmp_path / "s", tasks_of(sites_db), checkpoint, modes=["knn"], baselines=[], progress=True
     )

@@ -110,7 +110,7 @@ def test_a_killed_worker_leaves_its_cell_to_be_redone(
     ran: list[str] = []
     real = evaluate_worker.run_probe_cell
     monkeypatch.setattr(
-        evaluate_worker, "run_probe_cell", lambda cell, *a: ran.append(cell.id) or real(cell, *a)
+        evaluate_worker, "run_probe_cell", lambda cell, *a, **k: ran.append(cell.id) or real(cell, *a, **k)
     )
     evaluate.run(StudyConfig.model_validate(config))
     assert killed in ran and len(ran) == len(set(ran)) == 24  # redone, and nothing twice

@@ -51,7 +51,7 @@ class PretrainedEncoder(nn.Module):
     """
 
     def __init__(
-        self, encoder: Encoder, config: EncoderConfig, image_size: int, source: str, pretrained: bool
+        self, encoder: Encoder, *, config: EncoderConfig, image_size: int, source: str, pretrained: bool
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -100,6 +100,7 @@ class PretrainedEncoder(nn.Module):
 
 def load_encoder(
     source: str | Path,
+    *,
     pretrained: bool = True,
     image_size: int | None = None,
     model_kwargs: dict[str, object] | None = None,
@@ -181,7 +182,7 @@ def _from_checkpoint(path: Path, pretrained: bool, image_size: int | None) -> Pr
         log.warning(
             "encoder %s was trained at %d px; evaluating it at %d px", path, model_cfg.image_size, size
         )
-    return PretrainedEncoder(encoder, config, size, str(path), pretrained)
+    return PretrainedEncoder(encoder, config=config, image_size=size, source=str(path), pretrained=pretrained)
 
 
 def _from_timm(
@@ -202,4 +203,4 @@ def _from_timm(
     except ConfigError as e:
         raise ConfigError(f"encoder '{name}' (pretrained={pretrained}): {p}" for p in e.problems) from None
     size = size or int(encoder.backbone.pretrained_cfg["input_size"][-1])  # an export's own size
-    return PretrainedEncoder(encoder, config, size, name, pretrained)
+    return PretrainedEncoder(encoder, config=config, image_size=size, source=name, pretrained=pretrained)

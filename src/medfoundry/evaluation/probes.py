@@ -154,7 +154,7 @@ class LinearProbe:
     """
 
     def __init__(
-        self, task: TaskType, c_values: Sequence[float], max_iter: int = 200, class_weight: str = "none"
+        self, task: TaskType, c_values: Sequence[float], *, max_iter: int = 200, class_weight: str = "none"
     ) -> None:
         self.task = task
         self.c_values = sorted(c_values)
@@ -241,7 +241,7 @@ class KNNProbe:
     """
 
     def __init__(
-        self, task: TaskType, k: int = 20, temperature: float = 0.07, class_weight: str = "none"
+        self, task: TaskType, *, k: int = 20, temperature: float = 0.07, class_weight: str = "none"
     ) -> None:
         self.task = task
         self.k = k

@@ -90,6 +90,7 @@ class StudyTaskData:
 def load_study_task_data(
     spec: TaskSpec,
     task: TaskType,
+    *,
     split_seed: int,
     val_fraction: float,
     test_fraction: float,
@@ -113,10 +114,10 @@ def load_study_task_data(
         spec.name,
         spec.source,
         task.target,
-        spec.classes,
-        split_seed,
-        val_fraction,
-        task.ignore_index,
+        classes=spec.classes,
+        seed=split_seed,
+        val_fraction=val_fraction,
+        ignore_index=task.ignore_index,
         preprocessing=spec.preprocessing,  # CT windows, intensity scaling: as in pretraining
         split=spec.split,
     )

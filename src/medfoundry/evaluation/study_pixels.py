@@ -57,11 +57,11 @@ class StudyPixels:
                 f"{spec.name}-{size}px",
                 self.data.records,
                 task.target,
-                size,
-                spec.preprocessing,
-                len(spec.classes),
-                DEFAULT_IGNORE_INDEX if ignore is None else ignore,
-                self.cache,
+                size=size,
+                preprocessing=spec.preprocessing,
+                num_classes=len(spec.classes),
+                ignore_index=DEFAULT_IGNORE_INDEX if ignore is None else ignore,
+                cache=self.cache,
             )
             positions = {r.key: i for i, r in enumerate(prepared.records)}
             self._prepared[size] = (prepared, positions)

@@ -60,6 +60,7 @@ class Encoder(nn.Module):
         self,
         backbone: Any,
         indices: list[int],
+        *,
         mean: tuple[float, ...],
         std: tuple[float, ...],
         pyramid: SimplePyramid | None = None,
@@ -105,6 +106,7 @@ class Encoder(nn.Module):
 
 def create_encoder(
     name: str,
+    *,
     pretrained: bool = False,
     img_size: int | None = None,
     model_kwargs: dict[str, Any] | None = None,
@@ -153,14 +155,14 @@ def create_encoder(
     if len(set(reductions)) == 1:  # plain ViT: one stride everywhere
         last = len(info) - 1
         pyramid = SimplePyramid(info[last]["num_chs"], reductions[0])
-        encoder = Encoder(backbone, [last], cfg["mean"], cfg["std"], pyramid)
+        encoder = Encoder(backbone, [last], mean=cfg["mean"], std=cfg["std"], pyramid=pyramid)
     else:
         indices = [i for i, r in enumerate(reductions) if r in PYRAMID_STRIDES]
         if not indices:
             raise ConfigError(
                 f"model.encoder.name: '{name}' has no feature maps at strides {PYRAMID_STRIDES}"
             )
-        encoder = Encoder(backbone, indices, cfg["mean"], cfg["std"])
+        encoder = Encoder(backbone, indices, mean=cfg["mean"], std=cfg["std"])
     if use_grad_checkpointing:
         encoder.set_grad_checkpointing(True)
     return encoder

@@ -83,12 +83,19 @@ def run(cfg: EmbedConfig) -> Path:
         if cfg.task is not None:
             raise ConfigError(f"{cfg.data}: --task needs a task database YAML as DATA")
         (records, ids), preprocessing = _images(cfg.data), None
-    encoder = load_encoder(cfg.encoder, cfg.pretrained, cfg.image_size, device=device)
+    encoder = load_encoder(cfg.encoder, pretrained=cfg.pretrained, image_size=cfg.image_size, device=device)
     cache_dir = (
         cfg.cache_dir
         or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medfoundry" / "features"
     )
-    features = cached_features(encoder, records, cache_dir, cfg.batch_size, cfg.num_workers, preprocessing)
+    features = cached_features(
+        encoder,
+        records,
+        cache_dir=cache_dir,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        preprocessing=preprocessing,
+    )
     metadata = {
         "encoder": cfg.encoder,
         "pretrained": str(cfg.pretrained).lower(),
@@ -96,7 +103,7 @@ def run(cfg: EmbedConfig) -> Path:
         "image_size": str(encoder.image_size),
         "preprocessing": PREPROCESSING,
     }
-    return write_embeddings(cfg.output, ids, features, metadata)
+    return write_embeddings(cfg.output, ids, features, metadata=metadata)
 
 
 def _images(data: Path) -> tuple[list[Record], list[str]]:
@@ -133,10 +140,10 @@ def _task_samples(database: Path, name: str | None) -> tuple[list[Record], list[
         spec.name,
         spec.source,
         target,
-        spec.classes,
-        cfg.seed,
-        cfg.data.val_fraction,
-        build_task(spec).ignore_index,
+        classes=spec.classes,
+        seed=cfg.seed,
+        val_fraction=cfg.data.val_fraction,
+        ignore_index=build_task(spec).ignore_index,
         require_val=False,
         preprocessing=spec.preprocessing,
         split=spec.split,

@@ -121,7 +121,12 @@ def plan_study(cfg: StudyConfig, device: Any = None) -> StudyPlan:
     _check_metrics_and_modes(cfg, tasks, primary)
     data = {
         name: load_study_task_data(
-            task.spec, task, cfg.split_seed, cfg.val_fraction, cfg.test_fraction, cfg.centers
+            task.spec,
+            task,
+            split_seed=cfg.split_seed,
+            val_fraction=cfg.val_fraction,
+            test_fraction=cfg.test_fraction,
+            centers=cfg.centers,
         )
         for name, task in tasks.items()
     }
@@ -299,7 +304,13 @@ def _load_encoders(cfg: StudyConfig, specs: dict[str, StudyEncoder], device: Any
             if e.is_pixels:
                 encoders[e.name] = PixelEncoder(size, e.pixels_size or DEFAULT_PIXELS_SIZE).to(device)
             else:
-                encoders[e.name] = load_encoder(e.source, e.pretrained, size, e.model_kwargs, device=device)
+                encoders[e.name] = load_encoder(
+                    e.source,
+                    pretrained=e.pretrained,
+                    image_size=size,
+                    model_kwargs=e.model_kwargs,
+                    device=device,
+                )
         except ConfigError as error:
             problems += [f"encoders.{e.name}: {p}" for p in error.problems]
     if problems:

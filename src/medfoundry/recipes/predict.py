@@ -91,7 +91,7 @@ def run(cfg: PredictConfig) -> Path:
     )
 
     def write(tmp: Path) -> None:
-        writer = prediction_writer(task, tmp, records, image_size)
+        writer = prediction_writer(task, tmp, records, image_size=image_size)
         progress = Progress(*Progress.get_default_columns(), MofNCompleteColumn(), disable=not cfg.progress)
         bar = progress.add_task(f"predict {spec.name}", total=len(records))
         with progress, torch.inference_mode():

@@ -116,7 +116,9 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
         scaler=scaler,
     )
     state = (
-        restore_trainer_state(last_checkpoint(run_dir), model, optimizers, dist, device, cfg.seed)
+        restore_trainer_state(
+            last_checkpoint(run_dir), model, optimizers, dist=dist, device=device, seed=cfg.seed
+        )
         if resume
         else None
     )
@@ -130,9 +132,9 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
             spec.name,
             _dataset(data[spec.name], "train", tasks[spec.name], size, cfg.data.augment),
             TaskCollate(spec.name, tasks[spec.name]),
-            batch_sizes[spec.name],
-            cfg.seed,
-            cfg.data.num_workers,
+            batch_size=batch_sizes[spec.name],
+            seed=cfg.seed,
+            num_workers=cfg.data.num_workers,
             start_batch=consumed.get(spec.name, 0),
             pin_memory=pin,
             rank=dist.rank,
@@ -171,7 +173,7 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     )
 
     def validate_and_keep_best(step: int, best: float) -> float:
-        results = validate(model, tasks, val_loaders, device, autocast_dtype)
+        results = validate(model, tasks, val_loaders, device=device, autocast_dtype=autocast_dtype)
         mean_loss = sum(r["loss"] for r in results.values()) / len(results)
         if metrics_log is not None:
             flat = {f"{task}/{k}": v for task, r in results.items() for k, v in r.items()}
@@ -188,12 +190,19 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
     window: dict[str, list[float]] = {}
     window_images, window_seconds = 0, 0.0  # training time only: validation and saving excluded
     model.train()
-    progress_bar = TrainingProgress(total_steps, step, enabled=cfg.enable_progress and dist.is_main)
+    progress_bar = TrainingProgress(
+        total_steps, start_step=step, enabled=cfg.enable_progress and dist.is_main
+    )
     with dist.failures_reported(), progress_bar as progress:
         if not resume:
             best = validate_and_keep_best(0, best)  # the untrained baseline of every task
         while step < total_steps:
-            factor = lr_factor(step, total_steps, t.optimizer.warmup_steps, t.optimizer.min_lr_ratio)
+            factor = lr_factor(
+                step,
+                total_steps,
+                warmup_steps=t.optimizer.warmup_steps,
+                min_lr_ratio=t.optimizer.min_lr_ratio,
+            )
             for optimizer in (optimizers.shared, *optimizers.heads.values()):
                 set_lr(optimizer, factor)
             started = time.perf_counter()
@@ -250,14 +259,20 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
                 previews.save(model, step)
             if epoch_end or step == total_steps or step % t.checkpoint_every_steps == 0:
                 trainer_state = capture_trainer_state(
-                    step, best, nonfinite_streak, sampler.state(), optimizers, dist, device
+                    step,
+                    best_val_loss=best,
+                    nonfinite_streak=nonfinite_streak,
+                    consumed=sampler.state(),
+                    optimizers=optimizers,
+                    dist=dist,
+                    device=device,
                 )
                 if dist.is_main:
                     save_checkpoint(
                         last_checkpoint(run_dir),
                         model,
                         _checkpoint_config(cfg, step, None, counts),
-                        trainer_state,
+                        trainer_state=trainer_state,
                     )
     sampler.close()
     if metrics_log is not None:
@@ -294,12 +309,12 @@ def _load_data(cfg: PretrainConfig, tasks: dict[str, TaskType]) -> dict[str, Tas
             data[spec.name] = load_task_data(
                 spec,
                 task.target,
-                cfg.seed,
-                cfg.data.val_fraction,
-                cfg.model.image_size,
-                cfg.data.cache_settings(),
-                task.ignore_index,
-                cfg.data.on_error,
+                seed=cfg.seed,
+                val_fraction=cfg.data.val_fraction,
+                size=cfg.model.image_size,
+                cache=cfg.data.cache_settings(),
+                ignore_index=task.ignore_index,
+                on_error=cfg.data.on_error,
             )
         except DataError as e:
             problems += e.problems
@@ -328,7 +343,7 @@ def _load_data_on_every_rank(
 
 def _dataset(data: TaskData, split: str, task: TaskType, size: int, augment: AugmentConfig) -> TaskDataset:
     prepared = data.prepared[split]
-    return TaskDataset(prepared.records, task.target, size, augment, prepared.arrays)
+    return TaskDataset(prepared.records, task.target, size, augment=augment, arrays=prepared.arrays)
 
 
 def _checkpoint_config(

@@ -139,16 +139,16 @@ def _check_task(spec: TaskSpec, cfg: ValidateDataConfig) -> tuple[TaskData, Task
     data = load_task_data(
         spec,
         target,
-        cfg.seed,
-        cfg.data.val_fraction,
-        cfg.image_size,
-        cfg.data.cache_settings(),
-        task.ignore_index,
-        cfg.data.on_error,
+        seed=cfg.seed,
+        val_fraction=cfg.data.val_fraction,
+        size=cfg.image_size,
+        cache=cfg.data.cache_settings(),
+        ignore_index=task.ignore_index,
+        on_error=cfg.data.on_error,
         prepare=("train", "val", "test"),
         require_val=False,
     )
-    return data, summarize_task(spec.name, target, spec.classes, data)
+    return data, summarize_task(spec.name, target, spec.classes, data=data)
 
 
 def _encoder_warnings(cfg: ValidateDataConfig) -> list[str]:

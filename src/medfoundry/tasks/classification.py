@@ -145,7 +145,7 @@ class ClassificationMetrics:
         correct = preds == labels
         return {
             "accuracy": weighted_accuracy(correct, weights),
-            "balanced_accuracy": weighted_balanced_accuracy(labels, preds, self.num_classes, weights),
+            "balanced_accuracy": weighted_balanced_accuracy(labels, preds, self.num_classes, weights=weights),
             "auroc": weighted_macro_auroc(np.eye(self.num_classes)[labels], probs, weights),
             "ece": weighted_ece(probs.max(axis=1), correct, weights),
         }

@@ -242,7 +242,13 @@ class DetectionTask:
 
     def loss(self, outputs: FCOSOutput, targets: Sequence[BoxTarget]) -> torch.Tensor:
         o = self.options
-        terms = fcos_loss_terms(outputs, targets, o.center_sampling_radius, o.focal_alpha, o.focal_gamma)
+        terms = fcos_loss_terms(
+            outputs,
+            targets,
+            center_sampling_radius=o.center_sampling_radius,
+            focal_alpha=o.focal_alpha,
+            focal_gamma=o.focal_gamma,
+        )
         total = terms.classification + terms.box_regression + terms.centerness * o.centerness_weight
         return total.div(self._loss_at_chance)
 
@@ -313,6 +319,7 @@ class DetectionTask:
 def fcos_loss_terms(
     outputs: FCOSOutput,
     targets: Sequence[BoxTarget],
+    *,
     center_sampling_radius: float = 1.5,
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,

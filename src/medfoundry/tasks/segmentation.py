@@ -110,8 +110,8 @@ class SegmentationTask:
         valid = targets != self.options.ignore_index
         if not valid.any():
             return logits.sum() * 0.0
-        dice = soft_dice_loss(logits, targets, valid, self.options.dice_smooth)
-        focal = focal_loss(logits, targets, valid, self.options.focal_gamma)
+        dice = soft_dice_loss(logits, targets, valid, smooth=self.options.dice_smooth)
+        focal = focal_loss(logits, targets, valid, gamma=self.options.focal_gamma)
         loss: torch.Tensor = 0.5 * (dice + focal / self._focal_at_chance)
         return loss
 
@@ -125,7 +125,7 @@ class SegmentationTask:
 
 
 def soft_dice_loss(
-    logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, smooth: float
+    logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, *, smooth: float
 ) -> torch.Tensor:
     """``1 - mean over classes of soft Dice``, summed over the batch's valid pixels.
 
@@ -146,7 +146,7 @@ def soft_dice_loss(
 
 
 def focal_loss(
-    logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, gamma: float
+    logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, *, gamma: float
 ) -> torch.Tensor:
     """Softmax focal loss ``-(1 - p_t)^gamma log p_t`` averaged over valid pixels.
 

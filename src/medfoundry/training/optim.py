@@ -62,7 +62,7 @@ def build_adamw(params: Iterable[nn.Parameter], lr: float, cfg: OptimizerConfig)
     return optimizer
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
+def lr_factor(step: int, total_steps: int, *, warmup_steps: int, min_lr_ratio: float) -> float:
     """Multiplier of the peak learning rate at shared step ``step`` (0-based).
 
     Examples:

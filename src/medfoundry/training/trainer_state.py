@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 def capture_trainer_state(
     step: int,
+    *,
     best_val_loss: float,
     nonfinite_streak: int,
     consumed: dict[str, int],
@@ -57,6 +58,7 @@ def restore_trainer_state(
     checkpoint: Path,
     model: nn.Module,
     optimizers: Optimizers,
+    *,
     dist: DistributedContext,
     device: torch.device,
     seed: int,

@@ -76,7 +76,7 @@ class SourceBase(BaseModel):
         return str(getattr(self, "path", None) or getattr(self, "images", ""))
 
     def scan(
-        self, target: TargetKind, classes: list[str], preprocessing: Preprocessing, ignore_index: int
+        self, target: TargetKind, *, classes: list[str], preprocessing: Preprocessing, ignore_index: int
     ) -> SourceScan:
         """List the samples for ``target`` (see module docstring).
 
@@ -117,7 +117,7 @@ class SourceBase(BaseModel):
 
     def _mask_mapping(self, classes: list[str], ignore_index: int) -> MaskMapping:
         values: MaskValues = getattr(self, "mask_values", None)
-        return mask_mapping(values, classes, ignore_index, f"{self.location}: mask_values")
+        return mask_mapping(values, classes, ignore_index, where=f"{self.location}: mask_values")
 
 
 def list_files(folder: Path, suffixes: Iterable[str], recursive: bool = True) -> list[Path]:
@@ -161,7 +161,7 @@ class FilePair:
 
 
 def pair_files(
-    images: list[Path], annotations: list[Path], image_suffix: str = "", annotation_suffix: str = ""
+    images: list[Path], annotations: list[Path], *, image_suffix: str = "", annotation_suffix: str = ""
 ) -> tuple[list[FilePair], list[Path]]:
     """Match images to annotations by name: ``<case><image_suffix>.*`` with
     ``<case><annotation_suffix>.*`` (any extensions). When both lists come from one folder,
@@ -202,7 +202,7 @@ def pair_files(
     return pairs, [f for name, f in by_name.items() if name not in used]
 
 
-def make_box(coords: list[float], name: str, classes: list[str], where: str) -> Box:
+def make_box(coords: list[float], name: str, classes: list[str], *, where: str) -> Box:
     """A box from ``[x1, y1, x2, y2]`` in pixels and a class name.
 
     Raises:
