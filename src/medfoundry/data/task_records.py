@@ -41,8 +41,9 @@ class DataSpec(Protocol):
 
     @property
     def name(self) -> str: ...
-    @property
-    def source(self) -> SourceBase: ...
+    def data_source(self) -> SourceBase:
+        """The task's source (raises ``ConfigError`` when it has none)."""
+        ...
     @property
     def classes(self) -> list[str]: ...
     @property
@@ -184,7 +185,7 @@ def load_task_data(
         DataError: every problem of the task, one line each (naming file, row or key).
     """
     records, skipped, notes = _scan_and_split(
-        spec.source,
+        spec.data_source(),
         target,
         spec.classes,
         seed,
@@ -222,7 +223,7 @@ def load_task_data(
     if problems:
         discard_new_caches([data])  # a failed source leaves nothing behind, not even its good splits
         raise DataError(merge_subjects(problems))  # files failing alike in any split: one line
-    _check_splits(spec.name, spec.source, data.records, require_val)
+    _check_splits(spec.name, spec.data_source(), data.records, require_val)
     return data
 
 

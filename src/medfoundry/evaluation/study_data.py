@@ -112,7 +112,7 @@ def load_study_task_data(
     """
     splits = load_task_records(
         spec.name,
-        spec.source,
+        spec.data_source(),
         task.target,
         classes=spec.classes,
         seed=split_seed,

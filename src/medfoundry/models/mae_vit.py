@@ -62,10 +62,10 @@ class MaskedAutoencoderViT(nn.Module):
 
     def __init__(
         self,
-        *,
         embed_dim: int,
         patch_size: int,
         image_size: int,
+        *,
         mask_ratio: float = 0.75,
         mask_unit_size: int = 16,
         decoder_dim: int = 512,

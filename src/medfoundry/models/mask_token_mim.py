@@ -61,7 +61,8 @@ class MaskTokenMIM(nn.Module):
     Examples:
         >>> from medfoundry.models import create_encoder
         >>> encoder = create_encoder("resnet10t")
-        >>> mim = MaskTokenMIM("input", 3, 1, 512, 32, 64, decoder_dim=32, decoder_depth=1,
+        >>> mim = MaskTokenMIM(masking_point="input", stem_channels=3, stem_stride=1, deep_channels=512,
+        ...                    deep_stride=32, image_size=64, decoder_dim=32, decoder_depth=1,
         ...                    decoder_num_heads=2)
         >>> out = mim(encoder, torch.rand(2, 3, 64, 64))
         >>> tuple(out.pred.shape), out.mask.sum(dim=1).tolist()

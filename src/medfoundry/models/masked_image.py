@@ -44,8 +44,8 @@ class MaskedImageObjective(Protocol):
 
 def create_masked_image_objective(
     encoder: Encoder,
-    *,
     image_size: int,
+    *,
     masking: Literal["auto", "drop_tokens", "mask_token"] = "auto",
     mask_ratio: float = 0.75,
     mask_unit_size: int = 16,

@@ -138,7 +138,7 @@ def _task_samples(database: Path, name: str | None) -> tuple[list[Record], list[
     spec = with_classes(spec)
     splits = load_task_records(
         spec.name,
-        spec.source,
+        spec.data_source(),
         target,
         classes=spec.classes,
         seed=cfg.seed,

@@ -20,7 +20,7 @@ from medfoundry.evaluation.probes import ProbeConfig
 from medfoundry.models.config import TimmArguments
 from medfoundry.recipes.pretrain_config import read_config
 from medfoundry.registry import unknown_name_message
-from medfoundry.tasks.spec import TaskSpec
+from medfoundry.tasks.spec import DatabaseTask, TaskSpec
 from medfoundry.tasks.task_type import EVALUATION_MODES, EvaluationMode, TaskType
 
 __all__ = [
@@ -188,7 +188,7 @@ class StudyConfig(_Frozen):
     """
 
     study_dir: Path
-    tasks: list[TaskSpec] = Field(min_length=1)
+    tasks: list[DatabaseTask] = Field(min_length=1)
     task_names: list[str] | None = None
     encoders: list[StudyEncoder] = Field(min_length=1)
     modes: list[Mode] = Field(default_factory=lambda: list(MODES), min_length=1)

@@ -154,7 +154,7 @@ def _tasks(config: dict[str, Any], specs: list[TaskSpec]) -> str:
         classes = ", ".join(shown) if shown else "(unlabelled)"
         if len(spec.classes) > len(shown):
             classes += f", ... ({len(spec.classes)} classes)"
-        source = f"{spec.source.type}: `{Path(spec.source.location).name}`"
+        source = f"{spec.source.type}: `{Path(spec.source.location).name}`" if spec.source else "not given"
         lines.append(
             f"| {spec.name} | {spec.type} | {classes} | {spec.modality or 'not given'} | {source} | "
             f"{train} | {val} |"

@@ -29,7 +29,7 @@ from medfoundry.errors import ConfigError, DataError, MedfoundryError
 from medfoundry.models.config import EncoderConfig
 from medfoundry.recipes.pretrain_config import DataConfig, load_pretrain_config, read_tasks
 from medfoundry.tasks import TASK_TYPES, build_task, with_classes
-from medfoundry.tasks.spec import TaskSpec, check_unique_names
+from medfoundry.tasks.spec import DatabaseTask, TaskSpec, check_unique_names
 
 __all__ = ["ValidateDataConfig", "load_validate_config", "run"]
 
@@ -57,7 +57,7 @@ class ValidateDataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    tasks: list[TaskSpec] = Field(min_length=1)
+    tasks: list[DatabaseTask] = Field(min_length=1)
     data: DataConfig = Field(default_factory=DataConfig)
     seed: int = 0
     image_size: int = Field(default=224, ge=8)

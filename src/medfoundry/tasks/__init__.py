@@ -9,6 +9,7 @@ from __future__ import annotations
 from medfoundry.data.task_records import resolve_classes
 from medfoundry.registry import Registry
 from medfoundry.tasks.classification import ClassificationTask
+from medfoundry.tasks.database import load_task_database
 from medfoundry.tasks.detection import DetectionTask
 from medfoundry.tasks.masked_image import MaskedImageTask
 from medfoundry.tasks.multilabel import MultilabelTask
@@ -40,6 +41,7 @@ __all__ = [
     "TaskType",
     "TaskTypeClass",
     "build_task",
+    "load_task_database",
     "with_classes",
 ]
 
@@ -66,4 +68,4 @@ def with_classes(spec: TaskSpec) -> TaskSpec:
         DataError: the source cannot be read.
     """
     target = TASK_TYPES.get(spec.type).target
-    return spec.model_copy(update={"classes": resolve_classes(spec.source, target, spec.classes)})
+    return spec.model_copy(update={"classes": resolve_classes(spec.data_source(), target, spec.classes)})

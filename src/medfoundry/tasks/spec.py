@@ -9,15 +9,16 @@ model.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from medfoundry.data.preprocessing import Preprocessing
-from medfoundry.data.sources import SourceConfig
+from medfoundry.data.sources import SourceBase, SourceConfig
 from medfoundry.data.splits import SplitPolicy
+from medfoundry.errors import ConfigError
 
-__all__ = ["TaskSpec", "check_unique_names"]
+__all__ = ["DatabaseTask", "TaskSpec", "check_unique_names"]
 
 
 class TaskSpec(BaseModel):
@@ -33,6 +34,8 @@ class TaskSpec(BaseModel):
             them (class subfolders, label values, COCO categories, MedMNIST label indices).
             Unlabelled (``masked_image``) tasks have none.
         source: Where the samples come from (``type: manifest`` when no type is given).
+            Required in a task database; a task built only for its head, loss and metrics
+            (``medfoundry.create_task``) has none.
         modality: Free text (``CT``, ``fluorescence``, ...), recorded in checkpoints and reports.
         preprocessing: Cached size, fit, channels, intensity (CT windows, percentiles, ...).
         split: How records without a given split are divided into train / val / test.
@@ -51,7 +54,7 @@ class TaskSpec(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     type: str
     classes: list[str] = Field(default_factory=list)
-    source: SourceConfig
+    source: SourceConfig | None = None
     modality: str | None = None
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     split: SplitPolicy = Field(default_factory=SplitPolicy)
@@ -69,6 +72,26 @@ class TaskSpec(BaseModel):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def data_source(self) -> SourceBase:
+        """The source, for the commands that read the task's data.
+
+        Raises:
+            ConfigError: the spec has no source.
+        """
+        if self.source is None:
+            raise ConfigError(f"task '{self.name}': source: required to read its data (none given)")
+        return self.source
+
+
+def _with_source(spec: TaskSpec) -> TaskSpec:
+    if spec.source is None:
+        raise ValueError(f"task '{spec.name}': source is missing: say where its samples come from")
+    return spec
+
+
+DatabaseTask = Annotated[TaskSpec, AfterValidator(_with_source)]
+"""A task of a task database: a ``TaskSpec`` that has a source."""
 
 
 def check_unique_names(tasks: list[TaskSpec]) -> list[TaskSpec]:
