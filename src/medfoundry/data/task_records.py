@@ -44,6 +44,7 @@ class DataSpec(Protocol):
     def data_source(self) -> SourceBase:
         """The task's source (raises ``ConfigError`` when it has none)."""
         ...
+
     @property
     def classes(self) -> list[str]: ...
     @property
