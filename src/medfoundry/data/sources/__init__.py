@@ -53,15 +53,6 @@ SourceConfig = Annotated[
 """Any source config; ``type`` picks the format."""
 
 SOURCE_TYPES: dict[str, type[SourceBase]] = {
-    get_args(cls.model_fields["type"].annotation)[0]: cls
-    for cls in (
-        ManifestSource,
-        ImageFolderSource,
-        SegmentationFoldersSource,
-        CocoSource,
-        MedMNISTSource,
-        DicomSource,
-        VolumeSource,
-    )
+    get_args(cls.model_fields["type"].annotation)[0]: cls for cls in get_args(get_args(SourceConfig)[0])
 }
-"""Source ``type`` -> its config class (the members of ``SourceConfig``)."""
+"""Source ``type`` -> its config class: the members of ``SourceConfig``."""
