@@ -8,6 +8,7 @@ inherit the variable).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 
@@ -27,3 +28,16 @@ def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         del os.environ["XDG_CACHE_HOME"]
     else:
         os.environ["XDG_CACHE_HOME"] = previous
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Commands run in-process install a log handler (a rich console on stdout) on the
+    ``medfoundry`` logger; it is taken off again after each test, so that later tests and the
+    docstring examples do not print log lines."""
+    loggers = [logging.getLogger(), logging.getLogger("medfoundry")]
+    saved = [(list(logger.handlers), logger.level) for logger in loggers]
+    yield
+    for logger, (handlers, level) in zip(loggers, saved, strict=True):
+        logger.handlers[:] = handlers
+        logger.setLevel(level)

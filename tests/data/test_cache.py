@@ -213,6 +213,7 @@ prepare_arrays(
 """
 
 
+@pytest.mark.slow  # waits for a subprocess to start caching, then kills it
 def test_a_kill_while_caching_leaves_a_temporary_folder_that_the_next_run_removes(tmp_path: Path) -> None:
     import signal
     import subprocess
