@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from medfoundry.config_io import validate_config
 from medfoundry.recipes import evaluate as evaluate_recipe
@@ -21,6 +23,7 @@ from medfoundry.recipes import pretrain_multitask
 from medfoundry.recipes.evaluate_config import StudyConfig, check_names, load_study_config
 from medfoundry.recipes.pretrain_config import PretrainConfig, load_pretrain_config
 from medfoundry.tasks import TaskSpec, TaskType, build_task
+from medfoundry.tasks.database import read_tasks
 
 __all__ = ["create_task", "evaluate", "pretrain"]
 
@@ -53,17 +56,8 @@ def pretrain(config: PretrainConfig | Mapping[str, Any] | str | Path, *, resume:
         ['best', 'last']
     """
     if isinstance(config, str | Path):
-        cfg = load_pretrain_config(Path(config))
-    elif isinstance(config, PretrainConfig):
-        cfg = config
-    else:
-        from medfoundry.tasks.database import read_tasks
-
-        raw = dict(config)
-        if "tasks" in raw:  # a task database path, or specs with paths relative to the working folder
-            raw["tasks"] = read_tasks(raw["tasks"], Path.cwd() / "config")
-        cfg = validate_config(PretrainConfig, raw, "config")
-    return pretrain_multitask.run(cfg, resume=resume)
+        return pretrain_multitask.run(load_pretrain_config(Path(config)), resume=resume)
+    return pretrain_multitask.run(_validated(PretrainConfig, config, "config"), resume=resume)
 
 
 def evaluate(study: StudyConfig | Mapping[str, Any] | str | Path) -> Path:
@@ -93,17 +87,9 @@ def evaluate(study: StudyConfig | Mapping[str, Any] | str | Path) -> Path:
         True
     """
     if isinstance(study, str | Path):
-        cfg = load_study_config(Path(study))
-    elif isinstance(study, StudyConfig):
-        cfg = study
-    else:
-        from medfoundry.tasks.database import read_tasks
-
-        raw = dict(study)
-        if "tasks" in raw:
-            raw["tasks"] = read_tasks(raw["tasks"], Path.cwd() / "study")
-        cfg = validate_config(StudyConfig, raw, "study")
-        check_names(cfg, "study")
+        return evaluate_recipe.run(load_study_config(Path(study)))
+    cfg = _validated(StudyConfig, study, "study")
+    check_names(cfg, "study")
     return evaluate_recipe.run(cfg)
 
 
@@ -135,3 +121,17 @@ def create_task(
     """
     spec = TaskSpec(name=name, type=type, classes=list(classes), options=dict(options or {}))
     return build_task(spec)
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def _validated(model: type[ConfigT], value: ConfigT | Mapping[str, Any], name: str) -> ConfigT:
+    """A config object as given, or one validated from a mapping of its keys (``tasks`` may be
+    the path of a task database; relative paths are relative to the working folder)."""
+    if isinstance(value, model):
+        return value
+    raw = dict(value)
+    if "tasks" in raw:
+        raw["tasks"] = read_tasks(raw["tasks"], Path.cwd() / name)
+    return validate_config(model, raw, name)
