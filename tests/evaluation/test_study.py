@@ -238,11 +238,11 @@ def test_killed_study_resumes_and_skips_finished_cells(
     calls: list[Any] = []
     real = evaluate_worker.run_probe_cell
 
-    def killed_after_five(cell: Any, *args: Any) -> Any:
+    def killed_after_five(cell: Any, *args: Any, **kwargs: Any) -> Any:
         if len(calls) == 5:
             raise KeyboardInterrupt  # what Ctrl-C (or a killed job's last moment) looks like
         calls.append(cell)
-        return real(cell, *args)
+        return real(cell, *args, **kwargs)
 
     monkeypatch.setattr(evaluate_worker, "run_probe_cell", killed_after_five)
     with pytest.raises(KeyboardInterrupt):
@@ -252,7 +252,9 @@ def test_killed_study_resumes_and_skips_finished_cells(
 
     finished, calls[:] = list(calls), []
     monkeypatch.setattr(
-        evaluate_worker, "run_probe_cell", lambda cell, *args: calls.append(cell) or real(cell, *args)
+        evaluate_worker,
+        "run_probe_cell",
+        lambda cell, *args, **kwargs: calls.append(cell) or real(cell, *args, **kwargs),
     )
     evaluate.run(StudyConfig.model_validate(cfg))
     assert len(calls) == 2 * 2 * 2 * 2 - 5 and not set(calls) & set(finished)

@@ -62,12 +62,12 @@ def test_two_workers_give_the_results_of_one(
     study = tmp_path / "study"
     real = evaluate_worker.run_probe_cell
 
-    def patient(*args: Any) -> Any:
+    def patient(*args: Any, **kwargs: Any) -> Any:
         # this process waits for the second worker's first cell, so both surely share the work
         deadline = time.monotonic() + 120
         while len(_workers(study) - {os.getpid()}) == 0 and time.monotonic() < deadline:
             time.sleep(0.2)
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(evaluate_worker, "run_probe_cell", patient)
     result = evaluate.run(StudyConfig.model_validate(_config(study, sites_db, checkpoint, workers=2)))
