@@ -198,7 +198,12 @@ def _from_timm(
     size = image_size or (None if exported else DEFAULT_IMAGE_SIZE)
     try:
         encoder = create_encoder(
-            name, pretrained=pretrained, img_size=size, model_kwargs=model_kwargs, use_groupnorm=False
+            name,
+            pretrained=pretrained,
+            img_size=size,
+            model_kwargs=model_kwargs,
+            use_groupnorm=False,
+            config_key=None,  # the message names the encoder (and the study its entry)
         )
     except ConfigError as e:
         raise ConfigError(f"encoder '{name}' (pretrained={pretrained}): {p}" for p in e.problems) from None
