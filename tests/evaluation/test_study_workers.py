@@ -81,7 +81,7 @@ def _hanging_worker(config: dict[str, Any], marker: str) -> None:
     """A worker that claims its first cell, says which one, and hangs inside it."""
     from medfoundry.recipes import evaluate_worker as worker
 
-    def hang(cell: Any, *args: Any) -> Any:
+    def hang(cell: Any, *args: Any, **kwargs: Any) -> Any:
         Path(marker).write_text(cell.id)
         time.sleep(600)
 

@@ -85,7 +85,9 @@ def run(cfg: StudyConfig) -> Path:
     context = multiprocessing.get_context("spawn")  # no forked torch state in the workers
     config = plan.cfg.model_dump(mode="json")
     children = [
-        context.Process(target=spawned_worker, args=(config, i, cfg.workers, threads), daemon=False)
+        context.Process(
+            target=spawned_worker, args=(config, i, cfg.workers), kwargs={"threads": threads}, daemon=False
+        )
         for i in range(1, cfg.workers)
     ]
     for child in children:
