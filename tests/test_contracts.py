@@ -4,7 +4,10 @@ Each task type goes through what every command does with a task on real packaged
 demo database's crops): a pretraining step, validate-data, embed, a study cell (or a one-line
 refusal when the type has nothing to evaluate) and the ONNX export. A newly registered type
 fails ``test_every_registered_task_type_has_an_example`` until it is given an example task
-below. Each source type's path fields are resolved against the task database that lists it.
+below. Each source type (one valid task of it on crops of real packaged images, from
+``tests/cli/corpus_inputs.py``) goes through a pretraining step, validate-data and embed, and its
+path fields are resolved against the task database that lists it; a new source type fails
+``test_every_source_type_has_an_example`` until it has an example.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +171,64 @@ def test_study_cell_and_export(
     assert (task["name"] in heads) == (cls.feature != "masked")
     if task["name"] in heads:
         assert heads[task["name"]]["postprocess"] == cls.postprocess_text
+
+
+SOURCE_EXAMPLES = {  # source type -> the task of that source type in ``all_sources_db``
+    "coco": "coco",
+    "dicom": "dcm",
+    "image_folder": "folders",
+    "manifest": "cls",
+    "medmnist": "mnist",
+    "segmentation_folders": "pairs",
+    "volume": "vol",
+}
+
+
+def test_every_source_type_has_an_example() -> None:
+    assert sorted(SOURCE_EXAMPLES) == sorted(SOURCE_TYPES)
+
+
+@pytest.fixture(scope="module")
+def all_sources_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One valid task of every source type, on crops of real packaged images."""
+    from tests.cli.corpus_inputs import Inputs, load_real_pixels
+
+    inputs = Inputs(tmp_path_factory.mktemp("all_sources"), load_real_pixels())
+    database = inputs.database(*inputs.all_sources())
+    volumes = inputs.folder / "vol"  # a second volume: volumes are split whole, one cannot be
+    for part in ("image", "label"):
+        shutil.copy(volumes / f"case_{part}.nii.gz", volumes / f"other_{part}.nii.gz")
+    tasks = read_tasks(str(database), database)  # absolute source paths
+    database.write_text(yaml.safe_dump({"tasks": tasks}))
+    return database
+
+
+@pytest.fixture(scope="module")
+def all_sources_run(all_sources_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("all_sources_run")
+    cfg = tiny_config(root / "run", str(all_sources_db), **{"training.max_steps": 1, "data.batch_size": 2})
+    cfg["data"]["val_fraction"] = 0.25
+    (root / "c.yaml").write_text(yaml.safe_dump(cfg))
+    return pretrain_multitask.run(load_pretrain_config(root / "c.yaml"))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("source_type", sorted(SOURCE_TYPES))
+def test_every_source_type_pretrains_validates_and_embeds(
+    source_type: str, all_sources_db: Path, all_sources_run: Path, tmp_path: Path
+) -> None:
+    name = SOURCE_EXAMPLES[source_type]
+    (task,) = [t for t in yaml.safe_load(all_sources_db.read_text())["tasks"] if t["name"] == name]
+    assert task["source"].get("type", "manifest") == source_type
+    logs = [json.loads(line) for line in (all_sources_run / "metrics.jsonl").read_text().splitlines()]
+    (first,) = [row for row in logs if row["kind"] == "train"]
+    assert math.isfinite(first[f"loss/{name}"])
+
+    cfg = validate_data.ValidateDataConfig.model_validate({"tasks": [task], "image_size": 32})
+    (summary,) = validate_data.run(cfg)
+    out = embed.run(
+        EmbedConfig(encoder=str(all_sources_run / "checkpoints" / "last"), data=all_sources_db, task=name,
+                    output=tmp_path / "f.npz", cache_dir=tmp_path / "cache")
+    )  # fmt: skip
+    with np.load(out) as data:
+        assert data["features"].shape[0] == sum(summary.split_sizes.values()) > 0
