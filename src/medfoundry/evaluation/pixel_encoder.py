@@ -4,11 +4,14 @@ worth less than the pixels it was given.
 On some tasks a logistic regression on raw pixels beats every pretrained encoder (a region of
 the brain is told by where the bright tissue is, which global pooling throws away); a study
 that only compares "pretrained versus random init" cannot see that. ``PixelEncoder`` offers
-the probes the image itself: each channel downsampled to ``size x size`` by area averaging,
-flattened, and standardised per image (zero mean, unit variance over its values, which keeps
-the colour and the layout but not the global brightness, and makes the kNN probe's cosine
-similarity the images' correlation). The linear probe then standardises every feature on its
-training subset, as for any encoder. Nothing is learned, so it runs the probe modes only.
+the probes the image itself: each channel downsampled to ``size x size`` by area averaging and
+flattened, as the intensities the encoders are given (nothing else: the linear probe then
+standardises every feature on its training subset, as for any encoder). Brightness is kept on
+purpose: standardising each image on its own (an earlier version) threw away what tells a tile
+with three nuclei from one with none, and on the corpus's held-out nuclei-count task cut a
+logistic regression on the pixels from 0.66 to 0.42 balanced accuracy (validation split, all
+labels): a baseline weakened that way would let a weak encoder look useful. Nothing is learned,
+so it runs the probe modes only.
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ from torch import nn
 __all__ = ["DEFAULT_PIXELS_SIZE", "PixelEncoder"]
 
 DEFAULT_PIXELS_SIZE = 16
-VERSION = "pixels/area-downsample/per-image-standardised/v1"
+VERSION = "pixels/area-downsample/v2"
 
 
 class PixelEncoder(nn.Module):
-    """Standardised, downsampled pixels as features: ``(B, 3, H, W)`` in [0, 1] -> ``(B, 3 * size**2)``.
+    """Downsampled pixels as features: ``(B, 3, H, W)`` in [0, 1] -> ``(B, 3 * size**2)``.
 
     Args:
         image_size: Side of the square input (the study's input size).
@@ -40,8 +43,8 @@ class PixelEncoder(nn.Module):
     Examples:
         >>> encoder = PixelEncoder(image_size=32, size=8)
         >>> features = encoder.embed(torch.rand(2, 3, 32, 32))
-        >>> tuple(features.shape), abs(float(features[0].mean())) < 1e-5
-        ((2, 192), True)
+        >>> tuple(features.shape)
+        (2, 192)
     """
 
     _anchor: torch.Tensor
@@ -67,6 +70,4 @@ class PixelEncoder(nn.Module):
     @torch.inference_mode()
     def embed(self, images: torch.Tensor, levels: Sequence[int] = (-1,)) -> torch.Tensor:
         """Features ``(B, out_channels)`` float32 (``levels`` is accepted for the common interface)."""
-        small = F.adaptive_avg_pool2d(images.float(), self.size).flatten(1)
-        centred = small - small.mean(dim=1, keepdim=True)
-        return centred / centred.std(dim=1, keepdim=True).clamp_min(1e-6)
+        return F.adaptive_avg_pool2d(images.float(), self.size).flatten(1)

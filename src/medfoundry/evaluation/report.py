@@ -30,6 +30,7 @@ from medfoundry.evaluation.study_tables import (
     StudyTables,
     build_study_tables,
     percent,
+    saving_sentence,
 )
 from medfoundry.tasks.task_type import TaskType
 
@@ -147,6 +148,8 @@ def render_report(
     if reference is not None:
         margin = f" (margin {reference.margin:g})" if reference.margin else ""
         parts.append(f'<p class="note">{html.escape(EFFICIENCY_RULE)}{margin}</p>')
+        sentences = "".join(f"<li>{html.escape(saving_sentence(r))}</li>" for r in tables.efficiency)
+        parts.append(f"<ul>{sentences}</ul>")
         parts.append(_efficiency_table(tables.efficiency))
     else:
         parts.append('<p class="note">No reference: the study has no encoder with pretrained: false.</p>')

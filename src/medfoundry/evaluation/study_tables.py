@@ -49,6 +49,7 @@ __all__ = [
     "build_study_tables",
     "paired_difference",
     "percent",
+    "saving_sentence",
 ]
 
 SUMMARY_KEYS = ("encoder", "task", "mode", "fraction", "shots", "train_center", "test_center", "metric")
@@ -411,6 +412,40 @@ def _never_improved_notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                 "model may not have trained; give it more steps (finetune.epochs) or a higher learning rate"
             )
     return notes
+
+
+def saving_sentence(row: Mapping[str, Any]) -> str:
+    """One plain sentence from an efficiency row: did the encoder save labels, and how many.
+
+    Examples:
+        >>> row = {"encoder": "pretrained", "task": "nuclei", "mode": "linear", "metric": "auroc",
+        ...        "reference": "random linear @ 100%", "reference_score": 0.8, "reference_n_train": 600,
+        ...        "fraction_needed": 0.1, "n_train_needed": 60, "full_data_score": 0.9}
+        >>> saving_sentence(row).split(": ")[1]
+        'reached random linear @ 100% (auroc 0.800, n=600) with 10% of the labels (n=60)'
+        >>> saving_sentence(row).split(": ")[2]
+        '540 labels (90%) saved; with all labels it scored 0.900'
+    """
+    head = f"{row['encoder']} ({row['mode']}) on {row['task']}"
+    score = f"{row['metric']} {float(row['reference_score']):.3f}"
+    reference = f"{row['reference']} ({score}, n={_n(row['reference_n_train'])})"
+    full = f"with all labels it scored {float(row['full_data_score']):.3f}"
+    needed = float(row["fraction_needed"])
+    if math.isnan(needed):
+        return (
+            f"{head}: no labels shown saved: at no share of the labels did it reach {reference} with 95% "
+            f"paired confidence; {full}"
+        )
+    saved = float(row["reference_n_train"]) - float(row["n_train_needed"])
+    share = saved / float(row["reference_n_train"])
+    return (
+        f"{head}: reached {reference} with {percent(needed)} of the labels (n={_n(row['n_train_needed'])}): "
+        f"{saved:.0f} labels ({percent(round(share, 3))}) saved; {full}"
+    )
+
+
+def _n(value: Any) -> str:
+    return "?" if value is None or math.isnan(float(value)) else f"{float(value):.0f}"
 
 
 def percent(fraction: float) -> str:
