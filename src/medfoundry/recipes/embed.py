@@ -131,11 +131,11 @@ def _task_samples(database: Path, name: str | None) -> tuple[list[Record], list[
         raise ConfigError(
             f"{database}: holds {len(names)} tasks; choose one with --task ({', '.join(names)})"
         )
-    spec = cfg.tasks[0] if name is None else next((s for s in cfg.tasks if s.name == name), None)
-    if spec is None:
+    chosen = cfg.tasks[0] if name is None else next((s for s in cfg.tasks if s.name == name), None)
+    if chosen is None:
         raise ConfigError(f"{database}: no task '{name}' (its tasks: {', '.join(names)})")
-    target = TASK_TYPES.get(spec.type).target
-    spec = with_classes(spec)
+    target = TASK_TYPES.get(chosen.type).target
+    spec = with_classes(chosen)
     splits = load_task_records(
         spec.name,
         spec.data_source(),

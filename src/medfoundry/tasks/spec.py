@@ -9,9 +9,10 @@ model.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.sources import SourceBase, SourceConfig
@@ -84,17 +85,14 @@ class TaskSpec(BaseModel):
         return self.source
 
 
-def _with_source(spec: TaskSpec) -> TaskSpec:
-    if spec.source is None:
-        raise ValueError(f"task '{spec.name}': source is missing: say where its samples come from")
-    return spec
+class DatabaseTask(TaskSpec):
+    """A task of a task database: a ``TaskSpec`` whose ``source`` is required (a missing one is
+    ``tasks.N.source: required key is missing``, like any required key)."""
+
+    source: SourceConfig
 
 
-DatabaseTask = Annotated[TaskSpec, AfterValidator(_with_source)]
-"""A task of a task database: a ``TaskSpec`` that has a source."""
-
-
-def check_unique_names(tasks: list[TaskSpec]) -> list[TaskSpec]:
+def check_unique_names(tasks: Sequence[TaskSpec]) -> Sequence[TaskSpec]:
     """Task names must be unique (they name heads, log keys and cache folders).
 
     Raises:

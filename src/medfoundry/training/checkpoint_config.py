@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -27,7 +28,7 @@ class _RebuildKeys(BaseModel):
 
 def checkpoint_config(
     model: ModelConfig,
-    tasks: list[TaskSpec],
+    tasks: Sequence[TaskSpec],
     *,
     seed: int,
     strategy: str,
