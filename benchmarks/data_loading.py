@@ -111,21 +111,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         source = ManifestSource(path=write_dataset(folder, args.images, args.side, seed=0))
-        records = source.scan("label", list(SOURCES), Preprocessing(), 255).records
+        records = source.scan(
+            "label", classes=list(SOURCES), preprocessing=Preprocessing(), ignore_index=255
+        ).records
         started = time.perf_counter()
         prepared = prepare_arrays(
             "bench-train",
             records,
             "label",
-            args.size,
-            Preprocessing(),
-            len(SOURCES),
-            255,
-            CacheSettings(folder / "cache"),
+            size=args.size,
+            preprocessing=Preprocessing(),
+            num_classes=len(SOURCES),
+            ignore_index=255,
+            cache=CacheSettings(folder / "cache"),
         )
         build_s = time.perf_counter() - started
-        decode = TaskDataset(records, "label", args.size, flips)
-        cached = TaskDataset(prepared.records, "label", args.size, flips, prepared.arrays)
+        decode = TaskDataset(records, "label", args.size, augment=flips)
+        cached = TaskDataset(prepared.records, "label", args.size, augment=flips, arrays=prepared.arrays)
         for dataset, mode in ((decode, "decode"), (cached, "cached")):
             time_epochs(dataset, 1, None)  # warm the page cache and lazy imports
             for loader, batch in (("dataset", None), ("dataloader_b32", 32)):

@@ -89,7 +89,7 @@ def main() -> None:
     images_per_step = args.tasks * args.batch_size
 
     def step(batches: Any) -> None:
-        memory_constant_step(model, tasks, batches, optimizers, amp, 1.0)
+        memory_constant_step(model, tasks, batches, optimizers, autocast_dtype=amp, grad_clip_norm=1.0)
 
     def loaded() -> None:
         step(b.to(device, device.type == "cuda") for b in sampler.next_step())
@@ -208,16 +208,20 @@ def _sampler(
     loaders = {}
     for spec in specs:
         task = tasks[spec.name]
-        data = load_task_data(spec, task.target, 0, 0.2, args.image_size, cache, prepare=("train",))
+        data = load_task_data(
+            spec, task.target, seed=0, val_fraction=0.2, size=args.image_size, cache=cache, prepare=("train",)
+        )
         prepared = data.prepared["train"]
-        dataset = TaskDataset(prepared.records, task.target, args.image_size, True, prepared.arrays)
+        dataset = TaskDataset(
+            prepared.records, task.target, args.image_size, augment=True, arrays=prepared.arrays
+        )
         loaders[spec.name] = CyclicTaskLoader(
             spec.name,
             dataset,
             TaskCollate(spec.name, task),
-            args.batch_size,
-            0,
-            args.num_workers,
+            batch_size=args.batch_size,
+            seed=0,
+            num_workers=args.num_workers,
             pin_memory=device.type == "cuda",
         )
     return RoundRobinSampler(loaders)

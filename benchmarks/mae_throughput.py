@@ -99,7 +99,7 @@ def build_step(
         encoder.to(device)
         objective = create_masked_image_objective(
             encoder,
-            args.image_size,
+            image_size=args.image_size,
             masking=variant,
             mask_ratio=args.mask_ratio,
             mask_unit_size=patch,

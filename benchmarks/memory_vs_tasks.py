@@ -83,12 +83,14 @@ def child(args: argparse.Namespace) -> dict[str, float]:
     batches = [_batch(s, args.batch_size, args.image_size, device) for s in specs]
     step = memory_constant_step if args.strategy == "memory_constant" else joint_step
     amp = torch.bfloat16 if args.precision == "bf16" else None
-    step(model, tasks, batches, optimizers, amp)  # warm-up: optimizer states exist from here on
+    step(
+        model, tasks, batches, optimizers, autocast_dtype=amp
+    )  # warm-up: optimizer states exist from here on
     gc.collect()
     baseline = _current(device)
     _reset_peak(device)
     for _ in range(args.steps):
-        step(model, tasks, batches, optimizers, amp)
+        step(model, tasks, batches, optimizers, autocast_dtype=amp)
     peak = _peak(device)
     return {
         "baseline_mb": baseline / 2**20,

@@ -45,7 +45,7 @@ from medfoundry.demo import build_demo_database
 from medfoundry.evaluation import ProbeConfig, extract_features
 from medfoundry.evaluation.cell_runs import FeatureTable, run_probe_cell
 from medfoundry.evaluation.study_cells import Cell
-from medfoundry.evaluation.study_data import TaskData, load_task_data
+from medfoundry.evaluation.study_data import StudyTaskData, load_study_task_data
 from medfoundry.recipes.evaluate_config import DEFAULT_FRACTIONS
 from medfoundry.tasks import TaskSpec, build_task
 
@@ -57,7 +57,7 @@ SEEDS = (0, 1, 2)
 WORKERS_TARGET = 1.6
 
 
-def probe_sweep(data: TaskData, features: np.ndarray, cfg: ProbeConfig) -> tuple[float, float]:
+def probe_sweep(data: StudyTaskData, features: np.ndarray, cfg: ProbeConfig) -> tuple[float, float]:
     """Seconds spent on the linear-probe cells and on the kNN cells of every fraction and seed."""
     table = FeatureTable.build(features, data.records)
     seconds = {"linear": 0.0, "knn": 0.0}
@@ -65,7 +65,7 @@ def probe_sweep(data: TaskData, features: np.ndarray, cfg: ProbeConfig) -> tuple
         for seed in SEEDS:
             for mode in seconds:
                 start = time.perf_counter()
-                run_probe_cell(Cell("encoder", data.spec.name, mode, fraction, seed), data, table, cfg)
+                run_probe_cell(Cell("encoder", data.spec.name, mode, fraction, seed), data, table, cfg=cfg)
                 seconds[mode] += time.perf_counter() - start
     return seconds["linear"], seconds["knn"]
 
@@ -94,7 +94,7 @@ def main() -> None:
             classes=["fundus", "immunohistochemistry", "phase_contrast", "h_and_e", "fluorescence"],
             source={"path": tasks_file.parent / "modality.csv"},
         )
-        data = load_task_data(spec, build_task(spec), split_seed=0, val_fraction=0.2, test_fraction=0.2)
+        data = load_study_task_data(spec, build_task(spec), split_seed=0, val_fraction=0.2, test_fraction=0.2)
         for image_size in args.image_sizes:
             rows.append(measure(data, args.encoder, image_size, args.batch_size, args.repeats, device))
     print_table(rows)
@@ -102,7 +102,12 @@ def main() -> None:
 
 
 def measure(
-    data: TaskData, encoder_name: str, image_size: int, batch_size: int, repeats: int, device: torch.device
+    data: StudyTaskData,
+    encoder_name: str,
+    image_size: int,
+    batch_size: int,
+    repeats: int,
+    device: torch.device,
 ) -> dict[str, object]:
     """Median seconds of extraction and sweep, alternating ``repeats`` times."""
     # random weights cost what trained ones do, and need no download
@@ -111,7 +116,7 @@ def measure(
     extraction, linear, knn = [], [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        features = extract_features(encoder, data.records, batch_size)
+        features = extract_features(encoder, data.records, batch_size=batch_size)
         if device.type == "cuda":
             torch.cuda.synchronize()
         extraction.append(time.perf_counter() - start)

@@ -1,32 +1,12 @@
-"""Shared fixtures: a real multi-task database from packaged images, and small configs."""
+"""Shared fixtures: a real multi-task database from packaged images, and small configs (thread
+and cache settings: the repository's ``conftest.py``)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-
-# Tests run on 2 cores next to worker processes; one intra-op thread keeps timings steady and
-# makes CPU results bit-for-bit repeatable across processes.
-torch.set_num_threads(1)
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The preprocessing cache goes to a temporary folder, never the user's ~/.cache (commands
-    run as subprocesses inherit the variable)."""
-    previous = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
-    yield
-    if previous is None:
-        del os.environ["XDG_CACHE_HOME"]
-    else:
-        os.environ["XDG_CACHE_HOME"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Small named registries (task types, encoders).
+"""Small named registries (task types).
 
 The only module-level mutable state in medfoundry. Entries register themselves when their
 module is imported; the package ``__init__`` imports those modules.
@@ -47,6 +47,10 @@ class Registry(Generic[T]):
 
         return add
 
+    def unregister(self, name: str) -> T:
+        """Remove an entry and return it (a test or plugin that registered it cleans up)."""
+        return self._entries.pop(name)
+
     def get(self, name: str) -> T:
         """Return the entry, or raise ``ConfigError`` naming the nearest valid names."""
         if name not in self._entries:
@@ -61,7 +65,7 @@ class Registry(Generic[T]):
         return name in self._entries
 
 
-def unknown_name_message(kind: str, name: str, valid: list[str], max_listed: int = 20) -> str:
+def unknown_name_message(kind: str, name: str, valid: list[str], *, max_listed: int = 20) -> str:
     """``unknown <kind> 'x'; did you mean 'y'? valid: a, b, c`` (long lists are cut)."""
     close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""

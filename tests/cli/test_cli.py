@@ -88,3 +88,25 @@ def test_ls_lists_task_types() -> None:
     result = runner.invoke(app, ["ls"])
     assert result.exit_code == 0
     assert "classification, detection, masked_image, multilabel, segmentation" in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "device", "message"),
+    [
+        ("embed", "tpu", r"^error: --device: unknown device 'tpu' \(use auto, cpu, cuda or cuda:N\)$"),
+        ("predict", "tpu", r"^error: --device: unknown device 'tpu'"),
+    ],
+)
+def test_device_errors_name_the_option_the_user_set(
+    demo_db: Path, tmp_path: Path, command: str, device: str, message: str
+) -> None:
+    """``--device`` is a command-line option of embed and predict, not a config key."""
+    images = demo_db.parent / "images"
+    argv = {
+        "embed": ["embed", "resnet10t", str(demo_db), "-o", str(tmp_path / "f.npz"), "--random"],
+        "predict": ["predict", str(tmp_path / "no_checkpoint"), str(images), "-o", str(tmp_path / "out")],
+    }[command]
+    result = runner.invoke(app, [*argv, "--device", device])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert pytest.importorskip("re").search(message, result.output.strip()), result.output
+    assert not (tmp_path / "f.npz").exists() and not (tmp_path / "out").exists()

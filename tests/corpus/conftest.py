@@ -21,6 +21,13 @@ SMALL_SOURCES = (
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests of the small corpus are slow: building it takes about 15 s (once per session)."""
+    for item in items:
+        if "small_corpus" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> CorpusBuild:
     return build_corpus(tmp_path_factory.mktemp("corpus") / "corpus", sources=SMALL_SOURCES, min_sources=1)

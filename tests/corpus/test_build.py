@@ -174,6 +174,7 @@ build.build_corpus(sys.argv[1], min_sources=1)
 """
 
 
+@pytest.mark.slow  # a build in a subprocess, killed midway, then rebuilt
 def test_a_killed_build_leaves_nothing_a_rerun_trusts(tmp_path: Path) -> None:
     out = tmp_path / "corpus"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

@@ -23,7 +23,17 @@ def _records(folder: Path, n: int = 3) -> list[Record]:
 
 def _prepare(records: list[Record], cache: Path | None, **kwargs: object):  # type: ignore[no-untyped-def]
     settings = CacheSettings(cache, kwargs.pop("validation", "stat"))  # type: ignore[arg-type]
-    return prepare_arrays("t-train", records, "label", 8, Preprocessing(), 2, 255, settings, **kwargs)  # type: ignore[arg-type]
+    return prepare_arrays(
+        "t-train",
+        records,
+        "label",
+        size=8,
+        preprocessing=Preprocessing(),
+        num_classes=2,
+        ignore_index=255,
+        cache=settings,
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 def test_second_run_reads_the_cache(tmp_path: Path) -> None:
@@ -50,7 +60,14 @@ def test_a_changed_file_or_setting_never_reads_the_stale_cache(tmp_path: Path) -
     assert not second.from_cache and second.arrays.folder != first.arrays.folder
     assert second.arrays.image(1)[0, 0, 0] == 200
     bigger = prepare_arrays(
-        "t-train", records, "label", 12, Preprocessing(), 2, 255, CacheSettings(tmp_path / "cache")
+        "t-train",
+        records,
+        "label",
+        size=12,
+        preprocessing=Preprocessing(),
+        num_classes=2,
+        ignore_index=255,
+        cache=CacheSettings(tmp_path / "cache"),
     )
     assert not bigger.from_cache
 
@@ -112,9 +129,18 @@ def test_letterbox_keeps_boxes_on_their_objects(tmp_path: Path) -> None:
     image[4:10, 30:36] = 255
     record = Record(write_png(tmp_path / "wide.png", image), "train", 2, boxes=(Box(30, 4, 36, 10, 0),))
     prep = Preprocessing(fit="letterbox")
-    prepared = prepare_arrays("d-train", [record], "boxes", 40, prep, 1, 255, CacheSettings(tmp_path / "c"))
+    prepared = prepare_arrays(
+        "d-train",
+        [record],
+        "boxes",
+        size=40,
+        preprocessing=prep,
+        num_classes=1,
+        ignore_index=255,
+        cache=CacheSettings(tmp_path / "c"),
+    )
     assert prepared.arrays.geometry(0) == (1.0, 1.0, 0.0, 10.0)
-    image_out, target = TaskDataset(prepared.records, "boxes", 40, False, prepared.arrays)[0]
+    image_out, target = TaskDataset(prepared.records, "boxes", 40, augment=False, arrays=prepared.arrays)[0]
     bright = (image_out[0] > 0.5).nonzero()
     assert target["boxes"].tolist() == [[30.0, 14.0, 36.0, 20.0]]
     assert (bright[:, 1].min(), bright[:, 0].min(), bright[:, 1].max() + 1, bright[:, 0].max() + 1) == (
@@ -139,12 +165,28 @@ def test_worker_processes_decode_volumes_like_the_main_process(nibabel_data: Pat
 
     records = (
         VolumeSource(type="volume", images=nibabel_data / "anatomical.nii")
-        .scan("image", [], Preprocessing(), 255)
+        .scan("image", classes=[], preprocessing=Preprocessing(), ignore_index=255)
         .records
     )
-    here = prepare_arrays("v-train", records, "image", 32, Preprocessing(), 0, 255, CacheSettings(None))
+    here = prepare_arrays(
+        "v-train",
+        records,
+        "image",
+        size=32,
+        preprocessing=Preprocessing(),
+        num_classes=0,
+        ignore_index=255,
+        cache=CacheSettings(None),
+    )
     workers = prepare_arrays(
-        "v-train", records, "image", 32, Preprocessing(), 0, 255, CacheSettings(None, num_workers=2)
+        "v-train",
+        records,
+        "image",
+        size=32,
+        preprocessing=Preprocessing(),
+        num_classes=0,
+        ignore_index=255,
+        cache=CacheSettings(None, num_workers=2),
     )
     np.testing.assert_array_equal(here.arrays.arrays["images"], workers.arrays.arrays["images"])
 
@@ -164,10 +206,14 @@ class SlowReader:  # a sample a second: the parent kills the process while it ca
         return "slow"
 
 records = [Record(Path(p), "train", i, label=0, reader=SlowReader()) for i, p in enumerate(sys.argv[2:])]
-prepare_arrays("t-train", records, "label", 8, Preprocessing(), 2, 255, CacheSettings(Path(sys.argv[1])))
+prepare_arrays(
+    "t-train", records, "label", size=8, preprocessing=Preprocessing(), num_classes=2, ignore_index=255,
+    cache=CacheSettings(Path(sys.argv[1])),
+)
 """
 
 
+@pytest.mark.slow  # waits for a subprocess to start caching, then kills it
 def test_a_kill_while_caching_leaves_a_temporary_folder_that_the_next_run_removes(tmp_path: Path) -> None:
     import signal
     import subprocess

@@ -35,9 +35,11 @@ def _one_hot_logits(mask: np.ndarray, classes: int = 3) -> torch.Tensor:
 def test_restored_masks_match_the_original(fit: str, shape: tuple[int, int]) -> None:
     mask = _regions(*shape)
     image = mask[..., None].astype(np.float32)
-    _, fitted, geometry = fit_to_size(image, mask, 48, fit, ignore_index=255)
+    _, fitted, geometry = fit_to_size(image, mask, 48, fit=fit, ignore_index=255)
     assert fitted is not None
-    logits, seen = restore_logits(_one_hot_logits(np.where(fitted == 255, 0, fitted)), geometry, shape, shape)
+    logits, seen = restore_logits(
+        _one_hot_logits(np.where(fitted == 255, 0, fitted)), geometry, shape, output_hw=shape
+    )
     restored = logits.argmax(dim=0).numpy()
     assert logits.shape == (3, *shape)
     if fit == "center":  # no resampling: exact where the model saw the image, unseen where cropped
@@ -50,9 +52,11 @@ def test_restored_masks_match_the_original(fit: str, shape: tuple[int, int]) -> 
 
 def test_restoring_onto_another_grid_resizes() -> None:
     mask = _regions(40, 40)
-    _, fitted, geometry = fit_to_size(mask[..., None].astype(np.float32), mask, 40, "center", 255)
+    _, fitted, geometry = fit_to_size(
+        mask[..., None].astype(np.float32), mask, 40, fit="center", ignore_index=255
+    )
     assert fitted is not None
-    logits, seen = restore_logits(_one_hot_logits(fitted), geometry, (40, 40), (20, 80))
+    logits, seen = restore_logits(_one_hot_logits(fitted), geometry, (40, 40), output_hw=(20, 80))
     assert logits.shape == (3, 20, 80) and seen.all()
     assert (logits.argmax(dim=0).numpy() == mask[::2].repeat(2, axis=1)).mean() > 0.95
 
@@ -61,11 +65,15 @@ def test_restoring_onto_another_grid_resizes() -> None:
 def test_boxes_go_back_to_image_pixels(fit: str) -> None:
     shape = (30, 50)
     boxes = np.array([[3.0, 4.0, 20.0, 25.0], [30.0, 1.0, 49.0, 12.5]])
-    _, _, (sx, sy, ox, oy) = fit_to_size(np.zeros((*shape, 1), np.float32), None, 48, fit, 255)
+    _, _, (sx, sy, ox, oy) = fit_to_size(
+        np.zeros((*shape, 1), np.float32), None, 48, fit=fit, ignore_index=255
+    )
     fitted = boxes * [sx, sy, sx, sy] + [ox, oy, ox, oy]
-    np.testing.assert_allclose(restore_boxes(fitted, (sx, sy, ox, oy), shape, shape), boxes, atol=1e-9)
+    np.testing.assert_allclose(
+        restore_boxes(fitted, (sx, sy, ox, oy), shape, output_hw=shape), boxes, atol=1e-9
+    )
     # onto a grid twice as fine (a slice before in-plane resampling to coarser pixels)
-    doubled = restore_boxes(fitted, (sx, sy, ox, oy), shape, (60, 100))
+    doubled = restore_boxes(fitted, (sx, sy, ox, oy), shape, output_hw=(60, 100))
     np.testing.assert_allclose(doubled, boxes * 2, atol=1e-9)
 
 
@@ -76,7 +84,7 @@ def test_put_slice_inverts_volume_slice(axis: str) -> None:
     for index in range(volume.shape[AXES[axis]]):
         plane = volume_slice(volume, axis, index)
         assert plane.shape == plane_shape(volume.shape, axis)
-        put_slice(rebuilt, plane, axis, index)
+        put_slice(rebuilt, plane, axis, index=index)
     assert np.array_equal(rebuilt, volume)
 
 

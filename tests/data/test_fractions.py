@@ -100,7 +100,9 @@ def test_segmentation_strata_read_the_real_masks(demo_db: Path) -> None:
         classes=["background", "nucleus"],
         source={"path": demo_db.parent / "nuclei_seg.csv"},
     )
-    train = load_task_records(spec.name, spec.source, "mask", spec.classes, 0, 0.2)["train"]
+    train = load_task_records(spec.name, spec.source, "mask", classes=spec.classes, seed=0, val_fraction=0.2)[
+        "train"
+    ]
     classes = [record_classes(r, ignore_index=255) for r in train]
     assert all(0 in c for c in classes) and any(1 in c for c in classes)
     chosen = NestedFractions(train, seed=0, ignore_index=255).subset(0.05)
@@ -130,5 +132,7 @@ def test_segmentation_strata_are_classes_after_the_source_mapping(
         classes=["background", "nucleus"],
         source={"path": tmp_path / "nuclei.csv", "mask_values": "instances"},
     )
-    (record,) = load_task_records(spec.name, spec.source, "mask", spec.classes, 0, 0.2)["train"]
+    (record,) = load_task_records(
+        spec.name, spec.source, "mask", classes=spec.classes, seed=0, val_fraction=0.2
+    )["train"]
     assert record_classes(record, ignore_index=255) == {0, 1}

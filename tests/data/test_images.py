@@ -28,15 +28,15 @@ def test_rgba_drops_alpha_palette_becomes_rgb_and_tiff_is_read(tmp_path: Path) -
     Image.fromarray(rgba).save(tmp_path / "a.png")
     np.testing.assert_allclose(read_image(tmp_path / "a.png")[0, 0], [1.0, 0.0, 0.0])
     Image.fromarray(rgba[..., :3]).convert("P").save(tmp_path / "p.png")
-    assert decode_image(tmp_path / "p.png", RangeIntensity(), None).shape == (2, 2, 3)
+    assert decode_image(tmp_path / "p.png", intensity=RangeIntensity(), frame=None).shape == (2, 2, 3)
     tifffile.imwrite(tmp_path / "b.tif", np.full((3, 4), 0.5, np.float32))
     assert read_image(tmp_path / "b.tif").shape == (3, 4, 3)
 
 
 def test_16_bit_microscopy_with_percentile_scaling(stardist_images: Path) -> None:
     path = stardist_images / "img2d.tif"  # uint16 fluorescence that fills a small part of the range
-    full_range = decode_image(path, RangeIntensity(), None)
-    stretched = decode_image(path, PercentileIntensity(low=1, high=99), None)
+    full_range = decode_image(path, intensity=RangeIntensity(), frame=None)
+    stretched = decode_image(path, intensity=PercentileIntensity(low=1, high=99), frame=None)
     assert full_range.shape == stretched.shape == (512, 512, 1)
     assert full_range.max() < 0.5 and np.isclose(np.percentile(stretched, 99), 1.0, atol=0.02)
 

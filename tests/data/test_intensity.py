@@ -39,9 +39,9 @@ def test_three_windows_become_three_channels() -> None:
 
 def test_percentile_and_range() -> None:
     values = np.arange(101, dtype=np.int16).reshape(1, 101)
-    out = scale_to_unit(values, PercentileIntensity(low=10, high=90), "x")
+    out = scale_to_unit(values, PercentileIntensity(low=10, high=90), where="x")
     assert out[0, 10, 0] == 0.0 and out[0, 90, 0] == 1.0 and np.isclose(out[0, 50, 0], 0.5)
-    signed = scale_to_unit(np.array([[-5, 32767]], np.int16), RangeIntensity(), "x")
+    signed = scale_to_unit(np.array([[-5, 32767]], np.int16), RangeIntensity(), where="x")
     np.testing.assert_allclose(signed[0, :, 0], [0.0, 1.0])
 
 
@@ -57,4 +57,4 @@ def test_config_shorthand_and_validation_errors() -> None:
 
 def test_window_on_a_plain_image_is_a_clear_error() -> None:
     with pytest.raises(DataError, match="x.png: intensity 'window' needs DICOM"):
-        scale_to_unit(np.zeros((2, 2), np.uint8), WindowIntensity(windows=["lung"]), "x.png")
+        scale_to_unit(np.zeros((2, 2), np.uint8), WindowIntensity(windows=["lung"]), where="x.png")

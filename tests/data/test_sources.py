@@ -43,21 +43,25 @@ def test_image_folder_infers_classes_from_subfolders(tmp_path: Path) -> None:
         write_png(tmp_path / name, gray())
     source = ImageFolderSource(type="image_folder", path=tmp_path)
     assert source.infer_classes("label") == ["benign", "malignant"]
-    records = source.scan("label", ["benign", "malignant"], PREP, 255).records
+    records = source.scan(
+        "label", classes=["benign", "malignant"], preprocessing=PREP, ignore_index=255
+    ).records
     assert [(r.image.name, r.label) for r in records] == [("a.png", 0), ("b.png", 0), ("c.png", 1)]
-    scan = source.scan("label", ["benign"], PREP, 255)
+    scan = source.scan("label", classes=["benign"], preprocessing=PREP, ignore_index=255)
     assert (
         len(scan.records) == 2
         and "subfolder 'malignant' is not a declared class (benign)" in scan.problems[0]
     )
-    assert len(source.scan("image", [], PREP, 255).records) == 3
+    assert len(source.scan("image", classes=[], preprocessing=PREP, ignore_index=255).records) == 3
 
 
 def test_image_folder_with_split_folders(tmp_path: Path) -> None:
     for name in ("train/cat/a.png", "val/cat/b.png", "val/dog/c.png"):
         write_png(tmp_path / name, gray())
     source = ImageFolderSource(type="image_folder", path=tmp_path, split_folders=True)
-    records = source.scan("label", source.infer_classes("label"), PREP, 255).records
+    records = source.scan(
+        "label", classes=source.infer_classes("label"), preprocessing=PREP, ignore_index=255
+    ).records
     assert [(r.split, r.label) for r in records] == [("train", 0), ("val", 0), ("val", 1)]
 
 
@@ -75,12 +79,14 @@ def test_segmentation_pairs_from_the_stardist_instance_mask(stardist_images: Pat
         mask_suffix="_mask",
         mask_values="instances",
     )
-    (record,) = source.scan("mask", ["background", "nucleus"], PREP, 255).records
+    (record,) = source.scan(
+        "mask", classes=["background", "nucleus"], preprocessing=PREP, ignore_index=255
+    ).records
     pixels = decode_record(record)
     instances = tifffile.imread(stardist_images / "mask2d.tif")
     assert pixels.mask is not None and set(np.unique(pixels.mask)) == {0, 1}
     assert (pixels.mask == 1).sum() == (instances > 0).sum()
-    (boxed,) = source.scan("boxes", ["nucleus"], PREP, 255).records
+    (boxed,) = source.scan("boxes", classes=["nucleus"], preprocessing=PREP, ignore_index=255).records
     assert boxed.boxes is not None and len(boxed.boxes) == len(np.unique(instances)) - 1 == 125
     x1, y1, x2, y2, label = boxed.boxes[0]
     ys, xs = np.nonzero(instances == 1)
@@ -98,7 +104,7 @@ def test_segmentation_pairs_report_unmatched_files_and_map_values(tmp_path: Path
         masks=tmp_path / "masks",
         mask_values={0: "background", 255: "lesion"},
     )
-    scan = source.scan("mask", ["background", "lesion"], PREP, 255)
+    scan = source.scan("mask", classes=["background", "lesion"], preprocessing=PREP, ignore_index=255)
     assert [r.image.name for r in scan.records] == ["a.png"]
     assert scan.problems == [
         f"{tmp_path / 'images' / 'b.png'}: no mask named b.* in {tmp_path / 'masks'}",
@@ -108,7 +114,7 @@ def test_segmentation_pairs_report_unmatched_files_and_map_values(tmp_path: Path
     assert mask is not None and set(np.unique(mask)) == {0, 1}
     with pytest.raises(ConfigError, match="mask_values names tumour, not declared classes"):
         source.model_copy(update={"mask_values": {255: "tumour"}}).scan(
-            "mask", ["background", "lesion"], PREP, 255
+            "mask", classes=["background", "lesion"], preprocessing=PREP, ignore_index=255
         )
 
 
@@ -137,7 +143,7 @@ def test_coco_remaps_category_ids_and_keeps_images_without_objects(tmp_path: Pat
         ],
     )
     assert source.infer_classes("boxes") == ["debris", "cell"]  # category id order
-    a, b = source.scan("boxes", ["cell", "debris"], PREP, 255).records
+    a, b = source.scan("boxes", classes=["cell", "debris"], preprocessing=PREP, ignore_index=255).records
     assert [tuple(box) for box in a.boxes or ()] == [(2, 3, 6, 8, 0), (0, 0, 20, 20, 1)]
     assert b.boxes == ()
 
@@ -165,7 +171,7 @@ def test_coco_problems_name_the_annotation(
     tmp_path: Path, annotation: dict[str, object], message: str
 ) -> None:
     source = _coco(tmp_path, [{"id": 5, "image_id": 1, **annotation}])
-    (problem,) = source.scan("boxes", ["cell"], PREP, 255).problems
+    (problem,) = source.scan("boxes", classes=["cell"], preprocessing=PREP, ignore_index=255).problems
     assert problem.startswith(f"{tmp_path / 'coco.json'}: ") and re.search(message, problem)
 
 
@@ -188,7 +194,7 @@ def test_medmnist_multiclass_and_chestmnist_multilabel(tmp_path: Path) -> None:
     )
     source = MedMNISTSource(type="medmnist", path=path)
     assert source.infer_classes("label") == ["0", "1", "2"]
-    records = source.scan("label", ["a", "b", "c"], PREP, 255).records
+    records = source.scan("label", classes=["a", "b", "c"], preprocessing=PREP, ignore_index=255).records
     assert [(r.split, r.label) for r in records] == [
         ("train", 0),
         ("train", 2),
@@ -202,7 +208,9 @@ def test_medmnist_multiclass_and_chestmnist_multilabel(tmp_path: Path) -> None:
     chest = MedMNISTSource(
         type="medmnist", path=_medmnist(tmp_path / "chest.npz", {"train": np.eye(14, dtype=np.uint8)[:3]})
     )
-    records = chest.scan("multilabel", chest.infer_classes("multilabel"), PREP, 255).records
+    records = chest.scan(
+        "multilabel", classes=chest.infer_classes("multilabel"), preprocessing=PREP, ignore_index=255
+    ).records
     assert len(records) == 3 and records[1].labels == tuple(float(i == 1) for i in range(14))
     assert decode_record(records[0]).image.shape == (28, 28, 1)
 
@@ -214,10 +222,10 @@ def test_medmnist_rejects_3d_and_mismatched_labels(tmp_path: Path) -> None:
     with pytest.raises(
         DataError, match=r"train_images has shape \(2, 28, 28, 28\).*3D MedMNIST datasets are not supported"
     ):
-        organ3d.scan("label", ["a"], PREP, 255)
+        organ3d.scan("label", classes=["a"], preprocessing=PREP, ignore_index=255)
     chest = MedMNISTSource(type="medmnist", path=_medmnist(tmp_path / "c.npz", {"train": np.zeros((2, 14))}))
     with pytest.raises(DataError, match="a multilabel dataset"):
-        chest.scan("label", ["a", "b"], PREP, 255)
+        chest.scan("label", classes=["a", "b"], preprocessing=PREP, ignore_index=255)
 
 
 def test_medmnist_large_arrays_are_streamed_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -225,7 +233,11 @@ def test_medmnist_large_arrays_are_streamed_in_order(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(medmnist, "LOAD_WHOLE_BYTES", 100)  # force streaming for a small file
     path = _medmnist(tmp_path / "p.npz", {"train": np.zeros((5, 1), np.uint8)})
-    records = MedMNISTSource(type="medmnist", path=path).scan("label", ["a"], PREP, 255).records
+    records = (
+        MedMNISTSource(type="medmnist", path=path)
+        .scan("label", classes=["a"], preprocessing=PREP, ignore_index=255)
+        .records
+    )
     with np.load(path) as data:
         images = data["train_images"]
     for i in (0, 3, 4, 1):  # forwards, then back to the start

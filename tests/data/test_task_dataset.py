@@ -73,9 +73,16 @@ def test_resize_scales_boxes_and_drops_degenerate_ones(tmp_path: Path) -> None:
 
 def _cached(records: list[Record], target: str, size: int, tmp_path: Path) -> TaskDataset:
     prepared = prepare_arrays(
-        "t-train", records, target, size, Preprocessing(), 2, 255, CacheSettings(tmp_path / "c")
+        "t-train",
+        records,
+        target,
+        size=size,
+        preprocessing=Preprocessing(),
+        num_classes=2,
+        ignore_index=255,
+        cache=CacheSettings(tmp_path / "c"),
     )  # type: ignore[arg-type]
-    return TaskDataset(prepared.records, target, size, AugmentConfig.off(), prepared.arrays)  # type: ignore[arg-type]
+    return TaskDataset(prepared.records, target, size, augment=AugmentConfig.off(), arrays=prepared.arrays)  # type: ignore[arg-type]
 
 
 def test_cached_samples_equal_decoded_ones_up_to_8_bit_rounding(tmp_path: Path) -> None:
@@ -93,7 +100,9 @@ def test_rotations_affine_and_crops_keep_masks_aligned_and_boxes_valid(tmp_path:
     mask[2:6, 1:5] = 1
     Image.fromarray(mask).save(tmp_path / "m.png")
     rotate = AugmentConfig(enable_rotate90=True)
-    seg = TaskDataset([Record(tmp_path / "a.png", "train", 2, mask=tmp_path / "m.png")], "mask", 16, rotate)
+    seg = TaskDataset(
+        [Record(tmp_path / "a.png", "train", 2, mask=tmp_path / "m.png")], "mask", 16, augment=rotate
+    )
     corners = set()
     for seed in range(12):
         image, target = seg[(0, seed)]
@@ -112,7 +121,7 @@ def test_rotations_affine_and_crops_keep_masks_aligned_and_boxes_valid(tmp_path:
         [Record(tmp_path / "a.png", "train", 2, boxes=(Box(1, 2, 5, 6, 0), Box(10, 10, 16, 16, 0)))],
         "boxes",
         16,
-        heavy,
+        augment=heavy,
     )
     for seed in range(30):
         image, target = det[(0, seed)]
@@ -127,6 +136,6 @@ def test_image_and_multilabel_targets(tmp_path: Path) -> None:
     image, target = TaskDataset([Record(tmp_path / "a.png", None, 2)], "image", 8, augment=True)[(0, 3)]
     assert image.shape == (3, 8, 8) and target is None
     _, labels = TaskDataset(
-        [Record(tmp_path / "a.png", None, 2, labels=(1.0, float("nan")))], "multilabel", 8, False
+        [Record(tmp_path / "a.png", None, 2, labels=(1.0, float("nan")))], "multilabel", 8, augment=False
     )[0]
     assert labels[0] == 1.0 and torch.isnan(labels[1])

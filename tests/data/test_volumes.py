@@ -65,14 +65,19 @@ def _with_labels(nibabel_data: Path, tmp_path: Path) -> tuple[Path, Path, np.nda
 def test_label_volumes_slices_and_foreground_selection(nibabel_data: Path, tmp_path: Path) -> None:
     images, labels, label = _with_labels(nibabel_data, tmp_path)
     source = VolumeSource(type="volume", images=images, labels=labels, label_suffix="_seg")
-    records = source.scan("mask", ["background", "bright"], Preprocessing(), 255).records
+    records = source.scan(
+        "mask", classes=["background", "bright"], preprocessing=Preprocessing(), ignore_index=255
+    ).records
     assert len(records) == 25 and {r.group for r in records} == {"anat"}
     pixels = decode_record(records[12])
     assert pixels.image.shape == (41, 33, 1) and pixels.mask is not None and pixels.mask.shape == (41, 33)
     assert pixels.mask.sum() == label[:, :, 12].sum()
     foreground = source.model_copy(update={"slices": "foreground"})
     assert [
-        r.frame for r in foreground.scan("mask", ["background", "bright"], Preprocessing(), 255).records
+        r.frame
+        for r in foreground.scan(
+            "mask", classes=["background", "bright"], preprocessing=Preprocessing(), ignore_index=255
+        ).records
     ] == [
         10,
         11,
@@ -81,7 +86,10 @@ def test_label_volumes_slices_and_foreground_selection(nibabel_data: Path, tmp_p
     ]
     with_background = source.model_copy(update={"slices": "foreground", "background_ratio": 0.5})
     frames = [
-        r.frame for r in with_background.scan("mask", ["background", "bright"], Preprocessing(), 255).records
+        r.frame
+        for r in with_background.scan(
+            "mask", classes=["background", "bright"], preprocessing=Preprocessing(), ignore_index=255
+        ).records
     ]
     assert frames == [0, 10, 11, 12, 13, 24]  # two background slices, evenly spaced
 
@@ -90,18 +98,27 @@ def test_resampling_windows_and_4d(nibabel_data: Path) -> None:
     source = VolumeSource(
         type="volume", images=nibabel_data / "anatomical.nii", axis="sagittal", spacing_mm=(1.0, 1.0)
     )
-    records = source.scan("image", [], Preprocessing(), 255).records
+    records = source.scan("image", classes=[], preprocessing=Preprocessing(), ignore_index=255).records
     assert len(records) == 33
     assert decode_record(records[16]).image.shape == (50, 82, 1)  # 25 x 41 slices at 2 mm -> 1 mm
     windowed = source.scan(
-        "image", [], Preprocessing(intensity=WindowIntensity(windows=["brain"])), 255
+        "image",
+        classes=[],
+        preprocessing=Preprocessing(intensity=WindowIntensity(windows=["brain"])),
+        ignore_index=255,
     ).records
     assert decode_record(windowed[16]).image.shape == (50, 82, 3)
     four_d = VolumeSource(type="volume", images=nibabel_data / "example4d.nii.gz")
-    scan = four_d.scan("image", [], Preprocessing(), 255)  # found from the header: one line, no slices
+    scan = four_d.scan(
+        "image", classes=[], preprocessing=Preprocessing(), ignore_index=255
+    )  # found from the header: one line, no slices
     assert scan.records == [] and len(scan.problems) == 1
     assert "the file is 4D (shape (128, 96, 24, 2)); set source.volume_index" in scan.problems[0]
-    second = four_d.model_copy(update={"volume_index": 1}).scan("image", [], Preprocessing(), 255).records
+    second = (
+        four_d.model_copy(update={"volume_index": 1})
+        .scan("image", classes=[], preprocessing=Preprocessing(), ignore_index=255)
+        .records
+    )
     assert len(second) == 24 and decode_record(second[0]).image.shape == (96, 128, 1)
 
 
@@ -109,7 +126,9 @@ def test_image_and_label_shape_mismatch_is_named(nibabel_data: Path, tmp_path: P
     images, labels, label = _with_labels(nibabel_data, tmp_path)
     nib.save(nib.Nifti1Image(label[:, :, :20], np.eye(4)), labels / "anat_seg.nii.gz")
     source = VolumeSource(type="volume", images=images, labels=labels, label_suffix="_seg")
-    scan = source.scan("mask", ["background", "bright"], Preprocessing(), 255)
+    scan = source.scan(
+        "mask", classes=["background", "bright"], preprocessing=Preprocessing(), ignore_index=255
+    )
     assert scan.records == []
     assert scan.problems == [
         f"{labels / 'anat_seg.nii.gz'}: label volume shape (33, 41, 20) differs from image "

@@ -36,13 +36,16 @@ def test_cache_hits_until_weights_size_or_files_change(
     shutil.copy(records[0].image, copy)
     records = [replace(records[0], image=copy), *records[1:]]  # a file this test may touch
     encoder = load_encoder(checkpoint)
-    first = cached_features(encoder, records, tmp_path / "cache")
+    first = cached_features(encoder, records, cache_dir=tmp_path / "cache")
     extractions: list[int] = []
     real = features_module.extract_features
     monkeypatch.setattr(
-        features_module, "extract_features", lambda e, r, *a: extractions.append(1) or real(e, r, *a)
+        features_module, "extract_features", lambda e, r, **k: extractions.append(1) or real(e, r, **k)
     )
-    assert np.array_equal(cached_features(encoder, records, tmp_path / "cache"), first) and not extractions
+    assert (
+        np.array_equal(cached_features(encoder, records, cache_dir=tmp_path / "cache"), first)
+        and not extractions
+    )
 
     key = features_key(encoder, records)
     assert features_key(load_encoder(checkpoint, pretrained=False), records) != key
@@ -50,7 +53,7 @@ def test_cache_hits_until_weights_size_or_files_change(
     stat = records[0].image.stat()
     os.utime(records[0].image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert features_key(encoder, records) != key
-    cached_features(encoder, records, tmp_path / "cache")
+    cached_features(encoder, records, cache_dir=tmp_path / "cache")
     assert extractions == [1]
 
 
@@ -58,7 +61,7 @@ def test_cache_hits_until_weights_size_or_files_change(
 def test_embeddings_files_keep_ids_and_metadata(tmp_path: Path, suffix: str) -> None:
     features = np.arange(12, dtype=np.float32).reshape(3, 4)
     path = write_embeddings(
-        tmp_path / f"out{suffix}", ["a.png", "b/c.png", "d.png"], features, {"encoder": "x"}
+        tmp_path / f"out{suffix}", ["a.png", "b/c.png", "d.png"], features, metadata={"encoder": "x"}
     )
     if suffix == ".npz":
         with np.load(path) as data:
@@ -75,7 +78,7 @@ def test_embeddings_files_keep_ids_and_metadata(tmp_path: Path, suffix: str) -> 
 
 def test_embeddings_need_a_known_suffix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"must end in \.npz or \.parquet"):
-        write_embeddings(tmp_path / "out.csv", ["a"], np.zeros((1, 2), np.float32), {})
+        write_embeddings(tmp_path / "out.csv", ["a"], np.zeros((1, 2), np.float32), metadata={})
 
 
 def test_several_pyramid_levels_are_pooled_side_by_side_and_cached_apart(
@@ -97,7 +100,7 @@ def test_pixel_baseline_features_are_the_area_downsampled_pixels(records: list, 
     from medfoundry.evaluation.pixel_encoder import PixelEncoder
 
     encoder = PixelEncoder(image_size=32, size=8)
-    features = cached_features(encoder, records, tmp_path / "cache")
+    features = cached_features(encoder, records, cache_dir=tmp_path / "cache")
     assert features.shape == (12, 3 * 8 * 8)
     # each 4x4 block's mean, channel by channel: the intensities themselves, brightness included
     image = torch.rand(1, 3, 32, 32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ from medfoundry.models.build import build_multitask_model
 from medfoundry.tasks import TaskSpec, build_task
 from tests.evaluation.conftest import tasks_of
 
+# the package exports the function ``finetune`` under the module's name
+finetune_module = importlib.import_module("medfoundry.evaluation.finetune")
+
 TINY = FinetuneConfig(
     max_steps=4,
     eval_every_steps=2,
@@ -32,7 +36,13 @@ TINY = FinetuneConfig(
 def _task(demo_db: Path, name: str) -> tuple:
     spec = TaskSpec.model_validate(next(t for t in tasks_of(demo_db) if t["name"] == name))
     task = build_task(spec)
-    return spec, task, load_task_records(spec.name, spec.source, task.target, spec.classes, 0, 0.2)
+    return (
+        spec,
+        task,
+        load_task_records(
+            spec.name, spec.source, task.target, classes=spec.classes, seed=0, val_fraction=0.2
+        ),
+    )
 
 
 @pytest.mark.parametrize(
@@ -61,14 +71,22 @@ def test_frozen_decoder_trains_decoder_and_head_only(checkpoint: Path, demo_db: 
     spec, task, splits = _task(demo_db, "nuclei_seg")
     encoder = load_encoder(checkpoint)
     result = finetune(
-        encoder, spec.name, task, splits["train"][:10], splits["val"], "mean_dice", TINY, True, 0
+        encoder,
+        spec.name,
+        task,
+        train=splits["train"][:10],
+        val=splits["val"],
+        metric="mean_dice",
+        cfg=TINY,
+        freeze_encoder=True,
+        seed=0,
     )
     source = encoder.encoder.state_dict()
     assert all(torch.equal(v, source[k]) for k, v in result.model.encoder.state_dict().items())
     assert not any(p.requires_grad for p in result.model.encoder.parameters())
     assert all(p.requires_grad for p in result.model.pixel_decoder.parameters())
     assert result.steps <= TINY.max_steps and result.best_step in (2, 4)
-    scores = score_model(result.model, spec.name, task, splits["val"], 32).compute()
+    scores = score_model(result.model, spec.name, task, records=splits["val"], image_size=32).compute()
     assert set(scores) == {"dice/background", "dice/nucleus", "mean_dice"}
     assert scores["mean_dice"] == pytest.approx(result.best_score)
 
@@ -81,13 +99,23 @@ def test_finetuning_changes_the_encoder_and_keeps_the_best_step(
     spec, task, splits = _task(demo_db, name)
     encoder = load_encoder(checkpoint)
     metric = {"modality": "balanced_accuracy", "nuclei_det": "map_50"}[name]
-    result = finetune(encoder, spec.name, task, splits["train"][:12], splits["val"], metric, TINY, False, 0)
+    result = finetune(
+        encoder,
+        spec.name,
+        task,
+        train=splits["train"][:12],
+        val=splits["val"],
+        metric=metric,
+        cfg=TINY,
+        freeze_encoder=False,
+        seed=0,
+    )
     changed = [
         not torch.equal(v, encoder.encoder.state_dict()[k])
         for k, v in result.model.encoder.state_dict().items()
     ]
     assert any(changed)
-    val = score_model(result.model, spec.name, task, splits["val"], 32).compute()
+    val = score_model(result.model, spec.name, task, records=splits["val"], image_size=32).compute()
     if result.best_step:
         assert val[metric] == pytest.approx(result.best_score)
     assert result.model_config.encoder.name == "resnet10t"
@@ -114,11 +142,65 @@ def test_a_decoder_that_never_improves_is_flagged(checkpoint: Path, demo_db: Pat
         }
     )
     stuck = finetune(
-        encoder, spec.name, task, splits["train"][:8], splits["val"], "mean_dice", frozen, True, 0
+        encoder,
+        spec.name,
+        task,
+        train=splits["train"][:8],
+        val=splits["val"],
+        metric="mean_dice",
+        cfg=frozen,
+        freeze_encoder=True,
+        seed=0,
     )
     assert stuck.evaluations == 2 and stuck.best_step == 2 and stuck.never_improved
     once = frozen.model_copy(update={"max_steps": 2})
     single = finetune(
-        encoder, spec.name, task, splits["train"][:8], splits["val"], "mean_dice", once, True, 0
+        encoder,
+        spec.name,
+        task,
+        train=splits["train"][:8],
+        val=splits["val"],
+        metric="mean_dice",
+        cfg=once,
+        freeze_encoder=True,
+        seed=0,
     )
     assert single.evaluations == 1 and not single.never_improved  # one evaluation cannot tell
+
+
+@pytest.mark.integration
+def test_bf16_precision_autocasts_the_training_steps_not_only_validation(
+    checkpoint: Path, demo_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec, task, splits = _task(demo_db, "modality")
+    encoder = load_encoder(checkpoint)
+    step_dtypes: list[torch.dtype] = []
+    real_step = finetune_module.memory_constant_step
+
+    def recording_step(model: torch.nn.Module, *args: object, **kwargs: object) -> object:
+        hooks = [
+            m.register_forward_hook(lambda m, a, out: step_dtypes.append(out.dtype))
+            for m in model.modules()
+            if isinstance(m, torch.nn.Conv2d)
+        ]
+        try:
+            return real_step(model, *args, **kwargs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    monkeypatch.setattr(finetune_module, "memory_constant_step", recording_step)
+    cfg = TINY.model_copy(update={"max_steps": 2, "precision": "bf16"})
+    result = finetune(
+        encoder,
+        spec.name,
+        task,
+        train=splits["train"][:8],
+        val=splits["val"],
+        metric="balanced_accuracy",
+        cfg=cfg,
+        freeze_encoder=False,
+        seed=0,
+    )
+    assert result.steps == 2 and step_dtypes and set(step_dtypes) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())

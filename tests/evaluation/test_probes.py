@@ -179,7 +179,7 @@ def test_balanced_probes_beat_the_majority_answer_where_unweighted_ones_do_not()
             linear = LinearProbe(task, [1e-3, 1e-2, 1e-1, 1.0, 10.0], class_weight=weight).fit(
                 train, data["val"]
             )
-            knn = KNNProbe(task, 20, 0.07, class_weight=weight).fit(train)
+            knn = KNNProbe(task, k=20, temperature=0.07, class_weight=weight).fit(train)
             for mode, probe in (("linear", linear), ("knn", knn)):
                 predicted = probe.predict(data["test"].features)
                 scores.setdefault((mode, weight), []).append(

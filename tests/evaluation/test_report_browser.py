@@ -75,7 +75,7 @@ class _Counts(HTMLParser):
 def test_the_check_sees_a_broken_figure_an_error_and_an_empty_table(browser: str, tmp_path: Path) -> None:
     page = tmp_path / "broken.html"
     page.write_text(
-        '<!DOCTYPE html><html><head><title>t</title></head><body>'
+        "<!DOCTYPE html><html><head><title>t</title></head><body>"
         '<img alt="plot" src="data:image/png;base64,AAAA">'
         "<table><tr><th>encoder</th></tr></table>"
         '<script>console.error("figure missing")</script></body></html>'

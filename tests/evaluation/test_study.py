@@ -184,7 +184,7 @@ def test_paired_intervals_use_the_same_test_items(study: Path) -> None:
         study / "predictions" / f"{Cell('pretrained', 'modality', 'linear', 0.25, 0).id}.npz"
     )
     n = int(items["all"].pop(N_ITEMS))
-    scores = Resampler().scores(build_task(spec).metrics(), items["all"], n, "modality/all")
+    scores = Resampler().scores(build_task(spec).metrics(), items["all"], n=n, name="modality/all")
     seeds = [(0.5, scores["balanced_accuracy"])]
     assert paired_difference(seeds, seeds) == (0.0, 0.0, 0.0)
 
@@ -238,11 +238,11 @@ def test_killed_study_resumes_and_skips_finished_cells(
     calls: list[Any] = []
     real = evaluate_worker.run_probe_cell
 
-    def killed_after_five(cell: Any, *args: Any) -> Any:
+    def killed_after_five(cell: Any, *args: Any, **kwargs: Any) -> Any:
         if len(calls) == 5:
             raise KeyboardInterrupt  # what Ctrl-C (or a killed job's last moment) looks like
         calls.append(cell)
-        return real(cell, *args)
+        return real(cell, *args, **kwargs)
 
     monkeypatch.setattr(evaluate_worker, "run_probe_cell", killed_after_five)
     with pytest.raises(KeyboardInterrupt):
@@ -252,7 +252,9 @@ def test_killed_study_resumes_and_skips_finished_cells(
 
     finished, calls[:] = list(calls), []
     monkeypatch.setattr(
-        evaluate_worker, "run_probe_cell", lambda cell, *args: calls.append(cell) or real(cell, *args)
+        evaluate_worker,
+        "run_probe_cell",
+        lambda cell, *args, **kwargs: calls.append(cell) or real(cell, *args, **kwargs),
     )
     evaluate.run(StudyConfig.model_validate(cfg))
     assert len(calls) == 2 * 2 * 2 * 2 - 5 and not set(calls) & set(finished)
@@ -281,7 +283,7 @@ def test_a_study_without_terminal_logs_its_progress(
 
     monkeypatch.setattr(progress, "PLAIN_INTERVAL_S", 0.2)
     real = evaluate_worker.run_probe_cell
-    monkeypatch.setattr(evaluate_worker, "run_probe_cell", lambda *a: time.sleep(0.25) or real(*a))
+    monkeypatch.setattr(evaluate_worker, "run_probe_cell", lambda *a, **k: time.sleep(0.25) or real(*a, **k))
     cfg = study_config(
         tmp_path / "s", tasks_of(sites_db), checkpoint, modes=["knn"], baselines=[], progress=True
     )

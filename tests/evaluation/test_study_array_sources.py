@@ -18,7 +18,7 @@ from medfoundry.data.intensity import PercentileIntensity
 from medfoundry.demo.microscopy import TECHNIQUES
 from medfoundry.evaluation.features import extract_features, features_key
 from medfoundry.evaluation.pretrained_encoder import load_encoder
-from medfoundry.evaluation.study_data import load_task_data
+from medfoundry.evaluation.study_data import load_study_task_data
 from medfoundry.recipes import evaluate
 from medfoundry.recipes.evaluate_config import StudyConfig
 from medfoundry.tasks import TaskSpec, build_task
@@ -106,12 +106,16 @@ def test_volume_slices_use_the_task_intensity_and_key_their_features(
     encoder = load_encoder(checkpoint)
     records = {}
     for name, spec in (("narrow", narrow), ("wide", wide)):
-        data = load_task_data(spec, build_task(spec), 0, 0.25, 0.34)
+        data = load_study_task_data(
+            spec, build_task(spec), split_seed=0, val_fraction=0.25, test_fraction=0.34
+        )
         assert len({r.key for r in data.records}) == len(data.records) == 100  # one per slice
         records[name] = [r for r in data.records if r.image.name == "anat0.nii"][10:16]
-    keys = {name: features_key(encoder, r, narrow.preprocessing) for name, r in records.items()}
+    keys = {name: features_key(encoder, r, preprocessing=narrow.preprocessing) for name, r in records.items()}
     assert keys["narrow"] != keys["wide"]  # same files and slices, other intensity
-    assert features_key(encoder, records["narrow"][::-1], narrow.preprocessing) != keys["narrow"]
+    assert (
+        features_key(encoder, records["narrow"][::-1], preprocessing=narrow.preprocessing) != keys["narrow"]
+    )
     narrow_features = extract_features(encoder, records["narrow"], preprocessing=narrow.preprocessing)
     wide_features = extract_features(encoder, records["wide"], preprocessing=wide.preprocessing)
     assert not np.allclose(narrow_features, wide_features, atol=1e-3)
@@ -120,10 +124,14 @@ def test_volume_slices_use_the_task_intensity_and_key_their_features(
 
 def test_task_channels_and_fit_reach_features_and_their_key(anatomy: VolumeSource, checkpoint: Path) -> None:
     spec = _spec(anatomy, Preprocessing())
-    records = load_task_data(spec, build_task(spec), 0, 0.25, 0.34).records[10:13]
+    records = load_study_task_data(
+        spec, build_task(spec), split_seed=0, val_fraction=0.25, test_fraction=0.34
+    ).records[10:13]
     encoder = load_encoder(checkpoint)
     stretch, letterbox = Preprocessing(), Preprocessing(fit="letterbox")
-    assert features_key(encoder, records, stretch) != features_key(encoder, records, letterbox)
+    assert features_key(encoder, records, preprocessing=stretch) != features_key(
+        encoder, records, preprocessing=letterbox
+    )
     assert not np.allclose(
         extract_features(encoder, records, preprocessing=stretch),
         extract_features(encoder, records, preprocessing=letterbox),

@@ -15,7 +15,7 @@ from PIL import Image
 
 from medfoundry.errors import ConfigError
 from medfoundry.evaluation.study_cells import read_results
-from medfoundry.evaluation.study_data import load_task_data
+from medfoundry.evaluation.study_data import load_study_task_data
 from medfoundry.recipes import evaluate
 from medfoundry.recipes.evaluate_config import StudyConfig
 from medfoundry.tasks import TaskSpec, build_task
@@ -35,7 +35,7 @@ def _sites(sites_db: Path, drop_test: bool, tmp_path: Path) -> TaskSpec:
 
 def test_given_splits_are_kept_and_centers_found(sites_db: Path, tmp_path: Path) -> None:
     spec = _sites(sites_db, False, tmp_path)
-    data = load_task_data(spec, build_task(spec), 0, 0.2, 0.2)
+    data = load_study_task_data(spec, build_task(spec), split_seed=0, val_fraction=0.2, test_fraction=0.2)
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 60, "val": 15, "test": 15}
     assert data.held_out == 0 and set(data.centers) == set(CENTERS)
     assert len(data.center_records("test", "left")) == 5
@@ -43,23 +43,35 @@ def test_given_splits_are_kept_and_centers_found(sites_db: Path, tmp_path: Path)
 
 def test_missing_test_split_is_held_out_per_center_and_stratified(sites_db: Path, tmp_path: Path) -> None:
     spec = _sites(sites_db, True, tmp_path)
-    data = load_task_data(spec, build_task(spec), 0, 0.2, 0.25)
+    data = load_study_task_data(spec, build_task(spec), split_seed=0, val_fraction=0.2, test_fraction=0.25)
     assert data.held_out == len(data.splits["test"]) == 15 and len(data.splits["train"]) == 45
     assert Counter(r.center for r in data.splits["test"]) == {c: 5 for c in CENTERS}
     assert Counter(r.label for r in data.splits["test"]) == {c: 3 for c in range(5)}
     assert not {r.image for r in data.splits["test"]} & {r.image for r in data.splits["train"]}
-    again = load_task_data(spec, build_task(spec), 0, 0.2, 0.25)
+    again = load_study_task_data(spec, build_task(spec), split_seed=0, val_fraction=0.2, test_fraction=0.25)
     assert [r.image for r in again.splits["test"]] == [r.image for r in data.splits["test"]]
 
 
 def test_named_center_groups(sites_db: Path, tmp_path: Path) -> None:
     spec = _sites(sites_db, False, tmp_path)
-    data = load_task_data(
-        spec, build_task(spec), 0, 0.2, 0.2, {"west": ["left", "middle"], "east": ["right"]}
+    data = load_study_task_data(
+        spec,
+        build_task(spec),
+        split_seed=0,
+        val_fraction=0.2,
+        test_fraction=0.2,
+        centers={"west": ["left", "middle"], "east": ["right"]},
     )
     assert len(data.center_records("train", "west")) == 40
     with pytest.raises(ConfigError, match=r"centers: task 'sites' has no center\(s\) north"):
-        load_task_data(spec, build_task(spec), 0, 0.2, 0.2, {"a": ["north"]})
+        load_study_task_data(
+            spec,
+            build_task(spec),
+            split_seed=0,
+            val_fraction=0.2,
+            test_fraction=0.2,
+            centers={"a": ["north"]},
+        )
 
 
 def test_segmentation_ignore_index_option_is_honoured(tmp_path: Path) -> None:
@@ -77,7 +89,7 @@ def test_segmentation_ignore_index_option_is_honoured(tmp_path: Path) -> None:
             "options: {ignore_index: 7}}"
         )
     )
-    data = load_task_data(spec, build_task(spec), 0, 0.2, 0.2)
+    data = load_study_task_data(spec, build_task(spec), split_seed=0, val_fraction=0.2, test_fraction=0.2)
     assert len(data.train_subset(0.5, seed=0)) == 1
 
 

@@ -62,12 +62,12 @@ def test_two_workers_give_the_results_of_one(
     study = tmp_path / "study"
     real = evaluate_worker.run_probe_cell
 
-    def patient(*args: Any) -> Any:
+    def patient(*args: Any, **kwargs: Any) -> Any:
         # this process waits for the second worker's first cell, so both surely share the work
         deadline = time.monotonic() + 120
         while len(_workers(study) - {os.getpid()}) == 0 and time.monotonic() < deadline:
             time.sleep(0.2)
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(evaluate_worker, "run_probe_cell", patient)
     result = evaluate.run(StudyConfig.model_validate(_config(study, sites_db, checkpoint, workers=2)))
@@ -81,7 +81,7 @@ def _hanging_worker(config: dict[str, Any], marker: str) -> None:
     """A worker that claims its first cell, says which one, and hangs inside it."""
     from medfoundry.recipes import evaluate_worker as worker
 
-    def hang(cell: Any, *args: Any) -> Any:
+    def hang(cell: Any, *args: Any, **kwargs: Any) -> Any:
         Path(marker).write_text(cell.id)
         time.sleep(600)
 
@@ -110,7 +110,7 @@ def test_a_killed_worker_leaves_its_cell_to_be_redone(
     ran: list[str] = []
     real = evaluate_worker.run_probe_cell
     monkeypatch.setattr(
-        evaluate_worker, "run_probe_cell", lambda cell, *a: ran.append(cell.id) or real(cell, *a)
+        evaluate_worker, "run_probe_cell", lambda cell, *a, **k: ran.append(cell.id) or real(cell, *a, **k)
     )
     evaluate.run(StudyConfig.model_validate(config))
     assert killed in ran and len(ran) == len(set(ran)) == 24  # redone, and nothing twice

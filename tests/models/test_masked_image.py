@@ -30,7 +30,7 @@ CNN = ("resnet10t", {})
 def _objective(encoder_spec: tuple[str, dict[str, Any]], size: int = 64, **settings: Any) -> tuple[Any, Any]:
     name, kwargs = encoder_spec
     encoder = create_encoder(name, **kwargs)
-    return encoder, create_masked_image_objective(encoder, size, **{**SMALL_DECODER, **settings})
+    return encoder, create_masked_image_objective(encoder, image_size=size, **{**SMALL_DECODER, **settings})
 
 
 @pytest.mark.parametrize(
@@ -85,7 +85,7 @@ def test_token_dropping_runs_the_vit_on_visible_tokens_only() -> None:
 
 def test_mask_units_larger_than_the_patch_mask_whole_blocks_of_tokens() -> None:
     encoder = create_encoder("vit_tiny_patch16_224", img_size=64, model_kwargs={"depth": 1, "patch_size": 8})
-    objective = create_masked_image_objective(encoder, 64, mask_unit_size=16, **SMALL_DECODER)
+    objective = create_masked_image_objective(encoder, image_size=64, mask_unit_size=16, **SMALL_DECODER)
     seen: list[int] = []
     encoder.backbone.blocks[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[1]))
     out = objective(encoder, torch.rand(2, 3, 64, 64))
@@ -162,6 +162,6 @@ def test_vit_gradient_checkpointing_gives_the_same_loss() -> None:
         torch.manual_seed(0)
         encoder = create_encoder("vit_tiny_patch16_224", img_size=64, model_kwargs={"depth": 2})
         encoder.set_grad_checkpointing(enable)
-        objective = create_masked_image_objective(encoder, 64, **SMALL_DECODER)
+        objective = create_masked_image_objective(encoder, image_size=64, **SMALL_DECODER)
         losses.append(objective(encoder, torch.rand(2, 3, 64, 64)).loss.item())
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)

@@ -78,13 +78,15 @@ def test_loss_ignores_visible_units(norm_pix_loss: bool) -> None:
     target = torch.rand(2, 16, 48) * 3 + 1
     pred = torch.randn(2, 16, 48, requires_grad=True)
     mask = random_unit_mask(2, 16, 12)
-    loss = masked_unit_loss(pred, target, mask, norm_pix_loss)
+    loss = masked_unit_loss(pred, target, mask, norm_pix_loss=norm_pix_loss)
     (grad,) = torch.autograd.grad(loss, pred)
     visible = mask == 0
     assert grad[visible].abs().max() == 0 and grad[~visible].abs().max() > 0
     changed = pred.detach().clone()
     changed[visible] += 100.0
-    assert masked_unit_loss(changed, target, mask, norm_pix_loss).item() == pytest.approx(loss.item())
+    assert masked_unit_loss(changed, target, mask, norm_pix_loss=norm_pix_loss).item() == pytest.approx(
+        loss.item()
+    )
 
 
 @pytest.mark.parametrize("norm_pix_loss", [True, False])
@@ -93,9 +95,14 @@ def test_loss_is_about_one_at_chance(norm_pix_loss: bool) -> None:
     target = torch.rand(4, 64, 768) * 2 - 0.5
     mask = random_unit_mask(4, 64, 48)
     constant = torch.zeros_like(target) if norm_pix_loss else torch.full_like(target, 0.5)
-    assert masked_unit_loss(constant, target, mask, norm_pix_loss).item() == pytest.approx(1.0, abs=0.01)
+    assert masked_unit_loss(constant, target, mask, norm_pix_loss=norm_pix_loss).item() == pytest.approx(
+        1.0, abs=0.01
+    )
     perfect = (target - target.mean(-1, keepdim=True)) / target.std(-1, keepdim=True)
-    assert masked_unit_loss(perfect if norm_pix_loss else target, target, mask, norm_pix_loss) < 1e-4
+    assert (
+        masked_unit_loss(perfect if norm_pix_loss else target, target, mask, norm_pix_loss=norm_pix_loss)
+        < 1e-4
+    )
 
 
 def test_rendered_reconstruction_keeps_visible_pixels_and_fills_masked_ones() -> None:
@@ -106,7 +113,7 @@ def test_rendered_reconstruction_keeps_visible_pixels_and_fills_masked_ones() ->
     target = patchify((images - mean) / std, 16)
     pred = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
     masked, reconstruction = render_reconstruction(
-        images, MaskedImageOutput(torch.tensor(0.0), pred, mask), 16, True, mean, std
+        images, MaskedImageOutput(torch.tensor(0.0), pred, mask), 16, norm_pix_loss=True, mean=mean, std=std
     )
     assert torch.allclose(reconstruction, images, atol=1e-4)
     pixel_mask = upsample_mask(mask, 2, 16).view(2, 1, 32, 32).expand_as(images).bool()

@@ -83,7 +83,7 @@ def test_a_masked_image_batch_trains_encoder_and_objective_but_no_decoder() -> N
 @pytest.mark.parametrize(
     ("config", "constructor", "supplied"),
     [
-        (EncoderConfig, create_encoder, {"img_size"}),
+        (EncoderConfig, create_encoder, {"img_size", "config_key"}),
         (PixelDecoderConfig, UNetPixelDecoder, {"in_channels", "in_strides"}),
         (DetectionDecoderConfig, FCOSDecoder, {"in_channels", "in_strides"}),
         (MaskedImageConfig, create_masked_image_objective, {"encoder", "image_size"}),

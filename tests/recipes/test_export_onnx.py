@@ -67,7 +67,7 @@ def test_onnxruntime_gives_pytorchs_outputs_for_encoder_and_every_head(
     }
     for batch in (1, 4):  # the graphs were traced at batch 2
         records = [Record(p, None, i) for i, p in enumerate(images[:batch])]
-        dataset = TaskDataset(records, "image", 32, False)
+        dataset = TaskDataset(records, "image", 32, augment=False)
         x = torch.stack([dataset[i][0] for i in range(batch)])
         embedding, *pyramid = encoder.run(None, {"images": x.numpy()})
         with torch.no_grad():

@@ -50,9 +50,12 @@ size, batch = cfg.model.image_size, cfg.data.batch_size
 loaders = {}
 for spec in cfg.tasks:
     task = tasks[spec.name]
-    records = load_task_records(spec.name, spec.source, task.target, spec.classes, 0, 0.2)["train"]
+    records = load_task_records(
+        spec.name, spec.source, task.target, classes=spec.classes, seed=0, val_fraction=0.2
+    )["train"]
     dataset = TaskDataset(records, task.target, size, augment=False)
-    loaders[spec.name] = CyclicTaskLoader(spec.name, dataset, TaskCollate(spec.name, task), batch, 0)
+    collate = TaskCollate(spec.name, task)
+    loaders[spec.name] = CyclicTaskLoader(spec.name, dataset, collate, batch_size=batch, seed=0)
 sampler = RoundRobinSampler(loaders)
 torch.manual_seed(0)
 model = build_multitask_model(cfg.model, tasks)

@@ -140,12 +140,14 @@ def test_volume_prediction_is_on_the_input_grid_and_its_dice_equals_the_evaluati
     task = build_task(spec)
     records = [
         r
-        for r in spec.source.scan("mask", spec.classes, spec.preprocessing, 255).records
+        for r in spec.source.scan(
+            "mask", classes=spec.classes, preprocessing=spec.preprocessing, ignore_index=255
+        ).records
         if r.image.name == "anat_a.nii"
     ]
     assert len(records) == 25
     metrics = score_model(
-        model, "bright", task, records, 48, batch_size=5, preprocessing=spec.preprocessing
+        model, "bright", task, records=records, image_size=48, batch_size=5, preprocessing=spec.preprocessing
     ).compute()
     assert metrics["dice/bright"] == pytest.approx(dice, abs=1e-12)
     assert metrics["mean_dice"] == pytest.approx(dice, abs=1e-12)
@@ -196,7 +198,9 @@ def test_every_task_type_on_images_a_folder_and_a_manifest(
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     from medfoundry.data.record import Record
 
-    dataset = TaskDataset([Record(p, None, i) for i, p in enumerate(images[:6])], "image", size, False)
+    dataset = TaskDataset(
+        [Record(p, None, i) for i, p in enumerate(images[:6])], "image", size, augment=False
+    )
     with torch.no_grad():
         reference = model("modality", torch.stack([dataset[i][0] for i in range(6)])).softmax(dim=1)
     np.testing.assert_allclose(probabilities[:6], reference.numpy(), atol=1e-5)

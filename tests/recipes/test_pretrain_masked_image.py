@@ -93,7 +93,9 @@ def test_mae_encoder_goes_through_a_linear_probe(mae_run: Path, demo_db: Path) -
     model, _ = load_multitask_model(mae_run / "checkpoints" / "last")
     listed = next(t for t in yaml.safe_load(demo_db.read_text())["tasks"] if t["name"] == "modality")
     spec = TaskSpec.model_validate({**listed, "source": {"path": demo_db.parent / listed["source"]["path"]}})
-    splits = load_task_records(spec.name, spec.source, "label", spec.classes, seed=0, val_fraction=0.2)
+    splits = load_task_records(
+        spec.name, spec.source, "label", classes=spec.classes, seed=0, val_fraction=0.2
+    )
     train = _embeddings(model, TaskDataset(splits["train"], "label", 32, augment=False))
     val = _embeddings(model, TaskDataset(splits["val"], "label", 32, augment=False))
     probe = LogisticRegression(max_iter=2000).fit(*train)

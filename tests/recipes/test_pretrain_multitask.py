@@ -122,9 +122,9 @@ def test_a_run_continues_from_any_state_with_one_command(
     step_two = tmp_path / "last_at_step_2"
     save = pretrain_multitask.save_checkpoint
 
-    def keep_step_two(path: Path, model: Any, config: dict[str, Any], state: Any = None) -> Path:
-        saved = save(path, model, config, state)
-        if state is not None and state["step"] == 2:
+    def keep_step_two(path: Path, model: Any, config: dict[str, Any], *, trainer_state: Any = None) -> Path:
+        saved = save(path, model, config, trainer_state=trainer_state)
+        if trainer_state is not None and trainer_state["step"] == 2:
             shutil.copytree(saved, step_two)
         return saved
 

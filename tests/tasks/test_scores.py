@@ -57,9 +57,9 @@ def test_classification_scores_equal_scikit_learn_and_torchmetrics_on_repeated_i
         ece = multiclass_calibration_error(torch.from_numpy(p), torch.from_numpy(y), 4, n_bins=15)
         assert scores["ece"][b] == pytest.approx(float(ece), abs=1e-6)
         # the same with scikit-learn's sample weights instead of repetition
-        assert weighted_balanced_accuracy(labels, probabilities.argmax(1), 4, row[None])[0] == pytest.approx(
-            balanced_accuracy_score(labels, probabilities.argmax(1), sample_weight=row)
-        )
+        assert weighted_balanced_accuracy(labels, probabilities.argmax(1), 4, weights=row[None])[
+            0
+        ] == pytest.approx(balanced_accuracy_score(labels, probabilities.argmax(1), sample_weight=row))
 
 
 def test_unit_weights_give_compute() -> None:

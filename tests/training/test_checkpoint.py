@@ -22,7 +22,9 @@ REBUILD = {"model": {"image_size": 32, "encoder": {"name": "resnet10t"}}, "tasks
 def test_round_trip_without_pickle(tmp_path: Path) -> None:
     model = torch.nn.Linear(4, 3)
     rng = torch.get_rng_state()
-    path = save_checkpoint(tmp_path / "ckpt", model, {**REBUILD, "note": "x"}, {"step": 3, "rng": rng})
+    path = save_checkpoint(
+        tmp_path / "ckpt", model, {**REBUILD, "note": "x"}, trainer_state={"step": 3, "rng": rng}
+    )
     assert sorted(p.name for p in path.iterdir()) == [
         "config.json",
         "model.safetensors",

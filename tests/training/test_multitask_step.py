@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import pytest
 import torch
 
 from medfoundry.models import (
@@ -149,3 +150,42 @@ def test_each_head_steps_right_after_its_own_backward() -> None:
     memory_constant_step(model, tasks, batches, optimizers)
     # heads step in batch order, and when one steps no other head holds a gradient
     assert seen == [("c", True), ("s", True), ("d", True), ("m", True)]
+
+
+def _record_conv_dtypes(model: torch.nn.Module) -> list[torch.dtype]:
+    seen: list[torch.dtype] = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
+    return seen
+
+
+def test_bf16_autocast_runs_the_step_in_bfloat16_on_the_cpu() -> None:
+    model, tasks, batches = _setup()
+    reference = copy.deepcopy(model)
+    seen = _record_conv_dtypes(model)
+    mixed = memory_constant_step(model, tasks, batches, _sgd(model), autocast_dtype=torch.bfloat16)
+    full = memory_constant_step(reference, tasks, batches, _sgd(reference))
+    assert seen and set(seen) == {torch.bfloat16}
+    assert mixed.shared_updated and not mixed.nonfinite and set(mixed.losses) == set(full.losses)
+    for task, loss in mixed.losses.items():  # the same step, in lower precision
+        assert math.isfinite(loss) and loss != full.losses[task]
+        assert loss == pytest.approx(full.losses[task], rel=0.05), task
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fp16_autocast_with_loss_scaling_steps_on_the_gpu() -> None:
+    model, tasks, batches = _setup()
+    model.cuda()
+    seen = _record_conv_dtypes(model)
+    optimizers = _sgd(model)
+    optimizers.scaler = torch.amp.GradScaler("cuda", init_scale=2.0**8)  # SGD at lr 1: no overflow
+    before = [p.detach().clone() for p in model.shared_parameters()]
+    result = memory_constant_step(
+        model, tasks, [b.to(torch.device("cuda")) for b in batches], optimizers, autocast_dtype=torch.float16
+    )
+    assert set(seen) == {torch.float16} and set(result.losses) == {"c", "s", "d", "m"}
+    assert result.shared_updated
+    assert any(not torch.equal(p, q) for p, q in zip(model.shared_parameters(), before, strict=True))

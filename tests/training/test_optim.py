@@ -7,11 +7,11 @@ from medfoundry.training.optim import OptimizerConfig, build_adamw, lr_factor, s
 
 
 def test_warmup_then_cosine_to_the_floor() -> None:
-    factors = [lr_factor(s, 100, 10, 0.1) for s in range(100)]
+    factors = [lr_factor(s, 100, warmup_steps=10, min_lr_ratio=0.1) for s in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert factors[10] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
-    assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
+    assert lr_factor(100, 100, warmup_steps=10, min_lr_ratio=0.1) == pytest.approx(0.1)
 
 
 def test_no_weight_decay_on_biases_and_norms() -> None:

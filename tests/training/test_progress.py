@@ -14,7 +14,7 @@ from medfoundry.training.progress import CountProgress, ProgressLines, TrainingP
 
 def test_lines_come_on_time_even_while_nothing_moves() -> None:
     lines: list[str] = []
-    with ProgressLines("evaluate", 8, "cells", done=2, interval_s=0.05, emit=lines.append) as p:
+    with ProgressLines("evaluate", 8, unit="cells", done=2, interval_s=0.05, emit=lines.append) as p:
         time.sleep(0.18)  # a long cell: no update, yet lines keep coming
         p.update(4, "pretrained / modality / linear")
         time.sleep(0.12)
@@ -30,7 +30,7 @@ def test_a_console_without_terminal_gets_lines_instead_of_a_bar(monkeypatch: pyt
     lines: list[str] = []
     monkeypatch.setattr(progress.log, "info", lines.append)
     file = io.StringIO()
-    with TrainingProgress(100, 10, console=Console(file=file)) as bar:
+    with TrainingProgress(100, start_step=10, console=Console(file=file)) as bar:
         bar.update(40, {"organ": 0.5}, 123.4)
         time.sleep(0.12)
     assert (
@@ -38,10 +38,12 @@ def test_a_console_without_terminal_gets_lines_instead_of_a_bar(monkeypatch: pyt
     )
     assert "\r" not in file.getvalue() and "━" not in file.getvalue()  # no bar drawn into the log
     lines.clear()
-    with CountProgress("evaluate", 3, "cells", console=Console(file=io.StringIO())) as count:
+    with CountProgress("evaluate", 3, unit="cells", console=Console(file=io.StringIO())) as count:
         count.update(1, "a cell")
     assert lines == ["evaluate: 1/3 cells (33%), " + lines[0].split(", ", 1)[1]] and "a cell" in lines[0]
-    with CountProgress("evaluate", 3, "cells", enabled=False, console=Console(file=io.StringIO())) as silent:
+    with CountProgress(
+        "evaluate", 3, unit="cells", enabled=False, console=Console(file=io.StringIO())
+    ) as silent:
         silent.update(2)
     assert len(lines) == 1
 

@@ -36,7 +36,7 @@ def _loader(
         name,
         dataset,
         TaskCollate(name, task),
-        batch,
+        batch_size=batch,
         seed=1,
         num_workers=workers,
         start_batch=start,

@@ -106,7 +106,9 @@ def build_corpus(
     partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     partial.mkdir(parents=True)
     start = time.perf_counter()
-    writer = CorpusWriter(partial, {s.name for s in used if s.heldout}, settings.val_percent, settings.seed)
+    writer = CorpusWriter(
+        partial, {s.name for s in used if s.heldout}, settings.val_percent, seed=settings.seed
+    )
     for source, folder in chosen:
         before = len(writer.images)
         for image in source.images(folder, settings):

@@ -58,7 +58,7 @@ class CorpusWriter:
         seed: Seeds the assignment of groups to splits.
     """
 
-    def __init__(self, root: Path, heldout_sources: set[str], val_percent: int, seed: int) -> None:
+    def __init__(self, root: Path, heldout_sources: set[str], val_percent: int, *, seed: int) -> None:
         self.root = root
         self.heldout_sources = heldout_sources
         self.val_percent = val_percent

@@ -38,7 +38,7 @@ def foreground_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     )
 
 
-def resample_square_pixels(array: np.ndarray, row_mm: float, col_mm: float, order: int) -> np.ndarray:
+def resample_square_pixels(array: np.ndarray, row_mm: float, col_mm: float, *, order: int) -> np.ndarray:
     """Resample ``(H, W)`` so that rows and columns have the smaller of the two spacings.
 
     ``order`` 1 (linear) for images, 0 (nearest) for labels and coordinates.
@@ -51,7 +51,7 @@ def resample_square_pixels(array: np.ndarray, row_mm: float, col_mm: float, orde
     return out
 
 
-def tile_positions(height: int, width: int, size: int, stride: int) -> Iterator[tuple[int, int]]:
+def tile_positions(height: int, width: int, size: int, *, stride: int) -> Iterator[tuple[int, int]]:
     """Top-left corners of ``size`` tiles every ``stride`` pixels that fit inside the image."""
     for y in range(0, height - size + 1, stride):
         for x in range(0, width - size + 1, stride):

@@ -41,7 +41,7 @@ def image_views(
     for side in (tile, tile // 2):
         if min(height, width) < 2 * side:
             continue
-        for y, x in tile_positions(height, width, side, side):
+        for y, x in tile_positions(height, width, side, stride=side):
             crop = pixels[y : y + side, x : x + side]
             if not is_flat(crop):
                 yield (

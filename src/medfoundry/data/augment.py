@@ -57,7 +57,7 @@ class AugmentConfig(BaseModel):
         return cls(enable_flips=False)
 
 
-def build_transform(augment: AugmentConfig, target: TargetKind, in_size: int, out_size: int) -> v2.Compose:
+def build_transform(augment: AugmentConfig, target: TargetKind, in_size: int, *, out_size: int) -> v2.Compose:
     """The transform from a ``in_size`` square sample to an ``out_size`` square training sample.
 
     Input and output: a ``tv_tensors.Image`` ``(C, S, S)`` (uint8 or float) and its target (a

@@ -159,6 +159,7 @@ def prepare_arrays(
     name: str,
     records: Sequence[Record],
     target: TargetKind,
+    *,
     size: int,
     preprocessing: Preprocessing,
     num_classes: int,
@@ -183,7 +184,7 @@ def prepare_arrays(
     Raises:
         DataError: with ``on_error: raise``, every sample that failed (nothing is cached).
     """
-    fit = SampleFit(target, size, preprocessing, num_classes, ignore_index)
+    fit = SampleFit(target, size, preprocessing, num_classes=num_classes, ignore_index=ignore_index)
     key = _cache_key(records, fit, cache.validation)
     folder = cache.folder / f"{name}-{key[:24]}" if cache.folder is not None else None
     if folder is not None and folder.is_symlink():

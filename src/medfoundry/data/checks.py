@@ -19,7 +19,7 @@ MIN_IMAGE_SIDE_PX = 4
 
 
 def sample_problems(
-    record: Record, pixels: Pixels, target: TargetKind, num_classes: int, ignore_index: int
+    record: Record, pixels: Pixels, target: TargetKind, *, num_classes: int, ignore_index: int
 ) -> list[str]:
     """What is wrong with a decoded sample: image too small, mask size and values, boxes outside
     the image.

@@ -99,7 +99,7 @@ def read_dicom_image(path: Path, frame: int | None, intensity: Any) -> np.ndarra
             raise DataError(
                 f"{where}: intensity '{intensity.type}' needs a grayscale image, this is {photometric}"
             )
-        return scale_to_unit(pixels, _or_range(intensity), where)
+        return scale_to_unit(pixels, _or_range(intensity), where=where)
     if intensity.type == "range":
         image = _bits_range(pixels, ds)
     else:
@@ -110,7 +110,7 @@ def read_dicom_image(path: Path, frame: int | None, intensity: Any) -> np.ndarra
         image = (
             _voi(values, ds, where)
             if intensity.type in ("auto", "voi")
-            else scale_to_unit(values, intensity, where)
+            else scale_to_unit(values, intensity, where=where)
         )
     return 1.0 - image if photometric == "MONOCHROME1" else image
 
@@ -247,7 +247,7 @@ def _voi(
         low, high = apply_voi_lut(np.array([-1e12, 1e12]), ds, prefer_lut=False)
         out = apply_voi_lut(values.astype(np.float64), ds, prefer_lut=False)
         return linear_to_unit(out, low, high)
-    return scale_to_unit(values, _FALLBACK, where, fallback)
+    return scale_to_unit(values, _FALLBACK, where=where, bounds=fallback)
 
 
 def _bits_range(pixels: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:

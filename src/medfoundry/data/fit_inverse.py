@@ -21,7 +21,7 @@ Geometry = tuple[float, float, float, float]
 
 
 def restore_logits(
-    logits: torch.Tensor, geometry: Geometry, decoded_hw: tuple[int, int], output_hw: tuple[int, int]
+    logits: torch.Tensor, geometry: Geometry, decoded_hw: tuple[int, int], *, output_hw: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel logits on the fitted canvas -> logits on the image's grid.
 
@@ -61,7 +61,7 @@ def restore_logits(
 
 
 def restore_boxes(
-    boxes: np.ndarray, geometry: Geometry, decoded_hw: tuple[int, int], output_hw: tuple[int, int]
+    boxes: np.ndarray, geometry: Geometry, decoded_hw: tuple[int, int], *, output_hw: tuple[int, int]
 ) -> np.ndarray:
     """``(N, 4)`` xyxy boxes on the fitted canvas -> xyxy boxes in pixels of the output grid.
 

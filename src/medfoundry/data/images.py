@@ -39,11 +39,13 @@ def read_image(path: Path) -> np.ndarray:
     Raises:
         DataError: the file is missing, empty, truncated, not an image, or holds NaN.
     """
-    image = decode_image(path, RangeIntensity(), None)
+    image = decode_image(path, intensity=RangeIntensity(), frame=None)
     return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
 
 
-def decode_image(path: Path, intensity: Any, frame: int | None, notes: list[str] | None = None) -> np.ndarray:
+def decode_image(
+    path: Path, *, intensity: Any, frame: int | None, notes: list[str] | None = None
+) -> np.ndarray:
     """Decode a 2D image file (or one frame of a multi-frame DICOM).
 
     Args:
@@ -69,7 +71,7 @@ def decode_image(path: Path, intensity: Any, frame: int | None, notes: list[str]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3)):
         raise DataError(f"{path}: expected a 2D gray or RGB(A) image, got shape {array.shape}")
     mode = RangeIntensity() if intensity.type == "auto" else intensity
-    return scale_to_unit(array, mode, str(path))
+    return scale_to_unit(array, mode, where=str(path))
 
 
 def read_mask(path: Path, notes: list[str] | None = None) -> np.ndarray:

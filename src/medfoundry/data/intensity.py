@@ -123,7 +123,7 @@ Intensity = Annotated[
 
 
 def scale_to_unit(
-    values: np.ndarray, intensity: Any, where: str, bounds: tuple[float, float] | None = None
+    values: np.ndarray, intensity: Any, *, where: str, bounds: tuple[float, float] | None = None
 ) -> np.ndarray:
     """Map ``values`` to float32 in [0, 1] by ``range``, ``minmax`` or ``percentile``.
 

@@ -25,7 +25,7 @@ def plane_shape(shape: tuple[int, ...], axis: str) -> tuple[int, int]:
     return second, first
 
 
-def put_slice(labels: np.ndarray, plane: np.ndarray, axis: str, index: int) -> None:
+def put_slice(labels: np.ndarray, plane: np.ndarray, axis: str, *, index: int) -> None:
     """Write a slice shown as ``volume_slice`` shows it back into a canonical volume, in place."""
     position: list[slice | int] = [slice(None)] * 3
     position[AXES[axis]] = index

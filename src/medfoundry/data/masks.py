@@ -62,7 +62,9 @@ class MaskMapping:
         return out
 
 
-def mask_mapping(mask_values: MaskValues, classes: list[str], ignore_index: int, where: str) -> MaskMapping:
+def mask_mapping(
+    mask_values: MaskValues, classes: list[str], ignore_index: int, *, where: str
+) -> MaskMapping:
     """Resolve a source's ``mask_values`` against the task's classes.
 
     Raises:

@@ -57,7 +57,7 @@ def to_channels(image: np.ndarray, channels: str) -> np.ndarray:
 
 
 def fit_to_size(
-    image: np.ndarray, mask: np.ndarray | None, size: int, fit: str, ignore_index: int
+    image: np.ndarray, mask: np.ndarray | None, size: int, *, fit: str, ignore_index: int
 ) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float, float, float]]:
     """Bring a sample to ``size x size``.
 

@@ -31,7 +31,7 @@ class FileReader:
 
     def read(self, record: Record) -> Pixels:
         notes: list[str] = []
-        image = decode_image(record.image, self.intensity, record.frame, notes)
+        image = decode_image(record.image, intensity=self.intensity, frame=record.frame, notes=notes)
         return Pixels(image, self.read_mask(record, notes), tuple(notes))
 
     def read_mask(self, record: Record, notes: list[str] | None = None) -> np.ndarray | None:

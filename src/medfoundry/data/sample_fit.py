@@ -23,7 +23,13 @@ class SampleFit:
     """
 
     def __init__(
-        self, target: TargetKind, size: int, preprocessing: Preprocessing, num_classes: int, ignore_index: int
+        self,
+        target: TargetKind,
+        size: int,
+        preprocessing: Preprocessing,
+        *,
+        num_classes: int,
+        ignore_index: int,
     ) -> None:
         self.target, self.size, self.preprocessing = target, size, preprocessing
         self.num_classes, self.ignore_index = num_classes, ignore_index
@@ -33,12 +39,16 @@ class SampleFit:
             pixels = decode_record(record)
         except DataError as e:
             return e.problems
-        problems = sample_problems(record, pixels, self.target, self.num_classes, self.ignore_index)
+        problems = sample_problems(
+            record, pixels, self.target, num_classes=self.num_classes, ignore_index=self.ignore_index
+        )
         if problems:
             return problems
         image = to_channels(pixels.image, self.preprocessing.channels)
         mask = pixels.mask if self.target == "mask" else None
-        image, mask, geometry = fit_to_size(image, mask, self.size, self.preprocessing.fit, self.ignore_index)
+        image, mask, geometry = fit_to_size(
+            image, mask, self.size, fit=self.preprocessing.fit, ignore_index=self.ignore_index
+        )
         if not np.all(np.isfinite(image)):  # a last guard: every reader checks its own values
             return [f"{record.where}: decoding gave non-finite pixel values"]
         notes = list(pixels.notes) + _blank_note(record, pixels.image)

@@ -49,6 +49,7 @@ class SplitPolicy(BaseModel):
 
 def split_records(
     records: Sequence[Record],
+    *,
     val_fraction: float,
     seed: int,
     test_fraction: float = 0.0,

@@ -46,7 +46,7 @@ class TaskSummary:
     notes: list[str] = field(default_factory=list)
 
 
-def summarize_task(name: str, target: TargetKind, classes: list[str], data: TaskData) -> TaskSummary:
+def summarize_task(name: str, target: TargetKind, classes: list[str], *, data: TaskData) -> TaskSummary:
     """Count a task's samples, classes and sizes, and collect warnings.
 
     Args:

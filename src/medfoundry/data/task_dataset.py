@@ -60,6 +60,7 @@ class TaskDataset(Dataset[Sample]):
         records: Sequence[Record],
         target: TargetKind,
         image_size: int,
+        *,
         augment: bool | AugmentConfig,
         arrays: SampleArrays | None = None,
         preprocessing: Preprocessing | None = None,
@@ -75,7 +76,7 @@ class TaskDataset(Dataset[Sample]):
             raise ValueError(f"{len(arrays)} cached samples for {len(self.records)} records")
         config = augment if isinstance(augment, AugmentConfig) else AugmentConfig.model_validate(augment)
         in_size = arrays.size if arrays is not None and len(arrays) else image_size
-        self.transform = build_transform(config, target, in_size, image_size)
+        self.transform = build_transform(config, target, in_size, out_size=image_size)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -113,8 +114,8 @@ class TaskDataset(Dataset[Sample]):
             to_channels(pixels.image, self.preprocessing.channels),
             pixels.mask,
             self.image_size,
-            self.preprocessing.fit,
-            self.ignore_index,
+            fit=self.preprocessing.fit,
+            ignore_index=self.ignore_index,
         )
         return torch.from_numpy(fitted).permute(2, 0, 1), mask, geometry
 

@@ -41,8 +41,10 @@ class DataSpec(Protocol):
 
     @property
     def name(self) -> str: ...
-    @property
-    def source(self) -> SourceBase: ...
+    def data_source(self) -> SourceBase:
+        """The task's source (raises ``ConfigError`` when it has none)."""
+        ...
+
     @property
     def classes(self) -> list[str]: ...
     @property
@@ -115,12 +117,12 @@ def load_task_records(
     name: str,
     source: SourceBase,
     target: TargetKind,
+    *,
     classes: list[str],
     seed: int,
     val_fraction: float,
     ignore_index: int | None = None,
     require_val: bool = True,
-    *,
     preprocessing: Preprocessing | None = None,
     split: SplitPolicy | None = None,
     on_error: Literal["raise", "skip"] = "raise",
@@ -156,6 +158,7 @@ def load_task_records(
 def load_task_data(
     spec: DataSpec,
     target: TargetKind,
+    *,
     seed: int,
     val_fraction: float,
     size: int,
@@ -183,7 +186,7 @@ def load_task_data(
         DataError: every problem of the task, one line each (naming file, row or key).
     """
     records, skipped, notes = _scan_and_split(
-        spec.source,
+        spec.data_source(),
         target,
         spec.classes,
         seed,
@@ -203,12 +206,12 @@ def load_task_data(
                 f"{spec.name}-{split}",
                 records[split],
                 target,
-                spec.preprocessing.size or size,
-                spec.preprocessing,
-                len(spec.classes),
-                DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index,
-                cache,
-                on_error,
+                size=spec.preprocessing.size or size,
+                preprocessing=spec.preprocessing,
+                num_classes=len(spec.classes),
+                ignore_index=DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index,
+                cache=cache,
+                on_error=on_error,
             )
         except DataError as e:
             problems.extend(e.problems)
@@ -221,7 +224,7 @@ def load_task_data(
     if problems:
         discard_new_caches([data])  # a failed source leaves nothing behind, not even its good splits
         raise DataError(merge_subjects(problems))  # files failing alike in any split: one line
-    _check_splits(spec.name, spec.source, data.records, require_val)
+    _check_splits(spec.name, spec.data_source(), data.records, require_val)
     return data
 
 
@@ -237,13 +240,21 @@ def _scan_and_split(
     on_error: str,
 ) -> tuple[dict[str, list[Record]], list[str], list[str]]:
     ignore = DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
-    scan = source.scan(target, classes, preprocessing or Preprocessing(), ignore)
+    scan = source.scan(
+        target, classes=classes, preprocessing=preprocessing or Preprocessing(), ignore_index=ignore
+    )
     problems = merge_subjects(scan.problems)  # one line per problem, not per file
     if problems and on_error == "raise":
         raise DataError(problems)
     policy = split or SplitPolicy()
     fraction = val_fraction if policy.val_fraction is None else policy.val_fraction
-    splits = split_records(scan.records, fraction, seed, policy.test_fraction, policy.stratify)
+    splits = split_records(
+        scan.records,
+        val_fraction=fraction,
+        seed=seed,
+        test_fraction=policy.test_fraction,
+        stratify=policy.stratify,
+    )
     return splits, problems, scan.notes
 
 

@@ -274,7 +274,7 @@ class VolumeSliceReader:
         if intensity.type == "voi" and volume.extra is not None:
             voi: np.ndarray = volume.extra(values)  # a DICOM series' own VOI (see ``dicom``)
             return voi
-        return scale_to_unit(values, intensity, where, bounds)
+        return scale_to_unit(values, intensity, where=where, bounds=bounds)
 
     def _mask_slice(self, labels: np.ndarray, record: Record) -> np.ndarray:
         assert record.frame is not None, "volume records always carry their slice index"
@@ -342,7 +342,7 @@ def _nrrd_affine(header: dict[str, Any], ndim: int) -> np.ndarray:
 
 
 def select_slices(
-    labels: np.ndarray, axis: str, mode: str, background_ratio: float, background_values: set[int]
+    labels: np.ndarray, axis: str, mode: str, *, background_ratio: float, background_values: set[int]
 ) -> list[int]:
     """Indices of the slices to use along ``axis`` of a canonical label volume.
 

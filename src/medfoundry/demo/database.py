@@ -36,6 +36,7 @@ EVAL_TASKS = ("nuclei_seg", "nuclei_det", "modality")
 
 def build_demo_database(
     out_dir: Path,
+    *,
     parts: Sequence[str] = PARTS,
     tile_size: int = 64,
     crop_size: int = 96,
@@ -71,8 +72,8 @@ def build_demo_database(
     tasks: list[dict[str, Any]] = []
     unlabelled: list[dict[str, Any]] = []
     if "microscopy" in parts:
-        write_nuclei(out_dir, tile_size, val_fraction, min_box_pixels)
-        write_modality(out_dir, crop_size, crops_per_class, val_fraction, rng)
+        write_nuclei(out_dir, tile_size, val_fraction, min_box_pixels=min_box_pixels)
+        write_modality(out_dir, crop_size, crops_per_class, val_fraction=val_fraction, rng=rng)
         write_unlabelled(out_dir, tile_size, val_fraction)
         unlabelled.append(
             {

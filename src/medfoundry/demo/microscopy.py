@@ -39,7 +39,7 @@ TECHNIQUES: dict[str, Callable[[], np.ndarray]] = {
 }
 
 
-def write_nuclei(out_dir: Path, tile: int, val_fraction: float, min_box_pixels: int) -> None:
+def write_nuclei(out_dir: Path, tile: int, val_fraction: float, *, min_box_pixels: int) -> None:
     """``nuclei_seg.csv`` and ``nuclei_det.csv`` over tiles of stardist's nuclei image.
 
     Columns of tiles, left to right: training; validation (half as many columns as test); test,
@@ -79,7 +79,7 @@ def _boxes(ids: np.ndarray, min_pixels: int) -> list[list[float | str]]:
 
 
 def write_modality(
-    out_dir: Path, crop: int, per_class: int, val_fraction: float, rng: np.random.Generator
+    out_dir: Path, crop: int, per_class: int, *, val_fraction: float, rng: np.random.Generator
 ) -> None:
     """``modality.csv``: crops labelled by the source image's imaging technique.
 

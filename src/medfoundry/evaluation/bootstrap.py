@@ -63,7 +63,7 @@ class Resampler:
             yield np.bincount(draws.ravel(), minlength=count * n).reshape(count, n).astype(np.float64)
 
     def scores(
-        self, metrics: TaskMetrics, items: Mapping[str, np.ndarray], n: int, name: str
+        self, metrics: TaskMetrics, items: Mapping[str, np.ndarray], *, n: int, name: str
     ) -> dict[str, np.ndarray]:
         """Every metric of ``items`` (``n`` test items) on each resample: name -> ``(B,)``."""
         parts: dict[str, list[np.ndarray]] = {}

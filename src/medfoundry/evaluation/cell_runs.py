@@ -23,7 +23,7 @@ from medfoundry.evaluation.probes import (
     probe_accumulator,
 )
 from medfoundry.evaluation.study_cells import Cell, result_row
-from medfoundry.evaluation.study_data import ALL, TaskData
+from medfoundry.evaluation.study_data import ALL, StudyTaskData
 from medfoundry.evaluation.study_pixels import StudyPixels
 
 __all__ = ["CellData", "CellOutcome", "FeatureTable", "cell_data", "run_probe_cell", "run_training_cell"]
@@ -82,7 +82,7 @@ class FeatureTable:
         return labelled_features(self.features[[self.rows[r.key] for r in records]], records)
 
 
-def cell_data(cell: Cell, data: TaskData) -> CellData:
+def cell_data(cell: Cell, data: StudyTaskData) -> CellData:
     """The cell's training subset, validation set and test sets.
 
     A pooled cell trains on its fraction's nested subset (or its episode's k-shot subset) and
@@ -110,29 +110,37 @@ def cell_data(cell: Cell, data: TaskData) -> CellData:
     )
 
 
-def run_probe_cell(cell: Cell, data: TaskData, features: FeatureTable, cfg: ProbeConfig) -> CellOutcome:
+def run_probe_cell(
+    cell: Cell, data: StudyTaskData, features: FeatureTable, *, cfg: ProbeConfig
+) -> CellOutcome:
     """Fit the cell's probe (``linear`` or ``knn``) on frozen features; score every test set."""
     inputs = cell_data(cell, data)
     train = features.labelled(inputs.train)
     if cell.mode == "linear":
         probe: LinearProbe | KNNProbe = LinearProbe(
-            data.task, cfg.c_values, cfg.max_iter, cfg.class_weight
+            data.task, cfg.c_values, max_iter=cfg.max_iter, class_weight=cfg.class_weight
         ).fit(train, features.labelled(inputs.val))
     else:
-        probe = KNNProbe(data.task, cfg.k, cfg.temperature, cfg.class_weight).fit(train)
+        probe = KNNProbe(data.task, k=cfg.k, temperature=cfg.temperature, class_weight=cfg.class_weight).fit(
+            train
+        )
     rows, items = [], {}
     for test_center, records in inputs.tests.items():
         test = features.labelled(records)
         metrics = probe_accumulator(data.task, probe.predict(test.features), test.targets)
-        rows += [result_row(cell, len(train), test_center, m, v) for m, v in metrics.compute().items()]
+        rows += [
+            result_row(cell, n_train=len(train), test_center=test_center, metric=m, value=v)
+            for m, v in metrics.compute().items()
+        ]
         items[test_center] = {**metrics.items(), N_ITEMS: np.asarray(len(records))}
     return CellOutcome(rows, items)
 
 
 def run_training_cell(
     cell: Cell,
-    data: TaskData,
+    data: StudyTaskData,
     encoder: PretrainedEncoder,
+    *,
     metric: str,
     cfg: FinetuneConfig,
     pixels: StudyPixels | None = None,
@@ -152,10 +160,10 @@ def run_training_cell(
         encoder,
         name,
         data.task,
-        inputs.train,
-        inputs.val,
-        metric,
-        cfg,
+        train=inputs.train,
+        val=inputs.val,
+        metric=metric,
+        cfg=cfg,
         freeze_encoder=cell.mode == "frozen-decoder",
         seed=cell.seed,
         preprocessing=data.spec.preprocessing,
@@ -177,15 +185,22 @@ def run_training_cell(
             result.model,
             name,
             data.task,
-            records,
-            encoder.image_size,
-            cfg.batch_size,
-            cfg.num_workers,
-            data.spec.preprocessing,
-            pixels,
+            records=records,
+            image_size=encoder.image_size,
+            batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers,
+            preprocessing=data.spec.preprocessing,
+            pixels=pixels,
         )
         rows += [
-            result_row(cell, len(inputs.train), test_center, m, v, result.never_improved)
+            result_row(
+                cell,
+                n_train=len(inputs.train),
+                test_center=test_center,
+                metric=m,
+                value=v,
+                never_improved=result.never_improved,
+            )
             for m, v in metrics.compute().items()
         ]
         items[test_center] = {**metrics.items(), N_ITEMS: np.asarray(len(records))}

@@ -62,6 +62,7 @@ the cache key, so changing it invalidates cached features."""
 def extract_features(
     encoder: Embedder,
     records: Sequence[Record],
+    *,
     batch_size: int = 64,
     num_workers: int = 0,
     preprocessing: Preprocessing | None = None,
@@ -98,6 +99,7 @@ def extract_features(
 def features_key(
     encoder: Embedder,
     records: Sequence[Record],
+    *,
     preprocessing: Preprocessing | None = None,
     cached: bool = False,
     feature_levels: Sequence[int] = (-1,),
@@ -121,6 +123,7 @@ def features_key(
 def cached_features(
     encoder: Embedder,
     records: Sequence[Record],
+    *,
     cache_dir: Path,
     batch_size: int = 64,
     num_workers: int = 0,
@@ -136,18 +139,25 @@ def cached_features(
     Returns:
         ``(N, D)`` float32, in the order of ``records``.
     """
-    path = features_path(encoder, records, cache_dir, preprocessing, arrays is not None, feature_levels)
+    path = features_path(
+        encoder,
+        records,
+        cache_dir=cache_dir,
+        preprocessing=preprocessing,
+        cached=arrays is not None,
+        feature_levels=feature_levels,
+    )
     if path.is_file():
         with np.load(path) as cached:
             return np.asarray(cached["features"])
     features = extract_features(
         encoder,
         records,
-        batch_size,
-        num_workers,
-        preprocessing,
-        arrays() if arrays is not None else None,
-        feature_levels,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        preprocessing=preprocessing,
+        arrays=arrays() if arrays is not None else None,
+        feature_levels=feature_levels,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.npz")
@@ -159,13 +169,17 @@ def cached_features(
 def features_path(
     encoder: Embedder,
     records: Sequence[Record],
+    *,
     cache_dir: Path,
     preprocessing: Preprocessing | None = None,
     cached: bool = False,
     feature_levels: Sequence[int] = (-1,),
 ) -> Path:
     """Where ``cached_features`` keeps these features (``features_key`` names the file)."""
-    return Path(cache_dir) / f"{features_key(encoder, records, preprocessing, cached, feature_levels)}.npz"
+    key = features_key(
+        encoder, records, preprocessing=preprocessing, cached=cached, feature_levels=feature_levels
+    )
+    return Path(cache_dir) / f"{key}.npz"
 
 
 def check_embeddings_path(path: Path) -> None:
@@ -183,7 +197,9 @@ def check_embeddings_path(path: Path) -> None:
         )
 
 
-def write_embeddings(path: Path, ids: Sequence[str], features: np.ndarray, metadata: dict[str, str]) -> Path:
+def write_embeddings(
+    path: Path, ids: Sequence[str], features: np.ndarray, *, metadata: dict[str, str]
+) -> Path:
     """Write features with their sample ids: ``.npz`` (NumPy) or ``.parquet`` (needs pyarrow).
 
     npz arrays: ``ids`` (N,) str, ``features`` (N, D) float32, and one 0-d string per metadata

@@ -144,6 +144,7 @@ def finetune(
     encoder: PretrainedEncoder,
     name: str,
     task: TaskType,
+    *,
     train: Sequence[Record],
     val: Sequence[Record],
     metric: str,
@@ -184,7 +185,7 @@ def finetune(
     model.encoder.requires_grad_(not freeze_encoder)
     model.to(device)
     o = cfg.optimizer
-    autocast_dtype, scaler = resolve_precision(cfg.precision, device)
+    autocast_dtype, scaler = resolve_precision(cfg.precision, device, "finetune.precision")
     optimizers = Optimizers(
         shared=_shared_optimizer(model, o, cfg.layer_decay),
         heads={name: build_adamw(model.head_parameters(name), o.head_lr or o.lr, o)},
@@ -195,9 +196,9 @@ def finetune(
         name,
         _dataset(task, train, encoder.image_size, cfg.augment, preprocessing, pixels),
         TaskCollate(name, task),
-        batch_size,
-        seed,
-        cfg.num_workers,
+        batch_size=batch_size,
+        seed=seed,
+        num_workers=cfg.num_workers,
     )
     val_loader = _loader(
         name, task, val, encoder.image_size, cfg.batch_size, cfg.num_workers, preprocessing, pixels
@@ -208,15 +209,22 @@ def finetune(
     step, evaluations = 0, 0
     while step < budget and waited < cfg.patience:
         _train_mode(model, freeze_encoder, batch_statistics=len(train) > 1)
-        factor = lr_factor(step, budget, o.warmup_steps, o.min_lr_ratio)
+        factor = lr_factor(step, budget, warmup_steps=o.warmup_steps, min_lr_ratio=o.min_lr_ratio)
         for optimizer in (optimizers.shared, *optimizers.heads.values()):
             set_lr(optimizer, factor)
         memory_constant_step(
-            model, tasks, [loader.next_batch().to(device)], optimizers, None, cfg.grad_clip_norm
+            model,
+            tasks,
+            [loader.next_batch().to(device)],
+            optimizers,
+            autocast_dtype=autocast_dtype,
+            grad_clip_norm=cfg.grad_clip_norm,
         )
         step += 1
         if step % every == 0 or step == budget:
-            score = validate(model, tasks, {name: val_loader}, device, autocast_dtype)[name][metric]
+            score = validate(model, tasks, {name: val_loader}, device=device, autocast_dtype=autocast_dtype)[
+                name
+            ][metric]
             evaluations += 1
             if score > best_score:  # NaN (metric undefined on this split) never wins
                 best_score, best_step, waited = score, step, 0
@@ -238,6 +246,7 @@ def score_model(
     model: MultiTaskModel,
     name: str,
     task: TaskType,
+    *,
     records: Sequence[Record],
     image_size: int,
     batch_size: int = 32,
@@ -251,7 +260,7 @@ def score_model(
     device = next(model.parameters()).device
     loader = _loader(name, task, records, image_size, batch_size, num_workers, preprocessing, pixels)
     kept: dict[str, TaskMetrics] = {}
-    validate(model, {name: task}, {name: loader}, device, accumulators=kept)
+    validate(model, {name: task}, {name: loader}, device=device, accumulators=kept)
     return kept[name]
 
 
@@ -264,15 +273,16 @@ def _dataset(
     pixels: StudyPixels | None,
 ) -> TaskDataset:
     if pixels is not None:
-        return TaskDataset(records, task.target, image_size, augment, pixels.arrays(records, image_size))
-    ignore_index = getattr(task, "ignore_index", None)
+        return TaskDataset(
+            records, task.target, image_size, augment=augment, arrays=pixels.arrays(records, image_size)
+        )
     return TaskDataset(
         records,
         task.target,
         image_size,
-        augment,
+        augment=augment,
         preprocessing=preprocessing,
-        ignore_index=DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index,
+        ignore_index=DEFAULT_IGNORE_INDEX if task.ignore_index is None else task.ignore_index,
     )
 
 

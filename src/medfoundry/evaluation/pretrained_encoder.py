@@ -21,6 +21,7 @@ from torch import nn
 from medfoundry.errors import ConfigError
 from medfoundry.models.config import EncoderConfig, ModelConfig
 from medfoundry.models.encoder import HUB_PREFIXES, Encoder, create_encoder
+from medfoundry.models.encoder_resize import load_resized_weights
 from medfoundry.registry import unknown_name_message
 from medfoundry.training.checkpoint import load_checkpoint_config
 from medfoundry.training.model_loading import load_multitask_model
@@ -50,7 +51,7 @@ class PretrainedEncoder(nn.Module):
     """
 
     def __init__(
-        self, encoder: Encoder, config: EncoderConfig, image_size: int, source: str, pretrained: bool
+        self, encoder: Encoder, *, config: EncoderConfig, image_size: int, source: str, pretrained: bool
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -99,6 +100,7 @@ class PretrainedEncoder(nn.Module):
 
 def load_encoder(
     source: str | Path,
+    *,
     pretrained: bool = True,
     image_size: int | None = None,
     model_kwargs: dict[str, object] | None = None,
@@ -163,16 +165,24 @@ def _from_checkpoint(path: Path, pretrained: bool, image_size: int | None) -> Pr
         raise ConfigError(f"encoder '{path}': no such checkpoint folder (nor is it a timm model name)")
     model_cfg = ModelConfig.model_validate(load_checkpoint_config(path)["model"])
     size = image_size or model_cfg.image_size
-    if size != model_cfg.image_size:
+    config = model_cfg.encoder.model_copy(update={"pretrained": False})
+    if not pretrained:
+        encoder = create_encoder(img_size=size, **config.model_dump())
+    elif size == model_cfg.image_size:
+        encoder = load_multitask_model(path)[0].encoder
+    else:  # the input-size contract: rebuilt at the new size, or refused before any work
+        rebuilt = create_encoder(img_size=size, **config.model_dump())
+        trained = load_multitask_model(path)[0].encoder
+        try:
+            encoder = load_resized_weights(
+                rebuilt, trained, trained_size=model_cfg.image_size, image_size=size
+            )
+        except ConfigError as e:
+            raise ConfigError(f"encoder '{path}': {p}" for p in e.problems) from None
         log.warning(
             "encoder %s was trained at %d px; evaluating it at %d px", path, model_cfg.image_size, size
         )
-    config = model_cfg.encoder.model_copy(update={"pretrained": False})
-    if pretrained:
-        encoder = load_multitask_model(path)[0].encoder
-    else:
-        encoder = create_encoder(img_size=size, **config.model_dump())
-    return PretrainedEncoder(encoder, config, size, str(path), pretrained)
+    return PretrainedEncoder(encoder, config=config, image_size=size, source=str(path), pretrained=pretrained)
 
 
 def _from_timm(
@@ -188,9 +198,14 @@ def _from_timm(
     size = image_size or (None if exported else DEFAULT_IMAGE_SIZE)
     try:
         encoder = create_encoder(
-            name, pretrained=pretrained, img_size=size, model_kwargs=model_kwargs, use_groupnorm=False
+            name,
+            pretrained=pretrained,
+            img_size=size,
+            model_kwargs=model_kwargs,
+            use_groupnorm=False,
+            config_key=None,  # the message names the encoder (and the study its entry)
         )
     except ConfigError as e:
         raise ConfigError(f"encoder '{name}' (pretrained={pretrained}): {p}" for p in e.problems) from None
     size = size or int(encoder.backbone.pretrained_cfg["input_size"][-1])  # an export's own size
-    return PretrainedEncoder(encoder, config, size, name, pretrained)
+    return PretrainedEncoder(encoder, config=config, image_size=size, source=name, pretrained=pretrained)

@@ -144,7 +144,7 @@ class LinearProbe:
     whatever the features (balanced accuracy 0.5), which measures the threshold, not the features.
 
     Args:
-        task: The task (for its number of classes and type).
+        task: The task (for its number of classes and ``probe_targets``).
         c_values: Grid of ``C``, tried in increasing order with warm starts.
         max_iter: L-BFGS iterations per fit.
         class_weight: ``balanced`` or ``none`` (see ``ProbeConfig``).
@@ -154,7 +154,7 @@ class LinearProbe:
     """
 
     def __init__(
-        self, task: TaskType, c_values: Sequence[float], max_iter: int = 200, class_weight: str = "none"
+        self, task: TaskType, c_values: Sequence[float], *, max_iter: int = 200, class_weight: str = "none"
     ) -> None:
         self.task = task
         self.c_values = sorted(c_values)
@@ -210,7 +210,7 @@ class LinearProbe:
         return model.fit(x, y)
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
-        if self.task.spec.type == "multilabel":
+        if self.task.probe_targets == "each_class":
             return np.stack([_positive_probability(m, x) for m in self._models], axis=1)
         (model,) = self._models
         probabilities = np.zeros((x.shape[0], self.task.spec.num_classes), dtype=np.float64)
@@ -241,7 +241,7 @@ class KNNProbe:
     """
 
     def __init__(
-        self, task: TaskType, k: int = 20, temperature: float = 0.07, class_weight: str = "none"
+        self, task: TaskType, *, k: int = 20, temperature: float = 0.07, class_weight: str = "none"
     ) -> None:
         self.task = task
         self.k = k

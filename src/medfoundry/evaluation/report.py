@@ -60,6 +60,7 @@ class StudyOutputs:
 
 def write_study_outputs(
     study_dir: Path,
+    *,
     tasks: Mapping[str, TaskType],
     primary_metrics: Mapping[str, str],
     reference: Reference | None,
@@ -84,15 +85,21 @@ def write_study_outputs(
     resampler = resampler or Resampler()
     tables = build_study_tables(
         read_results(study_dir / "results.csv"),
-        tasks,
-        study_dir / "predictions",
-        primary_metrics,
-        reference,
-        resampler,
-        comparisons,
+        tasks=tasks,
+        predictions=study_dir / "predictions",
+        primary_metrics=primary_metrics,
+        reference=reference,
+        resampler=resampler,
+        comparisons=comparisons,
     )
     tables.notes[:0] = list(notes)
-    page = render_report(tables, primary_metrics, title, reference, resampler.resamples)
+    page = render_report(
+        tables,
+        primary_metrics=primary_metrics,
+        title=title,
+        reference=reference,
+        resamples=resampler.resamples,
+    )
     document = {
         "primary_metrics": dict(primary_metrics),
         "reference": None if reference is None else vars(reference),
@@ -117,6 +124,7 @@ def write_study_outputs(
 
 def render_report(
     tables: StudyTables,
+    *,
     primary_metrics: Mapping[str, str],
     title: str,
     reference: Reference | None,
@@ -160,12 +168,12 @@ def _task_section(tables: StudyTables, task: str, metric: str) -> list[str]:
     fractions = [r for r in pooled if r["shots"] is None]
     if fractions:
         parts.append(f"<h2>{html.escape(task)}: {html.escape(metric)} versus training fraction</h2>")
-        parts.append(embed_png(curve_figure(fractions, task, metric, "fraction")))
+        parts.append(embed_png(curve_figure(fractions, task, metric, x_key="fraction")))
         parts.append(_score_table(fractions, "fraction"))
     shots = [r for r in pooled if r["shots"] is not None]
     if shots:
         parts.append(f"<h2>{html.escape(task)}: {html.escape(metric)} versus shots per class</h2>")
-        parts.append(embed_png(curve_figure(shots, f"{task} (k-shot)", metric, "shots")))
+        parts.append(embed_png(curve_figure(shots, f"{task} (k-shot)", metric, x_key="shots")))
         parts.append(_score_table(shots, "shots"))
     paired = [r for r in tables.paired if r["task"] == task]
     if paired:

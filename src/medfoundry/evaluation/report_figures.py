@@ -20,7 +20,7 @@ __all__ = ["curve_figure", "embed_png", "heatmap_figure"]
 LINE_STYLES = ("-", "--", ":", "-.")
 
 
-def curve_figure(rows: Sequence[Mapping[str, Any]], title: str, metric: str, x_key: str) -> Figure:
+def curve_figure(rows: Sequence[Mapping[str, Any]], title: str, metric: str, *, x_key: str) -> Figure:
     """Mean score versus ``x_key`` (``fraction`` or ``shots``) with its test-set bootstrap band:
     colour per encoder, line style per mode, chance level as a dotted grey line, the training
     size ``n`` under each tick."""

@@ -103,7 +103,7 @@ class Cell:
 
 
 def result_row(
-    cell: Cell, n_train: int, test_center: str, metric: str, value: float, never_improved: bool = False
+    cell: Cell, *, n_train: int, test_center: str, metric: str, value: float, never_improved: bool = False
 ) -> dict[str, Any]:
     """One row of ``results.csv`` (its test-set interval is filled in later)."""
     return {

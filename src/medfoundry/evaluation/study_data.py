@@ -26,14 +26,14 @@ from medfoundry.errors import ConfigError, DataError
 from medfoundry.tasks.spec import TaskSpec
 from medfoundry.tasks.task_type import TaskType
 
-__all__ = ["ALL", "TaskData", "load_task_data"]
+__all__ = ["ALL", "StudyTaskData", "load_study_task_data"]
 
 ALL = "all"
 """``train_center`` / ``test_center`` of results that pool every center."""
 
 
 @dataclass
-class TaskData:
+class StudyTaskData:
     """One task's fixed splits and the subsets drawn from them.
 
     Attributes:
@@ -64,7 +64,7 @@ class TaskData:
         if seed not in self._fractions:
             if self._train_classes is None:  # read once: for segmentation this decodes every mask
                 self._train_classes = [
-                    record_classes(r, ignore_index(self.task)) for r in self.splits["train"]
+                    record_classes(r, self.task.ignore_index) for r in self.splits["train"]
                 ]
             self._fractions[seed] = NestedFractions(
                 self.splits["train"], seed, keep_groups=False, classes=self._train_classes
@@ -87,14 +87,15 @@ class TaskData:
         return [r for r in self.splits[split] if r.center in members]
 
 
-def load_task_data(
+def load_study_task_data(
     spec: TaskSpec,
     task: TaskType,
+    *,
     split_seed: int,
     val_fraction: float,
     test_fraction: float,
     centers: Mapping[str, Sequence[str]] | None = None,
-) -> TaskData:
+) -> StudyTaskData:
     """Read and check a task's records and fix its splits (see the module docstring).
 
     Args:
@@ -111,12 +112,12 @@ def load_task_data(
     """
     splits = load_task_records(
         spec.name,
-        spec.source,
+        spec.data_source(),
         task.target,
-        spec.classes,
-        split_seed,
-        val_fraction,
-        ignore_index(task),
+        classes=spec.classes,
+        seed=split_seed,
+        val_fraction=val_fraction,
+        ignore_index=task.ignore_index,
         preprocessing=spec.preprocessing,  # CT windows, intensity scaling: as in pretraining
         split=spec.split,
     )
@@ -126,12 +127,7 @@ def load_task_data(
         held_out = len(splits["test"])
     present = sorted({r.center for records in splits.values() for r in records if r.center is not None})
     groups = _center_groups(spec.name, present, centers)
-    return TaskData(spec, task, splits, groups, _digest(splits), held_out)
-
-
-def ignore_index(task: TaskType) -> int | None:
-    """The mask value that is not a class (segmentation tasks), else ``None``."""
-    return getattr(task, "ignore_index", None)
+    return StudyTaskData(spec, task, splits, groups, _digest(splits), held_out)
 
 
 def _hold_out(
@@ -143,9 +139,7 @@ def _hold_out(
     held: set[int] = set()
     for positions in by_center.values():
         if len(positions) > 1:
-            chosen = NestedFractions([train[i] for i in positions], seed, ignore_index(task)).indices(
-                fraction
-            )
+            chosen = NestedFractions([train[i] for i in positions], seed, task.ignore_index).indices(fraction)
             held.update(positions[j] for j in chosen)
     if not held or len(held) == len(train):
         raise DataError(

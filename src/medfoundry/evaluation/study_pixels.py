@@ -19,7 +19,7 @@ import numpy as np
 from medfoundry.data.cache import CacheSettings, PreparedSplit, SampleArrays, prepare_arrays
 from medfoundry.data.record import Record
 from medfoundry.data.task_records import DEFAULT_IGNORE_INDEX
-from medfoundry.evaluation.study_data import TaskData, ignore_index
+from medfoundry.evaluation.study_data import StudyTaskData
 
 __all__ = ["StudyPixels"]
 
@@ -33,7 +33,7 @@ class StudyPixels:
         num_workers: Processes that decode while a cache is built.
     """
 
-    def __init__(self, data: TaskData, folder: Path | None, num_workers: int = 0) -> None:
+    def __init__(self, data: StudyTaskData, folder: Path | None, num_workers: int = 0) -> None:
         self.data = data
         self.cache = CacheSettings(folder=folder, num_workers=num_workers)
         self._prepared: dict[int, tuple[PreparedSplit, dict[tuple[Path, str | None, int | None], int]]] = {}
@@ -52,16 +52,16 @@ class StudyPixels:
     def _at(self, size: int) -> tuple[PreparedSplit, dict[tuple[Path, str | None, int | None], int]]:
         if size not in self._prepared:
             spec, task = self.data.spec, self.data.task
-            ignore = ignore_index(task)
+            ignore = task.ignore_index
             prepared = prepare_arrays(
                 f"{spec.name}-{size}px",
                 self.data.records,
                 task.target,
-                size,
-                spec.preprocessing,
-                len(spec.classes),
-                DEFAULT_IGNORE_INDEX if ignore is None else ignore,
-                self.cache,
+                size=size,
+                preprocessing=spec.preprocessing,
+                num_classes=len(spec.classes),
+                ignore_index=DEFAULT_IGNORE_INDEX if ignore is None else ignore,
+                cache=self.cache,
             )
             positions = {r.key: i for i, r in enumerate(prepared.records)}
             self._prepared[size] = (prepared, positions)

@@ -154,6 +154,7 @@ def paired_difference(
 
 def build_study_tables(
     results: Sequence[Mapping[str, Any]],
+    *,
     tasks: Mapping[str, TaskType],
     predictions: Path,
     primary_metrics: Mapping[str, str],
@@ -215,7 +216,7 @@ def _task_scores(
             missing += 1
         for test, items in stored.items():
             n = int(items.pop(N_ITEMS))
-            scores[(*key, test)] = resampler.scores(metrics, items, n, f"{task.spec.name}/{test}")
+            scores[(*key, test)] = resampler.scores(metrics, items, n=n, name=f"{task.spec.name}/{test}")
             if test not in chance:
                 chance[test] = metrics.chance(items)
     return scores, chance, missing

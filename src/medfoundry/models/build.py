@@ -42,7 +42,9 @@ def build_multitask_model(cfg: ModelConfig, tasks: Mapping[str, TaskType]) -> Mu
 
         detection_decoder = FCOSDecoder(channels, strides, **cfg.detection_decoder.model_dump())
     if "masked" in kinds.values():
-        masked_image = create_masked_image_objective(encoder, cfg.image_size, **cfg.masked_image.model_dump())
+        masked_image = create_masked_image_objective(
+            encoder, image_size=cfg.image_size, **cfg.masked_image.model_dump()
+        )
     widths = {
         "pooled": encoder.out_channels,
         "pixel": cfg.pixel_decoder.embed_dim,
@@ -52,4 +54,11 @@ def build_multitask_model(cfg: ModelConfig, tasks: Mapping[str, TaskType]) -> Mu
     heads: dict[str, nn.Module] = {
         name: task.build_head(widths[task.feature]) for name, task in tasks.items()
     }
-    return MultiTaskModel(encoder, heads, kinds, pixel_decoder, detection_decoder, masked_image)
+    return MultiTaskModel(
+        encoder,
+        heads,
+        head_features=kinds,
+        pixel_decoder=pixel_decoder,
+        detection_decoder=detection_decoder,
+        masked_image=masked_image,
+    )

@@ -64,6 +64,7 @@ class FCOSDecoder(nn.Module):
         self,
         in_channels: list[int],
         in_strides: list[float],
+        *,
         channels: int = 64,
         num_convs: int = 2,
         num_levels: int = 5,

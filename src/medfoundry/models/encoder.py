@@ -17,7 +17,6 @@ strides 4, 8, 16, 32 so that U-Net and FPN decoders work on them too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import timm
@@ -26,6 +25,7 @@ from timm.layers import BatchNormAct2d, GroupNormAct
 from torch import nn
 
 from medfoundry.errors import ConfigError
+from medfoundry.models.feature_level import FeatureLevel
 from medfoundry.models.simple_pyramid import SimplePyramid
 from medfoundry.registry import unknown_name_message
 
@@ -34,14 +34,6 @@ __all__ = ["HUB_PREFIXES", "Encoder", "FeatureLevel", "create_encoder", "replace
 PYRAMID_STRIDES = (4, 8, 16, 32)
 HUB_PREFIXES = ("hf-hub:", "local-dir:")
 """timm's names of exported models: a Hugging Face Hub repository, or a local folder."""
-
-
-@dataclass(frozen=True)
-class FeatureLevel:
-    """One pyramid level: channels and stride (input pixels per feature pixel)."""
-
-    channels: int
-    stride: float
 
 
 class Encoder(nn.Module):
@@ -68,6 +60,7 @@ class Encoder(nn.Module):
         self,
         backbone: Any,
         indices: list[int],
+        *,
         mean: tuple[float, ...],
         std: tuple[float, ...],
         pyramid: SimplePyramid | None = None,
@@ -113,11 +106,13 @@ class Encoder(nn.Module):
 
 def create_encoder(
     name: str,
+    *,
     pretrained: bool = False,
     img_size: int | None = None,
     model_kwargs: dict[str, Any] | None = None,
     use_groupnorm: bool = True,
     use_grad_checkpointing: bool = False,
+    config_key: str | None = "model.encoder",
 ) -> Encoder:
     """Build an encoder from any timm model name.
 
@@ -130,6 +125,8 @@ def create_encoder(
         model_kwargs: Further ``timm.create_model`` arguments, e.g. ``{"window_size": 4}``.
         use_groupnorm: Replace every BatchNorm with GroupNorm.
         use_grad_checkpointing: Recompute activations in backward (less memory, ~30% slower).
+        config_key: Where the user set these arguments, as messages name it (``None``: the
+            caller names the encoder itself; messages then say ``pretrained: false``).
 
     Returns:
         The encoder; ``encoder.feature_info`` lists channels and strides of its outputs.
@@ -148,9 +145,9 @@ def create_encoder(
     """
     if not (timm.is_model(name) or name.startswith(HUB_PREFIXES)):
         raise ConfigError(
-            f"model.encoder.name: {unknown_name_message('timm model', name, timm.list_models())}"
+            f"{_prefix(config_key, 'name')}{unknown_name_message('timm model', name, timm.list_models())}"
         )
-    backbone = _create_backbone(name, pretrained, img_size, dict(model_kwargs or {}))
+    backbone = _create_backbone(name, pretrained, img_size, dict(model_kwargs or {}), config_key)
     _check_patches_cover(name, backbone, img_size)
     if use_groupnorm and replace_batchnorm(backbone):
         # recorded so that an exported config rebuilds the same layers in plain timm
@@ -161,14 +158,14 @@ def create_encoder(
     if len(set(reductions)) == 1:  # plain ViT: one stride everywhere
         last = len(info) - 1
         pyramid = SimplePyramid(info[last]["num_chs"], reductions[0])
-        encoder = Encoder(backbone, [last], cfg["mean"], cfg["std"], pyramid)
+        encoder = Encoder(backbone, [last], mean=cfg["mean"], std=cfg["std"], pyramid=pyramid)
     else:
         indices = [i for i, r in enumerate(reductions) if r in PYRAMID_STRIDES]
         if not indices:
             raise ConfigError(
-                f"model.encoder.name: '{name}' has no feature maps at strides {PYRAMID_STRIDES}"
+                f"{_prefix(config_key, 'name')}'{name}' has no feature maps at strides {PYRAMID_STRIDES}"
             )
-        encoder = Encoder(backbone, indices, cfg["mean"], cfg["std"])
+        encoder = Encoder(backbone, indices, mean=cfg["mean"], std=cfg["std"])
     if use_grad_checkpointing:
         encoder.set_grad_checkpointing(True)
     return encoder
@@ -190,7 +187,18 @@ def _check_patches_cover(name: str, backbone: Any, img_size: int | None) -> None
         )
 
 
-def _create_backbone(name: str, pretrained: bool, img_size: int | None, kwargs: dict[str, Any]) -> Any:
+def _prefix(config_key: str | None, field: str | None = None) -> str:
+    """``model.encoder.name: `` (or nothing, when the caller names the encoder)."""
+    if config_key is None:
+        return ""
+    return f"{config_key}.{field}: " if field else f"{config_key}: "
+
+
+def _create_backbone(
+    name: str, pretrained: bool, img_size: int | None, kwargs: dict[str, Any], config_key: str | None
+) -> Any:
+    where = _prefix(config_key)
+    unset = f"set {config_key}.pretrained=false" if config_key else "use pretrained: false (embed: --random)"
     try:
         if img_size is not None:
             try:
@@ -201,21 +209,19 @@ def _create_backbone(name: str, pretrained: bool, img_size: int | None, kwargs: 
                 pass  # CNNs take any input size and reject the argument
         return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
     except TypeError as e:
-        raise ConfigError(
-            f"model.encoder: timm model '{name}' does not accept these arguments: {e}"
-        ) from None
+        raise ConfigError(f"{where}timm model '{name}' does not accept these arguments: {e}") from None
     except (OSError, RuntimeError) as e:
         if name.startswith(HUB_PREFIXES):
             raise ConfigError(
-                f"model.encoder: cannot load '{name}' ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                f"{where}cannot load '{name}' ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
                 "a hf-hub model is read from the Hugging Face cache when offline (HF_HUB_OFFLINE=1), so "
                 "download it once with network access, or give its exported folder as local-dir:DIR"
             ) from None
         if pretrained:
             raise ConfigError(
-                f"model.encoder: could not load pretrained weights for '{name}' ({type(e).__name__}: "
+                f"{where}could not load pretrained weights for '{name}' ({type(e).__name__}: "
                 f"{str(e).splitlines()[0][:160]}); the weights download from the Hugging Face hub, which "
-                "needs internet access. Set model.encoder.pretrained=false or pre-download the weights."
+                f"needs internet access; {unset} or pre-download the weights."
             ) from None
         raise
 

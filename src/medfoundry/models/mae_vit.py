@@ -65,6 +65,7 @@ class MaskedAutoencoderViT(nn.Module):
         embed_dim: int,
         patch_size: int,
         image_size: int,
+        *,
         mask_ratio: float = 0.75,
         mask_unit_size: int = 16,
         decoder_dim: int = 512,
@@ -88,9 +89,9 @@ class MaskedAutoencoderViT(nn.Module):
         self.decoder = ReconstructionDecoder(
             embed_dim,
             3 * patch_size**2,
-            decoder_dim,
-            decoder_depth,
-            decoder_num_heads,
+            dim=decoder_dim,
+            depth=decoder_depth,
+            num_heads=decoder_num_heads,
             use_mask_token=self.drop_tokens,
         )
 
@@ -102,7 +103,9 @@ class MaskedAutoencoderViT(nn.Module):
             images: ``(B, 3, H, W)`` float32 in [0, 1].
         """
         x = encoder.normalize(images)
-        unit_mask = objective_mask(x.shape[0], self.unit_grid**2, self.num_masked, x.device, self.training)
+        unit_mask = objective_mask(
+            x.shape[0], self.unit_grid**2, self.num_masked, device=x.device, training=self.training
+        )
         token_mask = upsample_mask(unit_mask, self.unit_grid, self.mask_unit_size // self.patch_size)
         vit = cast(VisionTransformer, encoder.backbone)
         tokens = vit.patch_embed(x)  # (B, L, D), or (B, h, w, D) for dynamic image sizes
@@ -127,5 +130,11 @@ class MaskedAutoencoderViT(nn.Module):
         latent = vit.norm(tokens)[:, prefix:]
         pred = self.decoder(latent, self.token_grid, ids_restore)  # (B, L, 3 p^2)
         return score_reconstruction(
-            pred, self.patch_size, self.token_grid, x, self.mask_unit_size, unit_mask, self.norm_pix_loss
+            pred,
+            self.patch_size,
+            self.token_grid,
+            x=x,
+            unit_size=self.mask_unit_size,
+            unit_mask=unit_mask,
+            norm_pix_loss=self.norm_pix_loss,
         )

@@ -61,7 +61,8 @@ class MaskTokenMIM(nn.Module):
     Examples:
         >>> from medfoundry.models import create_encoder
         >>> encoder = create_encoder("resnet10t")
-        >>> mim = MaskTokenMIM("input", 3, 1, 512, 32, 64, decoder_dim=32, decoder_depth=1,
+        >>> mim = MaskTokenMIM(masking_point="input", stem_channels=3, stem_stride=1, deep_channels=512,
+        ...                    deep_stride=32, image_size=64, decoder_dim=32, decoder_depth=1,
         ...                    decoder_num_heads=2)
         >>> out = mim(encoder, torch.rand(2, 3, 64, 64))
         >>> tuple(out.pred.shape), out.mask.sum(dim=1).tolist()
@@ -70,6 +71,7 @@ class MaskTokenMIM(nn.Module):
 
     def __init__(
         self,
+        *,
         masking_point: Literal["patch_embed", "input"],
         stem_channels: int,
         stem_stride: int,
@@ -98,7 +100,11 @@ class MaskTokenMIM(nn.Module):
             # zero in the normalised input: the training data's mean colour, to start with
             self.mask_token = nn.Parameter(torch.zeros(1, 3, 1, 1))
         self.decoder = ReconstructionDecoder(
-            deep_channels, 3 * deep_stride**2, decoder_dim, decoder_depth, decoder_num_heads
+            deep_channels,
+            3 * deep_stride**2,
+            dim=decoder_dim,
+            depth=decoder_depth,
+            num_heads=decoder_num_heads,
         )
 
     def forward(self, encoder: Encoder, images: torch.Tensor) -> MaskedImageOutput:
@@ -110,7 +116,9 @@ class MaskTokenMIM(nn.Module):
         """
         x = encoder.normalize(images)
         b = x.shape[0]
-        unit_mask = objective_mask(b, self.unit_grid**2, self.num_masked, x.device, self.training)
+        unit_mask = objective_mask(
+            b, self.unit_grid**2, self.num_masked, device=x.device, training=self.training
+        )
         factor = self.mask_unit_size // self.stem_stride
         grid = self.unit_grid * factor
         if self.masking_point == "patch_embed":
@@ -125,5 +133,11 @@ class MaskTokenMIM(nn.Module):
             deep = encoder.features(masked)[-1].flatten(2).transpose(1, 2)
         pred = self.decoder(deep, self.deep_grid)  # (B, (H/32)(W/32), 3 * 32^2)
         return score_reconstruction(
-            pred, self.deep_stride, self.deep_grid, x, self.mask_unit_size, unit_mask, self.norm_pix_loss
+            pred,
+            self.deep_stride,
+            self.deep_grid,
+            x=x,
+            unit_size=self.mask_unit_size,
+            unit_mask=unit_mask,
+            norm_pix_loss=self.norm_pix_loss,
         )

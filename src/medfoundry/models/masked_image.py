@@ -45,6 +45,7 @@ class MaskedImageObjective(Protocol):
 def create_masked_image_objective(
     encoder: Encoder,
     image_size: int,
+    *,
     masking: Literal["auto", "drop_tokens", "mask_token"] = "auto",
     mask_ratio: float = 0.75,
     mask_unit_size: int = 16,
@@ -157,13 +158,29 @@ def create_masked_image_objective(
         if route == "mask_token":
             vit_masking = "mask_token"
         width, patch_size = backbone.embed_dim, backbone.patch_embed.patch_size[0]
-        return MaskedAutoencoderViT(width, patch_size, image_size, masking=vit_masking, **settings)
+        return MaskedAutoencoderViT(
+            embed_dim=width, patch_size=patch_size, image_size=image_size, masking=vit_masking, **settings
+        )
     deep_channels, deep_stride = deep.channels, int(deep.stride)
     if route == "patch_embed":
         return MaskTokenMIM(
-            "patch_embed", stem_channels, stride, deep_channels, deep_stride, image_size, **settings
+            masking_point="patch_embed",
+            stem_channels=stem_channels,
+            stem_stride=stride,
+            deep_channels=deep_channels,
+            deep_stride=deep_stride,
+            image_size=image_size,
+            **settings,
         )
-    return MaskTokenMIM("input", 3, 1, deep_channels, deep_stride, image_size, **settings)
+    return MaskTokenMIM(
+        masking_point="input",
+        stem_channels=3,
+        stem_stride=1,
+        deep_channels=deep_channels,
+        deep_stride=deep_stride,
+        image_size=image_size,
+        **settings,
+    )
 
 
 class _Settings(TypedDict):

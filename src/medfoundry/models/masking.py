@@ -55,6 +55,7 @@ def random_unit_mask(
     batch: int,
     num_units: int,
     num_masked: int,
+    *,
     device: torch.device | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -77,13 +78,13 @@ def random_unit_mask(
 
 
 def objective_mask(
-    batch: int, num_units: int, num_masked: int, device: torch.device, training: bool
+    batch: int, num_units: int, num_masked: int, *, device: torch.device, training: bool
 ) -> torch.Tensor:
     """``random_unit_mask`` as the objectives use it: torch's global RNG in training (saved and
     restored with a run), a fixed seed in eval (validation losses compare across steps, and
     validating leaves the training RNG untouched)."""
     generator = None if training else torch.Generator(device).manual_seed(0)
-    return random_unit_mask(batch, num_units, num_masked, device, generator)
+    return random_unit_mask(batch, num_units, num_masked, device=device, generator=generator)
 
 
 def upsample_mask(mask: torch.Tensor, grid: int, factor: int) -> torch.Tensor:
@@ -129,7 +130,7 @@ def _unit_stats(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def masked_unit_loss(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix_loss: bool = True
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *, norm_pix_loss: bool = True
 ) -> torch.Tensor:
     """MSE over the values of masked units only, about 1 at chance (see the module docstring).
 
@@ -162,6 +163,7 @@ def score_reconstruction(
     pred: torch.Tensor,
     token_size: int,
     grid: int,
+    *,
     x: torch.Tensor,
     unit_size: int,
     unit_mask: torch.Tensor,
@@ -180,7 +182,7 @@ def score_reconstruction(
     """
     if token_size != unit_size:
         pred = patchify(unpatchify(pred, token_size, grid), unit_size)
-    loss = masked_unit_loss(pred, patchify(x, unit_size), unit_mask, norm_pix_loss)
+    loss = masked_unit_loss(pred, patchify(x, unit_size), unit_mask, norm_pix_loss=norm_pix_loss)
     return MaskedImageOutput(loss, pred, unit_mask)
 
 
@@ -189,6 +191,7 @@ def render_reconstruction(
     images: torch.Tensor,
     output: MaskedImageOutput,
     unit_size: int,
+    *,
     norm_pix_loss: bool,
     mean: torch.Tensor,
     std: torch.Tensor,

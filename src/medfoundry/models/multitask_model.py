@@ -35,6 +35,7 @@ class MultiTaskModel(nn.Module):
         self,
         encoder: Encoder,
         heads: dict[str, nn.Module],
+        *,
         head_features: dict[str, FeatureKind],
         pixel_decoder: nn.Module | None = None,
         detection_decoder: nn.Module | None = None,

@@ -40,7 +40,7 @@ class ReconstructionDecoder(nn.Module):
     """
 
     def __init__(
-        self, in_dim: int, out_dim: int, dim: int, depth: int, num_heads: int, use_mask_token: bool = False
+        self, in_dim: int, out_dim: int, *, dim: int, depth: int, num_heads: int, use_mask_token: bool = False
     ) -> None:
         super().__init__()
         self.dim = dim

@@ -9,15 +9,11 @@ unchanged on a ViT.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
+from medfoundry.models.feature_level import FeatureLevel
 from medfoundry.models.norm import group_norm
-
-if TYPE_CHECKING:
-    from medfoundry.models.encoder import FeatureLevel
 
 __all__ = ["SimplePyramid"]
 
@@ -37,8 +33,6 @@ class SimplePyramid(nn.Module):
 
     def __init__(self, channels: int, stride: int) -> None:
         super().__init__()
-        from medfoundry.models.encoder import FeatureLevel
-
         half, quarter = channels // 2, channels // 4
         self.up4 = nn.Sequential(
             nn.ConvTranspose2d(channels, half, 2, stride=2),

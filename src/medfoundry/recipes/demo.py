@@ -97,7 +97,7 @@ def run(out_dir: Path, quick: bool = False) -> Path:
             shutil.rmtree(out_dir / old)
     # without a terminal (a log, a pipe, CI) a plain line at least every 30 s, also while the
     # corpus is written; pretraining and the study add their own lines
-    stages = ProgressLines("demo", 3, "stages") if not console.is_terminal else None
+    stages = ProgressLines("demo", 3, unit="stages") if not console.is_terminal else None
     with stages or nullcontext():
         _status(stages, 0, "building the corpus")
         console.rule("[bold]1/3 offline corpus from packaged images")

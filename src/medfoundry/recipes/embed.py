@@ -76,18 +76,26 @@ def run(cfg: EmbedConfig) -> Path:
         DataError: the data is no manifest, image folder or task database, or an image is unreadable.
     """
     check_embeddings_path(cfg.output)
+    device = resolve_device(cfg.device, "--device")
     if cfg.data.suffix.lower() in (".yaml", ".yml"):
         records, ids, preprocessing = _task_samples(cfg.data, cfg.task)
     else:
         if cfg.task is not None:
             raise ConfigError(f"{cfg.data}: --task needs a task database YAML as DATA")
         (records, ids), preprocessing = _images(cfg.data), None
-    encoder = load_encoder(cfg.encoder, cfg.pretrained, cfg.image_size, device=resolve_device(cfg.device))
+    encoder = load_encoder(cfg.encoder, pretrained=cfg.pretrained, image_size=cfg.image_size, device=device)
     cache_dir = (
         cfg.cache_dir
         or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medfoundry" / "features"
     )
-    features = cached_features(encoder, records, cache_dir, cfg.batch_size, cfg.num_workers, preprocessing)
+    features = cached_features(
+        encoder,
+        records,
+        cache_dir=cache_dir,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        preprocessing=preprocessing,
+    )
     metadata = {
         "encoder": cfg.encoder,
         "pretrained": str(cfg.pretrained).lower(),
@@ -95,7 +103,7 @@ def run(cfg: EmbedConfig) -> Path:
         "image_size": str(encoder.image_size),
         "preprocessing": PREPROCESSING,
     }
-    return write_embeddings(cfg.output, ids, features, metadata)
+    return write_embeddings(cfg.output, ids, features, metadata=metadata)
 
 
 def _images(data: Path) -> tuple[list[Record], list[str]]:
@@ -123,19 +131,19 @@ def _task_samples(database: Path, name: str | None) -> tuple[list[Record], list[
         raise ConfigError(
             f"{database}: holds {len(names)} tasks; choose one with --task ({', '.join(names)})"
         )
-    spec = cfg.tasks[0] if name is None else next((s for s in cfg.tasks if s.name == name), None)
-    if spec is None:
+    chosen = cfg.tasks[0] if name is None else next((s for s in cfg.tasks if s.name == name), None)
+    if chosen is None:
         raise ConfigError(f"{database}: no task '{name}' (its tasks: {', '.join(names)})")
-    target = TASK_TYPES.get(spec.type).target
-    spec = with_classes(spec)
+    target = TASK_TYPES.get(chosen.type).target
+    spec = with_classes(chosen)
     splits = load_task_records(
         spec.name,
-        spec.source,
+        spec.data_source(),
         target,
-        spec.classes,
-        cfg.seed,
-        cfg.data.val_fraction,
-        getattr(build_task(spec), "ignore_index", None),
+        classes=spec.classes,
+        seed=cfg.seed,
+        val_fraction=cfg.data.val_fraction,
+        ignore_index=build_task(spec).ignore_index,
         require_val=False,
         preprocessing=spec.preprocessing,
         split=spec.split,

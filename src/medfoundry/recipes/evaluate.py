@@ -85,14 +85,16 @@ def run(cfg: StudyConfig) -> Path:
     context = multiprocessing.get_context("spawn")  # no forked torch state in the workers
     config = plan.cfg.model_dump(mode="json")
     children = [
-        context.Process(target=spawned_worker, args=(config, i, cfg.workers, threads), daemon=False)
+        context.Process(
+            target=spawned_worker, args=(config, i, cfg.workers), kwargs={"threads": threads}, daemon=False
+        )
         for i in range(1, cfg.workers)
     ]
     for child in children:
         child.start()
     try:
         with _torch_threads(threads):
-            work(plan, 0, cfg.workers, show_progress=cfg.progress)
+            work(plan, index=0, workers=cfg.workers, show_progress=cfg.progress)
     except BaseException:
         for child in children:  # their claims go stale with them; a rerun takes those cells up
             child.terminate()
@@ -113,12 +115,12 @@ def write_outputs(plan: StudyPlan, study_dir: Path) -> StudyOutputs:
     cfg = plan.cfg
     return write_study_outputs(
         study_dir,
-        plan.tasks,
-        plan.primary,
-        plan.reference,
-        Resampler(cfg.bootstrap.resamples, cfg.bootstrap.seed),
-        plan.comparisons,
-        plan.notes,
+        tasks=plan.tasks,
+        primary_metrics=plan.primary,
+        reference=plan.reference,
+        resampler=Resampler(cfg.bootstrap.resamples, cfg.bootstrap.seed),
+        comparisons=plan.comparisons,
+        notes=plan.notes,
         title=f"medfoundry study: {study_dir.name}",
     )
 
@@ -139,12 +141,12 @@ def read_study(study_dir: Path) -> StudyOutputs:
     reference = Reference(**planned["reference"]) if planned["reference"] else None
     return write_study_outputs(
         study_dir,
-        tasks,
-        planned["primary_metrics"],
-        reference,
-        Resampler(cfg.bootstrap.resamples, cfg.bootstrap.seed),
-        planned["comparisons"],
-        planned["notes"],
+        tasks=tasks,
+        primary_metrics=planned["primary_metrics"],
+        reference=reference,
+        resampler=Resampler(cfg.bootstrap.resamples, cfg.bootstrap.seed),
+        comparisons=planned["comparisons"],
+        notes=planned["notes"],
         title=f"medfoundry study: {study_dir.name}",
     )
 

@@ -20,15 +20,14 @@ from medfoundry.evaluation.probes import ProbeConfig
 from medfoundry.models.config import TimmArguments
 from medfoundry.recipes.pretrain_config import read_config
 from medfoundry.registry import unknown_name_message
-from medfoundry.tasks.spec import TaskSpec
+from medfoundry.tasks.spec import DatabaseTask, TaskSpec
+from medfoundry.tasks.task_type import EVALUATION_MODES, EvaluationMode, TaskType
 
 __all__ = [
     "BASELINES",
     "DEFAULT_FRACTIONS",
     "MODES",
-    "MODES_BY_FEATURE",
     "PIXELS",
-    "PRIMARY_METRICS",
     "PROBE_MODES",
     "BootstrapConfig",
     "FewShotConfig",
@@ -40,8 +39,8 @@ __all__ = [
     "load_study_config",
 ]
 
-Mode = Literal["linear", "knn", "finetune", "frozen-decoder"]
-MODES: tuple[Mode, ...] = ("linear", "knn", "finetune", "frozen-decoder")
+Mode = EvaluationMode
+MODES: tuple[Mode, ...] = EVALUATION_MODES
 PROBE_MODES: tuple[Mode, ...] = ("linear", "knn")
 """Modes that fit a probe on frozen features (the only ones a ``pixels`` encoder runs)."""
 PIXELS = "pixels"
@@ -49,19 +48,6 @@ PIXELS = "pixels"
 Baseline = Literal["random", "pixels", "imagenet"]
 BASELINES: tuple[Baseline, ...] = ("random", "pixels", "imagenet")
 DEFAULT_FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
-MODES_BY_FEATURE: dict[str, tuple[Mode, ...]] = {
-    "pooled": ("linear", "knn", "finetune"),
-    "pixel": ("frozen-decoder", "finetune"),
-    "pyramid": ("frozen-decoder", "finetune"),
-}
-"""The modes that apply to a task, by the shared feature its head reads."""
-PRIMARY_METRICS = {
-    "classification": "balanced_accuracy",
-    "multilabel": "auroc",
-    "segmentation": "mean_dice",
-    "detection": "map_50",
-}
-"""Default metric per task type for curves, early stopping and data efficiency."""
 NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
 
 
@@ -187,7 +173,8 @@ class StudyConfig(_Frozen):
             each center on its own.
         reference: The full-data score of the data-efficiency table.
         primary_metrics: Task name -> metric for curves, early stopping and data efficiency;
-            default per type: balanced_accuracy, auroc (multilabel), mean_dice, map_50.
+            default: the task type's ``primary_metric`` (balanced_accuracy, auroc for
+            multilabel, mean_dice, map_50).
         bootstrap: Test-set bootstrap intervals and paired comparisons.
         keep_checkpoints: Save each trained model's best weights under ``checkpoints/``.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``auto`` with several workers and
@@ -201,7 +188,7 @@ class StudyConfig(_Frozen):
     """
 
     study_dir: Path
-    tasks: list[TaskSpec] = Field(min_length=1)
+    tasks: list[DatabaseTask] = Field(min_length=1)
     task_names: list[str] | None = None
     encoders: list[StudyEncoder] = Field(min_length=1)
     modes: list[Mode] = Field(default_factory=lambda: list(MODES), min_length=1)
@@ -246,9 +233,9 @@ class StudyConfig(_Frozen):
         """The seeds: ``range(seeds)`` for a count."""
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
-    def modes_of(self, task: TaskSpec, feature: str) -> list[Mode]:
+    def modes_of(self, task: TaskType) -> list[Mode]:
         """The modes a task runs: its ``task_modes`` entry or ``modes``, those that apply to it."""
-        return [m for m in self.task_modes.get(task.name, self.modes) if m in MODES_BY_FEATURE[feature]]
+        return [m for m in self.task_modes.get(task.spec.name, self.modes) if m in task.evaluation_modes]
 
     @property
     def selected_tasks(self) -> list[TaskSpec]:

@@ -25,13 +25,11 @@ from medfoundry.errors import ConfigError, DataError
 from medfoundry.evaluation.pixel_encoder import DEFAULT_PIXELS_SIZE, PixelEncoder
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder, load_encoder, looks_like_path
 from medfoundry.evaluation.study_cells import Cell
-from medfoundry.evaluation.study_data import TaskData, load_task_data
+from medfoundry.evaluation.study_data import StudyTaskData, load_study_task_data
 from medfoundry.evaluation.study_tables import Reference
 from medfoundry.models.config import ModelConfig
 from medfoundry.recipes.evaluate_config import (
-    MODES_BY_FEATURE,
     PIXELS,
-    PRIMARY_METRICS,
     PROBE_MODES,
     Mode,
     StudyConfig,
@@ -74,7 +72,7 @@ class StudyPlan:
 
     cfg: StudyConfig
     tasks: dict[str, TaskType]
-    data: dict[str, TaskData]
+    data: dict[str, StudyTaskData]
     primary: dict[str, str]
     encoders: dict[str, Encoder]
     encoder_specs: dict[str, StudyEncoder]
@@ -108,7 +106,7 @@ def plan_study(cfg: StudyConfig, device: Any = None) -> StudyPlan:
     tasks: dict[str, TaskType] = {}
     for spec in specs:
         task = build_task(spec)
-        if not task.metrics().compute():  # masked_image: nothing to score on held-out data
+        if task.primary_metric is None:  # e.g. masked_image: nothing to score on held-out data
             notes.append(f"task '{spec.name}' ({spec.type}) has no metrics to evaluate: skipped")
             continue
         tasks[spec.name] = task
@@ -119,19 +117,25 @@ def plan_study(cfg: StudyConfig, device: Any = None) -> StudyPlan:
     cfg = cfg.model_copy(
         update={"tasks": [s if s.name not in tasks else tasks[s.name].spec for s in cfg.tasks]}
     )
-    primary = {n: cfg.primary_metrics.get(n, PRIMARY_METRICS[t.spec.type]) for n, t in tasks.items()}
+    primary = {n: cfg.primary_metrics.get(n) or str(t.primary_metric) for n, t in tasks.items()}
     _check_metrics_and_modes(cfg, tasks, primary)
     data = {
-        name: load_task_data(
-            task.spec, task, cfg.split_seed, cfg.val_fraction, cfg.test_fraction, cfg.centers
+        name: load_study_task_data(
+            task.spec,
+            task,
+            split_seed=cfg.split_seed,
+            val_fraction=cfg.val_fraction,
+            test_fraction=cfg.test_fraction,
+            centers=cfg.centers,
         )
         for name, task in tasks.items()
     }
     if cfg.cross_center and not any(d.centers for d in data.values()):
         raise ConfigError(f"cross_center: none of the tasks {', '.join(data)} has a center column")
     _check_subsets(cfg, tasks, data)
-    device = device if device is not None else resolve_device(cfg.device)
-    resolve_precision(cfg.finetune.precision, device)  # fp16 on a CPU fails here, not after the probes
+    device = device if device is not None else resolve_device(cfg.device, "device")
+    # fp16 on a CPU fails here, not after the probes
+    resolve_precision(cfg.finetune.precision, device, "finetune.precision")
     _check_pixel_modes(cfg, tasks)
     own = {e.name: e for e in cfg.encoders}
     encoders = _load_encoders(cfg, own, device)  # the study's own first: their errors, not a baseline's
@@ -163,26 +167,26 @@ def _check_metrics_and_modes(cfg: StudyConfig, tasks: dict[str, TaskType], prima
                 f"primary_metrics.{name}: '{primary[name]}' is lower-is-better and cannot rank models "
                 "(it is reported for every cell anyway)"
             )
-        applicable = MODES_BY_FEATURE[task.feature]
+        applicable = task.evaluation_modes
         chosen = cfg.task_modes.get(name)
         for mode in chosen or []:
             if mode not in applicable:
                 modes = ", ".join(applicable)
                 problems.append(f"task_modes.{name}: '{mode}' does not apply to {task.spec.type} ({modes})")
-        if chosen == [] or (chosen is None and not cfg.modes_of(task.spec, task.feature)):
+        if chosen == [] or (chosen is None and not cfg.modes_of(task)):
             problems.append(
                 f"task '{name}' ({task.spec.type}): no mode to run (applicable: {', '.join(applicable)})"
             )
     explicit = cfg.modes if "modes" in cfg.model_fields_set else []  # the default lists every mode
     for mode in explicit:
-        if not any(mode in MODES_BY_FEATURE[task.feature] for task in tasks.values()):
+        if not any(mode in task.evaluation_modes for task in tasks.values()):
             types = ", ".join(sorted({t.spec.type for t in tasks.values()}))
             problems.append(f"modes: '{mode}' applies to none of the tasks (their types: {types})")
     if problems:
         raise ConfigError(problems)
 
 
-def _check_subsets(cfg: StudyConfig, tasks: dict[str, TaskType], data: dict[str, TaskData]) -> None:
+def _check_subsets(cfg: StudyConfig, tasks: dict[str, TaskType], data: dict[str, StudyTaskData]) -> None:
     """Every fraction must hold every class at least once; every class must have ``k`` samples."""
     problems = []
     for name, task_data in data.items():
@@ -195,7 +199,7 @@ def _check_subsets(cfg: StudyConfig, tasks: dict[str, TaskType], data: dict[str,
                     f"samples, fewer than the {needed} it takes to show each class once; use fractions of "
                     f"at least {math.ceil(1000 * needed / n) / 1000:g}"
                 )
-        if cfg.few_shot is not None and tasks[name].target == "label":
+        if cfg.few_shot is not None and tasks[name].probe_targets == "one_label":
             label, count = smallest_class([r.label for r in task_data.splits["train"] if r.label is not None])
             too_many = [k for k in cfg.few_shot.shots if k > count]
             if too_many:
@@ -211,9 +215,7 @@ def _baselines(cfg: StudyConfig, tasks: dict[str, TaskType], notes: list[str]) -
     """The baselines the study asks for (default: all, when a probe runs) that it does not name."""
     names = {e.name for e in cfg.encoders}
     encoders: dict[str, StudyEncoder] = {}
-    runs_probes = any(
-        mode in PROBE_MODES for task in tasks.values() for mode in cfg.modes_of(task.spec, task.feature)
-    )
+    runs_probes = any(mode in PROBE_MODES for task in tasks.values() for mode in cfg.modes_of(task))
     wanted = (
         cfg.baselines
         if cfg.baselines is not None
@@ -279,8 +281,7 @@ def _check_pixel_modes(cfg: StudyConfig, tasks: dict[str, TaskType]) -> None:
     problems = []
     for encoder in (e for e in cfg.encoders if e.is_pixels):
         trained = {
-            task.spec.name: [m for m in cfg.modes_of(task.spec, task.feature) if m not in PROBE_MODES]
-            for task in tasks.values()
+            task.spec.name: [m for m in cfg.modes_of(task) if m not in PROBE_MODES] for task in tasks.values()
         }
         listed = [f"'{name}' ({', '.join(modes)})" for name, modes in trained.items() if modes]
         if listed:
@@ -303,7 +304,13 @@ def _load_encoders(cfg: StudyConfig, specs: dict[str, StudyEncoder], device: Any
             if e.is_pixels:
                 encoders[e.name] = PixelEncoder(size, e.pixels_size or DEFAULT_PIXELS_SIZE).to(device)
             else:
-                encoders[e.name] = load_encoder(e.source, e.pretrained, size, e.model_kwargs, device=device)
+                encoders[e.name] = load_encoder(
+                    e.source,
+                    pretrained=e.pretrained,
+                    image_size=size,
+                    model_kwargs=e.model_kwargs,
+                    device=device,
+                )
         except ConfigError as error:
             problems += [f"encoders.{e.name}: {p}" for p in error.problems]
     if problems:
@@ -348,7 +355,10 @@ def _reference(cfg: StudyConfig, encoders: dict[str, StudyEncoder]) -> Reference
 
 
 def _cells(
-    cfg: StudyConfig, tasks: dict[str, TaskType], data: dict[str, TaskData], encoders: dict[str, StudyEncoder]
+    cfg: StudyConfig,
+    tasks: dict[str, TaskType],
+    data: dict[str, StudyTaskData],
+    encoders: dict[str, StudyEncoder],
 ) -> list[Cell]:
     cells = []
     for name, task in tasks.items():
@@ -358,12 +368,10 @@ def _cells(
             if cfg.cross_center
             else []
         )
-        shots = cfg.few_shot.shots if cfg.few_shot is not None and task.target == "label" else []
+        shots = cfg.few_shot.shots if cfg.few_shot is not None and task.probe_targets == "one_label" else []
         episodes = range(cfg.few_shot.episodes) if cfg.few_shot is not None else range(0)
         for encoder in encoders.values():
-            modes: list[Mode] = [
-                m for m in cfg.modes_of(task.spec, task.feature) if not encoder.is_pixels or m in PROBE_MODES
-            ]
+            modes: list[Mode] = [m for m in cfg.modes_of(task) if not encoder.is_pixels or m in PROBE_MODES]
             for mode in modes:
                 for seed in cfg.seed_list:
                     cells += [Cell(encoder.name, name, mode, fraction, seed) for fraction in cfg.fractions]

@@ -43,7 +43,7 @@ RESULTS_EVERY_S = 10.0
 """Rewrite ``results.csv`` at most this often while cells finish (and always at the end)."""
 
 
-def work(plan: StudyPlan, index: int = 0, workers: int = 1, show_progress: bool = True) -> int:
+def work(plan: StudyPlan, *, index: int = 0, workers: int = 1, show_progress: bool = True) -> int:
     """Run cells of ``plan`` until every cell is done (by this worker or others).
 
     Args:
@@ -80,7 +80,7 @@ class _Worker:
     def run(self, show_progress: bool) -> int:
         total = len(self.plan.cells)
         done = total - len(self.store.pending())
-        progress = CountProgress("evaluate", total, "cells", done, enabled=show_progress)
+        progress = CountProgress("evaluate", total, unit="cells", done=done, enabled=show_progress)
         try:
             with self.board, progress:
                 while pending := self.store.pending():
@@ -168,7 +168,14 @@ def _features(
     records = task_data.records
     folder = Path(cfg.study_dir) / "features"
     levels = cfg.probe.feature_levels
-    path = features_path(encoder, records, folder, task_data.spec.preprocessing, True, levels)
+    path = features_path(
+        encoder,
+        records,
+        cache_dir=folder,
+        preprocessing=task_data.spec.preprocessing,
+        cached=True,
+        feature_levels=levels,
+    )
     claim = f"features-{path.stem[:16]}"
     if not path.is_file() and not board.try_claim(claim):
         return None
@@ -176,12 +183,12 @@ def _features(
         extracted = cached_features(
             encoder,
             records,
-            folder,
-            cfg.probe.batch_size,
-            cfg.probe.num_workers,
-            task_data.spec.preprocessing,
-            partial(pixels[cell.task].arrays, records, encoder.image_size),
-            levels,
+            cache_dir=folder,
+            batch_size=cfg.probe.batch_size,
+            num_workers=cfg.probe.num_workers,
+            preprocessing=task_data.spec.preprocessing,
+            arrays=partial(pixels[cell.task].arrays, records, encoder.image_size),
+            feature_levels=levels,
         )
     finally:
         board.release(claim)
@@ -195,12 +202,17 @@ def _run(
 ) -> CellOutcome:
     task_data = plan.data[cell.task]
     if table is not None:
-        return run_probe_cell(cell, task_data, table, plan.cfg.probe)
+        return run_probe_cell(cell, task_data, table, cfg=plan.cfg.probe)
     encoder = plan.encoders[cell.encoder]
     if not isinstance(encoder, PretrainedEncoder):  # the plan gives pixels encoders probe cells only
         raise TypeError(f"{cell}: encoder '{cell.encoder}' cannot be trained")
     return run_training_cell(
-        cell, task_data, encoder, plan.primary[cell.task], plan.cfg.finetune, pixels[cell.task]
+        cell,
+        task_data,
+        encoder,
+        metric=plan.primary[cell.task],
+        cfg=plan.cfg.finetune,
+        pixels=pixels[cell.task],
     )
 
 
@@ -225,11 +237,11 @@ def worker_device(cfg: StudyConfig, index: int) -> torch.device | None:
     return torch.device(f"cuda:{number % torch.cuda.device_count()}")
 
 
-def spawned_worker(config: dict[str, Any], index: int, workers: int, threads: int | None) -> None:
+def spawned_worker(config: dict[str, Any], index: int, workers: int, *, threads: int | None) -> None:
     """Entry point of a worker process started by ``--workers N`` (it plans the study again: the
     same checks, the same cells and digests)."""
     if threads is not None:
         torch.set_num_threads(threads)
     cfg = StudyConfig.model_validate(config)
     plan = plan_study(cfg, worker_device(cfg, index))
-    work(plan, index, workers, show_progress=False)
+    work(plan, index=index, workers=workers, show_progress=False)

@@ -46,7 +46,7 @@ def run(checkpoint: Path, out_dir: Path) -> Path:
     name = "/".join(p.name for p in (checkpoint.parent.parent, checkpoint.parent, checkpoint) if p.name)
 
     def write(tmp: Path) -> None:
-        write_timm_folder(tmp, Path(name), model.encoder, public)
+        write_timm_folder(tmp, Path(name), model.encoder, config=public)
         timm_config = json.loads((tmp / "config.json").read_text())
         (tmp / "README.md").write_text(model_card(public, model.encoder, timm_config), encoding="utf-8")
 

@@ -43,6 +43,7 @@ from torch import nn
 from medfoundry.errors import ConfigError
 from medfoundry.models.multitask_model import MultiTaskModel
 from medfoundry.recipes.predict import supervised_tasks
+from medfoundry.tasks import TASK_TYPES
 from medfoundry.training.checkpoint import write_atomically
 from medfoundry.training.checkpoint_config import library_versions
 from medfoundry.training.model_loading import load_multitask_model
@@ -53,18 +54,6 @@ log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-4
 """Largest absolute difference allowed between onnxruntime's and PyTorch's outputs."""
-
-POSTPROCESS = {
-    "classification": "softmax over the K logits",
-    "multilabel": "sigmoid of each logit",
-    "segmentation": "argmax over the K channels (class index per pixel)",
-    "detection": (
-        "FCOS: per level l and point (x, y) at stride s: score = sqrt(sigmoid(cls_logits) * "
-        "sigmoid(centerness)); box = ((x + 0.5) s - left s, (y + 0.5) s - top s, (x + 0.5) s + "
-        "right s, (y + 0.5) s + bottom s) with (left, top, right, bottom) = box_regression; then "
-        "per-class NMS"
-    ),
-}
 
 
 class EncoderGraph(nn.Module):
@@ -156,8 +145,9 @@ def run(checkpoint: Path, out_dir: Path) -> Path:
             parts = ("cls_logits", "box_regression", "centerness")
             outputs = [f"{part}_{i}" for part in parts for i in range(count)]
         graphs[f"heads/{spec.name}"] = (graph.eval(), tuple(inputs), names, outputs)
-        heads[spec.name] = {"type": spec.type, "classes": spec.classes, "postprocess": POSTPROCESS[spec.type]}
-        if spec.type == "detection":
+        postprocess = TASK_TYPES.get(spec.type).postprocess_text
+        heads[spec.name] = {"type": spec.type, "classes": spec.classes, "postprocess": postprocess}
+        if kind == "pyramid":
             decoder: Any = model.detection_decoder
             heads[spec.name]["strides"] = list(decoder.strides)
 

@@ -39,10 +39,12 @@ def run(checkpoint: Path, out_dir: Path) -> Path:
     """
     model, config = load_multitask_model(checkpoint)
     encoder = model.encoder
-    return write_atomically(Path(out_dir), lambda tmp: write_timm_folder(tmp, checkpoint, encoder, config))
+    return write_atomically(
+        Path(out_dir), lambda tmp: write_timm_folder(tmp, checkpoint, encoder, config=config)
+    )
 
 
-def write_timm_folder(folder: Path, checkpoint: Path, encoder: Encoder, config: dict[str, Any]) -> None:
+def write_timm_folder(folder: Path, checkpoint: Path, encoder: Encoder, *, config: dict[str, Any]) -> None:
     """``model.safetensors`` and timm's ``config.json`` of ``encoder`` in ``folder``, checked by
     reloading them with timm.
 

@@ -79,7 +79,7 @@ def model_card(config: dict[str, Any], encoder: Encoder, timm_config: dict[str, 
         "sources above) may add conditions: check them before you publish or use these weights.\n\n"
         f"**Patent notice.** {PATENT_NOTICE}",
         "## Citation\n\n"
-        "- Schäfer et al., \"Overcoming data scarcity in biomedical imaging with a foundational "
+        '- Schäfer et al., "Overcoming data scarcity in biomedical imaging with a foundational '
         'multi-task model", *Nature Computational Science* 4, 495-509 (2024).\n'
         '- Liu et al., "VIS-MAE: An Efficient Self-supervised Learning Approach on Medical Image '
         'Segmentation and Classification", arXiv 2402.01034 (2024).\n'
@@ -154,7 +154,7 @@ def _tasks(config: dict[str, Any], specs: list[TaskSpec]) -> str:
         classes = ", ".join(shown) if shown else "(unlabelled)"
         if len(spec.classes) > len(shown):
             classes += f", ... ({len(spec.classes)} classes)"
-        source = f"{spec.source.type}: `{Path(spec.source.location).name}`"
+        source = f"{spec.source.type}: `{Path(spec.source.location).name}`" if spec.source else "not given"
         lines.append(
             f"| {spec.name} | {spec.type} | {classes} | {spec.modality or 'not given'} | {source} | "
             f"{train} | {val} |"

@@ -77,11 +77,11 @@ def run(cfg: PredictConfig) -> Path:
     output = Path(cfg.output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ConfigError(f"{output}: output folder exists and is not empty; choose a new folder")
+    device = resolve_device(cfg.device, "--device")
     config = load_checkpoint_config(cfg.checkpoint)
     spec = _chosen_task(config, cfg.task, cfg.checkpoint)
     task = build_task(spec)
     records, ids = prediction_records(cfg.input, spec)
-    device = resolve_device(cfg.device)
     model, _ = load_multitask_model(cfg.checkpoint, device)
     image_size = int(config["model"]["image_size"])
     loader = DataLoader(
@@ -91,7 +91,7 @@ def run(cfg: PredictConfig) -> Path:
     )
 
     def write(tmp: Path) -> None:
-        writer = prediction_writer(task, tmp, records, image_size)
+        writer = prediction_writer(task, tmp, records, image_size=image_size)
         progress = Progress(*Progress.get_default_columns(), MofNCompleteColumn(), disable=not cfg.progress)
         bar = progress.add_task(f"predict {spec.name}", total=len(records))
         with progress, torch.inference_mode():

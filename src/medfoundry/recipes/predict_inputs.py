@@ -55,7 +55,7 @@ def prediction_records(path: Path, spec: TaskSpec) -> tuple[list[Record], list[s
             record = Record(path, None, 0, reader=FileReader(spec.preprocessing.intensity))
             return [record], [path.name]
     source = _source(path, spec)
-    scan = source.scan("image", [], spec.preprocessing, ignore_index=255)
+    scan = source.scan("image", classes=[], preprocessing=spec.preprocessing, ignore_index=255)
     if scan.problems:
         raise DataError(scan.problems)
     root = path if path.is_dir() else path.parent
@@ -134,7 +134,11 @@ class PredictionImages(Dataset[tuple[Any, ...]]):
     def __getitem__(self, index: int) -> tuple[Any, ...]:
         image = decode_record(self.records[index]).image
         fitted, _, geometry = fit_to_size(
-            to_channels(image, self.preprocessing.channels), None, self.image_size, self.preprocessing.fit, 0
+            to_channels(image, self.preprocessing.channels),
+            None,
+            self.image_size,
+            fit=self.preprocessing.fit,
+            ignore_index=0,
         )
         tensor = torch.from_numpy(fitted).permute(2, 0, 1).float().expand(3, -1, -1).contiguous()
         return tensor, index, torch.tensor(geometry, dtype=torch.float64), torch.tensor(image.shape[:2])

@@ -75,16 +75,17 @@ class PredictionWriter(Protocol):
 
 
 def prediction_writer(
-    task: TaskType, folder: Path, records: Sequence[Record], image_size: int
+    task: TaskType, folder: Path, records: Sequence[Record], *, image_size: int
 ) -> PredictionWriter:
     """The writer for ``task``'s type, writing into ``folder`` (``image_size``: the model's input side)."""
     classes = list(task.spec.classes)
-    if task.spec.type in ("classification", "multilabel"):
-        return ProbabilityWriter(folder, classes, multilabel=task.spec.type == "multilabel")
-    if task.spec.type == "segmentation":
+    # by what the task predicts (its target kind), so a new task type of a known kind needs nothing here
+    if task.target in ("label", "multilabel"):
+        return ProbabilityWriter(folder, classes, multilabel=task.target == "multilabel")
+    if task.target == "mask":
         return MaskWriter(folder, classes, records)
-    if task.spec.type == "detection":
-        return DetectionWriter(folder, classes, task, image_size)
+    if task.target == "boxes":
+        return DetectionWriter(folder, classes, task, image_size=image_size)
     raise ValueError(f"task type {task.spec.type} has no prediction output")
 
 
@@ -127,7 +128,7 @@ class MaskWriter:
     def add(self, batch: PredictedBatch) -> None:
         for i, (record, sample_id) in enumerate(zip(batch.records, batch.ids, strict=True)):
             logits, seen = restore_logits(
-                batch.outputs[i], batch.geometry[i], batch.decoded_hw[i], batch.output_hw(i)
+                batch.outputs[i], batch.geometry[i], batch.decoded_hw[i], output_hw=batch.output_hw(i)
             )
             labels = logits.argmax(dim=0)
             labels[~seen] = 0  # the model never saw these pixels (a center crop): background
@@ -144,7 +145,7 @@ class MaskWriter:
         volume = reader.volume(record.image)
         labels = self.volumes.setdefault(record.image, np.zeros(volume.data.shape[:3], self.dtype))
         assert record.frame is not None, "volume records always carry their slice index"
-        put_slice(labels, mask, reader.axis, record.frame)
+        put_slice(labels, mask, reader.axis, index=record.frame)
         self.missing[record.image] -= 1
         if self.missing[record.image] == 0:
             volume_id = sample_id.split("#")[0]
@@ -160,7 +161,7 @@ class MaskWriter:
 class DetectionWriter:
     """``detections.json``: COCO images, categories and scored annotations."""
 
-    def __init__(self, folder: Path, classes: list[str], task: Any, image_size: int) -> None:
+    def __init__(self, folder: Path, classes: list[str], task: Any, *, image_size: int) -> None:
         self.folder, self.task, self.image_size = folder, task, image_size
         self.coco: dict[str, list[dict[str, Any]]] = {
             "images": [],
@@ -177,7 +178,10 @@ class DetectionWriter:
                 {"id": image_id, "file_name": batch.ids[i], "height": height, "width": width}
             )
             boxes = restore_boxes(
-                found["boxes"].cpu().numpy(), batch.geometry[i], batch.decoded_hw[i], (height, width)
+                found["boxes"].cpu().numpy(),
+                batch.geometry[i],
+                batch.decoded_hw[i],
+                output_hw=(height, width),
             )
             scores, labels = found["scores"].cpu().tolist(), found["labels"].cpu().tolist()
             for (x1, y1, x2, y2), score, label in zip(boxes.tolist(), scores, labels, strict=True):

@@ -14,7 +14,8 @@ from medfoundry.data.augment import AugmentConfig
 from medfoundry.data.cache import CacheSettings
 from medfoundry.errors import ConfigError
 from medfoundry.models.config import ModelConfig
-from medfoundry.tasks.spec import TaskSpec, check_unique_names
+from medfoundry.tasks.database import read_tasks
+from medfoundry.tasks.spec import DatabaseTask, check_unique_names
 from medfoundry.training.optim import OptimizerConfig
 
 __all__ = [
@@ -139,7 +140,7 @@ class PretrainConfig(_Frozen):
     run_dir: Path
     seed: int = 0
     model: ModelConfig
-    tasks: list[TaskSpec] = Field(min_length=1)
+    tasks: list[DatabaseTask] = Field(min_length=1)
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     enable_progress: bool = True
@@ -176,34 +177,3 @@ def read_config(path: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     if "tasks" in raw:
         raw["tasks"] = read_tasks(raw["tasks"], path)
     return raw
-
-
-SOURCE_PATH_KEYS = ("path", "root", "images", "masks", "labels")
-
-
-def read_tasks(tasks: Any, path: Path) -> Any:
-    """A config's ``tasks`` value: a list of task specs, or the path of a task database file
-    (holding that list, or a mapping with a ``tasks`` list). Relative source paths are made
-    absolute against the file that holds them; other values are left for validation to report.
-
-    Raises:
-        ConfigError: the task database file is missing, not YAML or not a list of tasks.
-    """
-    if isinstance(tasks, str):
-        tasks_file = Path(tasks) if Path(tasks).is_absolute() else path.parent / tasks
-        listed = load_yaml(tasks_file)
-        listed = listed.get("tasks") if isinstance(listed, dict) else listed
-        if not isinstance(listed, list):
-            raise ConfigError(f"{tasks_file}: expected a list of tasks (or a mapping with a 'tasks' list)")
-        return _resolve_sources(listed, tasks_file.parent)
-    return _resolve_sources(tasks, path.parent) if isinstance(tasks, list) else tasks
-
-
-def _resolve_sources(tasks: list[Any], base: Path) -> list[Any]:
-    for task in tasks:
-        source = task.get("source") if isinstance(task, dict) else None
-        if isinstance(source, dict):
-            for key in SOURCE_PATH_KEYS:
-                if isinstance(source.get(key), str) and not Path(source[key]).is_absolute():
-                    source[key] = str((base / source[key]).resolve())
-    return tasks

@@ -1,9 +1,9 @@
 """Recipe: multi-task pretraining with memory flat in the number of tasks (UMedPT [0]).
 
-``run(cfg)`` reads top to bottom: check the tasks and their data, build the model and
-optimizers, then loop over shared steps (round-robin over tasks, per-task backward), validating
-per task, logging, and saving resumable checkpoints. Everything that can fail on user input
-fails before the run folder is created.
+``run(cfg)`` reads top to bottom: ``prepare_run`` checks the tasks and their data and builds the
+model, optimizers and data streams (``recipes.pretrain_setup``; everything that can fail on user
+input fails before the run folder is created), then the loop: set the learning rate, one shared
+step (round-robin over tasks, per-task backward), log, validate, save resumable checkpoints.
 
 The same code runs as one process or as several under ``torchrun`` (one per GPU, or gloo
 processes on a CPU): each rank trains on its slice of every global batch, gradients are averaged
@@ -19,36 +19,18 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Any
 
-import torch
-from torch.utils.data import DataLoader
-
-from medfoundry.data import (
-    AugmentConfig,
-    TaskData,
-    TaskDataset,
-    discard_new_caches,
-    load_task_data,
-)
-from medfoundry.errors import ConfigError, DataError
-from medfoundry.models.build import build_multitask_model
 from medfoundry.recipes.pretrain_config import PretrainConfig
-from medfoundry.tasks import TaskType, build_task, with_classes
+from medfoundry.recipes.pretrain_setup import PretrainRun, prepare_run
 from medfoundry.training.checkpoint import save_checkpoint
 from medfoundry.training.checkpoint_config import checkpoint_config
-from medfoundry.training.device import resolve_device, resolve_precision
-from medfoundry.training.distributed import DistributedContext, init_distributed
 from medfoundry.training.metrics_log import MetricsLog
-from medfoundry.training.multitask_step import Optimizers, joint_step, memory_constant_step
-from medfoundry.training.optim import build_adamw, lr_factor, set_lr
+from medfoundry.training.multitask_step import StepResult
+from medfoundry.training.optim import lr_factor, set_lr
 from medfoundry.training.progress import TrainingProgress
-from medfoundry.training.reconstruction_preview import ReconstructionPreviews
-from medfoundry.training.rng import seed_everything
-from medfoundry.training.run_folder import RunStart, check_run_folder, last_checkpoint, prepare_run_folder
-from medfoundry.training.task_batch import TaskCollate
-from medfoundry.training.task_loader import CyclicTaskLoader
-from medfoundry.training.task_sampler import RoundRobinSampler
-from medfoundry.training.trainer_state import capture_trainer_state, restore_trainer_state
+from medfoundry.training.run_folder import last_checkpoint
+from medfoundry.training.trainer_state import capture_trainer_state
 from medfoundry.training.validation import validate
 
 __all__ = ["NonFiniteLossError", "run"]
@@ -75,272 +57,164 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
             anything is written (caches included).
         NonFiniteLossError: ``max_consecutive_nonfinite`` steps in a row had a non-finite loss.
     """
-    t = cfg.training
-    # --- everything that can fail on user input, before writing anything ---
-    cfg = _with_classes(cfg)
-    tasks: dict[str, TaskType] = {spec.name: build_task(spec) for spec in cfg.tasks}
-    device = resolve_device(t.device)
-    autocast_dtype, scaler = resolve_precision(t.precision, device)
-    dist = init_distributed(device, t.distributed_timeout_s)
-    device = dist.device
-    batch_sizes = {spec.name: spec.batch_size or cfg.data.batch_size for spec in cfg.tasks}
-    _check_batch_sizes(batch_sizes, dist)
-    run_dir = Path(cfg.run_dir)
-    resolved = cfg.model_dump(mode="json")
-    # the run folder and its checkpoint are checked before the slow data check fills the cache
-    start = _share_start(dist, dist.run_on_main(lambda: check_run_folder(run_dir, resolved, resume)))
-    seed_everything(cfg.seed)  # the same initial weights on every rank
-    model = build_multitask_model(cfg.model, tasks)
-    if dist.rank:
-        torch.manual_seed(cfg.seed + 7919 * dist.rank)  # in-model randomness differs per rank
-    data = _load_data_on_every_rank(cfg, tasks, dist)  # last: decoding into the cache is the slow check
-    try:
-        dist.run_on_main(lambda: prepare_run_folder(run_dir, resolved, start))
-    except ConfigError:  # the folder passed its checks but cannot be made after all
-        discard_new_caches(data.values())
-        raise
-    resume = start == "resume"
-    counts = {name: {split: len(r) for split, r in d.records.items()} for name, d in data.items()}
-
-    # --- model, optimizers, data streams ---
-    model.to(device)
-    if t.use_channels_last:
-        model.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = t.enable_cudnn_benchmark
-    head_lr = t.optimizer.head_lr or t.optimizer.lr
-    optimizers = Optimizers(
-        shared=build_adamw(model.shared_parameters(), t.optimizer.lr, t.optimizer),
-        heads={name: build_adamw(model.head_parameters(name), head_lr, t.optimizer) for name in tasks},
-        scaler=scaler,
+    r = prepare_run(cfg, resume)
+    t = r.cfg.training
+    window = _TrainWindow()  # training time only: validation and saving excluded
+    r.model.train()
+    progress_bar = TrainingProgress(
+        r.total_steps, start_step=r.step, enabled=r.cfg.enable_progress and r.dist.is_main
     )
-    state = (
-        restore_trainer_state(last_checkpoint(run_dir), model, optimizers, dist, device, cfg.seed)
-        if resume
-        else None
-    )
-    if t.enable_compile:
-        model.encoder.compile()  # in place: parameter names, and so checkpoints, stay the same
-    consumed = state["sampler"] if state else {}
-    size = cfg.model.image_size
-    pin = device.type == "cuda"
-    loaders = {
-        spec.name: CyclicTaskLoader(
-            spec.name,
-            _dataset(data[spec.name], "train", tasks[spec.name], size, cfg.data.augment),
-            TaskCollate(spec.name, tasks[spec.name]),
-            batch_sizes[spec.name],
-            cfg.seed,
-            cfg.data.num_workers,
-            start_batch=consumed.get(spec.name, 0),
-            pin_memory=pin,
-            rank=dist.rank,
-            world_size=dist.world_size,
-        )
-        for spec in cfg.tasks
-    }
-    sampler = RoundRobinSampler(loaders, t.rounds_per_shared_step)
-    val_loaders = {  # every rank validates the whole split (identical results), rank 0 reports
-        spec.name: DataLoader(
-            _dataset(data[spec.name], "val", tasks[spec.name], size, AugmentConfig.off()),
-            batch_size=batch_sizes[spec.name],
-            collate_fn=TaskCollate(spec.name, tasks[spec.name]),
-            num_workers=cfg.data.num_workers,
-            pin_memory=pin,
-        )
-        for spec in cfg.tasks
-    }
-    # masked-image tasks: grids of fixed validation images, original / masked / reconstruction
-    val_datasets = {name: loader.dataset for name, loader in val_loaders.items()}
-    previews = ReconstructionPreviews(model, val_datasets, run_dir / "previews")
-    total_steps = t.max_steps or t.epochs * sampler.steps_per_epoch
-    step_fn = memory_constant_step if t.strategy == "memory_constant" else joint_step
-    step = state["step"] if state else 0
-    best = state["best_val_loss"] if state else math.inf
-    nonfinite_streak = state["nonfinite_streak"] if state else 0
-    metrics_log = MetricsLog(run_dir, resume_step=step if resume else None) if dist.is_main else None
-    log.info(
-        "%d tasks, %d steps (%d per epoch), %d params shared, device %s, %d process(es)",
-        len(tasks),
-        total_steps,
-        sampler.steps_per_epoch,
-        sum(p.numel() for p in model.shared_parameters()),
-        device,
-        dist.world_size,
-    )
-
-    def validate_and_keep_best(step: int, best: float) -> float:
-        results = validate(model, tasks, val_loaders, device, autocast_dtype)
-        mean_loss = sum(r["loss"] for r in results.values()) / len(results)
-        if metrics_log is not None:
-            flat = {f"{task}/{k}": v for task, r in results.items() for k, v in r.items()}
-            metrics_log.log(step, "val", {**flat, "mean_loss": mean_loss})
-            progress.print(_val_line(step, results, mean_loss))
-            if mean_loss < best:
-                metrics = {"val": results, "val_mean_loss": mean_loss}
-                save_checkpoint(
-                    run_dir / "checkpoints" / "best", model, checkpoint_config(cfg, step, metrics, counts)
-                )
-        return min(best, mean_loss)
-
-    # --- the loop ---
-    window: dict[str, list[float]] = {}
-    window_images, window_seconds = 0, 0.0  # training time only: validation and saving excluded
-    model.train()
-    progress_bar = TrainingProgress(total_steps, step, enabled=cfg.enable_progress and dist.is_main)
-    with dist.failures_reported(), progress_bar as progress:
-        if not resume:
-            best = validate_and_keep_best(0, best)  # the untrained baseline of every task
-        while step < total_steps:
-            factor = lr_factor(step, total_steps, t.optimizer.warmup_steps, t.optimizer.min_lr_ratio)
-            for optimizer in (optimizers.shared, *optimizers.heads.values()):
-                set_lr(optimizer, factor)
+    with r.dist.failures_reported(), progress_bar as progress:
+        if not r.resumed:
+            _validate_and_keep_best(r, progress)  # the untrained baseline of every task
+        while r.step < r.total_steps:
+            _set_learning_rates(r)
             started = time.perf_counter()
             # batches are fetched lazily: one task's batch in memory at a time
-            batches = (b.to(device, pin, t.use_channels_last) for b in sampler.next_step())
-            result = step_fn(model, tasks, batches, optimizers, autocast_dtype, t.grad_clip_norm, dist)
-            window_seconds += time.perf_counter() - started
-            step += 1
+            batches = (
+                b.to(r.device, r.device.type == "cuda", t.use_channels_last) for b in r.sampler.next_step()
+            )
+            result = r.step_fn(
+                r.model,
+                r.tasks,
+                batches,
+                r.optimizers,
+                autocast_dtype=r.autocast_dtype,
+                grad_clip_norm=t.grad_clip_norm,
+                dist=r.dist,
+            )
+            window.seconds += time.perf_counter() - started
+            r.step += 1
+            _count_nonfinite(r, result, progress)
+            window.add(result, r.dist.world_size)
 
-            nonfinite_streak = nonfinite_streak + 1 if result.nonfinite else 0
-            if result.nonfinite:
-                _report_nonfinite(
-                    step,
-                    result.nonfinite,
-                    optimizers,
-                    nonfinite_streak,
-                    t.max_consecutive_nonfinite,
-                    progress,
-                )
-            for task, value in result.losses.items():
-                window.setdefault(task, []).append(value)
-            window_images += result.images * dist.world_size
+            last = r.step == r.total_steps
+            if r.metrics_log is not None and (r.step % t.log_every_steps == 0 or last):
+                window.log(r, r.metrics_log, result, progress)
+                window = _TrainWindow()
+            epoch_end = r.step % r.sampler.steps_per_epoch == 0
+            if epoch_end or last or (t.val_every_steps and r.step % t.val_every_steps == 0):
+                _validate_and_keep_best(r, progress)
+            if r.previews and r.dist.is_main and (last or _every(r.step, t.preview_every_steps)):
+                r.previews.save(r.model, r.step)
+            if epoch_end or last or r.step % t.checkpoint_every_steps == 0:
+                _save_last_checkpoint(r)
+    _finish(r)
+    return r.run_dir
 
-            if metrics_log is not None and (step % t.log_every_steps == 0 or step == total_steps):
-                means = {task: sum(v) / len(v) for task, v in window.items()}
-                images_per_s = window_images / max(window_seconds, 1e-9)
-                metrics_log.log(
-                    step,
-                    "train",
-                    {
-                        **{f"loss/{task}": v for task, v in means.items()},
-                        "lr": optimizers.shared.param_groups[0]["lr"],
-                        "grad_norm": result.grad_norm,
-                        "images_per_s": images_per_s,
-                        "epoch": step / sampler.steps_per_epoch,
-                    },
-                )
-                progress.update(step, means, images_per_s)
-                window, window_images, window_seconds = {}, 0, 0.0
 
-            epoch_end = step % sampler.steps_per_epoch == 0
-            if epoch_end or step == total_steps or (t.val_every_steps and step % t.val_every_steps == 0):
-                best = validate_and_keep_best(step, best)
-            preview_due = t.preview_every_steps and step % t.preview_every_steps == 0
-            if previews and dist.is_main and (preview_due or step == total_steps):
-                previews.save(model, step)
-            if epoch_end or step == total_steps or step % t.checkpoint_every_steps == 0:
-                trainer_state = capture_trainer_state(
-                    step, best, nonfinite_streak, sampler.state(), optimizers, dist, device
-                )
-                if dist.is_main:
-                    save_checkpoint(
-                        last_checkpoint(run_dir),
-                        model,
-                        checkpoint_config(cfg, step, None, counts),
-                        trainer_state,
-                    )
-    sampler.close()
-    if metrics_log is not None:
-        metrics_log.close()
-    skipped = {name: len(d.skipped) for name, d in data.items() if d.skipped}
+class _TrainWindow:
+    """Task losses, images and training seconds since the last train log line."""
+
+    def __init__(self) -> None:
+        self.losses: dict[str, list[float]] = {}
+        self.images, self.seconds = 0, 0.0
+
+    def add(self, result: StepResult, world_size: int) -> None:
+        for task, value in result.losses.items():
+            self.losses.setdefault(task, []).append(value)
+        self.images += result.images * world_size
+
+    def log(
+        self, r: PretrainRun, metrics_log: MetricsLog, result: StepResult, progress: TrainingProgress
+    ) -> None:
+        """Write the window's means to the metrics log and the progress bar."""
+        means = {task: sum(v) / len(v) for task, v in self.losses.items()}
+        images_per_s = self.images / max(self.seconds, 1e-9)
+        metrics_log.log(
+            r.step,
+            "train",
+            {
+                **{f"loss/{task}": v for task, v in means.items()},
+                "lr": r.optimizers.shared.param_groups[0]["lr"],
+                "grad_norm": result.grad_norm,
+                "images_per_s": images_per_s,
+                "epoch": r.step / r.sampler.steps_per_epoch,
+            },
+        )
+        progress.update(r.step, means, images_per_s)
+
+
+def _every(step: int, interval: int | None) -> bool:
+    return interval is not None and interval > 0 and step % interval == 0
+
+
+def _set_learning_rates(r: PretrainRun) -> None:
+    o = r.cfg.training.optimizer
+    factor = lr_factor(r.step, r.total_steps, warmup_steps=o.warmup_steps, min_lr_ratio=o.min_lr_ratio)
+    for optimizer in (r.optimizers.shared, *r.optimizers.heads.values()):
+        set_lr(optimizer, factor)
+
+
+def _validate_and_keep_best(r: PretrainRun, progress: TrainingProgress) -> None:
+    """Validate every task; rank 0 logs the results and saves ``best`` on a new lowest mean loss."""
+    results = validate(r.model, r.tasks, r.val_loaders, device=r.device, autocast_dtype=r.autocast_dtype)
+    mean_loss = sum(result["loss"] for result in results.values()) / len(results)
+    if r.metrics_log is not None:
+        flat = {f"{task}/{k}": v for task, result in results.items() for k, v in result.items()}
+        r.metrics_log.log(r.step, "val", {**flat, "mean_loss": mean_loss})
+        progress.print(_val_line(r.step, results, mean_loss))
+        if mean_loss < r.best_val_loss:
+            metrics = {"val": results, "val_mean_loss": mean_loss}
+            save_checkpoint(r.run_dir / "checkpoints" / "best", r.model, _checkpoint_config(r, metrics))
+    r.best_val_loss = min(r.best_val_loss, mean_loss)
+
+
+def _save_last_checkpoint(r: PretrainRun) -> None:
+    trainer_state = capture_trainer_state(
+        r.step,
+        best_val_loss=r.best_val_loss,
+        nonfinite_streak=r.nonfinite_streak,
+        consumed=r.sampler.state(),
+        optimizers=r.optimizers,
+        dist=r.dist,
+        device=r.device,
+    )
+    if r.dist.is_main:
+        save_checkpoint(
+            last_checkpoint(r.run_dir), r.model, _checkpoint_config(r, None), trainer_state=trainer_state
+        )
+
+
+def _finish(r: PretrainRun) -> None:
+    r.sampler.close()
+    if r.metrics_log is not None:
+        r.metrics_log.close()
+    skipped = {name: len(d.skipped) for name, d in r.data.items() if d.skipped}
     if skipped:
         log.warning(
             "samples left out (data.on_error: skip): %s", ", ".join(f"{n}: {c}" for n, c in skipped.items())
         )
-    dist.close()
-    return run_dir
+    r.dist.close()
 
 
-def _check_batch_sizes(batch_sizes: dict[str, int], dist: DistributedContext) -> None:
-    bad = [f"{task} ({size})" for task, size in batch_sizes.items() if size % dist.world_size]
-    if bad:
-        raise ConfigError(
-            f"batch sizes must be divisible by the {dist.world_size} processes so that every process gets an "
-            f"equal slice; not divisible: {', '.join(bad)} (data.batch_size or the task's batch_size)"
-        )
+def _checkpoint_config(r: PretrainRun, metrics: dict[str, Any] | None) -> dict[str, Any]:
+    return checkpoint_config(
+        r.cfg.model,
+        r.cfg.tasks,
+        seed=r.cfg.seed,
+        strategy=r.cfg.training.strategy,
+        step=r.step,
+        metrics=metrics,
+        sample_counts=r.sample_counts,
+    )
 
 
-def _with_classes(cfg: PretrainConfig) -> PretrainConfig:
-    """The config with every task's classes: declared, or read from its data."""
-    return cfg.model_copy(update={"tasks": [with_classes(spec) for spec in cfg.tasks]})
-
-
-def _load_data(cfg: PretrainConfig, tasks: dict[str, TaskType]) -> dict[str, TaskData]:
-    """Every task's records, split and cached; the problems of all tasks are reported together."""
-    data, problems = {}, []
-    for spec in cfg.tasks:
-        task = tasks[spec.name]
-        try:
-            data[spec.name] = load_task_data(
-                spec,
-                task.target,
-                cfg.seed,
-                cfg.data.val_fraction,
-                cfg.model.image_size,
-                cfg.data.cache_settings(),
-                getattr(task, "ignore_index", None),
-                cfg.data.on_error,
-            )
-        except DataError as e:
-            problems += e.problems
-            continue
-        for line in data[spec.name].skipped:
-            log.warning("task '%s': left out: %s", spec.name, line)
-        if data[spec.name].notes:
-            log.info(
-                "task '%s': %d file(s) changed or passed over when read (validate-data lists them)",
-                spec.name,
-                len(data[spec.name].notes),
-            )
-    if problems:
-        discard_new_caches(data.values())  # a failed start leaves no cache behind
-        raise DataError(problems)
-    return data
-
-
-def _load_data_on_every_rank(
-    cfg: PretrainConfig, tasks: dict[str, TaskType], dist: DistributedContext
-) -> dict[str, TaskData]:
-    """Rank 0 checks the data and fills the cache first; the other ranks then read the cache."""
-    on_main = dist.run_on_main(lambda: _load_data(cfg, tasks))
-    return on_main if on_main is not None else _load_data(cfg, tasks)
-
-
-def _dataset(data: TaskData, split: str, task: TaskType, size: int, augment: AugmentConfig) -> TaskDataset:
-    prepared = data.prepared[split]
-    return TaskDataset(prepared.records, task.target, size, augment, prepared.arrays)
-
-
-def _report_nonfinite(
-    step: int, tasks: list[str], optimizers: Optimizers, streak: int, limit: int, progress: TrainingProgress
-) -> None:
-    lr = optimizers.shared.param_groups[0]["lr"]
-    message = f"step {step}: non-finite loss in task(s) {', '.join(tasks)} (lr {lr:.3g}); batch skipped"
+def _count_nonfinite(r: PretrainRun, result: StepResult, progress: TrainingProgress) -> None:
+    """Warn about skipped batches; stop after ``max_consecutive_nonfinite`` such steps in a row."""
+    r.nonfinite_streak = r.nonfinite_streak + 1 if result.nonfinite else 0
+    if not result.nonfinite:
+        return
+    lr = r.optimizers.shared.param_groups[0]["lr"]
+    tasks = ", ".join(result.nonfinite)
+    message = f"step {r.step}: non-finite loss in task(s) {tasks} (lr {lr:.3g}); batch skipped"
     log.warning(message)
     progress.print(f"[yellow]{message}")
-    if streak >= limit:
+    if r.nonfinite_streak >= r.cfg.training.max_consecutive_nonfinite:
         raise NonFiniteLossError(
-            f"{message}; {streak} steps in a row had non-finite losses, stopping. "
+            f"{message}; {r.nonfinite_streak} steps in a row had non-finite losses, stopping. "
             "Lower training.optimizer.lr or check the data of these tasks."
         )
-
-
-def _share_start(dist: DistributedContext, start: RunStart | None) -> RunStart:
-    """Rank 0 checked the run folder; every rank learns how the run starts."""
-    starts: tuple[RunStart, ...] = ("new", "resume", "restart")
-    index = dist.broadcast_int(starts.index(start) if start is not None else 0)
-    return starts[index]
 
 
 def _val_line(step: int, results: dict[str, dict[str, float]], mean_loss: float) -> str:

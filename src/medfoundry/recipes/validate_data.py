@@ -29,7 +29,7 @@ from medfoundry.errors import ConfigError, DataError, MedfoundryError
 from medfoundry.models.config import EncoderConfig
 from medfoundry.recipes.pretrain_config import DataConfig, load_pretrain_config, read_tasks
 from medfoundry.tasks import TASK_TYPES, build_task, with_classes
-from medfoundry.tasks.spec import TaskSpec, check_unique_names
+from medfoundry.tasks.spec import DatabaseTask, TaskSpec, check_unique_names
 
 __all__ = ["ValidateDataConfig", "load_validate_config", "run"]
 
@@ -57,7 +57,7 @@ class ValidateDataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    tasks: list[TaskSpec] = Field(min_length=1)
+    tasks: list[DatabaseTask] = Field(min_length=1)
     data: DataConfig = Field(default_factory=DataConfig)
     seed: int = 0
     image_size: int = Field(default=224, ge=8)
@@ -139,16 +139,16 @@ def _check_task(spec: TaskSpec, cfg: ValidateDataConfig) -> tuple[TaskData, Task
     data = load_task_data(
         spec,
         target,
-        cfg.seed,
-        cfg.data.val_fraction,
-        cfg.image_size,
-        cfg.data.cache_settings(),
-        getattr(task, "ignore_index", None),
-        cfg.data.on_error,
+        seed=cfg.seed,
+        val_fraction=cfg.data.val_fraction,
+        size=cfg.image_size,
+        cache=cfg.data.cache_settings(),
+        ignore_index=task.ignore_index,
+        on_error=cfg.data.on_error,
         prepare=("train", "val", "test"),
         require_val=False,
     )
-    return data, summarize_task(spec.name, target, spec.classes, data)
+    return data, summarize_task(spec.name, target, spec.classes, data=data)
 
 
 def _encoder_warnings(cfg: ValidateDataConfig) -> list[str]:

@@ -9,26 +9,39 @@ from __future__ import annotations
 from medfoundry.data.task_records import resolve_classes
 from medfoundry.registry import Registry
 from medfoundry.tasks.classification import ClassificationTask
+from medfoundry.tasks.database import load_task_database
 from medfoundry.tasks.detection import DetectionTask
 from medfoundry.tasks.masked_image import MaskedImageTask
 from medfoundry.tasks.multilabel import MultilabelTask
 from medfoundry.tasks.segmentation import SegmentationTask
 from medfoundry.tasks.spec import TaskSpec
-from medfoundry.tasks.task_type import FeatureKind, TaskMetrics, TaskType, TaskTypeClass
+from medfoundry.tasks.task_type import (
+    EVALUATION_MODES,
+    EvaluationMode,
+    FeatureKind,
+    ProbeTargets,
+    TaskMetrics,
+    TaskType,
+    TaskTypeClass,
+)
 
 __all__ = [
+    "EVALUATION_MODES",
     "TASK_TYPES",
     "ClassificationTask",
     "DetectionTask",
+    "EvaluationMode",
     "FeatureKind",
     "MaskedImageTask",
     "MultilabelTask",
+    "ProbeTargets",
     "SegmentationTask",
     "TaskMetrics",
     "TaskSpec",
     "TaskType",
     "TaskTypeClass",
     "build_task",
+    "load_task_database",
     "with_classes",
 ]
 
@@ -55,4 +68,4 @@ def with_classes(spec: TaskSpec) -> TaskSpec:
         DataError: the source cannot be read.
     """
     target = TASK_TYPES.get(spec.type).target
-    return spec.model_copy(update={"classes": resolve_classes(spec.source, target, spec.classes)})
+    return spec.model_copy(update={"classes": resolve_classes(spec.data_source(), target, spec.classes)})

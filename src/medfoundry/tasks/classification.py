@@ -31,7 +31,7 @@ from medfoundry.tasks.scores import (
     weighted_macro_auroc,
 )
 from medfoundry.tasks.spec import TaskSpec
-from medfoundry.tasks.task_type import FeatureKind
+from medfoundry.tasks.task_type import EvaluationMode, FeatureKind, ProbeTargets
 
 __all__ = ["ClassificationTask"]
 
@@ -66,6 +66,11 @@ class ClassificationTask:
     Options: ClassVar[type[BaseModel]] = ClassificationOptions
     feature: ClassVar[FeatureKind] = "pooled"
     target: ClassVar[TargetKind] = "label"
+    primary_metric: ClassVar[str | None] = "balanced_accuracy"
+    evaluation_modes: ClassVar[tuple[EvaluationMode, ...]] = ("linear", "knn", "finetune")
+    probe_targets: ClassVar[ProbeTargets | None] = "one_label"
+    postprocess_text: ClassVar[str] = "softmax over the K logits"
+    ignore_index: ClassVar[None] = None
 
     def __init__(self, spec: TaskSpec) -> None:
         if spec.num_classes < 2:
@@ -140,7 +145,7 @@ class ClassificationMetrics:
         correct = preds == labels
         return {
             "accuracy": weighted_accuracy(correct, weights),
-            "balanced_accuracy": weighted_balanced_accuracy(labels, preds, self.num_classes, weights),
+            "balanced_accuracy": weighted_balanced_accuracy(labels, preds, self.num_classes, weights=weights),
             "auroc": weighted_macro_auroc(np.eye(self.num_classes)[labels], probs, weights),
             "ece": weighted_ece(probs.max(axis=1), correct, weights),
         }

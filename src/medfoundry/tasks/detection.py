@@ -53,7 +53,7 @@ from medfoundry.tasks.fcos_targets import (
 )
 from medfoundry.tasks.options import parse_options
 from medfoundry.tasks.spec import TaskSpec
-from medfoundry.tasks.task_type import FeatureKind
+from medfoundry.tasks.task_type import EvaluationMode, FeatureKind, ProbeTargets
 
 __all__ = [
     "MAX_LEVELS",
@@ -215,6 +215,16 @@ class DetectionTask:
     Options: ClassVar[type[BaseModel]] = DetectionOptions
     feature: ClassVar[FeatureKind] = "pyramid"
     target: ClassVar[TargetKind] = "boxes"
+    primary_metric: ClassVar[str | None] = "map_50"
+    evaluation_modes: ClassVar[tuple[EvaluationMode, ...]] = ("frozen-decoder", "finetune")
+    probe_targets: ClassVar[ProbeTargets | None] = None
+    postprocess_text: ClassVar[str] = (
+        "FCOS: per level l and point (x, y) at stride s: score = sqrt(sigmoid(cls_logits) * "
+        "sigmoid(centerness)); box = ((x + 0.5) s - left s, (y + 0.5) s - top s, (x + 0.5) s + "
+        "right s, (y + 0.5) s + bottom s) with (left, top, right, bottom) = box_regression; then "
+        "per-class NMS"
+    )
+    ignore_index: ClassVar[None] = None
 
     def __init__(self, spec: TaskSpec) -> None:
         if spec.num_classes < 1:
@@ -232,7 +242,13 @@ class DetectionTask:
 
     def loss(self, outputs: FCOSOutput, targets: Sequence[BoxTarget]) -> torch.Tensor:
         o = self.options
-        terms = fcos_loss_terms(outputs, targets, o.center_sampling_radius, o.focal_alpha, o.focal_gamma)
+        terms = fcos_loss_terms(
+            outputs,
+            targets,
+            center_sampling_radius=o.center_sampling_radius,
+            focal_alpha=o.focal_alpha,
+            focal_gamma=o.focal_gamma,
+        )
         total = terms.classification + terms.box_regression + terms.centerness * o.centerness_weight
         return total.div(self._loss_at_chance)
 
@@ -303,6 +319,7 @@ class DetectionTask:
 def fcos_loss_terms(
     outputs: FCOSOutput,
     targets: Sequence[BoxTarget],
+    *,
     center_sampling_radius: float = 1.5,
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,

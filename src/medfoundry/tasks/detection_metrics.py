@@ -73,8 +73,8 @@ class DetectionMetrics:
                     found["boxes"].numpy(),
                     found["scores"].numpy(),
                     found["labels"].numpy(),
-                    true["boxes"].numpy(),
-                    true["labels"].numpy(),
+                    truth_boxes=true["boxes"].numpy(),
+                    truth_labels=true["labels"].numpy(),
                 )
             )
             self._truth.append(true["labels"].numpy())
@@ -108,7 +108,12 @@ class DetectionMetrics:
     def score_items(self, items: dict[str, np.ndarray], weights: np.ndarray) -> dict[str, np.ndarray]:
         """``map_50`` and ``map`` under each row of ``weights`` ``(B, N)``: name -> ``(B,)``."""
         return weighted_coco_map(
-            items["image"], items["scores"], items["labels"], items["hits"], items["truth_counts"], weights
+            items["image"],
+            items["scores"],
+            items["labels"],
+            hits=items["hits"],
+            truth_counts=items["truth_counts"],
+            weights=weights,
         )
 
     def chance(self, items: dict[str, np.ndarray]) -> dict[str, float]:
@@ -120,6 +125,7 @@ def match_image(
     boxes: np.ndarray,
     scores: np.ndarray,
     labels: np.ndarray,
+    *,
     truth_boxes: np.ndarray,
     truth_labels: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -167,6 +173,7 @@ def weighted_coco_map(
     image: np.ndarray,
     scores: np.ndarray,
     labels: np.ndarray,
+    *,
     hits: np.ndarray,
     truth_counts: np.ndarray,
     weights: np.ndarray,

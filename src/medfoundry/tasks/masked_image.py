@@ -34,7 +34,7 @@ from medfoundry.data.record import TargetKind
 from medfoundry.errors import ConfigError
 from medfoundry.tasks.options import parse_options
 from medfoundry.tasks.spec import TaskSpec
-from medfoundry.tasks.task_type import FeatureKind
+from medfoundry.tasks.task_type import EvaluationMode, FeatureKind, ProbeTargets
 
 __all__ = ["MaskedImageTask"]
 
@@ -65,6 +65,11 @@ class MaskedImageTask:
     Options: ClassVar[type[BaseModel]] = MaskedImageOptions
     feature: ClassVar[FeatureKind] = "masked"
     target: ClassVar[TargetKind] = "image"
+    primary_metric: ClassVar[str | None] = None
+    evaluation_modes: ClassVar[tuple[EvaluationMode, ...]] = ()
+    probe_targets: ClassVar[ProbeTargets | None] = None
+    postprocess_text: ClassVar[str] = "none: reconstructs the masked units (not exported)"
+    ignore_index: ClassVar[None] = None
 
     def __init__(self, spec: TaskSpec) -> None:
         if spec.classes:

@@ -25,7 +25,7 @@ from medfoundry.errors import ConfigError
 from medfoundry.tasks.options import parse_options
 from medfoundry.tasks.scores import unit_weights, weighted_macro_auroc
 from medfoundry.tasks.spec import TaskSpec
-from medfoundry.tasks.task_type import FeatureKind
+from medfoundry.tasks.task_type import EvaluationMode, FeatureKind, ProbeTargets
 
 __all__ = ["MultilabelTask"]
 
@@ -54,6 +54,11 @@ class MultilabelTask:
     Options: ClassVar[type[BaseModel]] = MultilabelOptions
     feature: ClassVar[FeatureKind] = "pooled"
     target: ClassVar[TargetKind] = "multilabel"
+    primary_metric: ClassVar[str | None] = "auroc"
+    evaluation_modes: ClassVar[tuple[EvaluationMode, ...]] = ("linear", "knn", "finetune")
+    probe_targets: ClassVar[ProbeTargets | None] = "each_class"
+    postprocess_text: ClassVar[str] = "sigmoid of each logit"
+    ignore_index: ClassVar[None] = None
 
     def __init__(self, spec: TaskSpec) -> None:
         if spec.num_classes < 1:

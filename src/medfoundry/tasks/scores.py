@@ -83,7 +83,7 @@ def weighted_accuracy(correct: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def weighted_balanced_accuracy(
-    labels: np.ndarray, predictions: np.ndarray, num_classes: int, weights: np.ndarray
+    labels: np.ndarray, predictions: np.ndarray, num_classes: int, *, weights: np.ndarray
 ) -> np.ndarray:
     """Mean recall over the classes a row weights (scikit-learn's ``balanced_accuracy_score``), ``(B,)``."""
     onehot = np.eye(num_classes)[labels]  # (N, C)
@@ -95,7 +95,7 @@ def weighted_balanced_accuracy(
 
 
 def weighted_ece(
-    confidence: np.ndarray, correct: np.ndarray, weights: np.ndarray, bins: int = ECE_BINS
+    confidence: np.ndarray, correct: np.ndarray, weights: np.ndarray, *, bins: int = ECE_BINS
 ) -> np.ndarray:
     """Expected calibration error per row, ``(B,)``: ``sum_b |acc_b - conf_b| * n_b / n``.
 

@@ -32,7 +32,7 @@ from medfoundry.errors import ConfigError
 from medfoundry.tasks.options import parse_options
 from medfoundry.tasks.scores import unit_weights
 from medfoundry.tasks.spec import TaskSpec
-from medfoundry.tasks.task_type import FeatureKind
+from medfoundry.tasks.task_type import EvaluationMode, FeatureKind, ProbeTargets
 
 __all__ = ["SegmentationTask", "soft_dice_loss", "focal_loss"]
 
@@ -67,13 +67,17 @@ class SegmentationTask:
         >>> task = SegmentationTask(spec)
         >>> logits = torch.zeros(1, 2, 4, 4)
         >>> target = torch.zeros(1, 4, 4, dtype=torch.long); target[0, :2] = 1
-        >>> round(task.loss(logits, target).item(), 3)  # chance level
-        0.833
+        >>> round(task.loss(logits, target).item(), 3)  # chance level: 1/2 (1 + 1 - mean Dice), smoothed
+        0.735
     """
 
     Options: ClassVar[type[BaseModel]] = SegmentationOptions
     feature: ClassVar[FeatureKind] = "pixel"
     target: ClassVar[TargetKind] = "mask"
+    primary_metric: ClassVar[str | None] = "mean_dice"
+    evaluation_modes: ClassVar[tuple[EvaluationMode, ...]] = ("frozen-decoder", "finetune")
+    probe_targets: ClassVar[ProbeTargets | None] = None
+    postprocess_text: ClassVar[str] = "argmax over the K channels (class index per pixel)"
 
     def __init__(self, spec: TaskSpec) -> None:
         if spec.num_classes < 2:
@@ -106,8 +110,8 @@ class SegmentationTask:
         valid = targets != self.options.ignore_index
         if not valid.any():
             return logits.sum() * 0.0
-        dice = soft_dice_loss(logits, targets, valid, self.options.dice_smooth)
-        focal = focal_loss(logits, targets, valid, self.options.focal_gamma)
+        dice = soft_dice_loss(logits, targets, valid, smooth=self.options.dice_smooth)
+        focal = focal_loss(logits, targets, valid, gamma=self.options.focal_gamma)
         loss: torch.Tensor = 0.5 * (dice + focal / self._focal_at_chance)
         return loss
 
@@ -121,7 +125,7 @@ class SegmentationTask:
 
 
 def soft_dice_loss(
-    logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, smooth: float
+    logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, *, smooth: float
 ) -> torch.Tensor:
     """``1 - mean over classes of soft Dice``, summed over the batch's valid pixels.
 
@@ -142,7 +146,7 @@ def soft_dice_loss(
 
 
 def focal_loss(
-    logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, gamma: float
+    logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, *, gamma: float
 ) -> torch.Tensor:
     """Softmax focal loss ``-(1 - p_t)^gamma log p_t`` averaged over valid pixels.
 

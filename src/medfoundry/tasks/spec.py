@@ -9,15 +9,17 @@ model.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medfoundry.data.preprocessing import Preprocessing
-from medfoundry.data.sources import SourceConfig
+from medfoundry.data.sources import SourceBase, SourceConfig
 from medfoundry.data.splits import SplitPolicy
+from medfoundry.errors import ConfigError
 
-__all__ = ["TaskSpec", "check_unique_names"]
+__all__ = ["DatabaseTask", "TaskSpec", "check_unique_names"]
 
 
 class TaskSpec(BaseModel):
@@ -33,6 +35,8 @@ class TaskSpec(BaseModel):
             them (class subfolders, label values, COCO categories, MedMNIST label indices).
             Unlabelled (``masked_image``) tasks have none.
         source: Where the samples come from (``type: manifest`` when no type is given).
+            Required in a task database; a task built only for its head, loss and metrics
+            (``medfoundry.create_task``) has none.
         modality: Free text (``CT``, ``fluorescence``, ...), recorded in checkpoints and reports.
         preprocessing: Cached size, fit, channels, intensity (CT windows, percentiles, ...).
         split: How records without a given split are divided into train / val / test.
@@ -51,7 +55,7 @@ class TaskSpec(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     type: str
     classes: list[str] = Field(default_factory=list)
-    source: SourceConfig
+    source: SourceConfig | None = None
     modality: str | None = None
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     split: SplitPolicy = Field(default_factory=SplitPolicy)
@@ -70,8 +74,25 @@ class TaskSpec(BaseModel):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def data_source(self) -> SourceBase:
+        """The source, for the commands that read the task's data.
 
-def check_unique_names(tasks: list[TaskSpec]) -> list[TaskSpec]:
+        Raises:
+            ConfigError: the spec has no source.
+        """
+        if self.source is None:
+            raise ConfigError(f"task '{self.name}': source: required to read its data (none given)")
+        return self.source
+
+
+class DatabaseTask(TaskSpec):
+    """A task of a task database: a ``TaskSpec`` whose ``source`` is required (a missing one is
+    ``tasks.N.source: required key is missing``, like any required key)."""
+
+    source: SourceConfig
+
+
+def check_unique_names(tasks: Sequence[TaskSpec]) -> Sequence[TaskSpec]:
     """Task names must be unique (they name heads, log keys and cache folders).
 
     Raises:

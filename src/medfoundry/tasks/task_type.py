@@ -3,7 +3,10 @@
 A task type is one module in ``medfoundry.tasks`` with one class implementing ``TaskType``:
 the head it puts on a shared feature, its loss normalised so that chance level is about 1
 (so that no task dominates the shared gradient without tuned weights), its metrics and how it
-collates targets. Adding a task type is one module, one ``register`` line and one test file.
+collates targets, and what an evaluation needs to know about it (its primary metric, the
+evaluation modes that apply, how a probe reads its targets, its ignore index, how its outputs
+become predictions). Recipes and evaluation ask the task, never its type name, so adding a task
+type is one module, one ``register`` line and one test file.
 """
 
 from __future__ import annotations
@@ -18,13 +21,31 @@ from torch import nn
 from medfoundry.data.record import TargetKind
 from medfoundry.tasks.spec import TaskSpec
 
-__all__ = ["FeatureKind", "TaskMetrics", "TaskType", "TaskTypeClass"]
+__all__ = [
+    "EVALUATION_MODES",
+    "EvaluationMode",
+    "FeatureKind",
+    "ProbeTargets",
+    "TaskMetrics",
+    "TaskType",
+    "TaskTypeClass",
+]
 
 FeatureKind = Literal["pooled", "pixel", "pyramid", "masked"]
 """The shared feature a head consumes: the pooled deepest map ``(B, C)``, the pixel decoder's
 per-pixel embedding ``(B, E, H, W)``, the detection decoder's per-level tower outputs, or the
 output of the shared masked-image objective, which masks the images at the encoder's input and
 so runs the encoder itself."""
+
+EvaluationMode = Literal["linear", "knn", "finetune", "frozen-decoder"]
+"""How a study evaluates an encoder on a task: a linear or k-NN probe on frozen pooled features,
+fine-tuning everything, or training the task's decoder and head on the frozen encoder."""
+EVALUATION_MODES: tuple[EvaluationMode, ...] = ("linear", "knn", "finetune", "frozen-decoder")
+
+ProbeTargets = Literal["one_label", "each_class"]
+"""How a probe on frozen features reads a task's targets: one class index per sample (one
+multi-class model), or one 0/1/NaN column per class (one binary model per class, unlabelled
+entries left out)."""
 
 
 class TaskMetrics(Protocol):
@@ -60,12 +81,28 @@ class TaskType(Protocol):
     Attributes:
         feature: Which shared feature the head reads.
         target: What the task needs from each sample (see ``medfoundry.data.record``).
+        primary_metric: The metric that ranks models on this task (curves, early stopping,
+            data efficiency; higher is better); ``None``: nothing to evaluate on held-out data.
+        evaluation_modes: The study modes that apply to the task (none when there is no
+            primary metric).
+        probe_targets: How linear and k-NN probes read the targets (``None``: no probe modes).
+        postprocess_text: How the head's outputs become predictions, in words (exported with the
+            ONNX graphs).
         spec: The task's spec.
+        ignore_index: Target value that counts nowhere (unlabelled mask pixels), or ``None``.
     """
 
     feature: ClassVar[FeatureKind]
     target: ClassVar[TargetKind]
+    primary_metric: ClassVar[str | None]
+    evaluation_modes: ClassVar[tuple[EvaluationMode, ...]]
+    probe_targets: ClassVar[ProbeTargets | None]
+    postprocess_text: ClassVar[str]
     spec: TaskSpec
+
+    @property
+    def ignore_index(self) -> int | None:
+        """Target value excluded from loss and metrics, or ``None``."""
 
     def __init__(self, spec: TaskSpec) -> None:
         """Bind the task to its spec and validate the spec's ``options``."""

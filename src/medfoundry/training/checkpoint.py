@@ -56,7 +56,7 @@ STATE_JSON_FILE = "trainer_state.json"
 
 
 def save_checkpoint(
-    path: Path, model: nn.Module, config: dict[str, Any], trainer_state: dict[str, Any] | None = None
+    path: Path, model: nn.Module, config: dict[str, Any], *, trainer_state: dict[str, Any] | None = None
 ) -> Path:
     """Write a checkpoint folder atomically (replacing an existing one).
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from medfoundry.config_io import validate_config
 from medfoundry.models.config import ModelConfig
 from medfoundry.tasks.spec import TaskSpec
-
-if TYPE_CHECKING:
-    from medfoundry.recipes.pretrain_config import PretrainConfig
 
 __all__ = ["check_checkpoint_config", "checkpoint_config", "library_versions"]
 
@@ -29,7 +27,11 @@ class _RebuildKeys(BaseModel):
 
 
 def checkpoint_config(
-    cfg: PretrainConfig,
+    model: ModelConfig,
+    tasks: Sequence[TaskSpec],
+    *,
+    seed: int,
+    strategy: str,
     step: int,
     metrics: dict[str, Any] | None = None,
     sample_counts: dict[str, dict[str, int]] | None = None,
@@ -37,30 +39,32 @@ def checkpoint_config(
     """Everything a reader needs, without medfoundry's code or pickle.
 
     Args:
-        cfg: The run's config.
+        model: The model's config.
+        tasks: The task specs (with their classes).
+        seed: The run's seed.
+        strategy: The training strategy (``memory_constant`` or ``joint``).
         step: Shared steps done.
         metrics: Validation results to record (best checkpoints).
         sample_counts: Task -> split -> samples (2D images, slices or frames) it was trained on
             (model cards report them).
     """
-    model = cfg.model.model_dump(mode="json")
     return {
-        "model": model,
-        "tasks": [spec.model_dump(mode="json") for spec in cfg.tasks],
+        "model": model.model_dump(mode="json"),
+        "tasks": [spec.model_dump(mode="json") for spec in tasks],
         "input": {
             "channels": 3,
             "dtype": "float32",
             "value_range": [0.0, 1.0],
-            "image_size": cfg.model.image_size,
+            "image_size": model.image_size,
             "normalisation": "inside the model (the encoder's mean/std); feed [0, 1] images",
             "grayscale": "replicate to 3 channels",
         },
         "encoder": {
-            "timm_name": cfg.model.encoder.name,
+            "timm_name": model.encoder.name,
             "weights": "medfoundry multi-task pretraining",
             "embedding": "global average of the deepest feature map",
         },
-        "training": {"step": step, "seed": cfg.seed, "strategy": cfg.training.strategy},
+        "training": {"step": step, "seed": seed, "strategy": strategy},
         "intended_use": (
             "Research: an image encoder for biomedical images to be probed or fine-tuned on "
             "downstream tasks. Not a medical device; not validated for clinical use."

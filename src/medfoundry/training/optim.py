@@ -62,12 +62,12 @@ def build_adamw(params: Iterable[nn.Parameter], lr: float, cfg: OptimizerConfig)
     return optimizer
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
+def lr_factor(step: int, total_steps: int, *, warmup_steps: int, min_lr_ratio: float) -> float:
     """Multiplier of the peak learning rate at shared step ``step`` (0-based).
 
     Examples:
-        >>> [round(lr_factor(s, 10, 2, 0.0), 3) for s in (0, 1, 2, 6, 9)]
-        [0.5, 1.0, 1.0, 0.345, 0.03]
+        >>> [round(lr_factor(s, 10, warmup_steps=2, min_lr_ratio=0.0), 3) for s in (0, 1, 2, 6, 9)]
+        [0.5, 1.0, 1.0, 0.5, 0.038]
     """
     if warmup_steps and step < warmup_steps:
         return (step + 1) / warmup_steps

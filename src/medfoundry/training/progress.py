@@ -65,6 +65,7 @@ class ProgressLines:
         self,
         label: str,
         total: int,
+        *,
         unit: str,
         done: int = 0,
         interval_s: float | None = None,
@@ -127,6 +128,7 @@ class CountProgress:
         self,
         label: str,
         total: int,
+        *,
         unit: str,
         done: int = 0,
         enabled: bool = True,
@@ -135,7 +137,9 @@ class CountProgress:
     ) -> None:
         self.console = console or get_console()
         self._lines = (
-            ProgressLines(label, total, unit, done) if enabled and not self.console.is_terminal else None
+            ProgressLines(label, total, unit=unit, done=done)
+            if enabled and not self.console.is_terminal
+            else None
         )
         if columns is None:
             columns = (
@@ -182,7 +186,7 @@ class TrainingProgress:
     """
 
     def __init__(
-        self, total_steps: int, start_step: int = 0, enabled: bool = True, console: Console | None = None
+        self, total_steps: int, *, start_step: int = 0, enabled: bool = True, console: Console | None = None
     ) -> None:
         self.enabled = enabled
         columns = (
@@ -194,7 +198,15 @@ class TrainingProgress:
             TimeRemainingColumn(),
             TextColumn("{task.fields[status]}"),
         )
-        self._count = CountProgress("pretrain", total_steps, "steps", start_step, enabled, console, columns)
+        self._count = CountProgress(
+            "pretrain",
+            total_steps,
+            unit="steps",
+            done=start_step,
+            enabled=enabled,
+            console=console,
+            columns=columns,
+        )
 
     def __enter__(self) -> TrainingProgress:
         self._count.__enter__()

@@ -66,6 +66,7 @@ class ReconstructionPreviews:
         model: MultiTaskModel,
         datasets: Mapping[str, Dataset[tuple[torch.Tensor, object]]],
         out_dir: Path,
+        *,
         max_images: int = 8,
     ) -> None:
         self.out_dir = Path(out_dir)
@@ -91,7 +92,12 @@ class ReconstructionPreviews:
             images = images.to(device)
             output = model(task, images)
             masked, reconstruction = render_reconstruction(
-                images, output, objective.mask_unit_size, objective.norm_pix_loss, mean, std
+                images,
+                output,
+                objective.mask_unit_size,
+                norm_pix_loss=objective.norm_pix_loss,
+                mean=mean,
+                std=std,
             )
             path = self.out_dir / task / f"step_{step:07d}.png"
             make_folder(path.parent, "previews folder")

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["rng_state", "seed_everything", "set_rng_state"]
+__all__ = ["rank_seed", "rng_state", "seed_everything", "set_rng_state"]
 
 
 def seed_everything(seed: int) -> None:
@@ -16,6 +16,13 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The seed of one process's in-model randomness (dropout, drop-path, masking): different
+    for every rank and, when a run is resumed on another number of processes, for every step
+    it resumes at (primes keep the combinations apart)."""
+    return seed + 7919 * rank + 104729 * step
 
 
 def rng_state() -> dict[str, Any]:

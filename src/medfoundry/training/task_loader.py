@@ -47,6 +47,7 @@ class CyclicBatchSampler:
         n: int,
         batch_size: int,
         seed: int,
+        *,
         key: int,
         start_batch: int = 0,
         rank: int = 0,
@@ -98,6 +99,7 @@ class CyclicTaskLoader:
         name: str,
         dataset: TaskDataset,
         collate: TaskCollate,
+        *,
         batch_size: int,
         seed: int,
         num_workers: int = 0,
@@ -108,7 +110,13 @@ class CyclicTaskLoader:
     ) -> None:
         self.name = name
         self.sampler = CyclicBatchSampler(
-            len(dataset), batch_size, seed, task_key(name), start_batch, rank, world_size
+            len(dataset),
+            batch_size,
+            seed,
+            key=task_key(name),
+            start_batch=start_batch,
+            rank=rank,
+            world_size=world_size,
         )
         self.consumed = start_batch
         self._loader = DataLoader(

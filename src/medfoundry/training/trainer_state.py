@@ -19,7 +19,7 @@ from medfoundry.errors import ConfigError
 from medfoundry.training.checkpoint import load_model_weights, load_trainer_state
 from medfoundry.training.distributed import DistributedContext
 from medfoundry.training.multitask_step import Optimizers
-from medfoundry.training.rng import rng_state, set_rng_state
+from medfoundry.training.rng import rank_seed, rng_state, set_rng_state
 
 __all__ = ["capture_trainer_state", "restore_trainer_state"]
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 def capture_trainer_state(
     step: int,
+    *,
     best_val_loss: float,
     nonfinite_streak: int,
     consumed: dict[str, int],
@@ -57,6 +58,7 @@ def restore_trainer_state(
     checkpoint: Path,
     model: nn.Module,
     optimizers: Optimizers,
+    *,
     dist: DistributedContext,
     device: torch.device,
     seed: int,
@@ -90,7 +92,7 @@ def restore_trainer_state(
     else:
         # data order and augmentation do not depend on the world size; only in-model
         # randomness (dropout, drop-path, masking) differs from an uninterrupted run
-        torch.manual_seed(seed + 7919 * dist.rank + 104729 * state["step"])
+        torch.manual_seed(rank_seed(seed, dist.rank, state["step"]))
         if dist.is_main:
             log.warning(
                 "resuming a %d-process run with %d processes: data order is unchanged, in-model "

@@ -19,6 +19,7 @@ def validate(
     model: MultiTaskModel,
     tasks: Mapping[str, TaskType],
     loaders: Mapping[str, Iterable[TaskBatch]],
+    *,
     device: torch.device,
     autocast_dtype: torch.dtype | None = None,
     accumulators: dict[str, TaskMetrics] | None = None,

@@ -168,7 +168,7 @@ def _mosaic_images(
     data = np.asarray(volume.data, np.float32)
     foreground = data > 0.1 * np.percentile(data, 99)
     for _, image in labelled_slices(
-        source, name, volume_to_uint8(data), volume.zooms, settings, foreground=foreground
+        source, name, volume_to_uint8(data), zooms=volume.zooms, settings=settings, foreground=foreground
     ):
         image.labels.update(labels)
         image.group = group

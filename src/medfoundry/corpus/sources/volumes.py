@@ -31,14 +31,14 @@ __all__ = ["ct_atlas_images", "dipy_images", "nibabel_volume_images"]
 
 
 def mr_volume_images(
-    source: str, name: str, path: Path, settings: CorpusSettings, volume_index: int | None = None
+    source: str, name: str, path: Path, *, settings: CorpusSettings, volume_index: int | None = None
 ) -> Iterator[CorpusImage]:
     """Plane- and position-labelled slices of one MR volume file."""
     volume = load_volume(path, volume_index)
     data = np.asarray(volume.data, np.float32)
     foreground = data > 0.1 * np.percentile(data, 99)
     for _, image in labelled_slices(
-        source, name, volume_to_uint8(data), volume.zooms, settings, foreground=foreground
+        source, name, volume_to_uint8(data), zooms=volume.zooms, settings=settings, foreground=foreground
     ):
         yield image
 
@@ -50,7 +50,7 @@ def ct_atlas_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusIm
     hu = np.asarray(volume.data, np.float32)
     image = (linear_to_unit(hu, level - width / 2, level + width / 2) * 255).round().astype(np.uint8)
     for _, corpus_image in labelled_slices(
-        "ct_brain_atlas", "ct_brain_atlas", image, volume.zooms, settings, foreground=hu > 0
+        "ct_brain_atlas", "ct_brain_atlas", image, zooms=volume.zooms, settings=settings, foreground=hu > 0
     ):
         yield corpus_image
 
@@ -58,16 +58,20 @@ def ct_atlas_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusIm
 def nibabel_volume_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
     """nibabel's real test volumes (its DICOM files are read by ``dicom_files``)."""
     data = folder / "tests" / "data"
-    yield from mr_volume_images("nibabel", "anatomical", data / "anatomical.nii", settings)
-    yield from mr_volume_images("nibabel", "example4d", data / "example4d.nii.gz", settings, volume_index=0)
+    yield from mr_volume_images("nibabel", "anatomical", data / "anatomical.nii", settings=settings)
+    yield from mr_volume_images(
+        "nibabel", "example4d", data / "example4d.nii.gz", settings=settings, volume_index=0
+    )
 
 
 def dipy_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
     """dipy's test volumes and its coronal T1 slice."""
     files = folder / "data" / "files"
-    yield from mr_volume_images("dipy", "S0_10slices", files / "S0_10slices.nii.gz", settings, volume_index=0)
-    yield from mr_volume_images("dipy", "aniso_vox", files / "aniso_vox.nii.gz", settings)
-    yield from mr_volume_images("dipy", "test_piesno", files / "test_piesno.nii.gz", settings)
+    yield from mr_volume_images(
+        "dipy", "S0_10slices", files / "S0_10slices.nii.gz", settings=settings, volume_index=0
+    )
+    yield from mr_volume_images("dipy", "aniso_vox", files / "aniso_vox.nii.gz", settings=settings)
+    yield from mr_volume_images("dipy", "test_piesno", files / "test_piesno.nii.gz", settings=settings)
     t1 = np.load(files / "t1_coronal_slice.npy")
     yield CorpusImage(
         source="dipy",

@@ -6,7 +6,7 @@ absent, so older task databases keep working).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from pydantic import BeforeValidator, Field
 
@@ -26,6 +26,7 @@ __all__ = [
     "ManifestSource",
     "MedMNISTSource",
     "SegmentationFoldersSource",
+    "SOURCE_TYPES",
     "SourceBase",
     "SourceConfig",
     "SourceScan",
@@ -50,3 +51,8 @@ SourceConfig = Annotated[
     BeforeValidator(_default_manifest),
 ]
 """Any source config; ``type`` picks the format."""
+
+SOURCE_TYPES: dict[str, type[SourceBase]] = {
+    get_args(cls.model_fields["type"].annotation)[0]: cls for cls in get_args(get_args(SourceConfig)[0])
+}
+"""Source ``type`` -> its config class: the members of ``SourceConfig``."""

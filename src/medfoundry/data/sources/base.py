@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -60,13 +60,23 @@ class SourceBase(BaseModel):
     targets: ClassVar[tuple[TargetKind, ...]]
     """The targets this source can give."""
 
+    @classmethod
+    def path_fields(cls) -> tuple[str, ...]:
+        """The fields that hold file or folder paths (relative ones are resolved against the
+        task database that lists the source), read from the field types."""
+        return tuple(
+            name
+            for name, info in cls.model_fields.items()
+            if info.annotation is not None and _holds_path(info.annotation)
+        )
+
     @property
     def location(self) -> str:
         """The file or folder the source reads (``path``, or ``images`` for paired folders), for messages."""
         return str(getattr(self, "path", None) or getattr(self, "images", ""))
 
     def scan(
-        self, target: TargetKind, classes: list[str], preprocessing: Preprocessing, ignore_index: int
+        self, target: TargetKind, *, classes: list[str], preprocessing: Preprocessing, ignore_index: int
     ) -> SourceScan:
         """List the samples for ``target`` (see module docstring).
 
@@ -107,7 +117,7 @@ class SourceBase(BaseModel):
 
     def _mask_mapping(self, classes: list[str], ignore_index: int) -> MaskMapping:
         values: MaskValues = getattr(self, "mask_values", None)
-        return mask_mapping(values, classes, ignore_index, f"{self.location}: mask_values")
+        return mask_mapping(values, classes, ignore_index, where=f"{self.location}: mask_values")
 
 
 def list_files(folder: Path, suffixes: Iterable[str], recursive: bool = True) -> list[Path]:
@@ -151,7 +161,7 @@ class FilePair:
 
 
 def pair_files(
-    images: list[Path], annotations: list[Path], image_suffix: str = "", annotation_suffix: str = ""
+    images: list[Path], annotations: list[Path], *, image_suffix: str = "", annotation_suffix: str = ""
 ) -> tuple[list[FilePair], list[Path]]:
     """Match images to annotations by name: ``<case><image_suffix>.*`` with
     ``<case><annotation_suffix>.*`` (any extensions). When both lists come from one folder,
@@ -192,7 +202,7 @@ def pair_files(
     return pairs, [f for name, f in by_name.items() if name not in used]
 
 
-def make_box(coords: list[float], name: str, classes: list[str], where: str) -> Box:
+def make_box(coords: list[float], name: str, classes: list[str], *, where: str) -> Box:
     """A box from ``[x1, y1, x2, y2]`` in pixels and a class name.
 
     Raises:
@@ -205,3 +215,8 @@ def make_box(coords: list[float], name: str, classes: list[str], where: str) -> 
     if name not in classes:
         raise DataError(f"{where}: class '{name}' is not a declared class ({', '.join(classes)})")
     return Box(x1, y1, x2, y2, classes.index(name))
+
+
+def _holds_path(annotation: object) -> bool:
+    """``Path`` or ``Path | None``."""
+    return annotation is Path or Path in get_args(annotation)

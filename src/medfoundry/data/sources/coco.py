@@ -134,7 +134,7 @@ class CocoSource(SourceBase):
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)):
             raise DataError(f"{where}: bbox must be [x, y, width, height], got {bbox!r}")
         x, y, w, h = (float(v) for v in bbox)
-        box = make_box([x, y, x + w, y + h], categories[ann["category_id"]], classes, f"{where}: bbox")
+        box = make_box([x, y, x + w, y + h], categories[ann["category_id"]], classes, where=f"{where}: bbox")
         width, height = image.get("width"), image.get("height")
         if isinstance(width, int | float) and isinstance(height, int | float):
             t = EDGE_TOLERANCE_PX

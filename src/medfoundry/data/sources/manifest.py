@@ -182,7 +182,7 @@ def read_manifest(source: ManifestSource, target: TargetKind, classes: list[str]
     Raises:
         DataError: listing every bad row (file, row number, column, what is wrong).
     """
-    scan = source.scan(target, classes, Preprocessing(), ignore_index=255)
+    scan = source.scan(target, classes=classes, preprocessing=Preprocessing(), ignore_index=255)
     if scan.problems:
         raise DataError(scan.problems)
     return scan.records
@@ -242,5 +242,5 @@ def _boxes(value: str, classes: list[str], where: str) -> tuple[Box, ...]:
         *coords, name = item
         if not all(isinstance(c, int | float) for c in coords):
             raise DataError(f"{where}: box {i} coordinates must be numbers, got {coords!r}")
-        boxes.append(make_box(coords, str(name), classes, f"{where}: box {i}"))
+        boxes.append(make_box(coords, str(name), classes, where=f"{where}: box {i}"))
     return tuple(boxes)

@@ -144,7 +144,7 @@ class NpzImageReader:
         assert record.frame is not None, "MedMNIST records carry their array index"
         item = self._item(record.image, record.frame)
         intensity = RangeIntensity() if self.intensity.type == "auto" else self.intensity
-        return Pixels(scale_to_unit(item, intensity, f"{record.image} [{self.key} {record.frame}]"))
+        return Pixels(scale_to_unit(item, intensity, where=f"{record.image} [{self.key} {record.frame}]"))
 
     def cache_key(self, signature: Callable[[Path], str]) -> str:
         return repr((self.key, self.intensity))

@@ -60,7 +60,9 @@ class SegmentationFoldersSource(SourceBase):
         images = list_files(self.images, (*IMAGE_SUFFIXES, ".dcm"))
         if target == "image":
             if self.images.resolve() == self.masks.resolve() and (self.image_suffix or self.mask_suffix):
-                pairs, _ = pair_files(images, images, self.image_suffix, self.mask_suffix)
+                pairs, _ = pair_files(
+                    images, images, image_suffix=self.image_suffix, annotation_suffix=self.mask_suffix
+                )
                 images = [pair.image for pair in pairs]
             if not images:
                 raise DataError(f"{self.images}: no image files in this folder")
@@ -72,7 +74,10 @@ class SegmentationFoldersSource(SourceBase):
                 "declare exactly one class"
             )
         pairs, unused = pair_files(
-            images, list_files(self.masks, MASK_SUFFIXES), self.image_suffix, self.mask_suffix
+            images,
+            list_files(self.masks, MASK_SUFFIXES),
+            image_suffix=self.image_suffix,
+            annotation_suffix=self.mask_suffix,
         )
         if not pairs:
             raise DataError(f"{self.images}: no image files in this folder")

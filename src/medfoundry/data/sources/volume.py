@@ -112,10 +112,15 @@ class VolumeSource(SourceBase):
     def _pairs(self) -> list[FilePair]:
         volumes = _volume_files(self.images)
         if self.labels is None:
-            return pair_files(volumes, [], self.image_suffix)[0]
+            return pair_files(volumes, [], image_suffix=self.image_suffix)[0]
         if self.images.is_file() and self.labels.is_file():  # two files: a pair, whatever their names
             return [FilePair(self.images, file_stem(self.images), file_stem(self.labels), self.labels)]
-        return pair_files(volumes, _volume_files(self.labels), self.image_suffix, self.label_suffix)[0]
+        return pair_files(
+            volumes,
+            _volume_files(self.labels),
+            image_suffix=self.image_suffix,
+            annotation_suffix=self.label_suffix,
+        )[0]
 
     def _slices(self, volume: Path, label: Path | None, background: set[int]) -> list[int]:
         shape = canonical_shape(volume, self.volume_index)
@@ -129,7 +134,11 @@ class VolumeSource(SourceBase):
         if self.slices == "all" or label is None:
             return list(range(shape[AXES[self.axis]]))
         return select_slices(
-            load_volume(label, None).data, self.axis, "foreground", self.background_ratio, background
+            load_volume(label, None).data,
+            self.axis,
+            "foreground",
+            background_ratio=self.background_ratio,
+            background_values=background,
         )
 
 

@@ -1,0 +1,234 @@
+"""Contract tests over every registered task type and every source type.
+
+Each task type goes through what every command does with a task on real packaged images (the
+demo database's crops): a pretraining step, validate-data, embed, a study cell (or a one-line
+refusal when the type has nothing to evaluate) and the ONNX export. A newly registered type
+fails ``test_every_registered_task_type_has_an_example`` until it is given an example task
+below. Each source type (one valid task of it on crops of real packaged images, from
+``tests/cli/corpus_inputs.py``) goes through a pretraining step, validate-data and embed, and its
+path fields are resolved against the task database that lists it; a new source type fails
+``test_every_source_type_has_an_example`` until it has an example.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from medfoundry.data.sources import SOURCE_TYPES
+from medfoundry.errors import ConfigError
+from medfoundry.evaluation.study_cells import read_results
+from medfoundry.recipes import embed, evaluate, export_onnx, pretrain_multitask, validate_data
+from medfoundry.recipes.embed import EmbedConfig
+from medfoundry.recipes.evaluate_config import StudyConfig
+from medfoundry.recipes.pretrain_config import load_pretrain_config, read_tasks
+from medfoundry.tasks import EVALUATION_MODES, TASK_TYPES, TaskSpec, build_task
+from medfoundry.tasks.scores import LOWER_IS_BETTER
+from tests.conftest import tiny_config
+from tests.evaluation.conftest import study_config
+
+EXAMPLE_TASKS = {  # task type -> the example task of that type in ``contract_db``
+    "classification": "modality",
+    "detection": "nuclei_det",
+    "masked_image": "tiles",
+    "multilabel": "stained",
+    "segmentation": "nuclei_seg",
+}
+TYPES = TASK_TYPES.names()
+
+
+def test_every_registered_task_type_has_an_example() -> None:
+    assert sorted(EXAMPLE_TASKS) == TYPES
+
+
+@pytest.mark.parametrize("type_name", TYPES)
+def test_a_task_type_states_what_evaluation_needs(type_name: str) -> None:
+    cls = TASK_TYPES.get(type_name)
+    spec = TaskSpec(name="t", type=type_name, classes=[] if cls.target == "image" else ["a", "b"],
+                    source={"path": "t.csv"})  # fmt: skip
+    task = build_task(spec)
+    assert set(task.evaluation_modes) <= set(EVALUATION_MODES)
+    metrics = task.metrics().compute()  # an empty accumulator names its metrics
+    if task.primary_metric is None:
+        assert task.evaluation_modes == () and task.probe_targets is None
+    else:
+        assert task.primary_metric in metrics and task.primary_metric not in LOWER_IS_BETTER
+        assert task.evaluation_modes
+    probes = {"linear", "knn"} & set(task.evaluation_modes)
+    assert not probes or (task.feature == "pooled" and task.probe_targets is not None)
+    assert task.ignore_index is None or not 0 <= task.ignore_index < spec.num_classes
+    assert task.postprocess_text
+
+
+@pytest.mark.parametrize("source_type", sorted(SOURCE_TYPES))
+def test_source_paths_are_resolved_against_the_task_database(source_type: str, tmp_path: Path) -> None:
+    fields = SOURCE_TYPES[source_type].path_fields()
+    assert fields, f"source type {source_type} reads no files?"
+    source = {"type": source_type, **{name: f"data/{name}" for name in fields}}
+    task = {"name": "t", "type": "classification", "source": source}
+    (resolved,) = read_tasks([task], tmp_path / "db.yaml")
+    assert {name: resolved["source"][name] for name in fields} == {
+        name: str((tmp_path / "data" / name).resolve()) for name in fields
+    }
+
+
+@pytest.fixture(scope="module")
+def contract_db(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo database plus a multilabel and a masked-image task on the same real crops."""
+    root = demo_db.parent
+    with (root / "modality.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    folder = tmp_path_factory.mktemp("contract")
+    with (folder / "stained.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "stained", "microscope", "split"])
+        for r in rows:
+            stained = int(r["label"] in ("immunohistochemistry", "h_and_e"))
+            writer.writerow([str(root / r["image"]), stained, int(r["label"] != "fundus"), r["split"]])
+    tasks = yaml.safe_load((root / "tasks.yaml").read_text())["tasks"]
+    for task in tasks:
+        task["source"]["path"] = str(root / task["source"]["path"])
+    tasks += [
+        {"name": "stained", "type": "multilabel", "classes": ["stained", "microscope"],
+         "source": {"path": str(folder / "stained.csv")}},
+        {"name": "tiles", "type": "masked_image", "source": {"path": str(root / "modality.csv")}},
+    ]  # fmt: skip
+    (folder / "tasks.yaml").write_text(yaml.safe_dump({"tasks": tasks}))
+    return folder / "tasks.yaml"
+
+
+@pytest.fixture(scope="module")
+def contract_run(contract_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("contract_run")
+    cfg = tiny_config(root / "run", str(contract_db), **{"training.max_steps": 1})
+    cfg["model"]["masked_image"] = {"decoder_dim": 16, "decoder_depth": 1, "decoder_num_heads": 1}
+    (root / "c.yaml").write_text(yaml.safe_dump(cfg))
+    return pretrain_multitask.run(load_pretrain_config(root / "c.yaml"))
+
+
+@pytest.fixture(scope="module")
+def contract_onnx(contract_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = export_onnx.run(contract_run / "checkpoints" / "last", tmp_path_factory.mktemp("onnx") / "onnx")
+    config: dict[str, Any] = json.loads((out / "onnx_config.json").read_text())
+    return config
+
+
+def _task(contract_db: Path, type_name: str) -> dict[str, Any]:
+    tasks = yaml.safe_load(contract_db.read_text())["tasks"]
+    return next(t for t in tasks if t["name"] == EXAMPLE_TASKS[type_name])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("type_name", TYPES)
+def test_pretrain_step_validate_data_and_embed(
+    type_name: str, contract_db: Path, contract_run: Path, tmp_path: Path
+) -> None:
+    name = EXAMPLE_TASKS[type_name]
+    logs = [json.loads(line) for line in (contract_run / "metrics.jsonl").read_text().splitlines()]
+    (first,) = [row for row in logs if row["kind"] == "train"]
+    assert math.isfinite(first[f"loss/{name}"]) and 0.3 < first[f"loss/{name}"] < 2.0  # about 1
+
+    cfg = validate_data.ValidateDataConfig.model_validate({"tasks": [_task(contract_db, type_name)]})
+    (summary,) = validate_data.run(cfg)
+    assert summary.name == name and sum(summary.split_sizes.values()) > 0
+
+    out = embed.run(
+        EmbedConfig(encoder=str(contract_run / "checkpoints" / "last"), data=contract_db, task=name,
+                    output=tmp_path / "f.npz", cache_dir=tmp_path / "cache")
+    )  # fmt: skip
+    with np.load(out) as data:
+        assert data["features"].shape == (sum(summary.split_sizes.values()), 512)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("type_name", TYPES)
+def test_study_cell_and_export(
+    type_name: str, contract_db: Path, contract_run: Path, contract_onnx: dict[str, Any], tmp_path: Path
+) -> None:
+    task = _task(contract_db, type_name)
+    checkpoint = contract_run / "checkpoints" / "last"
+    cls = TASK_TYPES.get(type_name)
+    cfg = study_config(
+        tmp_path / "study", [task], checkpoint, encoders=[{"name": "pretrained", "source": str(checkpoint)}],
+        fractions=[1.0], seeds=1, baselines=[], modes=list(cls.evaluation_modes[:1]) or ["linear"],
+    )  # fmt: skip
+    if cls.primary_metric is None:
+        with pytest.raises(ConfigError, match=r"none of the tasks \(tiles\) can be evaluated"):
+            evaluate.run(StudyConfig.model_validate(cfg))
+    else:
+        rows = read_results(evaluate.run(StudyConfig.model_validate(cfg)) / "results.csv")
+        (cell,) = [r for r in rows if r["metric"] == cls.primary_metric]
+        assert cell["mode"] == cls.evaluation_modes[0] and math.isfinite(cell["value"])
+    heads = contract_onnx["heads"]
+    assert (task["name"] in heads) == (cls.feature != "masked")
+    if task["name"] in heads:
+        assert heads[task["name"]]["postprocess"] == cls.postprocess_text
+
+
+SOURCE_EXAMPLES = {  # source type -> the task of that source type in ``all_sources_db``
+    "coco": "coco",
+    "dicom": "dcm",
+    "image_folder": "folders",
+    "manifest": "cls",
+    "medmnist": "mnist",
+    "segmentation_folders": "pairs",
+    "volume": "vol",
+}
+
+
+def test_every_source_type_has_an_example() -> None:
+    assert sorted(SOURCE_EXAMPLES) == sorted(SOURCE_TYPES)
+
+
+@pytest.fixture(scope="module")
+def all_sources_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One valid task of every source type, on crops of real packaged images."""
+    from tests.cli.corpus_inputs import Inputs, load_real_pixels
+
+    inputs = Inputs(tmp_path_factory.mktemp("all_sources"), load_real_pixels())
+    database = inputs.database(*inputs.all_sources())
+    volumes = inputs.folder / "vol"  # a second volume: volumes are split whole, one cannot be
+    for part in ("image", "label"):
+        shutil.copy(volumes / f"case_{part}.nii.gz", volumes / f"other_{part}.nii.gz")
+    tasks = read_tasks(str(database), database)  # absolute source paths
+    database.write_text(yaml.safe_dump({"tasks": tasks}))
+    return database
+
+
+@pytest.fixture(scope="module")
+def all_sources_run(all_sources_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("all_sources_run")
+    cfg = tiny_config(root / "run", str(all_sources_db), **{"training.max_steps": 1, "data.batch_size": 2})
+    cfg["data"]["val_fraction"] = 0.25
+    (root / "c.yaml").write_text(yaml.safe_dump(cfg))
+    return pretrain_multitask.run(load_pretrain_config(root / "c.yaml"))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("source_type", sorted(SOURCE_TYPES))
+def test_every_source_type_pretrains_validates_and_embeds(
+    source_type: str, all_sources_db: Path, all_sources_run: Path, tmp_path: Path
+) -> None:
+    name = SOURCE_EXAMPLES[source_type]
+    (task,) = [t for t in yaml.safe_load(all_sources_db.read_text())["tasks"] if t["name"] == name]
+    assert task["source"].get("type", "manifest") == source_type
+    logs = [json.loads(line) for line in (all_sources_run / "metrics.jsonl").read_text().splitlines()]
+    (first,) = [row for row in logs if row["kind"] == "train"]
+    assert math.isfinite(first[f"loss/{name}"])
+
+    cfg = validate_data.ValidateDataConfig.model_validate({"tasks": [task], "image_size": 32})
+    (summary,) = validate_data.run(cfg)
+    out = embed.run(
+        EmbedConfig(encoder=str(all_sources_run / "checkpoints" / "last"), data=all_sources_db, task=name,
+                    output=tmp_path / "f.npz", cache_dir=tmp_path / "cache")
+    )  # fmt: skip
+    with np.load(out) as data:
+        assert data["features"].shape[0] == sum(summary.split_sizes.values()) > 0
