@@ -145,7 +145,7 @@ def pretrain_stage(args: argparse.Namespace, workdir: Path) -> list[Row]:
         f"run_dir={workdir / 'pretrain'}",
         f"tasks={labelled_tasks(corpus.resolve(), workdir / 'tasks.yaml')}",
         f"training.max_steps={args.steps}",
-        "training.preview_every_steps=0",
+        f"training.preview_every_steps={args.steps}",
     ]
     cfg = load_pretrain_config(demo_config("demo_pretrain.yaml"), overrides)
     start = time.perf_counter()

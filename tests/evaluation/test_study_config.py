@@ -21,16 +21,39 @@ STUDIES = sorted([*ROOT.glob("configs/study_*.yaml"), *ROOT.glob("src/medfoundry
 runner = CliRunner()
 
 
+HELDOUT_LIKE = {  # the corpus's held-out task names (what the shipped studies select), by type
+    "classification": ["heldout_brain_region", "heldout_nuclei_count", "heldout_vesicle_membrane"],
+    "detection": ["heldout_nuclei_det"],
+    "segmentation": ["heldout_face_seg"],
+}
+
+
+@pytest.fixture(scope="module")
+def heldout_like_db(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo database's real tasks under the corpus's held-out names: the shipped studies
+    name those tasks, and the corpus itself takes minutes to build."""
+    tasks = yaml.safe_load(demo_db.read_text())["tasks"]
+    for task in tasks:
+        task["source"]["path"] = str(demo_db.parent / task["source"]["path"])
+    renamed = [
+        {**task, "name": name}
+        for task in tasks
+        for name in HELDOUT_LIKE.get(task["type"], [])
+    ]
+    out = tmp_path_factory.mktemp("heldout_like") / "tasks.yaml"
+    out.write_text(yaml.safe_dump({"tasks": renamed}))
+    return out
+
+
 @pytest.mark.parametrize("path", STUDIES, ids=[p.name for p in STUDIES])
-def test_shipped_study_configs_validate(path: Path, demo_db: Path) -> None:
+def test_shipped_study_configs_validate(path: Path, heldout_like_db: Path) -> None:
     assert path.read_text().startswith("#"), "a shipped YAML opens with the command that runs it"
-    cfg = load_study_config(path, [f"tasks={demo_db}"])
-    assert {e.name for e in cfg.encoders} >= {"random"} and len(cfg.seed_list) >= 3
+    cfg = load_study_config(path, [f"tasks={heldout_like_db}"])
+    assert {e.name for e in cfg.encoders} >= {"random"} or cfg.baselines is None  # random: named or built in
+    assert len(cfg.seed_list) >= 3
     assert cfg.study_dir.parts[0] == "runs"
     checkpoints = [Path(e.source) for e in cfg.encoders if "/" in e.source]
-    assert checkpoints and all(
-        p.is_absolute() and p.parts[-3] == "checkpoints" or p.name == "best" for p in checkpoints
-    )
+    assert checkpoints and all(p.is_absolute() and p.parent.name == "checkpoints" for p in checkpoints)
 
 
 def test_defaults_follow_the_papers(demo_db: Path, tmp_path: Path) -> None:

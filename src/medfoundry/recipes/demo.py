@@ -15,8 +15,8 @@
    report.html.
 4. Print per task how the encoders compare at few labels and whether pretraining saved labels.
 
-It runs offline on a 2-core CPU in about 15 minutes (``--quick``: a selection of the corpus, one
-held-out task, a few pretraining steps; about 2 minutes).
+It runs offline on a 2-core CPU in about 11 minutes (docs/benchmarks.md); ``--quick``, a
+selection of the corpus, one held-out task and a few pretraining steps, in about 2.
 """
 
 from __future__ import annotations
