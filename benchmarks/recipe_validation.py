@@ -33,7 +33,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.preprocessing import StandardScaler
 
-from medfoundry.evaluation.pretrained_encoder import load_encoder
+from medfoundry.evaluation.pixel_encoder import PixelEncoder
+from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder, load_encoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import print_table, write_results  # noqa: E402
@@ -55,20 +56,22 @@ def load_split(corpus: Path, task: str, size: int) -> tuple[list[dict[str, str]]
 
 
 def features(spec: str, images: torch.Tensor, levels: int) -> np.ndarray:
+    """The probes' inputs: the pixels (``PixelEncoder``, 16 x 16), or the encoder's globally
+    pooled last ``levels`` pyramid maps, concatenated (``PretrainedEncoder.embed``)."""
     if spec == "pixels":
-        return torch.nn.functional.adaptive_avg_pool2d(images, 16).flatten(1).numpy()
-    if spec.startswith("random:"):  # a checkpoint's architecture or a timm name, random weights
+        encoder: PixelEncoder | PretrainedEncoder = PixelEncoder(image_size=images.shape[-1])
+    elif spec.startswith("random:"):  # a checkpoint's architecture or a timm name, random weights
         source = spec.split(":", 1)[1]
         size = None if Path(source).is_dir() else images.shape[-1]
         encoder = load_encoder(source, pretrained=False, image_size=size)
     else:
         encoder = load_encoder(spec)
-    out = []
     with torch.inference_mode():
-        for start in range(0, len(images), 128):
-            maps = encoder(images[start : start + 128])
-            out.append(torch.cat([m.float().mean(dim=(-2, -1)) for m in maps[-levels:]], 1))
-    return torch.cat(out).numpy()
+        batches = [
+            encoder.embed(images[start : start + 128], levels=range(-levels, 0))
+            for start in range(0, len(images), 128)
+        ]
+    return torch.cat(batches).numpy()
 
 
 def probe_scores(feats: np.ndarray, rows: list[dict[str, str]]) -> dict[float, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -141,30 +142,20 @@ def test_a_decoder_that_never_improves_is_flagged(checkpoint: Path, demo_db: Pat
             "min_steps": 1,
         }
     )
-    stuck = finetune(
+    train_frozen = partial(
+        finetune,
         encoder,
         spec.name,
         task,
         train=splits["train"][:8],
         val=splits["val"],
         metric="mean_dice",
-        cfg=frozen,
         freeze_encoder=True,
         seed=0,
     )
+    stuck = train_frozen(cfg=frozen)
     assert stuck.evaluations == 2 and stuck.best_step == 2 and stuck.never_improved
-    once = frozen.model_copy(update={"max_steps": 2})
-    single = finetune(
-        encoder,
-        spec.name,
-        task,
-        train=splits["train"][:8],
-        val=splits["val"],
-        metric="mean_dice",
-        cfg=once,
-        freeze_encoder=True,
-        seed=0,
-    )
+    single = train_frozen(cfg=frozen.model_copy(update={"max_steps": 2}))
     assert single.evaluations == 1 and not single.never_improved  # one evaluation cannot tell
 
 
