@@ -1,7 +1,7 @@
 # The two README commands:
 #   make demo   set everything up, then run the main job on the built-in demo data
 #   make test   set everything up, then lint, type-check and run the test suite (what CI runs)
-#   make test-fast   the unit tests and docstring examples only (no training runs; under a minute)
+#   make test-fast   no integration or slow tests (unit tests and docstring examples; some train a few steps)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -1,4 +1,9 @@
-"""Reading YAML configs: ``--set key=value`` overrides and readable validation errors.
+"""Reading YAML configs: ``--set key=value`` overrides, relative paths and readable errors.
+
+One rule for relative paths: a path written inside a YAML file is relative to that file; a path
+given on the command line (``--set key=path``, ``--out``, positional paths) is relative to the
+current folder, as in every other command-line tool. ``resolve_relative_paths`` and the
+``is_path`` argument of ``apply_overrides`` apply it.
 
 Every problem in a config is reported at once, one line each, naming the file and the dotted
 key: ``configs/x.yaml: training.lrr: unknown key (valid: lr, head_lr, ...)``.
@@ -6,7 +11,9 @@ key: ``configs/x.yaml: training.lrr: unknown key (valid: lr, head_lr, ...)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import fnmatch
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, get_args
 
@@ -15,9 +22,46 @@ from pydantic import BaseModel, ValidationError
 
 from medfoundry.errors import ConfigError
 
-__all__ = ["apply_overrides", "load_yaml", "validate_config"]
+__all__ = ["IsPath", "apply_overrides", "load_yaml", "path_keys", "resolve_relative_paths", "validate_config"]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+IsPath = Callable[[str, Any], bool]
+"""Whether the value at a dotted key (``encoders.0.source``) is a path."""
+
+
+def path_keys(*patterns: str, where: Callable[[Any], bool] = lambda value: True) -> IsPath:
+    """An ``IsPath`` for dotted keys matching any of ``patterns`` (``*``: any key or index).
+
+    Examples:
+        >>> is_path = path_keys("run_dir", "encoders.*.source")
+        >>> is_path("encoders.0.source", "ckpt/best"), is_path("seed", 3)
+        (True, False)
+    """
+    return lambda key, value: where(value) and any(fnmatch.fnmatchcase(key, p) for p in patterns)
+
+
+def resolve_relative_paths(raw: Any, *, is_path: IsPath, base: Path, key: str = "") -> Any:
+    """Make every relative path string in ``raw`` (where ``is_path`` says so) absolute against
+    ``base``, in place; returns ``raw``. Links are not followed (an output folder that is a link
+    is refused later, by name).
+
+    Examples:
+        >>> resolve_relative_paths({"run_dir": "runs/x"}, is_path=path_keys("run_dir"), base=Path("/cfg"))
+        {'run_dir': '/cfg/runs/x'}
+    """
+    items = raw.items() if isinstance(raw, dict) else enumerate(raw) if isinstance(raw, list) else ()
+    for name, value in list(items):
+        dotted = f"{key}.{name}" if key else str(name)
+        if isinstance(value, str) and is_path(dotted, value):
+            raw[name] = _absolute(value, base)
+        else:
+            resolve_relative_paths(value, is_path=is_path, base=base, key=dotted)
+    return raw
+
+
+def _absolute(value: str, base: Path) -> str:
+    expanded = os.path.expanduser(value)
+    return expanded if os.path.isabs(expanded) else os.path.abspath(os.path.join(base, expanded))
 
 
 def load_yaml(path: Path) -> Any:
@@ -43,8 +87,13 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+def apply_overrides(
+    raw: dict[str, Any], overrides: Sequence[str], *, is_path: IsPath | None = None
+) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides (values parsed as YAML; list items by index: ``tasks.0.x``).
+
+    A relative path given on the command line (where ``is_path`` says the key holds one) is
+    made absolute against the current folder, so that the file's folder does not apply to it.
 
     Examples:
         >>> apply_overrides({"training": {"epochs": 1}}, ["training.epochs=3", "seed=7"])
@@ -60,6 +109,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             value = yaml.safe_load(text) if text else None
         except yaml.YAMLError:
             value = text
+        if is_path is not None and isinstance(value, str) and is_path(key, value):
+            value = _absolute(value, Path.cwd())
         node: Any = raw
         parts = key.split(".")
         try:

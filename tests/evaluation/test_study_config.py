@@ -35,11 +35,7 @@ def heldout_like_db(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     tasks = yaml.safe_load(demo_db.read_text())["tasks"]
     for task in tasks:
         task["source"]["path"] = str(demo_db.parent / task["source"]["path"])
-    renamed = [
-        {**task, "name": name}
-        for task in tasks
-        for name in HELDOUT_LIKE.get(task["type"], [])
-    ]
+    renamed = [{**task, "name": name} for task in tasks for name in HELDOUT_LIKE.get(task["type"], [])]
     out = tmp_path_factory.mktemp("heldout_like") / "tasks.yaml"
     out.write_text(yaml.safe_dump({"tasks": renamed}))
     return out

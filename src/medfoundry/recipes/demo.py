@@ -89,7 +89,7 @@ def run(out_dir: Path, quick: bool = False) -> Path:
             little disk space.
         ConfigError: fewer corpus sources installed than the corpus needs.
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).absolute()  # --out is relative to the current folder, not to a config
     _check_ready(out_dir, quick)
     console = Console()
     for old in ("pretrain", "study"):

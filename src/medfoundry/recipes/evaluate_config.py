@@ -1,18 +1,18 @@
 """The one config of the evaluation-study recipe (``medfoundry evaluate STUDY.yaml``).
 
-Paths of inputs in the YAML file (the task database, checkpoint folders) are relative to that
-file; ``study_dir`` is relative to where the command runs, like a pretraining ``run_dir``.
+Paths written in the YAML file (``study_dir``, the task database, checkpoint folders) are
+relative to that file; paths given with ``--set`` are relative to the current folder.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from medfoundry.config_io import validate_config
+from medfoundry.config_io import path_keys, validate_config
 from medfoundry.errors import ConfigError
 from medfoundry.evaluation.finetune import FinetuneConfig
 from medfoundry.evaluation.pretrained_encoder import looks_like_path
@@ -20,6 +20,7 @@ from medfoundry.evaluation.probes import ProbeConfig
 from medfoundry.models.config import TimmArguments
 from medfoundry.recipes.pretrain_config import read_config
 from medfoundry.registry import unknown_name_message
+from medfoundry.tasks.database import is_source_path
 from medfoundry.tasks.spec import DatabaseTask, TaskSpec
 from medfoundry.tasks.task_type import EVALUATION_MODES, EvaluationMode, TaskType
 
@@ -244,18 +245,25 @@ class StudyConfig(_Frozen):
         return [by_name[n] for n in self.task_names] if self.task_names else list(self.tasks)
 
 
+_STUDY_PATHS = path_keys("study_dir", "tasks", where=lambda value: isinstance(value, str))
+_CHECKPOINTS = path_keys(
+    "encoders.*.source", where=lambda value: isinstance(value, str) and looks_like_path(value)
+)
+
+
+def _is_study_path(key: str, value: Any) -> bool:
+    return _STUDY_PATHS(key, value) or _CHECKPOINTS(key, value) or is_source_path(key, value)
+
+
 def load_study_config(path: Path, overrides: Sequence[str] = ()) -> StudyConfig:
-    """Read a study config; task sources and checkpoint folders are resolved against the file.
+    """Read a study config. Relative paths written in it (``study_dir``, ``tasks``, checkpoint
+    folders, task sources) are relative to the file; those of ``overrides`` to the current folder.
 
     Raises:
         ConfigError: every problem of the file, one per line.
     """
     path = Path(path)
-    raw = read_config(path, overrides)
-    for encoder in raw.get("encoders") or []:
-        source = encoder.get("source") if isinstance(encoder, dict) else None
-        if isinstance(source, str) and looks_like_path(source) and not Path(source).is_absolute():
-            encoder["source"] = str((path.parent / source).resolve())
+    raw = read_config(path, overrides, is_path=_is_study_path)
     cfg = validate_config(StudyConfig, raw, str(path))
     check_names(cfg, str(path))
     return cfg

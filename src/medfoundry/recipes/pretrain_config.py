@@ -9,12 +9,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from medfoundry.config_io import apply_overrides, load_yaml, validate_config
+from medfoundry.config_io import (
+    IsPath,
+    apply_overrides,
+    load_yaml,
+    path_keys,
+    resolve_relative_paths,
+    validate_config,
+)
 from medfoundry.data.augment import AugmentConfig
 from medfoundry.data.cache import CacheSettings
 from medfoundry.errors import ConfigError
 from medfoundry.models.config import ModelConfig
-from medfoundry.tasks.database import read_tasks
+from medfoundry.tasks.database import is_source_path, read_tasks
 from medfoundry.tasks.spec import DatabaseTask, check_unique_names
 from medfoundry.training.optim import OptimizerConfig
 
@@ -152,7 +159,8 @@ class PretrainConfig(_Frozen):
 
 
 def load_pretrain_config(path: Path, overrides: Sequence[str] = ()) -> PretrainConfig:
-    """Read a pretraining config; relative data paths are resolved against the file they are in.
+    """Read a pretraining config. Relative paths written in it (``run_dir``, ``tasks``, task
+    sources) are relative to the file; those of ``overrides`` to the current folder.
 
     Raises:
         ConfigError: every problem of the file, one per line.
@@ -161,11 +169,21 @@ def load_pretrain_config(path: Path, overrides: Sequence[str] = ()) -> PretrainC
     return validate_config(PretrainConfig, read_config(path, overrides), str(path))
 
 
-def read_config(path: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def _is_pretrain_path(key: str, value: Any) -> bool:
+    return _RUN_PATHS(key, value) or is_source_path(key, value)
+
+
+_RUN_PATHS = path_keys("run_dir", "tasks", where=lambda value: isinstance(value, str))
+
+
+def read_config(
+    path: Path, overrides: Sequence[str] = (), *, is_path: IsPath = _is_pretrain_path
+) -> dict[str, Any]:
     """A YAML config as a mapping, with ``--set`` overrides applied and its ``tasks`` read.
 
-    ``tasks`` may be a list of task specs or the path of a YAML file holding one; relative
-    source paths are resolved against the file they are written in.
+    ``tasks`` may be a list of task specs or the path of a YAML file holding one. A relative
+    path (where ``is_path`` says a key holds one) is relative to the file it is written in, or
+    to the current folder when it comes from ``overrides`` (``config_io``'s one rule).
 
     Raises:
         ConfigError: the file (or its tasks file) is missing, not YAML, or not a mapping.
@@ -173,7 +191,8 @@ def read_config(path: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
-    raw = apply_overrides(raw, overrides)
+    resolve_relative_paths(raw, is_path=is_path, base=path.absolute().parent)
+    raw = apply_overrides(raw, overrides, is_path=is_path)
     if "tasks" in raw:
         raw["tasks"] = read_tasks(raw["tasks"], path)
     return raw

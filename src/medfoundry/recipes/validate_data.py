@@ -29,6 +29,7 @@ from medfoundry.errors import ConfigError, DataError, MedfoundryError
 from medfoundry.models.config import EncoderConfig
 from medfoundry.recipes.pretrain_config import DataConfig, load_pretrain_config, read_tasks
 from medfoundry.tasks import TASK_TYPES, build_task, with_classes
+from medfoundry.tasks.database import is_source_path
 from medfoundry.tasks.spec import DatabaseTask, TaskSpec, check_unique_names
 
 __all__ = ["ValidateDataConfig", "load_validate_config", "run"]
@@ -89,7 +90,7 @@ def load_validate_config(path: Path, overrides: Sequence[str] = ()) -> ValidateD
     raw = {"tasks": raw} if isinstance(raw, list) else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a list of tasks or a mapping with a 'tasks' list")
-    raw = apply_overrides(raw, overrides)
+    raw = apply_overrides(raw, overrides, is_path=is_source_path)
     if "tasks" in raw:
         raw["tasks"] = read_tasks(raw["tasks"], path)
     return validate_config(ValidateDataConfig, raw, str(path))

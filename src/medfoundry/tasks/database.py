@@ -18,7 +18,7 @@ from medfoundry.data.sources import SOURCE_TYPES
 from medfoundry.errors import ConfigError
 from medfoundry.tasks.spec import DatabaseTask, TaskSpec, check_unique_names
 
-__all__ = ["load_task_database", "read_tasks"]
+__all__ = ["is_source_path", "load_task_database", "read_tasks"]
 
 
 class _TaskDatabase(BaseModel):
@@ -76,6 +76,15 @@ def read_tasks(tasks: Any, path: Path) -> Any:
             raise ConfigError(f"{tasks_file}: expected a list of tasks (or a mapping with a 'tasks' list)")
         return _resolve_sources(listed, tasks_file.parent)
     return _resolve_sources(tasks, path.parent) if isinstance(tasks, list) else tasks
+
+
+def is_source_path(key: str, value: object) -> bool:
+    """Whether a dotted config key names a path field of a task's source
+    (``tasks.0.source.path``; ``--set`` overrides of it are relative to the current folder)."""
+    parts = key.split(".")
+    if len(parts) != 4 or parts[0] != "tasks" or parts[2] != "source" or not isinstance(value, str):
+        return False
+    return any(parts[3] in source_type.path_fields() for source_type in SOURCE_TYPES.values())
 
 
 def _resolve_sources(tasks: list[Any], base: Path) -> list[Any]:
