@@ -21,7 +21,7 @@ from medfoundry.cli.main import app
 from medfoundry.corpus import SOURCES, CorpusBuild, CorpusSettings, build_corpus
 from medfoundry.corpus.packages import Package
 from medfoundry.corpus.sources import Source
-from medfoundry.errors import ConfigError
+from medfoundry.errors import ConfigError, DataError
 from tests.corpus.conftest import SMALL_SOURCES, read_rows
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "corpus.md"
@@ -160,8 +160,15 @@ def test_too_few_sources_is_an_error_before_any_work(tmp_path: Path) -> None:
 
 def test_a_folder_that_is_not_a_corpus_is_never_overwritten(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="not empty and holds no corpus.json"):
+    with pytest.raises(DataError, match="not empty, and medfoundry corpus did not write it"):
         build_corpus(tmp_path, sources=["stardist"], min_sources=1)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    # nor is a user's file inside a corpus folder deleted by a rebuild
+    (tmp_path / "notes.txt").unlink()
+    build_corpus(tmp_path, sources=["stardist"], min_sources=1)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="holds notes.txt, which medfoundry corpus did not write"):
+        build_corpus(tmp_path, sources=["stardist"], min_sources=1, settings=CorpusSettings(seed=1))
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 

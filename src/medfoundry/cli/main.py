@@ -135,9 +135,16 @@ def export(
 
     def body() -> None:
         from medfoundry.errors import ConfigError
+        from medfoundry.output_folders import check_output_folder
 
-        if timm_dir is None and onnx_dir is None and hf_dir is None:
+        given = {"--timm": timm_dir, "--onnx": onnx_dir, "--hf": hf_dir}
+        chosen = {option: folder for option, folder in given.items() if folder is not None}
+        if not chosen:
             raise ConfigError("export: give at least one of --timm DIR, --onnx DIR, --hf DIR")
+        if len({folder.resolve() for folder in chosen.values()}) < len(chosen):
+            raise ConfigError(f"export: {', '.join(chosen)} need a folder each, not the same one")
+        for option, folder in chosen.items():  # all refused before any is written
+            check_output_folder(folder, f"export {option}")
         if timm_dir is not None:
             from medfoundry.recipes import export_timm
 

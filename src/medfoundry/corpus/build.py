@@ -29,6 +29,7 @@ from medfoundry.corpus.packages import installed_version
 from medfoundry.corpus.settings import CorpusSettings
 from medfoundry.corpus.sources import SOURCES, Source
 from medfoundry.errors import ConfigError
+from medfoundry.output_folders import check_output_folder, write_marker
 
 __all__ = ["CORPUS_FORMAT", "MIN_SOURCES", "CorpusBuild", "build_corpus", "corpus_fingerprint"]
 
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 CORPUS_FORMAT = 1
 MIN_SOURCES = 8
+COMMAND = "corpus"
 """Fewest pretraining sources a corpus may be built from (unless ``min_sources`` says otherwise)."""
 
 
@@ -72,7 +74,7 @@ def build_corpus(
     """Build the corpus into ``out_dir`` (or find it up to date there).
 
     Args:
-        out_dir: The corpus folder; it must not exist, be empty, or hold a corpus.
+        out_dir: The corpus folder; it must be new, empty, or hold a corpus and nothing else.
         sources: Source names to use (default: every source in ``SOURCES``).
         exclude: Source names to leave out (e.g. a held-out subject's source).
         settings: Tile sizes, split shares, seed (``CorpusSettings``).
@@ -83,9 +85,9 @@ def build_corpus(
         A ``CorpusBuild``.
 
     Raises:
-        ConfigError: unknown source names, too few sources, or ``out_dir`` holds something
-            that is not a corpus.
-        DataError: a source package's files cannot be read.
+        ConfigError: unknown source names, or too few sources.
+        DataError: ``out_dir`` holds something that is not a corpus (``output_folders``), or
+            a source package's files cannot be read.
     """
     settings = settings or CorpusSettings()
     out_dir = Path(out_dir)
@@ -93,6 +95,7 @@ def build_corpus(
     used = [source for source, _ in chosen]
     for line in missing:
         progress(line)
+    check_output_folder(out_dir, COMMAND)
     fingerprint = corpus_fingerprint(used, settings)
     manifest_path = out_dir / "corpus.json"
     if manifest_path.is_file():
@@ -100,8 +103,6 @@ def build_corpus(
         if manifest.get("fingerprint") == fingerprint:
             progress(f"corpus in {out_dir} is up to date (fingerprint {fingerprint[:12]}): nothing to do")
             return _result(out_dir, manifest, built=False, missing=missing)
-    elif out_dir.exists() and any(out_dir.iterdir()):
-        raise ConfigError(f"{out_dir}: exists, is not empty and holds no corpus.json; choose an empty folder")
     _remove_leftovers(out_dir)
     partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     partial.mkdir(parents=True)
@@ -115,6 +116,7 @@ def build_corpus(
             writer.add(image)
         progress(f"{source.name}: {len(writer.images) - before} images ({source.description})")
     manifest = writer.finish(_manifest(used, missing, settings, fingerprint, time.perf_counter() - start))
+    write_marker(partial, COMMAND, list_files=True)
     _swap_into_place(partial, out_dir)
     return _result(out_dir, manifest, built=True, missing=missing)
 
