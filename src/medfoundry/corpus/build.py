@@ -5,9 +5,11 @@ The build is atomic and cached:
 - a fingerprint (SHA-256) covers the settings, the selected sources, every source package's
   version and the corpus code itself; a folder whose ``corpus.json`` holds the same
   fingerprint is up to date and left alone;
-- the corpus is written into a hidden sibling folder (``.DIR.partial-PID``) and renamed into
-  place when complete (``corpus.json``, written last, included), so a build killed at any
-  moment leaves nothing that a rerun trusts; a rerun removes what killed builds left.
+- the corpus is written into a hidden sibling folder (``.DIR.partial.tmp-HOST-PID``) and
+  renamed into place when complete (``corpus.json``, written last, included), so a build killed
+  at any moment leaves nothing that a rerun trusts; a rerun removes what killed builds left,
+  and only that: the folders of a build still running (its process alive) are kept
+  (``safe_writes.remove_orphans``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from medfoundry.corpus.settings import CorpusSettings
 from medfoundry.corpus.sources import SOURCES, Source
 from medfoundry.errors import ConfigError
 from medfoundry.output_folders import check_output_folder, write_marker
+from medfoundry.safe_writes import remove_orphans, temporary_name
 
 __all__ = ["CORPUS_FORMAT", "MIN_SOURCES", "CorpusBuild", "build_corpus", "corpus_fingerprint"]
 
@@ -103,9 +105,10 @@ def build_corpus(
         if manifest.get("fingerprint") == fingerprint:
             progress(f"corpus in {out_dir} is up to date (fingerprint {fingerprint[:12]}): nothing to do")
             return _result(out_dir, manifest, built=False, missing=missing)
-    _remove_leftovers(out_dir)
-    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    partial.mkdir(parents=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphans(out_dir.parent)  # what killed builds left; a live build's folders are kept
+    partial = temporary_name(out_dir.with_name(f"{out_dir.name}.partial"))
+    partial.mkdir()
     start = time.perf_counter()
     writer = CorpusWriter(
         partial, {s.name for s in used if s.heldout}, settings.val_percent, seed=settings.seed
@@ -203,13 +206,8 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest if isinstance(manifest, dict) else {}
 
 
-def _remove_leftovers(out_dir: Path) -> None:
-    for leftover in out_dir.parent.glob(f".{out_dir.name}.*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-
-
 def _swap_into_place(partial: Path, out_dir: Path) -> None:
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    old = temporary_name(out_dir.with_name(f"{out_dir.name}.old"))
     if out_dir.exists():
         out_dir.rename(old)
     partial.rename(out_dir)
