@@ -3,8 +3,9 @@
 The build is atomic and cached:
 
 - a fingerprint (SHA-256) covers the settings, the selected sources, every source package's
-  version and the corpus code itself; a folder whose ``corpus.json`` holds the same
-  fingerprint is up to date and left alone;
+  version, and the code: every medfoundry module the corpus imports (``demo/writing``,
+  ``data/dicom``, ``data/volumes``, ...) and the versions of the libraries they import; a
+  folder whose ``corpus.json`` holds the same fingerprint is up to date and left alone;
 - the corpus is written into a hidden sibling folder (``.DIR.partial.tmp-HOST-PID``) and
   renamed into place when complete (``corpus.json``, written last, included), so a build killed
   at any moment leaves nothing that a rerun trusts; a rerun removes what killed builds left,
@@ -25,6 +26,7 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
+from medfoundry.corpus.code_digest import code_digest
 from medfoundry.corpus.database import CorpusWriter
 from medfoundry.corpus.packages import installed_version
 from medfoundry.corpus.settings import CorpusSettings
@@ -125,7 +127,9 @@ def build_corpus(
 
 
 def corpus_fingerprint(chosen: Sequence[Source], settings: CorpusSettings) -> str:
-    """SHA-256 of the settings, sources, their package versions and the corpus code."""
+    """SHA-256 of the settings, sources, their package versions, and the code that makes the
+    corpus: every medfoundry module it imports and the versions of their libraries
+    (``code_digest``)."""
     digest = hashlib.sha256()
     described = {
         "format": CORPUS_FORMAT,
@@ -133,9 +137,7 @@ def corpus_fingerprint(chosen: Sequence[Source], settings: CorpusSettings) -> st
         "sources": {s.name: [[p.distribution, installed_version(p)] for p in s.packages] for s in chosen},
     }
     digest.update(json.dumps(described, sort_keys=True).encode())
-    for path in sorted(Path(__file__).parent.rglob("*.py")):  # a changed rule rebuilds
-        digest.update(path.relative_to(Path(__file__).parent).as_posix().encode())
-        digest.update(path.read_bytes())
+    digest.update(code_digest().encode())  # a changed rule, or pixel code it calls, rebuilds
     return digest.hexdigest()
 
 
