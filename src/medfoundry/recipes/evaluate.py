@@ -62,7 +62,10 @@ def run(cfg: StudyConfig) -> Path:
     refuse_links(study_dir, "study folder")  # a rerun resumes whatever folder it is given
     _check_shared_folder(plan.cfg, study_dir)
     claim_output_folder(study_dir, COMMAND)
-    (study_dir / "study.yaml").write_text(yaml.safe_dump(plan.cfg.model_dump(mode="json"), sort_keys=False))
+    # live workers of other jobs read it: never half a file
+    atomic_write_text(
+        study_dir / "study.yaml", yaml.safe_dump(plan.cfg.model_dump(mode="json"), sort_keys=False)
+    )
     planned = {
         "primary_metrics": plan.primary,
         "reference": None if plan.reference is None else vars(plan.reference),
