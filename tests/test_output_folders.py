@@ -145,6 +145,12 @@ def test_demo_refuses_a_users_pretrain_folder_before_any_work(tmp_path: Path, mo
     assert (tmp_path / "corpus" / "old.txt").exists()
 
 
+def test_demo_data_keeps_a_users_tasks_yaml(tmp_path: Path) -> None:
+    (tmp_path / "tasks.yaml").write_text("mine")
+    _one_line_error(runner.invoke(app, ["demo-data", str(tmp_path)]), str(tmp_path), "choose a new")
+    assert (tmp_path / "tasks.yaml").read_text() == "mine"
+
+
 def test_the_rule_for_incremental_and_replacing_commands(tmp_path: Path) -> None:
     check_output_folder(tmp_path / "new", "evaluate")
     claim_output_folder(tmp_path / "study", "evaluate")

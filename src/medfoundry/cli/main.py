@@ -301,8 +301,12 @@ def demo_data(out_dir: Annotated[Path, typer.Argument(help="Folder to write the 
 
     def body() -> None:
         from medfoundry.demo import build_demo_database
+        from medfoundry.output_folders import check_output_folder, write_marker
 
-        typer.echo(f"wrote {build_demo_database(out_dir)}")
+        check_output_folder(out_dir, "demo-data")
+        tasks = build_demo_database(out_dir)
+        write_marker(out_dir, "demo-data")
+        typer.echo(f"wrote {tasks}")
 
     _run(body)
 
