@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Mapping
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,7 @@ def claim_output_folder(folder: Path, command: str, *, replaces: Mapping[str, st
 def write_marker(folder: Path, command: str, *, list_files: bool = False) -> None:
     """Mark ``folder`` as ``command``'s output; ``list_files``: record the entries it holds now
     (for commands that replace the whole folder on a rerun)."""
-    content: dict[str, Any] = {"command": command, "medfoundry": version("medfoundry")}
+    content: dict[str, Any] = {"command": command, "medfoundry": _version()}
     if list_files:
         content["files"] = sorted(e.name for e in Path(folder).iterdir() if e.name != MARKER)
     write_file_atomically(Path(folder) / MARKER, json.dumps(content, indent=1) + "\n")
@@ -132,6 +132,13 @@ def check_output_file(path: Path, command: str, *, written_by: Callable[[Path], 
             f"{path}: exists and was not written by medfoundry {command} (it overwrites nothing it did "
             "not write); choose a new file name"
         )
+
+
+def _version() -> str:
+    try:
+        return version("medfoundry")
+    except PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
 
 
 def _temporary(name: str) -> bool:
