@@ -27,6 +27,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from medfoundry.cli.main import app
+from medfoundry.output_folders import write_marker
 from tests.cli.corpus_inputs import SIDE, Inputs, RealPixels, load_real_pixels
 
 runner = CliRunner()
@@ -758,6 +759,7 @@ def evaluate_truncated_weights(c: Inputs, trained_run: Path) -> tuple[list[str],
 @case
 def evaluate_study_folder_with_a_planted_link(c: Inputs) -> tuple[list[str], str]:
     (c.folder / "study").mkdir()
+    write_marker(c.folder / "study", "evaluate")  # a study folder of its own, but for the link
     (c.folder / "victim.txt").write_text("precious")
     (c.folder / "study" / "results.csv").symlink_to(c.folder / "victim.txt")
     study = {

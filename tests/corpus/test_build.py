@@ -21,7 +21,8 @@ from medfoundry.cli.main import app
 from medfoundry.corpus import SOURCES, CorpusBuild, CorpusSettings, build_corpus
 from medfoundry.corpus.packages import Package
 from medfoundry.corpus.sources import Source
-from medfoundry.errors import ConfigError
+from medfoundry.errors import ConfigError, DataError
+from medfoundry.safe_writes import _host
 from tests.corpus.conftest import SMALL_SOURCES, read_rows
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "corpus.md"
@@ -160,8 +161,15 @@ def test_too_few_sources_is_an_error_before_any_work(tmp_path: Path) -> None:
 
 def test_a_folder_that_is_not_a_corpus_is_never_overwritten(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="not empty and holds no corpus.json"):
+    with pytest.raises(DataError, match="not empty, and medfoundry corpus did not write it"):
         build_corpus(tmp_path, sources=["stardist"], min_sources=1)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    # nor is a user's file inside a corpus folder deleted by a rebuild
+    (tmp_path / "notes.txt").unlink()
+    build_corpus(tmp_path, sources=["stardist"], min_sources=1)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="holds notes.txt, which medfoundry corpus did not write"):
+        build_corpus(tmp_path, sources=["stardist"], min_sources=1, settings=CorpusSettings(seed=1))
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
@@ -190,7 +198,7 @@ def test_a_killed_build_leaves_nothing_a_rerun_trusts(tmp_path: Path) -> None:
     killed = subprocess.run([sys.executable, "-c", KILLED_BUILD, str(out)], env=env, capture_output=True)
     assert killed.returncode == -9
     assert not out.exists()  # only a hidden partial folder is left
-    leftovers = list(tmp_path.glob(".corpus.partial-*"))
+    leftovers = list(tmp_path.glob(".corpus.partial.tmp-*"))
     assert leftovers and any(leftovers[0].rglob("*.png"))
     result = build_corpus(out, sources=["stardist"], min_sources=1)
     assert result.built and (out / "corpus.json").is_file()
@@ -207,3 +215,21 @@ def test_a_changed_setting_or_a_damaged_manifest_rebuilds(tmp_path: Path) -> Non
     (out / "corpus.json").write_text("{not json")
     assert build_corpus(out, sources=["stardist"], min_sources=1).built
     assert not list(tmp_path.glob(".corpus.*"))
+
+
+def test_a_build_keeps_the_folders_of_a_concurrent_live_build(tmp_path: Path) -> None:
+    out = tmp_path / "corpus"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        running = tmp_path / f".corpus.partial.tmp-{_host()}-{live.pid}"  # as temporary_name names it
+        running.mkdir()
+        (running / "half.png").write_bytes(b"")
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+        killed = running.with_name(f".corpus.partial.tmp-{_host()}-{int(dead.stdout)}")
+        killed.mkdir()
+        assert build_corpus(out, sources=["stardist"], min_sources=1).built
+        assert (running / "half.png").exists()  # the live build goes on
+        assert not killed.exists()  # what a killed build left is removed
+    finally:
+        live.kill()
+        live.wait()

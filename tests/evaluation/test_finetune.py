@@ -195,3 +195,34 @@ def test_bf16_precision_autocasts_the_training_steps_not_only_validation(
     )
     assert result.steps == 2 and step_dtypes and set(step_dtypes) == {torch.bfloat16}
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
+
+
+def test_a_failing_step_still_ends_the_loader(
+    checkpoint: Path, demo_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed: list[object] = []
+    real_close = finetune_module.CyclicTaskLoader.close
+
+    def close(loader: object) -> None:
+        closed.append(loader)
+        real_close(loader)
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a step failed")
+
+    monkeypatch.setattr(finetune_module.CyclicTaskLoader, "close", close)
+    monkeypatch.setattr(finetune_module, "memory_constant_step", failing)
+    spec, task, splits = _task(demo_db, "nuclei_seg")
+    with pytest.raises(RuntimeError, match="a step failed"):
+        finetune(
+            load_encoder(checkpoint),
+            spec.name,
+            task,
+            train=splits["train"][:10],
+            val=splits["val"],
+            metric="mean_dice",
+            cfg=TINY,
+            freeze_encoder=False,
+            seed=0,
+        )
+    assert len(closed) == 1

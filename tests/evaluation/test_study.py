@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from scipy import stats
 
 from medfoundry.evaluation.study_cells import RESULT_COLUMNS, read_results
@@ -292,3 +293,26 @@ def test_a_study_without_terminal_logs_its_progress(
     lines = [r.getMessage() for r in caplog.records if r.name == "medfoundry.progress"]
     assert len(lines) >= 4 and all(line.startswith("evaluate: ") for line in lines)
     assert lines[-1].startswith("evaluate: 4/4 cells (100%)")
+
+
+def test_study_yaml_is_never_seen_half_written(
+    sites_db: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live workers of other jobs read ``study.yaml``: it is written whole and renamed into place."""
+    written: list[str] = []
+    real_write = Path.write_text
+
+    def recording(path: Path, *args: Any, **kwargs: Any) -> int:
+        written.append(path.name)
+        return real_write(path, *args, **kwargs)
+
+    def stopped(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", recording)
+    monkeypatch.setattr(evaluate, "work", stopped)
+    cfg = study_config(tmp_path / "study", tasks_of(sites_db), checkpoint, modes=["linear"], baselines=[])
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.run(StudyConfig.model_validate(cfg))
+    assert "study.yaml" not in written  # only its temporary file is written in place
+    assert yaml.safe_load((tmp_path / "study" / "study.yaml").read_text())["study_dir"] == cfg["study_dir"]

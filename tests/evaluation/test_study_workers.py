@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from medfoundry.cli.main import app
 from medfoundry.evaluation.claims import ClaimBoard
 from medfoundry.evaluation.study_cells import read_results
+from medfoundry.output_folders import write_marker
 from medfoundry.recipes import evaluate, evaluate_worker
 from medfoundry.recipes.evaluate_config import StudyConfig
 from medfoundry.recipes.evaluate_plan import plan_study
@@ -94,6 +95,8 @@ def test_a_killed_worker_leaves_its_cell_to_be_redone(
 ) -> None:
     study = tmp_path / "study"
     config = StudyConfig.model_validate(_config(study, sites_db, checkpoint)).model_dump(mode="json")
+    study.mkdir()
+    write_marker(study, "evaluate")  # as the run that started this worker marked it
     marker = tmp_path / "claimed"
     process = multiprocessing.get_context("spawn").Process(target=_hanging_worker, args=(config, str(marker)))
     process.start()
@@ -148,6 +151,7 @@ def test_workers_on_a_folder_of_another_config_exit_2(
     study = tmp_path / "study"
     first = StudyConfig.model_validate(_config(study, sites_db, checkpoint))
     study.mkdir()
+    write_marker(study, "evaluate")  # another job's study, running
     (study / "study.yaml").write_text(yaml.safe_dump(plan_study(first).cfg.model_dump(mode="json")))
     (study / "claims").mkdir()
     live = {"host": socket.gethostname(), "pid": os.getpid(), "token": "t", "time": time.time()}

@@ -70,7 +70,12 @@ def folder(best_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def test_timm_and_medfoundry_load_the_folder_through_the_hub_cache_offline(
     folder: Path, best_checkpoint: Path, tmp_path: Path
 ) -> None:
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".medfoundry-output.json",
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
     # the Hub cache's layout: models--ORG--NAME/snapshots/REVISION/<files> and refs/main -> REVISION
     repo_dir = tmp_path / "cache" / f"models--{REPO.replace('/', '--')}"
     shutil.copytree(folder, repo_dir / "snapshots" / REVISION)

@@ -50,7 +50,11 @@ def test_plain_timm_loads_the_export_and_gives_the_same_features(checkpoint: Pat
     out = export_timm.run(checkpoint, tmp_path / "timm")
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "resnet18" and config["model_args"]["norm_layer"] == "groupnorm"
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".medfoundry-output.json",
+        "config.json",
+        "model.safetensors",
+    ]
 
     x = torch.rand(2, 3, 32, 32)
     safetensors.torch.save_file({"x": x}, str(tmp_path / "x.safetensors"))

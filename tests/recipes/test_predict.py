@@ -124,7 +124,12 @@ def test_volume_prediction_is_on_the_input_grid_and_its_dice_equals_the_evaluati
     checkpoint, root = volume_checkpoint
     volume = root / "images" / "anat_a.nii"
     out = _predict(checkpoint, volume, tmp_path / "out", batch_size=7)
-    assert sorted(p.name for p in out.iterdir()) == ["masks.csv", "prediction.json", "volumes"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".medfoundry-output.json",
+        "masks.csv",
+        "prediction.json",
+        "volumes",
+    ]
     written = nib.load(out / "volumes" / "anat_a.nii.gz")
     source = nib.load(volume)
     assert written.shape == source.shape == (33, 41, 25)
@@ -255,7 +260,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(
     assert not (tmp_path / "a").exists() and not any(p.name.startswith(".a") for p in tmp_path.iterdir())
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
-    with pytest.raises(ConfigError, match="full: output folder exists and is not empty"):
+    with pytest.raises(DataError, match="full: output folder exists and is not empty"):
         _predict(image_checkpoint, folder, tmp_path / "full", task="modality")
 
 

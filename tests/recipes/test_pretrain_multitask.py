@@ -153,3 +153,24 @@ def test_a_run_continues_from_any_state_with_one_command(
         weights = _weights(run)
         assert all(torch.equal(weights[k], expected[k]) for k in expected), run
         assert _log_without_timing(run) == expected_log, run
+
+
+def test_a_failing_step_still_closes_the_loaders_and_the_metrics_log(
+    demo_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finished: list[Any] = []
+    real_finish = pretrain_multitask._finish
+
+    def finish(r: Any) -> None:
+        finished.append(r)
+        real_finish(r)
+
+    def failing(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a step failed")
+
+    monkeypatch.setattr(pretrain_multitask, "_finish", finish)
+    monkeypatch.setattr(pretrain_multitask, "_count_nonfinite", failing)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config(tmp_path / "run", str(demo_db))))
+    with pytest.raises(RuntimeError, match="a step failed"):
+        pretrain_multitask.run(load_pretrain_config(tmp_path / "c.yaml"))
+    assert len(finished) == 1 and finished[0].metrics_log._file.closed

@@ -135,9 +135,16 @@ def export(
 
     def body() -> None:
         from medfoundry.errors import ConfigError
+        from medfoundry.output_folders import check_output_folder
 
-        if timm_dir is None and onnx_dir is None and hf_dir is None:
+        given = {"--timm": timm_dir, "--onnx": onnx_dir, "--hf": hf_dir}
+        chosen = {option: folder for option, folder in given.items() if folder is not None}
+        if not chosen:
             raise ConfigError("export: give at least one of --timm DIR, --onnx DIR, --hf DIR")
+        if len({folder.resolve() for folder in chosen.values()}) < len(chosen):
+            raise ConfigError(f"export: {', '.join(chosen)} need a folder each, not the same one")
+        for option, folder in chosen.items():  # all refused before any is written
+            check_output_folder(folder, f"export {option}")
         if timm_dir is not None:
             from medfoundry.recipes import export_timm
 
@@ -294,8 +301,12 @@ def demo_data(out_dir: Annotated[Path, typer.Argument(help="Folder to write the 
 
     def body() -> None:
         from medfoundry.demo import build_demo_database
+        from medfoundry.output_folders import check_output_folder, write_marker
 
-        typer.echo(f"wrote {build_demo_database(out_dir)}")
+        check_output_folder(out_dir, "demo-data")
+        tasks = build_demo_database(out_dir)
+        write_marker(out_dir, "demo-data")
+        typer.echo(f"wrote {tasks}")
 
     _run(body)
 

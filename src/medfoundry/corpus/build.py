@@ -3,11 +3,14 @@
 The build is atomic and cached:
 
 - a fingerprint (SHA-256) covers the settings, the selected sources, every source package's
-  version and the corpus code itself; a folder whose ``corpus.json`` holds the same
-  fingerprint is up to date and left alone;
-- the corpus is written into a hidden sibling folder (``.DIR.partial-PID``) and renamed into
-  place when complete (``corpus.json``, written last, included), so a build killed at any
-  moment leaves nothing that a rerun trusts; a rerun removes what killed builds left.
+  version, and the code: every medfoundry module the corpus imports (``demo/writing``,
+  ``data/dicom``, ``data/volumes``, ...) and the versions of the libraries they import; a
+  folder whose ``corpus.json`` holds the same fingerprint is up to date and left alone;
+- the corpus is written into a hidden sibling folder (``.DIR.partial.tmp-HOST-PID``) and
+  renamed into place when complete (``corpus.json``, written last, included), so a build killed
+  at any moment leaves nothing that a rerun trusts; a rerun removes what killed builds left,
+  and only that: the folders of a build still running (its process alive) are kept
+  (``safe_writes.remove_orphans``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -24,11 +26,14 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
+from medfoundry.corpus.code_digest import code_digest
 from medfoundry.corpus.database import CorpusWriter
 from medfoundry.corpus.packages import installed_version
 from medfoundry.corpus.settings import CorpusSettings
 from medfoundry.corpus.sources import SOURCES, Source
 from medfoundry.errors import ConfigError
+from medfoundry.output_folders import check_output_folder, write_marker
+from medfoundry.safe_writes import remove_orphans, temporary_name
 
 __all__ = ["CORPUS_FORMAT", "MIN_SOURCES", "CorpusBuild", "build_corpus", "corpus_fingerprint"]
 
@@ -36,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 CORPUS_FORMAT = 1
 MIN_SOURCES = 8
+COMMAND = "corpus"
 """Fewest pretraining sources a corpus may be built from (unless ``min_sources`` says otherwise)."""
 
 
@@ -72,7 +78,7 @@ def build_corpus(
     """Build the corpus into ``out_dir`` (or find it up to date there).
 
     Args:
-        out_dir: The corpus folder; it must not exist, be empty, or hold a corpus.
+        out_dir: The corpus folder; it must be new, empty, or hold a corpus and nothing else.
         sources: Source names to use (default: every source in ``SOURCES``).
         exclude: Source names to leave out (e.g. a held-out subject's source).
         settings: Tile sizes, split shares, seed (``CorpusSettings``).
@@ -83,9 +89,9 @@ def build_corpus(
         A ``CorpusBuild``.
 
     Raises:
-        ConfigError: unknown source names, too few sources, or ``out_dir`` holds something
-            that is not a corpus.
-        DataError: a source package's files cannot be read.
+        ConfigError: unknown source names, or too few sources.
+        DataError: ``out_dir`` holds something that is not a corpus (``output_folders``), or
+            a source package's files cannot be read.
     """
     settings = settings or CorpusSettings()
     out_dir = Path(out_dir)
@@ -93,6 +99,7 @@ def build_corpus(
     used = [source for source, _ in chosen]
     for line in missing:
         progress(line)
+    check_output_folder(out_dir, COMMAND)
     fingerprint = corpus_fingerprint(used, settings)
     manifest_path = out_dir / "corpus.json"
     if manifest_path.is_file():
@@ -100,11 +107,10 @@ def build_corpus(
         if manifest.get("fingerprint") == fingerprint:
             progress(f"corpus in {out_dir} is up to date (fingerprint {fingerprint[:12]}): nothing to do")
             return _result(out_dir, manifest, built=False, missing=missing)
-    elif out_dir.exists() and any(out_dir.iterdir()):
-        raise ConfigError(f"{out_dir}: exists, is not empty and holds no corpus.json; choose an empty folder")
-    _remove_leftovers(out_dir)
-    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    partial.mkdir(parents=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphans(out_dir.parent)  # what killed builds left; a live build's folders are kept
+    partial = temporary_name(out_dir.with_name(f"{out_dir.name}.partial"))
+    partial.mkdir()
     start = time.perf_counter()
     writer = CorpusWriter(
         partial, {s.name for s in used if s.heldout}, settings.val_percent, seed=settings.seed
@@ -115,12 +121,15 @@ def build_corpus(
             writer.add(image)
         progress(f"{source.name}: {len(writer.images) - before} images ({source.description})")
     manifest = writer.finish(_manifest(used, missing, settings, fingerprint, time.perf_counter() - start))
+    write_marker(partial, COMMAND, list_files=True)
     _swap_into_place(partial, out_dir)
     return _result(out_dir, manifest, built=True, missing=missing)
 
 
 def corpus_fingerprint(chosen: Sequence[Source], settings: CorpusSettings) -> str:
-    """SHA-256 of the settings, sources, their package versions and the corpus code."""
+    """SHA-256 of the settings, sources, their package versions, and the code that makes the
+    corpus: every medfoundry module it imports and the versions of their libraries
+    (``code_digest``)."""
     digest = hashlib.sha256()
     described = {
         "format": CORPUS_FORMAT,
@@ -128,9 +137,7 @@ def corpus_fingerprint(chosen: Sequence[Source], settings: CorpusSettings) -> st
         "sources": {s.name: [[p.distribution, installed_version(p)] for p in s.packages] for s in chosen},
     }
     digest.update(json.dumps(described, sort_keys=True).encode())
-    for path in sorted(Path(__file__).parent.rglob("*.py")):  # a changed rule rebuilds
-        digest.update(path.relative_to(Path(__file__).parent).as_posix().encode())
-        digest.update(path.read_bytes())
+    digest.update(code_digest().encode())  # a changed rule, or pixel code it calls, rebuilds
     return digest.hexdigest()
 
 
@@ -201,13 +208,8 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest if isinstance(manifest, dict) else {}
 
 
-def _remove_leftovers(out_dir: Path) -> None:
-    for leftover in out_dir.parent.glob(f".{out_dir.name}.*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-
-
 def _swap_into_place(partial: Path, out_dir: Path) -> None:
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    old = temporary_name(out_dir.with_name(f"{out_dir.name}.old"))
     if out_dir.exists():
         out_dir.rename(old)
     partial.rename(out_dir)

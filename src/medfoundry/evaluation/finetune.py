@@ -207,31 +207,33 @@ def finetune(
     every = cfg.eval_interval(budget)
     best_score, best_step, best_state, waited = -math.inf, 0, None, 0
     step, evaluations = 0, 0
-    while step < budget and waited < cfg.patience:
-        _train_mode(model, freeze_encoder, batch_statistics=len(train) > 1)
-        factor = lr_factor(step, budget, warmup_steps=o.warmup_steps, min_lr_ratio=o.min_lr_ratio)
-        for optimizer in (optimizers.shared, *optimizers.heads.values()):
-            set_lr(optimizer, factor)
-        memory_constant_step(
-            model,
-            tasks,
-            [loader.next_batch().to(device)],
-            optimizers,
-            autocast_dtype=autocast_dtype,
-            grad_clip_norm=cfg.grad_clip_norm,
-        )
-        step += 1
-        if step % every == 0 or step == budget:
-            score = validate(model, tasks, {name: val_loader}, device=device, autocast_dtype=autocast_dtype)[
-                name
-            ][metric]
-            evaluations += 1
-            if score > best_score:  # NaN (metric undefined on this split) never wins
-                best_score, best_step, waited = score, step, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                waited += 1
-    loader.close()
+    try:
+        while step < budget and waited < cfg.patience:
+            _train_mode(model, freeze_encoder, batch_statistics=len(train) > 1)
+            factor = lr_factor(step, budget, warmup_steps=o.warmup_steps, min_lr_ratio=o.min_lr_ratio)
+            for optimizer in (optimizers.shared, *optimizers.heads.values()):
+                set_lr(optimizer, factor)
+            memory_constant_step(
+                model,
+                tasks,
+                [loader.next_batch().to(device)],
+                optimizers,
+                autocast_dtype=autocast_dtype,
+                grad_clip_norm=cfg.grad_clip_norm,
+            )
+            step += 1
+            if step % every == 0 or step == budget:
+                score = validate(
+                    model, tasks, {name: val_loader}, device=device, autocast_dtype=autocast_dtype
+                )[name][metric]
+                evaluations += 1
+                if score > best_score:  # NaN (metric undefined on this split) never wins
+                    best_score, best_step, waited = score, step, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    waited += 1
+    finally:  # its workers end also when a step raised
+        loader.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     else:

@@ -240,12 +240,16 @@ def _efficiency_table(rows: Sequence[Mapping[str, Any]]) -> str:
             f'<td class="text">{html.escape(str(r[k]))}</td>'
             for k in ("encoder", "task", "mode", "metric", "reference")
         )
-        difference = _difference_cell(
-            {
-                "difference": r["difference_at_fraction_needed"],
-                "diff_ci95_low": r["diff_ci95_low"],
-                "diff_ci95_high": r["diff_ci95_high"],
-            }
+        difference = (
+            "not reached"
+            if math.isnan(r["fraction_needed"])
+            else _difference_cell(
+                {
+                    "difference": r["difference_at_fraction_needed"],
+                    "diff_ci95_low": r["diff_ci95_low"],
+                    "diff_ci95_high": r["diff_ci95_high"],
+                }
+            )
         )
         reference = f"{_number(r['reference_score'])} <small>(n={_count(r['reference_n_train'])})</small>"
         lines.append(
@@ -270,6 +274,8 @@ def _score_cell(row: Mapping[str, Any] | None) -> str:
 def _difference_cell(row: Mapping[str, Any] | None) -> str:
     if row is None:
         return ""
+    if math.isnan(row["difference"]):
+        return "&ndash;"
     return f"{row['difference']:+.3f} <small>{_interval(row['diff_ci95_low'], row['diff_ci95_high'])}</small>"
 
 

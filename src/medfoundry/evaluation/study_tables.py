@@ -436,12 +436,16 @@ def saving_sentence(row: Mapping[str, Any]) -> str:
             f"{head}: no labels shown saved: at no share of the labels did it reach {reference} with 95% "
             f"paired confidence; {full}"
         )
-    saved = float(row["reference_n_train"]) - float(row["n_train_needed"])
-    share = saved / float(row["reference_n_train"])
-    return (
-        f"{head}: reached {reference} with {percent(needed)} of the labels (n={_n(row['n_train_needed'])}): "
-        f"{saved:.0f} labels ({percent(round(share, 3))}) saved; {full}"
+    reached = (
+        f"{head}: reached {reference} with {percent(needed)} of the labels (n={_n(row['n_train_needed'])})"
     )
+    saved = float(row["reference_n_train"]) - float(row["n_train_needed"])
+    if math.isnan(saved):  # no label count of the reference (or of the fraction reached)
+        return f"{reached}: how many labels that saves is unknown (no label count); {full}"
+    if saved <= 0:  # a reference trained on a share of the labels can need fewer than the encoder
+        return f"{reached}: no labels saved ({-saved:.0f} more than the reference used); {full}"
+    share = saved / float(row["reference_n_train"])
+    return f"{reached}: {saved:.0f} labels ({percent(round(share, 3))}) saved; {full}"
 
 
 def _n(value: Any) -> str:

@@ -36,6 +36,7 @@ from medfoundry.corpus import MIN_SOURCES, SOURCES, build_corpus
 from medfoundry.errors import DataError
 from medfoundry.evaluation.study_data import ALL
 from medfoundry.evaluation.study_tables import saving_sentence
+from medfoundry.output_folders import claim_output_folder
 from medfoundry.recipes import evaluate, pretrain_multitask
 from medfoundry.recipes.evaluate_config import load_study_config
 from medfoundry.recipes.pretrain_config import load_pretrain_config
@@ -92,9 +93,8 @@ def run(out_dir: Path, quick: bool = False) -> Path:
     out_dir = Path(out_dir).absolute()  # --out is relative to the current folder, not to a config
     _check_ready(out_dir, quick)
     console = Console()
-    for old in ("pretrain", "study"):
-        if (out_dir / old).exists():
-            shutil.rmtree(out_dir / old)
+    # only what an earlier demo wrote is started afresh; any other folder is refused untouched
+    claim_output_folder(out_dir, "demo", replaces={"pretrain": "pretrain", "study": "evaluate"})
     # without a terminal (a log, a pipe, CI) a plain line at least every 30 s, also while the
     # corpus is written; pretraining and the study add their own lines
     stages = ProgressLines("demo", 3, unit="stages") if not console.is_terminal else None

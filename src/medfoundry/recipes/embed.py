@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from medfoundry.data import ManifestSource, Preprocessing, load_task_records, read_manifest
@@ -28,6 +29,7 @@ from medfoundry.evaluation.features import (
     write_embeddings,
 )
 from medfoundry.evaluation.pretrained_encoder import load_encoder
+from medfoundry.output_folders import check_output_file
 from medfoundry.recipes.validate_data import load_validate_config
 from medfoundry.tasks import TASK_TYPES, build_task, with_classes
 from medfoundry.training.device import resolve_device
@@ -73,9 +75,12 @@ def run(cfg: EmbedConfig) -> Path:
     Raises:
         ConfigError: bad output suffix, unknown encoder, not a checkpoint, unknown task (before
             any work).
-        DataError: the data is no manifest, image folder or task database, or an image is unreadable.
+        DataError: the output exists and is not an embeddings file ``embed`` wrote (before any
+            work), the data is no manifest, image folder or task database, or an image is
+            unreadable.
     """
     check_embeddings_path(cfg.output)
+    check_output_file(cfg.output, "embed", written_by=_embeddings_file)
     device = resolve_device(cfg.device, "--device")
     if cfg.data.suffix.lower() in (".yaml", ".yml"):
         records, ids, preprocessing = _task_samples(cfg.data, cfg.task)
@@ -104,6 +109,20 @@ def run(cfg: EmbedConfig) -> Path:
         "preprocessing": PREPROCESSING,
     }
     return write_embeddings(cfg.output, ids, features, metadata=metadata)
+
+
+def _embeddings_file(path: Path) -> bool:
+    """Whether ``path`` is an embeddings file ``write_embeddings`` wrote (its metadata names the
+    encoder's weights)."""
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as arrays:
+                return {"ids", "features", "weights_sha256"} <= set(arrays.files)
+        import pyarrow.parquet as pq
+
+        return b"weights_sha256" in (pq.read_schema(path).metadata or {})
+    except Exception:  # noqa: BLE001 - anything unreadable as such is not ours
+        return False
 
 
 def _images(data: Path) -> tuple[list[Record], list[str]]:

@@ -29,16 +29,18 @@ from medfoundry.evaluation.claims import ClaimBoard
 from medfoundry.evaluation.report import StudyOutputs, write_study_outputs
 from medfoundry.evaluation.study_cells import atomic_write_text
 from medfoundry.evaluation.study_tables import Reference
+from medfoundry.output_folders import check_output_folder, claim_output_folder
 from medfoundry.recipes.evaluate_config import StudyConfig
 from medfoundry.recipes.evaluate_plan import StudyPlan, plan_study
 from medfoundry.recipes.evaluate_worker import spawned_worker, work, worker_device
-from medfoundry.safe_writes import make_folder, refuse_links
+from medfoundry.safe_writes import refuse_links
 from medfoundry.tasks import build_task
 
 __all__ = ["RUN_ONLY_KEYS", "read_study", "run"]
 
 log = logging.getLogger(__name__)
 
+COMMAND = "evaluate"
 RUN_ONLY_KEYS = ("progress", "workers", "threads_per_worker", "claim_timeout_s", "device")
 """Keys that change how a study runs, not what it computes (jobs sharing a folder may differ in them)."""
 
@@ -49,16 +51,21 @@ def run(cfg: StudyConfig) -> Path:
     Raises:
         ConfigError, DataError: unknown tasks, encoders or metrics, modes that apply to no task,
             unreadable data, fractions or shots the data cannot honour, folders that are not
-            checkpoints, a study folder that live workers fill with another config; all before
+            checkpoints, a study folder that live workers fill with another config, a study
+            folder holding files ``evaluate`` did not write (``output_folders``); all before
             anything is written.
         RuntimeError: a worker process failed and its cells could not be finished.
     """
-    plan = plan_study(cfg, worker_device(cfg, 0))
     study_dir = Path(cfg.study_dir)
+    check_output_folder(study_dir, COMMAND)
+    plan = plan_study(cfg, worker_device(cfg, 0))
     refuse_links(study_dir, "study folder")  # a rerun resumes whatever folder it is given
     _check_shared_folder(plan.cfg, study_dir)
-    make_folder(study_dir, "study_dir")
-    (study_dir / "study.yaml").write_text(yaml.safe_dump(plan.cfg.model_dump(mode="json"), sort_keys=False))
+    claim_output_folder(study_dir, COMMAND)
+    # live workers of other jobs read it: never half a file
+    atomic_write_text(
+        study_dir / "study.yaml", yaml.safe_dump(plan.cfg.model_dump(mode="json"), sort_keys=False)
+    )
     planned = {
         "primary_metrics": plan.primary,
         "reference": None if plan.reference is None else vars(plan.reference),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medfoundry.errors import ConfigError
+from medfoundry.output_folders import check_output_folder, write_marker
 from medfoundry.recipes.export_timm import write_timm_folder
 from medfoundry.recipes.model_card import model_card
 from medfoundry.training.checkpoint import write_atomically
@@ -27,6 +28,7 @@ __all__ = ["FOLDER_FILES", "push", "run"]
 
 FOLDER_FILES = ("README.md", "config.json", "model.safetensors")
 PATH_KEYS = ("path", "images", "labels", "root")
+COMMAND = "export --hf"
 
 
 def run(checkpoint: Path, out_dir: Path) -> Path:
@@ -34,7 +36,10 @@ def run(checkpoint: Path, out_dir: Path) -> Path:
 
     Raises:
         ConfigError: not a checkpoint, or timm cannot rebuild the encoder (nothing written).
+        DataError: ``out_dir`` is not new, empty or an earlier ``export --hf`` folder, e.g. it
+            holds a README.md of the user's (``output_folders``; before any work).
     """
+    check_output_folder(Path(out_dir), COMMAND)
     model, config = load_multitask_model(checkpoint)
     public = copy.deepcopy(config)
     for task in public["tasks"]:
@@ -49,6 +54,7 @@ def run(checkpoint: Path, out_dir: Path) -> Path:
         write_timm_folder(tmp, Path(name), model.encoder, config=public)
         timm_config = json.loads((tmp / "config.json").read_text())
         (tmp / "README.md").write_text(model_card(public, model.encoder, timm_config), encoding="utf-8")
+        write_marker(tmp, COMMAND, list_files=True)
 
     return write_atomically(Path(out_dir), write)
 

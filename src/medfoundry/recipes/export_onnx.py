@@ -42,13 +42,16 @@ from torch import nn
 
 from medfoundry.errors import ConfigError
 from medfoundry.models.multitask_model import MultiTaskModel
+from medfoundry.output_folders import check_output_folder, write_marker
 from medfoundry.recipes.predict import supervised_tasks
 from medfoundry.tasks import TASK_TYPES
 from medfoundry.training.checkpoint import write_atomically
 from medfoundry.training.checkpoint_config import library_versions
 from medfoundry.training.model_loading import load_multitask_model
 
-__all__ = ["TOLERANCE", "run"]
+__all__ = ["COMMAND", "TOLERANCE", "run"]
+
+COMMAND = "export --onnx"
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +113,15 @@ def run(checkpoint: Path, out_dir: Path) -> Path:
     Raises:
         ConfigError: not a checkpoint, the ONNX packages are missing, a graph that cannot be
             traced or whose onnxruntime outputs differ from PyTorch's (nothing is written).
+        DataError: ``out_dir`` is not new, empty or an earlier ``export --onnx`` folder (e.g.
+            an existing file; ``output_folders``; before any work).
     """
     missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
     if missing:
         raise ConfigError(
             f"export --onnx needs {', '.join(missing)}: pip install 'medfoundry[export]' (or: make setup)"
         )
+    check_output_folder(Path(out_dir), COMMAND)
     model, config = load_multitask_model(checkpoint)
     size = int(config["model"]["image_size"])
     images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
@@ -161,6 +167,7 @@ def run(checkpoint: Path, out_dir: Path) -> Path:
         (tmp / "onnx_config.json").write_text(
             json.dumps(_onnx_config(checkpoint, config, described, heads), indent=2)
         )
+        write_marker(tmp, COMMAND, list_files=True)
 
     return write_atomically(Path(out_dir), write)
 

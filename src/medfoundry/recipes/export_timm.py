@@ -25,10 +25,13 @@ import torch
 
 from medfoundry.errors import ConfigError
 from medfoundry.models.encoder import Encoder
+from medfoundry.output_folders import check_output_folder, write_marker
 from medfoundry.training.checkpoint import write_atomically
 from medfoundry.training.model_loading import load_multitask_model
 
-__all__ = ["run", "write_timm_folder"]
+__all__ = ["COMMAND", "run", "write_timm_folder"]
+
+COMMAND = "export --timm"
 
 
 def run(checkpoint: Path, out_dir: Path) -> Path:
@@ -36,12 +39,18 @@ def run(checkpoint: Path, out_dir: Path) -> Path:
 
     Raises:
         ConfigError: not a checkpoint, or timm cannot rebuild this encoder from its config.
+        DataError: ``out_dir`` is not new, empty or an earlier ``export --timm`` folder
+            (``output_folders``; before any work).
     """
+    check_output_folder(Path(out_dir), COMMAND)
     model, config = load_multitask_model(checkpoint)
     encoder = model.encoder
-    return write_atomically(
-        Path(out_dir), lambda tmp: write_timm_folder(tmp, checkpoint, encoder, config=config)
-    )
+
+    def write(tmp: Path) -> None:
+        write_timm_folder(tmp, checkpoint, encoder, config=config)
+        write_marker(tmp, COMMAND, list_files=True)
+
+    return write_atomically(Path(out_dir), write)
 
 
 def write_timm_folder(folder: Path, checkpoint: Path, encoder: Encoder, *, config: dict[str, Any]) -> None:

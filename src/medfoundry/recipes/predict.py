@@ -27,6 +27,7 @@ from rich.progress import MofNCompleteColumn, Progress
 from torch.utils.data import DataLoader
 
 from medfoundry.errors import ConfigError
+from medfoundry.output_folders import check_output_folder, write_marker
 from medfoundry.recipes.predict_inputs import PredictionImages, as_geometry, prediction_records
 from medfoundry.recipes.predict_outputs import PredictedBatch, prediction_writer
 from medfoundry.tasks import TASK_TYPES, TaskSpec, build_task
@@ -46,7 +47,7 @@ class PredictConfig(BaseModel):
     Args:
         checkpoint: A medfoundry checkpoint folder.
         input: An image, DICOM file or series, NIfTI/NRRD volume, CSV/TSV manifest or folder.
-        output: Folder to write (must not exist, or be empty).
+        output: Folder to write: new, empty, or an earlier prediction's (replaced).
         task: The checkpoint's task whose head predicts (may be left out when it has one).
         batch_size: Images per forward pass.
         num_workers: DataLoader workers decoding images.
@@ -70,13 +71,13 @@ def run(cfg: PredictConfig) -> Path:
     """Predict ``cfg.task`` on ``cfg.input`` into ``cfg.output``; returns the output folder.
 
     Raises:
-        ConfigError: not a checkpoint, no task head, an unknown task, an output folder that is
-            not empty (before anything is read or written).
-        DataError: the input cannot be read (nothing is written).
+        ConfigError: not a checkpoint, no task head, an unknown task (before anything is read).
+        DataError: an output folder that is not new, empty or an earlier prediction's
+            (``output_folders``; before anything is read), or the input cannot be read
+            (nothing is written).
     """
     output = Path(cfg.output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise ConfigError(f"{output}: output folder exists and is not empty; choose a new folder")
+    check_output_folder(output, "predict")
     device = resolve_device(cfg.device, "--device")
     config = load_checkpoint_config(cfg.checkpoint)
     spec = _chosen_task(config, cfg.task, cfg.checkpoint)
@@ -110,6 +111,7 @@ def run(cfg: PredictConfig) -> Path:
                 progress.advance(bar, len(chosen))
         files = writer.finish()
         (tmp / "prediction.json").write_text(json.dumps(_metadata(cfg, spec, image_size, files), indent=2))
+        write_marker(tmp, "predict", list_files=True)
 
     written = write_atomically(output, write)
     log.info("%d samples of %s predicted by task '%s' into %s", len(records), cfg.input, spec.name, written)

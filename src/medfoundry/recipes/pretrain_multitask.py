@@ -58,6 +58,15 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
         NonFiniteLossError: ``max_consecutive_nonfinite`` steps in a row had a non-finite loss.
     """
     r = prepare_run(cfg, resume)
+    try:
+        _train(r)
+    finally:  # loaders' workers, the metrics log and the process group, also when a step raised
+        _finish(r)
+    return r.run_dir
+
+
+def _train(r: PretrainRun) -> None:
+    """The training loop: steps, logging, validation, previews and checkpoints up to ``total_steps``."""
     t = r.cfg.training
     window = _TrainWindow()  # training time only: validation and saving excluded
     r.model.train()
@@ -99,8 +108,6 @@ def run(cfg: PretrainConfig, resume: bool = False) -> Path:
                 r.previews.save(r.model, r.step)
             if epoch_end or last or r.step % t.checkpoint_every_steps == 0:
                 _save_last_checkpoint(r)
-    _finish(r)
-    return r.run_dir
 
 
 class _TrainWindow:

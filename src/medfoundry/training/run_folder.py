@@ -4,7 +4,7 @@ A run can be killed at any moment, and continues with ``medfoundry pretrain --re
 or with the command that started it. ``check_run_folder`` decides how a run starts, reading
 only:
 
-- ``new``: the folder does not exist or is empty (leftover temporary files of killed
+- ``new``: the folder does not exist or is empty (its output marker, and leftover temporary files of killed
   processes do not count);
 - ``resume``: the folder holds the run's ``config.yaml`` and a complete ``checkpoints/last``;
 - ``restart``: the folder holds the run's ``config.yaml`` but no ``last`` checkpoint yet (the
@@ -28,6 +28,7 @@ from typing import Any, Literal
 import yaml
 
 from medfoundry.errors import ConfigError
+from medfoundry.output_folders import MARKER, check_output_folder, write_marker
 from medfoundry.safe_writes import (
     check_creatable,
     make_folder,
@@ -42,6 +43,7 @@ __all__ = ["RUN_OUTPUTS", "RunStart", "check_run_folder", "last_checkpoint", "pr
 log = logging.getLogger(__name__)
 
 RunStart = Literal["new", "resume", "restart"]
+COMMAND = "pretrain"
 CONFIG_FILE = "config.yaml"
 RUN_OUTPUTS = ("checkpoints", "tensorboard", "previews", "metrics.jsonl")
 """What a run writes besides ``config.yaml`` (cleared when a run restarts from step 0)."""
@@ -63,6 +65,8 @@ def check_run_folder(run_dir: Path, resolved: dict[str, Any], resume: bool) -> R
     Raises:
         ConfigError: the folder cannot be created, holds another run or other files, contains
             symbolic links, or its checkpoint is damaged.
+        DataError: the folder holds a ``config.yaml`` but was not written by ``pretrain``
+            (``output_folders``).
     """
     run_dir = Path(run_dir)
     check_creatable(run_dir, "run_dir")
@@ -77,6 +81,7 @@ def check_run_folder(run_dir: Path, resolved: dict[str, Any], resume: bool) -> R
             f"run_dir {run_dir} already exists and is not empty; use --resume {run_dir} to continue it, "
             "or set run_dir to a new folder"
         )
+    check_output_folder(run_dir, COMMAND)  # a config.yaml alone does not make it a run's folder
     differences = _differences(_read_config(config_file), resolved)
     if differences:
         shown = ", ".join(differences[:8])
@@ -105,6 +110,7 @@ def prepare_run_folder(run_dir: Path, resolved: dict[str, Any], start: RunStart)
         ConfigError: the folder cannot be created or written.
     """
     run_dir = make_folder(Path(run_dir), "run_dir")
+    write_marker(run_dir, COMMAND)
     remove_orphans(run_dir)
     remove_orphans(run_dir / "checkpoints")
     if start == "restart":
@@ -123,7 +129,10 @@ def _is_empty(folder: Path) -> bool:
     """No entries besides temporary files that killed processes left (``safe_writes``)."""
     if not folder.is_dir():
         return True
-    return all(".tmp-" in entry.name and entry.name.startswith(".") for entry in folder.iterdir())
+    return all(
+        entry.name == MARKER or (".tmp-" in entry.name and entry.name.startswith("."))
+        for entry in folder.iterdir()
+    )
 
 
 def _read_config(file: Path) -> Any:
