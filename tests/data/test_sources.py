@@ -121,7 +121,9 @@ def test_segmentation_pairs_report_unmatched_files_and_map_values(tmp_path: Path
 def test_a_0_255_mask_without_mask_values_is_an_error_not_dropped_pixels(tmp_path: Path) -> None:
     write_png(tmp_path / "images" / "a.png", gray())
     write_png(tmp_path / "masks" / "a.png", np.array([[0, 255]], np.uint8).repeat(8, 0).repeat(4, 1))
-    source = SegmentationFoldersSource(type="segmentation_folders", images=tmp_path / "images", masks=tmp_path / "masks")
+    source = SegmentationFoldersSource(
+        type="segmentation_folders", images=tmp_path / "images", masks=tmp_path / "masks"
+    )
     classes = ["background", "lesion"]
     (record,) = source.scan("mask", classes=classes, preprocessing=PREP, ignore_index=255).records
     with pytest.raises(DataError) as info:
