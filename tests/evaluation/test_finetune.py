@@ -90,7 +90,7 @@ def test_frozen_decoder_trains_decoder_and_head_only(checkpoint: Path, demo_db: 
     assert all(p.requires_grad for p in result.model.pixel_decoder.parameters())
     assert result.steps <= TINY.max_steps and result.best_step in (2, 4)
     scores = score_model(result.model, spec.name, task, records=splits["val"], image_size=32).compute()
-    assert set(scores) == {"dice/background", "dice/nucleus", "mean_dice"}
+    assert set(scores) == {"dice/background", "dice/nucleus", "mean_dice", "share/background", "share/nucleus"}
     assert scores["mean_dice"] == pytest.approx(result.best_score)
 
 
