@@ -85,6 +85,25 @@ def mask_values_outside_classes(folder: Path) -> tuple[dict[str, Any], str]:
     return task, "bad_mask.png: mask value(s) [7] outside the 2 declared classes"
 
 
+def binary_mask_saved_as_0_255(folder: Path) -> tuple[dict[str, Any], str]:
+    lesion = gray(16)
+    lesion[4:9, 5:11] = 255  # a binary mask as most tools save it: 255 is the lesion, not "unlabelled"
+    write_png(folder / "lesion_mask.png", lesion)
+    write_png(folder / "empty_mask.png", gray(16))
+    task = _manifest(
+        folder,
+        "image,mask\ngood.png,empty_mask.png\ngood2.png,lesion_mask.png\n",
+        type="segmentation",
+        classes=["background", "lesion"],
+    )
+    write_png(folder / "good2.png", gray(16))
+    return task, (
+        "lesion_mask.png: mask holds only the values 0 and 255, and without mask_values 255 is the "
+        "ignore index, so every foreground pixel would be dropped; write "
+        "mask_values: {0: background, 255: lesion}"
+    )
+
+
 def _detection(folder: Path, bad_box: str) -> dict[str, Any]:
     write_png(folder / "other.png", gray(16))
     text = f'image,boxes\ngood.png,"[[1, 1, 4, 4, ""a""]]"\nother.png,"[{bad_box}]"\n'
@@ -154,6 +173,7 @@ CASES: list[Case] = [
     zero_byte_file,
     nifti_shape_mismatch,
     mask_values_outside_classes,
+    binary_mask_saved_as_0_255,
     box_outside_image,
     box_x2_below_x1,
     undeclared_coco_category,
@@ -181,6 +201,8 @@ def test_each_bad_input_gives_one_clear_line(case: Case, tmp_path: Path) -> None
         )
     assert len(info.value.problems) == 1, info.value.problems
     assert message in info.value.problems[0], info.value.problems[0]
+    named = info.value.problems[0].startswith("task 't': ")
+    assert named or case is unknown_config_key, info.value.problems[0]  # a config key names the file
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
@@ -203,4 +225,4 @@ def test_skip_counts_bad_samples_and_summarises_them(tmp_path: Path) -> None:
     assert [len(s.skipped) for s in summaries] == [1] * len(tasks)
     assert all(sum(s.split_sizes.values()) >= 1 for s in summaries)
     text = console.export_text()
-    assert text.count("1 problem(s), samples left out") == len(tasks) and "ok: 10 task(s)" in text
+    assert text.count("1 problem(s), samples left out") == len(tasks) and "ok: 11 task(s)" in text

@@ -118,6 +118,26 @@ def test_segmentation_pairs_report_unmatched_files_and_map_values(tmp_path: Path
         )
 
 
+def test_a_0_255_mask_without_mask_values_is_an_error_not_dropped_pixels(tmp_path: Path) -> None:
+    write_png(tmp_path / "images" / "a.png", gray())
+    write_png(tmp_path / "masks" / "a.png", np.array([[0, 255]], np.uint8).repeat(8, 0).repeat(4, 1))
+    source = SegmentationFoldersSource(
+        type="segmentation_folders", images=tmp_path / "images", masks=tmp_path / "masks"
+    )
+    classes = ["background", "lesion"]
+    (record,) = source.scan("mask", classes=classes, preprocessing=PREP, ignore_index=255).records
+    with pytest.raises(DataError) as info:
+        decode_record(record)
+    (line,) = info.value.problems
+    assert line.startswith(f"{tmp_path / 'masks' / 'a.png'}: ")
+    assert "write mask_values: {0: background, 255: lesion}" in line
+    # declaring mask_values says 255 really is unlabelled: then it is kept as the ignore index
+    declared = source.model_copy(update={"mask_values": {0: "background"}})
+    (record,) = declared.scan("mask", classes=classes, preprocessing=PREP, ignore_index=255).records
+    mask = decode_record(record).mask
+    assert mask is not None and set(np.unique(mask)) == {0, 255}
+
+
 def _coco(tmp_path: Path, annotations: list[dict[str, object]]) -> CocoSource:
     write_png(tmp_path / "a.png", gray(20))
     write_png(tmp_path / "b.png", gray(20))

@@ -63,7 +63,9 @@ def test_layerwise_decay_gives_deeper_blocks_larger_learning_rates(checkpoint: P
     stem, last = backbone.conv1[0].weight, backbone.layer4[0].conv1.weight
     assert lr_of[id(last)] == pytest.approx(2 * lr_of[id(backbone.layer3[0].conv1.weight)])
     assert lr_of[id(stem)] < lr_of[id(last)] <= TINY.optimizer.lr
-    assert all(lr_of[id(p)] == TINY.optimizer.lr for p in model.pixel_decoder.parameters())
+    # the decoder starts from scratch: it learns at the head's rate, not the fine-tuning rate
+    assert TINY.optimizer.head_lr is not None and TINY.optimizer.head_lr > TINY.optimizer.lr
+    assert all(lr_of[id(p)] == TINY.optimizer.head_lr for p in model.pixel_decoder.parameters())
     assert not any(id(p) in lr_of for p in model.heads.parameters())  # the head has its own optimizer
 
 
@@ -88,7 +90,8 @@ def test_frozen_decoder_trains_decoder_and_head_only(checkpoint: Path, demo_db: 
     assert all(p.requires_grad for p in result.model.pixel_decoder.parameters())
     assert result.steps <= TINY.max_steps and result.best_step in (2, 4)
     scores = score_model(result.model, spec.name, task, records=splits["val"], image_size=32).compute()
-    assert set(scores) == {"dice/background", "dice/nucleus", "mean_dice"}
+    per_class = {f"{m}/{c}" for m in ("dice", "share") for c in ("background", "nucleus")}
+    assert set(scores) == per_class | {"mean_dice"}
     assert scores["mean_dice"] == pytest.approx(result.best_score)
 
 
@@ -123,9 +126,11 @@ def test_finetuning_changes_the_encoder_and_keeps_the_best_step(
 
 
 def test_the_step_budget_grows_with_the_training_data() -> None:
-    cfg = FinetuneConfig(epochs=5, min_steps=20, max_steps=200, batch_size=16)
+    cfg = FinetuneConfig(epochs=5, min_steps=20, dense_min_steps=150, max_steps=200, batch_size=16)
     budgets = [cfg.budget_steps(n) for n in (10, 64, 320, 5000)]
     assert budgets == [20, 20, 100, 200]  # 5 passes of 20 batches; the floor and the cap
+    # decoders trained from scratch (segmentation, detection) get their own floor, under the cap
+    assert [cfg.budget_steps(n, dense=True) for n in (10, 320, 5000)] == [150, 150, 200]
     assert (
         cfg.eval_interval(100) == 10
         and cfg.model_copy(update={"eval_every_steps": 7}).eval_interval(100) == 7
@@ -157,6 +162,42 @@ def test_a_decoder_that_never_improves_is_flagged(checkpoint: Path, demo_db: Pat
     assert stuck.evaluations == 2 and stuck.best_step == 2 and stuck.never_improved
     single = train_frozen(cfg=frozen.model_copy(update={"max_steps": 2}))
     assert single.evaluations == 1 and not single.never_improved  # one evaluation cannot tell
+
+
+def test_early_stopping_waits_for_a_share_of_the_budget() -> None:
+    cfg = FinetuneConfig(patience_fraction=0.25, stop_after_fraction=0.5)
+    # ten evaluations of a 400-step budget, the best at the first: a flat start (a decoder that
+    # still predicts background everywhere) is not cut off after a handful of evaluations
+    stops = [step for step in range(40, 401, 40) if cfg.should_stop(step, 40, 400)]
+    assert stops[0] == 200
+    # a score that still rises keeps the run going to the end of the budget
+    assert not any(cfg.should_stop(step, step, 400) for step in range(40, 401, 40))
+    assert cfg.should_stop(360, 240, 400) and not cfg.should_stop(320, 240, 400)
+
+
+@pytest.mark.integration
+def test_a_flat_start_trains_half_the_budget_before_stopping(checkpoint: Path, demo_db: Path) -> None:
+    spec, task, splits = _task(demo_db, "nuclei_seg")
+    flat = TINY.model_copy(
+        update={
+            "optimizer": TINY.optimizer.model_copy(update={"lr": 1e-12, "head_lr": 1e-12}),
+            "max_steps": 40,
+            "eval_every_steps": 2,
+        }
+    )
+    result = finetune(
+        load_encoder(checkpoint),
+        spec.name,
+        task,
+        train=splits["train"][:8],
+        val=splits["val"],
+        metric="mean_dice",
+        cfg=flat,
+        freeze_encoder=True,
+        seed=0,
+    )
+    assert result.budget_steps == 40 and result.steps == 20  # stop_after_fraction 0.5
+    assert [s for s, _ in result.curve] == list(range(2, 21, 2)) and result.never_improved
 
 
 @pytest.mark.integration

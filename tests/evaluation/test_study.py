@@ -126,6 +126,20 @@ def test_study_writes_every_output(study: Path) -> None:
     assert {s["metric"] for s in document["summary"]} >= {"mean_dice", "balanced_accuracy"}
 
 
+def test_segmentation_cells_report_dice_and_pixel_share_per_class(study: Path) -> None:
+    rows = [r for r in read_results(study / "results.csv") if r["task"] == "nuclei_seg"]
+    by_cell: dict[tuple[Any, ...], dict[str, float]] = {}
+    for r in rows:
+        by_cell.setdefault((r["encoder"], r["mode"], r["fraction"], r["seed"]), {})[r["metric"]] = r["value"]
+    for metrics in by_cell.values():
+        assert {"dice/background", "dice/nucleus", "share/background", "share/nucleus"} <= set(metrics)
+        assert metrics["share/background"] + metrics["share/nucleus"] == pytest.approx(1.0)
+    # the share is the test set's, the same for every model
+    assert len({round(m["share/nucleus"], 12) for m in by_cell.values()}) == 1
+    report = (study / "report.html").read_text()
+    assert "nuclei_seg: Dice per class at 100%" in report and "of pixels)" in report
+
+
 def test_summary_statistics_match_hand_computed_values(study: Path) -> None:
     rows = [r for r in read_results(study / "results.csv")]
     summary = _csv(study / "summary.csv")

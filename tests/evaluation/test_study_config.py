@@ -3,6 +3,7 @@ before anything is written."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,10 @@ def _evaluate(tmp_path: Path, cfg: dict[str, Any]) -> tuple[int, str]:
             r"encoders.0: Value error, the pixels encoder has no weights",
         ),
         ({"primary_metrics": {"modality": "ece"}}, r"primary_metrics.modality: 'ece' is lower-is-better"),
+        (
+            {"task_image_size": {"nuclei_sg": 64}},
+            r"task_image_size: unknown task 'nuclei_sg'; did you mean 'nuclei_seg'",
+        ),
         ({"probe": {"feature_levels": [-5, -1]}}, r"probe.feature_levels: -5 is not a level of encoder"),
         (
             {"bootstrap": {"resamples": 100}},
@@ -128,6 +133,31 @@ def test_bad_study_exits_2_with_one_line_and_writes_nothing(
     assert output.startswith("error: ") and len(output.strip().splitlines()) == 1, output
     assert pytest.importorskip("re").search(message, output), output
     assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.integration
+def test_a_task_can_have_its_own_input_size(demo_db: Path, checkpoint: Path, tmp_path: Path) -> None:
+    cfg = study_config(
+        tmp_path / "study",
+        tasks_of(demo_db),
+        checkpoint,
+        task_names=["nuclei_seg", "modality"],
+        task_modes={"nuclei_seg": ["frozen-decoder"], "modality": ["linear"]},
+        task_image_size={"nuclei_seg": 48},
+        fractions=[1.0],
+        seeds=1,
+        baselines=[],
+        keep_checkpoints=True,
+    )
+    cfg["encoders"] = cfg["encoders"][:1]
+    code, output = _evaluate(tmp_path, cfg)
+    assert code == 0, output
+    study = tmp_path / "study"
+    (trained,) = (study / "checkpoints").iterdir()
+    config = json.loads((trained / "config.json").read_text())
+    assert config["model"]["image_size"] == 48  # the task's size, not the study's 32
+    cached = sorted(p.name.rsplit("-", 1)[0] for p in (study / "pixels").iterdir() if p.is_dir())
+    assert cached == ["modality-32px", "nuclei_seg-48px"]
 
 
 def test_folder_that_is_not_a_checkpoint_exits_2(demo_db: Path, checkpoint: Path, tmp_path: Path) -> None:

@@ -52,6 +52,25 @@ def test_dice_metric_matches_hand_computed_values() -> None:
     assert result["dice/b"] == pytest.approx(1.0)
     assert result["dice/background"] == pytest.approx(4 / 6)
     assert result["mean_dice"] == pytest.approx(0.75)
+    # of the 7 labelled pixels (255 is unlabelled): 3 background, 2 a, 2 b
+    shares = [result[f"share/{c}"] for c in ("background", "a", "b")]
+    assert shares == pytest.approx([3 / 7, 2 / 7, 2 / 7])
+
+
+def test_a_missed_small_structure_reports_its_pixel_share() -> None:
+    metrics = _task().metrics()
+    target = torch.zeros(2, 20, 20, dtype=torch.long)
+    target[0, :10] = 1  # class a: a large region
+    target[1, 5, 5] = 2  # class b: one pixel of 800
+    predicted = torch.where(target == 2, 0, target)  # b is missed
+    metrics.update(torch.nn.functional.one_hot(predicted, 3).permute(0, 3, 1, 2).float(), target)
+    result = metrics.compute()
+    assert result["dice/b"] == 0.0 and result["share/b"] == pytest.approx(1 / 800)
+    assert result["dice/a"] == 1.0 and result["share/a"] == pytest.approx(200 / 800)
+    items = metrics.items()  # bootstrap resamples score the shares of their own images
+    weights = np.array([[1.0, 0.0], [0.0, 2.0]])
+    resampled = metrics.score_items(items, weights)
+    assert resampled["share/b"] == pytest.approx([0.0, 1 / 400])
 
 
 def test_class_absent_everywhere_has_undefined_dice() -> None:

@@ -3,6 +3,8 @@
 A source's ``mask_values`` is one of:
 
 - absent: pixel value ``i`` is ``classes[i]`` (and the task's ``ignore_index`` is left alone);
+  a mask that holds only 0 and the ignore index (a binary mask saved as 0/255) is then an
+  error, since every foreground pixel would be dropped as unlabelled;
 - a mapping ``{stored value: class name}``, e.g. ``{0: background, 255: lesion}``; a stored
   value that is neither listed nor the task's ``ignore_index`` is an error;
 - ``instances``: an instance mask (0 = background, each object its own id), for a task with
@@ -32,21 +34,25 @@ class MaskMapping:
         lookup: Stored value -> class index, or ``None`` for identity.
         instances: Every id > 0 becomes class 1.
         ignore_index: Stored value passed through unchanged (unlabelled pixels).
+        classes: The task's class names (to spell out the fix in messages).
     """
 
     lookup: tuple[tuple[int, int], ...] | None
     instances: bool
     ignore_index: int
+    classes: tuple[str, ...] = ()
 
     def apply(self, mask: np.ndarray, where: str) -> np.ndarray:
         """``(H, W)`` stored values -> ``(H, W)`` int64 class indices.
 
         Raises:
-            DataError: a stored value that the mapping does not list.
+            DataError: a stored value that the mapping does not list, or (without
+                ``mask_values``) a mask of only 0 and the ignore index.
         """
         if self.instances:
             return np.where(mask == self.ignore_index, mask, (mask > 0).astype(np.int64))
         if self.lookup is None:
+            self._check_not_binary(mask, where)
             return mask
         table = dict(self.lookup)
         values = np.unique(mask)
@@ -60,6 +66,23 @@ class MaskMapping:
         for stored, index in self.lookup:
             out[mask == stored] = index
         return out
+
+    def _check_not_binary(self, mask: np.ndarray, where: str) -> None:
+        """A mask of only 0 and the ignore index read as class indices: a binary mask saved as
+        0/255 whose foreground would silently count as unlabelled (and be left out of training
+        and of every metric). Declaring ``mask_values`` says which reading is meant."""
+        ignore = self.ignore_index
+        values = set(np.unique(mask).tolist())
+        if ignore not in values or not values <= {0, ignore}:
+            return
+        first = self.classes[0] if self.classes else "background"
+        second = self.classes[1] if len(self.classes) > 1 else "lesion"
+        raise DataError(
+            f"{where}: mask holds only the values 0 and {ignore}, and without mask_values {ignore} is "
+            f"the ignore index, so every foreground pixel would be dropped; write "
+            f"mask_values: {{0: {first}, {ignore}: {second}}} in the task's source (or, if {ignore} "
+            f"really marks unlabelled pixels, mask_values: {{0: {first}}})"
+        )
 
 
 def mask_mapping(
@@ -79,7 +102,7 @@ def mask_mapping(
             )
         return MaskMapping(None, True, ignore_index)
     if not mask_values:
-        return MaskMapping(None, False, ignore_index)
+        return MaskMapping(None, False, ignore_index, tuple(classes))
     unknown = sorted({name for name in mask_values.values() if name not in classes})
     if unknown:
         raise ConfigError(

@@ -7,16 +7,19 @@ task, the schedule is ``lr_factor`` (warm-up, cosine) and validation is ``valida
 added here is the evaluation protocol:
 
 - layer-wise learning-rate decay [0]: block ``l`` of ``L`` of the backbone learns at
-  ``lr * layer_decay**(L - l)`` (timm's ``param_groups_layer_decay``), decoders at ``lr``, the
-  head at ``head_lr``;
+  ``lr * layer_decay**(L - l)`` (timm's ``param_groups_layer_decay``); what starts from scratch
+  (decoders and the head) learns at ``head_lr``: at the fine-tuning ``lr`` a segmentation decoder
+  on a frozen encoder barely moved in its budget;
 - a step budget that grows with the data: ``epochs`` passes over the training subset, at least
-  ``min_steps`` and at most ``max_steps`` (a fixed budget either starves the full-data cells or
+  ``min_steps`` (``dense_min_steps`` for segmentation and detection, whose decoders start from
+  scratch) and at most ``max_steps`` (a fixed budget either starves the full-data cells or
   wastes time on the small ones; a frozen 8-class decoder given 80 steps reached a Dice of 0.03
   and nothing said so);
 - early stopping: the validation metric is computed every ``eval_every_steps`` (default: ten
-  times per budget); training stops after ``patience`` evaluations without improvement, and the
-  best weights are returned; a run whose metric never rose after its first evaluation is
-  flagged (``never_improved``).
+  times per budget); after ``stop_after_fraction`` of the budget, training stops once the best
+  score is ``patience_fraction`` of the budget old, and the best weights are returned (a few
+  flat early evaluations, while a decoder still predicts background everywhere, do not end a
+  run); a run whose metric never rose after its first evaluation is flagged (``never_improved``).
 
 A frozen encoder stays in eval mode (its normalisation statistics do not move).
 
@@ -28,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -59,6 +62,14 @@ __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "score_model"]
 
 log = logging.getLogger(__name__)
 
+DENSE_TARGETS = ("mask", "boxes")
+"""Targets of the tasks whose decoders start from scratch (segmentation, detection)."""
+DENSE_MIN_STEPS = 400
+PATIENCE_FRACTION = 0.25
+STOP_AFTER_FRACTION = 0.5
+# Chosen on the validation split of the corpus's held-out face segmentation
+# (benchmarks/dense_budget.py, docs/benchmarks.md).
+
 
 class FinetuneConfig(BaseModel):
     """How a task model is trained in the ``finetune`` and ``frozen-decoder`` modes.
@@ -66,12 +77,15 @@ class FinetuneConfig(BaseModel):
     Args:
         epochs: Step budget in passes over the training subset (so it grows with the data).
         min_steps: Fewest steps of the budget (small subsets).
+        dense_min_steps: Fewest steps for segmentation and detection (their decoders start
+            from scratch); ``max_steps`` still caps the budget.
         max_steps: Most steps of the budget (large subsets).
         eval_every_steps: Validate this often; default: a tenth of the budget.
-        patience: Stop after this many validations without improvement.
+        patience_fraction: Stop once the best validation score is this share of the budget old.
+        stop_after_fraction: Share of the budget always trained before early stopping may stop.
         batch_size: Images per step (fewer when the training subset is smaller).
-        optimizer: AdamW: ``lr`` for the deepest backbone block and the decoders, ``head_lr``
-            for the head, weight decay, warm-up.
+        optimizer: AdamW: ``lr`` for the deepest backbone block, ``head_lr`` for what starts
+            from scratch (decoders and head), weight decay, warm-up.
         layer_decay: Learning-rate factor per backbone block, from the deepest down; 1 disables.
         grad_clip_norm: Clip gradient norms; ``None`` disables.
         precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast + loss scaling; CUDA only).
@@ -85,9 +99,11 @@ class FinetuneConfig(BaseModel):
 
     epochs: float = Field(default=30.0, gt=0)
     min_steps: int = Field(default=50, ge=1)
+    dense_min_steps: int = Field(default=DENSE_MIN_STEPS, ge=1)
     max_steps: int = Field(default=1000, ge=1)
     eval_every_steps: int | None = Field(default=None, ge=1)
-    patience: int = Field(default=4, ge=1)
+    patience_fraction: float = Field(default=PATIENCE_FRACTION, gt=0, le=1)
+    stop_after_fraction: float = Field(default=STOP_AFTER_FRACTION, ge=0, le=1)
     batch_size: int = Field(default=32, ge=1)
     optimizer: OptimizerConfig = OptimizerConfig(lr=1e-4, head_lr=1e-3, weight_decay=0.05, warmup_steps=10)
     layer_decay: float = Field(default=0.75, gt=0, le=1)
@@ -98,20 +114,38 @@ class FinetuneConfig(BaseModel):
     pixel_decoder: PixelDecoderConfig = PixelDecoderConfig()
     detection_decoder: DetectionDecoderConfig = DetectionDecoderConfig()
 
-    def budget_steps(self, n_train: int) -> int:
-        """Steps for ``n_train`` training samples: ``epochs`` passes, within [min_steps, max_steps].
+    def budget_steps(self, n_train: int, dense: bool = False) -> int:
+        """Steps for ``n_train`` training samples: ``epochs`` passes, within [min_steps, max_steps]
+        (``dense_min_steps`` for a ``dense`` task: segmentation, detection).
 
         Examples:
-            >>> cfg = FinetuneConfig(epochs=10, min_steps=20, max_steps=500, batch_size=32)
+            >>> cfg = FinetuneConfig(epochs=10, min_steps=20, dense_min_steps=200, max_steps=500)
             >>> cfg.budget_steps(40), cfg.budget_steps(320), cfg.budget_steps(10_000)
             (20, 100, 500)
+            >>> cfg.budget_steps(40, dense=True)  # segmentation, detection
+            200
         """
+        floor = self.dense_min_steps if dense else self.min_steps
         steps_per_epoch = math.ceil(n_train / _batch_size(max(n_train, 1), self.batch_size))
-        return min(self.max_steps, max(self.min_steps, math.ceil(self.epochs * steps_per_epoch)))
+        return min(self.max_steps, max(floor, math.ceil(self.epochs * steps_per_epoch)))
 
     def eval_interval(self, budget: int) -> int:
         """Steps between validations: ``eval_every_steps``, or a tenth of the budget."""
         return self.eval_every_steps or max(1, math.ceil(budget / 10))
+
+    def should_stop(self, step: int, best_step: int, budget: int) -> bool:
+        """Early stopping at ``step``: past ``stop_after_fraction`` of the budget, with the best
+        score (at ``best_step``; 0 when none) ``patience_fraction`` of the budget old.
+
+        Examples:
+            >>> cfg = FinetuneConfig(patience_fraction=0.25, stop_after_fraction=0.5)
+            >>> cfg.should_stop(300, 0, 400), cfg.should_stop(200, 0, 400), cfg.should_stop(300, 250, 400)
+            (True, True, False)
+            >>> cfg.should_stop(100, 0, 400)  # a flat start does not end the run
+            False
+        """
+        warm = step >= self.stop_after_fraction * budget
+        return warm and step - best_step >= self.patience_fraction * budget
 
 
 @dataclass
@@ -126,6 +160,7 @@ class FinetuneResult:
         steps: Steps trained before stopping.
         budget_steps: The step budget for this training subset.
         evaluations: Validations run.
+        curve: ``(step, validation score)`` of every validation, in order.
         never_improved: The validation metric never rose above its first evaluation (with two
             or more evaluations), or was never finite: the model did not learn.
     """
@@ -138,6 +173,7 @@ class FinetuneResult:
     budget_steps: int = 0
     evaluations: int = 0
     never_improved: bool = False
+    curve: list[tuple[int, float]] = field(default_factory=list)
 
 
 def finetune(
@@ -203,12 +239,12 @@ def finetune(
     val_loader = _loader(
         name, task, val, encoder.image_size, cfg.batch_size, cfg.num_workers, preprocessing, pixels
     )
-    budget = cfg.budget_steps(len(train))
+    budget = cfg.budget_steps(len(train), dense=task.target in DENSE_TARGETS)
     every = cfg.eval_interval(budget)
-    best_score, best_step, best_state, waited = -math.inf, 0, None, 0
-    step, evaluations = 0, 0
+    best_score, best_step, best_state = -math.inf, 0, None
+    step, curve = 0, []
     try:
-        while step < budget and waited < cfg.patience:
+        while step < budget:
             _train_mode(model, freeze_encoder, batch_statistics=len(train) > 1)
             factor = lr_factor(step, budget, warmup_steps=o.warmup_steps, min_lr_ratio=o.min_lr_ratio)
             for optimizer in (optimizers.shared, *optimizers.heads.values()):
@@ -226,21 +262,21 @@ def finetune(
                 score = validate(
                     model, tasks, {name: val_loader}, device=device, autocast_dtype=autocast_dtype
                 )[name][metric]
-                evaluations += 1
+                curve.append((step, float(score)))
                 if score > best_score:  # NaN (metric undefined on this split) never wins
-                    best_score, best_step, waited = score, step, 0
+                    best_score, best_step = score, step
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    waited += 1
+                if cfg.should_stop(step, best_step, budget):
+                    break
     finally:  # its workers end also when a step raised
         loader.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
         log.warning("task %s: validation %s was never finite; keeping the last weights", name, metric)
-    never_improved = best_state is None or (evaluations >= 2 and best_step == min(every, budget))
+    never_improved = best_state is None or (len(curve) >= 2 and best_step == min(every, budget))
     return FinetuneResult(
-        model.eval(), model_cfg, best_step, best_score, step, budget, evaluations, never_improved
+        model.eval(), model_cfg, best_step, best_score, step, budget, len(curve), never_improved, curve
     )
 
 
@@ -307,19 +343,23 @@ def _loader(
 
 
 def _shared_optimizer(model: MultiTaskModel, o: OptimizerConfig, layer_decay: float) -> torch.optim.AdamW:
-    """AdamW over the trainable backbone (one group per block, decayed lr) and the decoders."""
+    """AdamW over the trainable encoder (backbone: one group per block, decayed ``lr``; a ViT's
+    feature pyramid at ``lr``) and the decoders, which start from scratch, at ``head_lr``."""
     groups = []
-    backbone = model.encoder.backbone
+    backbone, pyramid = model.encoder.backbone, model.encoder.pyramid
     if any(p.requires_grad for p in backbone.parameters()):
         groups += param_groups_layer_decay(backbone, weight_decay=o.weight_decay, layer_decay=layer_decay)
-    rest = nn.ModuleList(
-        m for m in (model.encoder.pyramid, model.pixel_decoder, model.detection_decoder) if m is not None
-    )
-    groups += param_groups_weight_decay(rest, weight_decay=o.weight_decay)
+    if pyramid is not None and any(p.requires_grad for p in pyramid.parameters()):
+        groups += param_groups_weight_decay(pyramid, weight_decay=o.weight_decay)
+    for group in groups:
+        group["peak_lr"] = o.lr * group.get("lr_scale", 1.0)  # what ``set_lr`` scales
+    decoders = nn.ModuleList(m for m in (model.pixel_decoder, model.detection_decoder) if m is not None)
+    for group in param_groups_weight_decay(decoders, weight_decay=o.weight_decay):
+        groups.append({**group, "peak_lr": o.head_lr or o.lr})
     groups = [g for g in groups if g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas)
     for group in optimizer.param_groups:
-        group["peak_lr"] = o.lr * group.get("lr_scale", 1.0)  # what ``set_lr`` scales
+        group["lr"] = group["peak_lr"]
     return optimizer
 
 

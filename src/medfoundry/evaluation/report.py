@@ -175,6 +175,9 @@ def _task_section(tables: StudyTables, task: str, metric: str) -> list[str]:
         parts.append(f"<h2>{html.escape(task)}: {html.escape(metric)} versus shots per class</h2>")
         parts.append(embed_png(curve_figure(shots, f"{task} (k-shot)", metric, x_key="shots")))
         parts.append(_score_table(shots, "shots"))
+    classes = _class_table(tables.summary, task)
+    if classes:
+        parts += classes
     paired = [r for r in tables.paired if r["task"] == task]
     if paired:
         parts.append(f"<h3>{html.escape(task)}: paired differences (encoder &minus; comparison)</h3>")
@@ -190,6 +193,46 @@ def _task_section(tables: StudyTables, task: str, metric: str) -> list[str]:
         )
         parts.append(embed_png(heatmap_figure(panels, f"{task}: {metric}", metric)))
     return parts
+
+
+def _class_table(summary: Sequence[Mapping[str, Any]], task: str) -> list[str]:
+    """Segmentation: Dice per class at the largest training fraction, each class headed by its
+    share of the test set's labelled pixels, so that a Dice of 0 reads as a small structure
+    missed rather than a model that learnt nothing."""
+    rows = [
+        r
+        for r in summary
+        if r["task"] == task
+        and r["train_center"] == ALL
+        and r["test_center"] == ALL
+        and r["shots"] is None
+        and str(r["metric"]).startswith(("dice/", "share/"))
+    ]
+    if not rows:
+        return []
+    fraction = max(r["fraction"] for r in rows)
+    rows = [r for r in rows if r["fraction"] == fraction]
+    names = list(dict.fromkeys(r["metric"].split("/", 1)[1] for r in rows if r["metric"].startswith("dice/")))
+    share = {r["metric"].split("/", 1)[1]: r["mean"] for r in rows if r["metric"].startswith("share/")}
+    header = "".join(
+        f"<th>{html.escape(n)} <small>({_percent_or_dash(share.get(n, math.nan))} of pixels)</small></th>"
+        for n in names
+    )
+    dice = {(r["encoder"], r["mode"], r["metric"]): r["mean"] for r in rows}
+    lines = [f"<table><tr><th>encoder</th><th>mode</th>{header}</tr>"]
+    for encoder, mode in sorted({(r["encoder"], r["mode"]) for r in rows}):
+        values = "".join(
+            f"<td>{_number(dice.get((encoder, mode, f'dice/{n}'), math.nan))}</td>" for n in names
+        )
+        lines.append(
+            f'<tr><td class="text">{html.escape(encoder)}</td><td class="text">{mode}</td>{values}</tr>'
+        )
+    title = f"<h3>{html.escape(task)}: Dice per class at {percent(fraction)} of the training labels</h3>"
+    return [title, "".join(lines) + "</table>"]
+
+
+def _percent_or_dash(value: float) -> str:
+    return "&ndash;" if math.isnan(value) else f"{100 * value:.2g}%"
 
 
 def _score_table(rows: Sequence[Mapping[str, Any]], x_key: str) -> str:

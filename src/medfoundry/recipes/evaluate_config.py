@@ -162,6 +162,8 @@ class StudyConfig(_Frozen):
             the local Hugging Face cache). Default: all three when a task runs a probe mode;
             ``[]``: none. A baseline is not added when an encoder of the same name exists.
         image_size: Input side for every encoder; default: the first checkpoint's, else 224.
+        task_image_size: Task name -> input side for that task, replacing ``image_size`` (e.g.
+            a segmentation task with small structures at 128 while the others stay at 64).
         split_seed: Seeds the train/val/test assignment of rows without a split.
         val_fraction: Share of rows without a split that go to validation.
         test_fraction: Share of training rows held out as the test set, per center, when a
@@ -201,6 +203,7 @@ class StudyConfig(_Frozen):
     few_shot: FewShotConfig | None = None
     baselines: list[Baseline] | None = None
     image_size: int | None = Field(default=None, ge=16)
+    task_image_size: dict[str, Annotated[int, Field(ge=16)]] = Field(default_factory=dict)
     split_seed: int = 0
     val_fraction: float = Field(default=0.2, ge=0, lt=1)
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
@@ -285,6 +288,7 @@ def check_names(cfg: StudyConfig, source: str) -> None:
     referring: tuple[tuple[str, list[str]], ...] = (
         ("task_names", cfg.task_names or []),
         ("task_modes", list(cfg.task_modes)),
+        ("task_image_size", list(cfg.task_image_size)),
         ("primary_metrics", list(cfg.primary_metrics)),
     )
     for key, names in referring:

@@ -22,8 +22,7 @@ import timm
 
 from medfoundry.data.few_shot import smallest_class
 from medfoundry.errors import ConfigError, DataError
-from medfoundry.evaluation.pixel_encoder import DEFAULT_PIXELS_SIZE, PixelEncoder
-from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder, load_encoder, looks_like_path
+from medfoundry.evaluation.pretrained_encoder import looks_like_path
 from medfoundry.evaluation.study_cells import Cell
 from medfoundry.evaluation.study_data import StudyTaskData, load_study_task_data
 from medfoundry.evaluation.study_tables import Reference
@@ -36,6 +35,7 @@ from medfoundry.recipes.evaluate_config import (
     StudyEncoder,
     check_names,
 )
+from medfoundry.recipes.evaluate_encoders import Encoder, check_levels, load_study_encoders
 from medfoundry.tasks import TaskType, build_task, with_classes
 from medfoundry.tasks.scores import LOWER_IS_BETTER
 from medfoundry.training.checkpoint import load_checkpoint_config
@@ -49,8 +49,6 @@ PROTOCOL = 2
 """Version of what a cell computes and stores; part of every digest (cells of older versions,
 without per-item results, run again)."""
 
-Encoder = PretrainedEncoder | PixelEncoder
-
 
 @dataclass
 class StudyPlan:
@@ -62,6 +60,7 @@ class StudyPlan:
         data: Task name -> its fixed splits.
         primary: Task name -> primary metric.
         encoders: Encoder name -> encoder, the study's and the baselines added to it.
+        sized: (encoder name, input side) -> that encoder at a ``task_image_size``.
         encoder_specs: Encoder name -> its spec (baselines included).
         reference: The data-efficiency reference, or ``None``.
         comparisons: Encoders of the paired table (the reference and the baselines).
@@ -81,6 +80,12 @@ class StudyPlan:
     cells: list[Cell]
     digests: dict[Cell, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    sized: dict[tuple[str, int], Encoder] = field(default_factory=dict)
+
+    def encoder_of(self, cell: Cell) -> Encoder:
+        """The cell's encoder at its task's input size (``task_image_size``, else the study's)."""
+        size = self.cfg.task_image_size.get(cell.task)
+        return self.sized.get((cell.encoder, size or 0)) or self.encoders[cell.encoder]
 
 
 def plan_study(cfg: StudyConfig, device: Any = None) -> StudyPlan:
@@ -138,16 +143,34 @@ def plan_study(cfg: StudyConfig, device: Any = None) -> StudyPlan:
     resolve_precision(cfg.finetune.precision, device, "finetune.precision")
     _check_pixel_modes(cfg, tasks)
     own = {e.name: e for e in cfg.encoders}
-    encoders = _load_encoders(cfg, own, device)  # the study's own first: their errors, not a baseline's
+    encoders = load_study_encoders(cfg, own, device)  # the study's own first: their errors, not a baseline's
     encoder_specs = {**own, **_baselines(cfg, tasks, notes)}
-    encoders.update(_load_encoders(cfg, {n: e for n, e in encoder_specs.items() if n not in own}, device))
-    _check_levels(cfg, encoders)
+    encoders.update(
+        load_study_encoders(cfg, {n: e for n, e in encoder_specs.items() if n not in own}, device)
+    )
+    check_levels(cfg, encoders)
+    sizes = {size for name, size in cfg.task_image_size.items() if name in tasks}
+    sized = {
+        (name, size): encoder
+        for size in sizes - {next(iter(encoders.values())).image_size}
+        for name, encoder in load_study_encoders(cfg, encoder_specs, device, size).items()
+    }
     reference = _reference(cfg, encoder_specs)
     baselines = [n for n in encoder_specs if n not in {e.name for e in cfg.encoders}]
     comparisons = list(dict.fromkeys([*([reference.encoder] if reference else []), *baselines]))
     cells = _cells(cfg, tasks, data, encoder_specs)
     plan = StudyPlan(
-        cfg, tasks, data, primary, encoders, encoder_specs, reference, comparisons, cells, notes=notes
+        cfg,
+        tasks,
+        data,
+        primary,
+        encoders,
+        encoder_specs,
+        reference,
+        comparisons,
+        cells,
+        notes=notes,
+        sized=sized,
     )
     plan.digests = {cell: _digest(cell, plan) for cell in cells}
     return plan
@@ -294,53 +317,6 @@ def _check_pixel_modes(cfg: StudyConfig, tasks: dict[str, TaskType]) -> None:
         raise ConfigError(problems)
 
 
-def _load_encoders(cfg: StudyConfig, specs: dict[str, StudyEncoder], device: Any) -> dict[str, Encoder]:
-    """Every encoder at the study's input size; all problems reported together."""
-    size = cfg.image_size or _first_checkpoint_size(cfg) or 224
-    encoders: dict[str, Encoder] = {}
-    problems = []
-    for e in specs.values():
-        try:
-            if e.is_pixels:
-                encoders[e.name] = PixelEncoder(size, e.pixels_size or DEFAULT_PIXELS_SIZE).to(device)
-            else:
-                encoders[e.name] = load_encoder(
-                    e.source,
-                    pretrained=e.pretrained,
-                    image_size=size,
-                    model_kwargs=e.model_kwargs,
-                    device=device,
-                )
-        except ConfigError as error:
-            problems += [f"encoders.{e.name}: {p}" for p in error.problems]
-    if problems:
-        raise ConfigError(problems)
-    return encoders
-
-
-def _check_levels(cfg: StudyConfig, encoders: dict[str, Encoder]) -> None:
-    """Every pooled level must exist in every encoder with a pyramid."""
-    pyramids = {n: e.num_levels for n, e in encoders.items() if isinstance(e, PretrainedEncoder)}
-    problems = []
-    for level in cfg.probe.feature_levels:
-        lacking = [name for name, levels in pyramids.items() if not -levels <= level < levels]
-        if lacking:
-            sizes = ", ".join(sorted({f"{pyramids[n]}" for n in lacking}))
-            problems.append(
-                f"probe.feature_levels: {level} is not a level of encoder(s) {', '.join(lacking)} "
-                f"({sizes} levels: 0 is the finest, -1 the deepest)"
-            )
-    if problems:
-        raise ConfigError(problems)
-
-
-def _first_checkpoint_size(cfg: StudyConfig) -> int | None:
-    for e in cfg.encoders:
-        if looks_like_path(e.source) and Path(e.source).is_dir():
-            return ModelConfig.model_validate(load_checkpoint_config(Path(e.source))["model"]).image_size
-    return None
-
-
 def _reference(cfg: StudyConfig, encoders: dict[str, StudyEncoder]) -> Reference | None:
     r = cfg.reference
     name = r.encoder or next(
@@ -385,7 +361,7 @@ def _cells(
 
 def _digest(cell: Cell, plan: StudyPlan) -> str:
     """Hash of everything a cell's result depends on: a change re-runs the cell."""
-    encoder, task_data, cfg = plan.encoders[cell.encoder], plan.data[cell.task], plan.cfg
+    encoder, task_data, cfg = plan.encoder_of(cell), plan.data[cell.task], plan.cfg
     settings = cfg.probe if cell.mode in PROBE_MODES else cfg.finetune
     payload = {
         "protocol": PROTOCOL,

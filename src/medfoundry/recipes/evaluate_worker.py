@@ -118,7 +118,7 @@ class _Worker:
     def _pixels(self, cell: Cell) -> bool:
         """Make sure the task's pixel cache exists at the encoder's size, built by one worker only;
         ``False`` while another worker builds it."""
-        size = self.plan.encoders[cell.encoder].image_size
+        size = self.plan.encoder_of(cell).image_size
         if (cell.task, size) in self.pixels_ready:
             return True
         claim = f"pixels-{cell.task}-{size}"
@@ -164,7 +164,7 @@ def _features(
     key = (cell.encoder, cell.task)
     if key in cache:
         return cache[key]
-    cfg, encoder, task_data = plan.cfg, plan.encoders[cell.encoder], plan.data[cell.task]
+    cfg, encoder, task_data = plan.cfg, plan.encoder_of(cell), plan.data[cell.task]
     records = task_data.records
     folder = Path(cfg.study_dir) / "features"
     levels = cfg.probe.feature_levels
@@ -203,7 +203,7 @@ def _run(
     task_data = plan.data[cell.task]
     if table is not None:
         return run_probe_cell(cell, task_data, table, cfg=plan.cfg.probe)
-    encoder = plan.encoders[cell.encoder]
+    encoder = plan.encoder_of(cell)
     if not isinstance(encoder, PretrainedEncoder):  # the plan gives pixels encoders probe cells only
         raise TypeError(f"{cell}: encoder '{cell.encoder}' cannot be trained")
     return run_training_cell(
