@@ -6,6 +6,7 @@ not run. A documented command that fails, or a new one missing from ``PLAN``, fa
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shutil
 import subprocess
@@ -180,8 +181,15 @@ def test_make_targets_call_what_the_readme_says() -> None:
 def _make_dry_run(target: str) -> list[str]:
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
+    # under `make test` this runs inside make: its variables would make the dry run a sub-make
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     result = subprocess.run(
-        ["make", "-n", "-W", "pyproject.toml", target], cwd=ROOT, capture_output=True, text=True, check=True
+        ["make", "--no-print-directory", "-n", "-W", "pyproject.toml", target],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
     )
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("test -x .venv/bin/python"), lines  # -W: set-up included, as on a fresh clone
