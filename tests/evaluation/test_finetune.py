@@ -183,6 +183,8 @@ def test_a_flat_start_trains_half_the_budget_before_stopping(checkpoint: Path, d
             "optimizer": TINY.optimizer.model_copy(update={"lr": 1e-12, "head_lr": 1e-12}),
             "max_steps": 40,
             "eval_every_steps": 2,
+            "epochs": 1.0,  # a classification budget would be 1 step: the dense floor gives 40
+            "min_steps": 1,
         }
     )
     result = finetune(

@@ -41,8 +41,9 @@ logger = logging.getLogger(__name__)
 
 CORPUS_FORMAT = 1
 MIN_SOURCES = 8
-COMMAND = "corpus"
 """Fewest pretraining sources a corpus may be built from (unless ``min_sources`` says otherwise)."""
+COMMAND = "corpus"
+"""The command name its output folders are marked with (``output_folders``)."""
 
 
 @dataclass(frozen=True)

@@ -62,13 +62,11 @@ __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "score_model"]
 
 log = logging.getLogger(__name__)
 
-DENSE_TARGETS = ("mask", "boxes")
-"""Targets of the tasks whose decoders start from scratch (segmentation, detection)."""
+# Chosen on the validation split of the corpus's held-out face segmentation
+# (benchmarks/dense_budget.py, docs/benchmarks.md).
 DENSE_MIN_STEPS = 400
 PATIENCE_FRACTION = 0.25
 STOP_AFTER_FRACTION = 0.5
-# Chosen on the validation split of the corpus's held-out face segmentation
-# (benchmarks/dense_budget.py, docs/benchmarks.md).
 
 
 class FinetuneConfig(BaseModel):
@@ -239,7 +237,8 @@ def finetune(
     val_loader = _loader(
         name, task, val, encoder.image_size, cfg.batch_size, cfg.num_workers, preprocessing, pixels
     )
-    budget = cfg.budget_steps(len(train), dense=task.target in DENSE_TARGETS)
+    # a task type with a frozen-decoder mode reads a shared decoder that starts from scratch
+    budget = cfg.budget_steps(len(train), dense="frozen-decoder" in task.evaluation_modes)
     every = cfg.eval_interval(budget)
     best_score, best_step, best_state = -math.inf, 0, None
     step, curve = 0, []

@@ -169,11 +169,11 @@ def load_pretrain_config(path: Path, overrides: Sequence[str] = ()) -> PretrainC
     return validate_config(PretrainConfig, read_config(path, overrides), str(path))
 
 
+_RUN_PATHS = path_keys("run_dir", "tasks", where=lambda value: isinstance(value, str))
+
+
 def _is_pretrain_path(key: str, value: Any) -> bool:
     return _RUN_PATHS(key, value) or is_source_path(key, value)
-
-
-_RUN_PATHS = path_keys("run_dir", "tasks", where=lambda value: isinstance(value, str))
 
 
 def read_config(
