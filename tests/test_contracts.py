@@ -41,6 +41,7 @@ EXAMPLE_TASKS = {  # task type -> the example task of that type in ``contract_db
     "masked_image": "tiles",
     "multilabel": "stained",
     "segmentation": "nuclei_seg",
+    "two_view": "views",
 }
 TYPES = TASK_TYPES.names()
 
@@ -82,7 +83,7 @@ def test_source_paths_are_resolved_against_the_task_database(source_type: str, t
 
 @pytest.fixture(scope="module")
 def contract_db(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo database plus a multilabel and a masked-image task on the same real crops."""
+    """The demo database plus a multilabel, a masked-image and a two-view task on the same real crops."""
     root = demo_db.parent
     with (root / "modality.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
@@ -100,6 +101,8 @@ def contract_db(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
         {"name": "stained", "type": "multilabel", "classes": ["stained", "microscope"],
          "source": {"path": str(folder / "stained.csv")}},
         {"name": "tiles", "type": "masked_image", "source": {"path": str(root / "modality.csv")}},
+        {"name": "views", "type": "two_view", "options": {"expander_dim": 32},
+         "source": {"path": str(root / "modality.csv")}},
     ]  # fmt: skip
     (folder / "tasks.yaml").write_text(yaml.safe_dump({"tasks": tasks}))
     return folder / "tasks.yaml"
@@ -161,14 +164,14 @@ def test_study_cell_and_export(
         fractions=[1.0], seeds=1, baselines=[], modes=list(cls.evaluation_modes[:1]) or ["linear"],
     )  # fmt: skip
     if cls.primary_metric is None:
-        with pytest.raises(ConfigError, match=r"none of the tasks \(tiles\) can be evaluated"):
+        with pytest.raises(ConfigError, match=rf"none of the tasks \({task['name']}\) can be evaluated"):
             evaluate.run(StudyConfig.model_validate(cfg))
     else:
         rows = read_results(evaluate.run(StudyConfig.model_validate(cfg)) / "results.csv")
         (cell,) = [r for r in rows if r["metric"] == cls.primary_metric]
         assert cell["mode"] == cls.evaluation_modes[0] and math.isfinite(cell["value"])
     heads = contract_onnx["heads"]
-    assert (task["name"] in heads) == (cls.feature != "masked")
+    assert (task["name"] in heads) == (cls.primary_metric is not None)
     if task["name"] in heads:
         assert heads[task["name"]]["postprocess"] == cls.postprocess_text
 

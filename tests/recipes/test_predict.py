@@ -281,7 +281,7 @@ def test_a_checkpoint_without_heads_is_refused(demo_db: Path, tmp_path: Path) ->
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         f"error: {checkpoint}: the checkpoint has no task heads to predict with (its tasks tiles are "
-        "masked-image pretraining only); use a checkpoint of a run with a labelled task"
+        "label-free pretraining only); use a checkpoint of a run with a labelled task"
     ]
     assert not (tmp_path / "o").exists()
 

@@ -50,6 +50,7 @@ def build_multitask_model(cfg: ModelConfig, tasks: Mapping[str, TaskType]) -> Mu
         "pixel": cfg.pixel_decoder.embed_dim,
         "pyramid": cfg.detection_decoder.channels,
         "masked": encoder.out_channels,  # masked-image heads add no layers
+        "views": encoder.out_channels,  # two-view heads expand the pooled deepest map
     }
     heads: dict[str, nn.Module] = {
         name: task.build_head(widths[task.feature]) for name, task in tasks.items()

@@ -18,7 +18,8 @@ class MultiTaskModel(nn.Module):
 
     Classification-like heads read the pooled deepest map, segmentation heads the pixel
     decoder's embedding, detection heads the detection decoder's levels, masked-image tasks the
-    output of the masked-image objective (which masks the images and runs the encoder itself).
+    output of the masked-image objective (which masks the images and runs the encoder itself),
+    two-view heads the encoder and the images (they run the encoder on views they make).
     Only the blocks a task needs run, so a classification batch never pays for the decoders.
 
     Args:
@@ -54,6 +55,8 @@ class MultiTaskModel(nn.Module):
         kind = self.head_features[task]
         if kind == "masked":  # masking happens at the encoder's input: the objective runs it
             return self.heads[task](self.masked_image(self.encoder, images))  # type: ignore[misc]
+        if kind == "views":  # the head makes views of the images and runs the encoder on them
+            return self.heads[task](self.encoder, images)
         features = self.encoder(images)
         if kind == "pooled":
             shared: Any = features[-1].mean(dim=(-2, -1))

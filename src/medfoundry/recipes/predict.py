@@ -119,9 +119,10 @@ def run(cfg: PredictConfig) -> Path:
 
 
 def supervised_tasks(config: dict[str, Any]) -> list[TaskSpec]:
-    """A checkpoint's tasks that have a prediction head (every type but masked-image modelling)."""
+    """A checkpoint's tasks that have a prediction head: those with something to predict (a
+    primary metric), not the label-free pretraining tasks (masked-image, two-view)."""
     specs = [TaskSpec.model_validate(t) for t in config["tasks"]]
-    return [s for s in specs if TASK_TYPES.get(s.type).feature != "masked"]
+    return [s for s in specs if TASK_TYPES.get(s.type).primary_metric is not None]
 
 
 def _chosen_task(config: dict[str, Any], name: str | None, checkpoint: Path) -> TaskSpec:
@@ -130,7 +131,7 @@ def _chosen_task(config: dict[str, Any], name: str | None, checkpoint: Path) -> 
         others = ", ".join(t["name"] for t in config["tasks"])
         raise ConfigError(
             f"{checkpoint}: the checkpoint has no task heads to predict with (its tasks {others} are "
-            "masked-image pretraining only); use a checkpoint of a run with a labelled task"
+            "label-free pretraining only); use a checkpoint of a run with a labelled task"
         )
     names = [s.name for s in specs]
     if name is None:

@@ -24,6 +24,7 @@ from medfoundry.tasks.task_type import (
     TaskType,
     TaskTypeClass,
 )
+from medfoundry.tasks.two_view import TwoViewTask
 
 __all__ = [
     "EVALUATION_MODES",
@@ -40,6 +41,7 @@ __all__ = [
     "TaskSpec",
     "TaskType",
     "TaskTypeClass",
+    "TwoViewTask",
     "build_task",
     "load_task_database",
     "with_classes",
@@ -51,6 +53,7 @@ TASK_TYPES.register("detection")(DetectionTask)
 TASK_TYPES.register("masked_image")(MaskedImageTask)
 TASK_TYPES.register("multilabel")(MultilabelTask)
 TASK_TYPES.register("segmentation")(SegmentationTask)
+TASK_TYPES.register("two_view")(TwoViewTask)
 
 
 def build_task(spec: TaskSpec) -> TaskType:

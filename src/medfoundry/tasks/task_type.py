@@ -31,11 +31,12 @@ __all__ = [
     "TaskTypeClass",
 ]
 
-FeatureKind = Literal["pooled", "pixel", "pyramid", "masked"]
+FeatureKind = Literal["pooled", "pixel", "pyramid", "masked", "views"]
 """The shared feature a head consumes: the pooled deepest map ``(B, C)``, the pixel decoder's
 per-pixel embedding ``(B, E, H, W)``, the detection decoder's per-level tower outputs, or the
 output of the shared masked-image objective, which masks the images at the encoder's input and
-so runs the encoder itself."""
+so runs the encoder itself, or the shared encoder and the images themselves (``views``: the head
+runs the encoder on views it makes of the images, e.g. two random views)."""
 
 EvaluationMode = Literal["linear", "knn", "finetune", "frozen-decoder"]
 """How a study evaluates an encoder on a task: a linear or k-NN probe on frozen pooled features,

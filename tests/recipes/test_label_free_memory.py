@@ -1,4 +1,4 @@
-"""Adding a masked-image task to a multi-task run keeps peak memory flat (within 10%).
+"""Adding label-free tasks (masked-image, two-view) to a multi-task run keeps peak memory flat.
 
 Each run is a fresh process: build the model, optimizers and batches, reset the peak resident
 set size (``echo 5 > /proc/self/clear_refs``), take four memory-constant steps and read the
@@ -115,3 +115,22 @@ def test_hybrid_peak_memory_within_10_percent_of_multitask(
     assert with_mae["peak"] <= 1.10 * without["peak"], (without, with_mae)
     # allocator noise is about +-10 MiB on ~150 MiB here, hence the looser bound
     assert training[1] <= 1.20 * training[0], f"training memory (MiB) multi-task, hybrid: {training}"
+
+
+def test_two_view_tasks_keep_peak_memory_flat_in_their_number(demo_db: Path, tmp_path: Path) -> None:
+    """One two-view task beside the labelled ones, then four: each frees its views in its own
+    backward, so three more add only their expanders (weights, gradients, AdamW state)."""
+    tasks = yaml.safe_load(demo_db.read_text())["tasks"]
+    for task in tasks:
+        task["source"]["path"] = str(demo_db.parent / task["source"]["path"])
+    images = {"path": str(demo_db.parent / "modality.csv")}
+    views = [
+        {"name": f"views{i}", "type": "two_view", "options": {"expander_dim": 64}, "source": images}
+        for i in range(4)
+    ]
+    settings = {"model.image_size": 64, "model.encoder": {"name": "resnet10t"}, "data.batch_size": 16}
+    one = _peak(tiny_config(tmp_path / "a", tasks + views[:1], **settings), tmp_path / "one.yaml")
+    four = _peak(tiny_config(tmp_path / "b", tasks + views, **settings), tmp_path / "four.yaml")
+    training = [(run["peak"] - run["baseline"]) / 2**20 for run in (one, four)]
+    assert four["peak"] <= 1.10 * one["peak"], (one, four)
+    assert training[1] <= 1.20 * training[0], f"training memory (MiB) one, four two-view tasks: {training}"
