@@ -119,7 +119,9 @@ def validate_data(
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder (e.g. RUN/checkpoints/best).")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A checkpoint folder (e.g. RUN/checkpoints/best) or medfoundry:<name>.")
+    ],
     timm_dir: Annotated[
         Path | None, typer.Option("--timm", help="Write the encoder here as a plain timm model.")
     ] = None,
@@ -183,7 +185,9 @@ def push(
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder with task heads.")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A checkpoint folder with task heads, or medfoundry:<name>.")
+    ],
     input_: Annotated[
         Path,
         typer.Argument(
@@ -258,7 +262,12 @@ def evaluate(
 
 @app.command()
 def embed(
-    encoder: Annotated[str, typer.Argument(help="A checkpoint folder or a timm model name.")],
+    encoder: Annotated[
+        str,
+        typer.Argument(
+            help="A checkpoint folder, a released encoder (medfoundry:<name>) or a timm model name."
+        ),
+    ],
     data: Annotated[
         Path, typer.Argument(help="A CSV/TSV manifest, a folder of images, or a task database YAML.")
     ],
@@ -368,12 +377,17 @@ def demo(
 
 @app.command("ls")
 def list_registries() -> None:
-    """List task types and encoders."""
+    """List task types, released encoders and encoders."""
     import timm
 
+    from medfoundry.released import PREFIX, release_info, released_names
     from medfoundry.tasks import TASK_TYPES
 
     typer.echo("task types: " + ", ".join(TASK_TYPES.names()))
+    names = released_names()
+    typer.echo("released encoders:" + ("" if names else " none in this installation"))
+    for name in names:
+        typer.echo(f"  {PREFIX}{name}: {release_info(name).get('summary', '')}")
     typer.echo(
         f"encoders: any timm model ({len(timm.list_models())} names; e.g. swin_tiny_patch4_window7_224, "
         "convnext_atto, resnet18, vit_small_patch16_224)"

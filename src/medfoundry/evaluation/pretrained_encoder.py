@@ -23,6 +23,7 @@ from medfoundry.models.config import EncoderConfig, ModelConfig
 from medfoundry.models.encoder import HUB_PREFIXES, Encoder, create_encoder
 from medfoundry.models.encoder_resize import load_resized_weights
 from medfoundry.registry import unknown_name_message
+from medfoundry.released import is_released
 from medfoundry.training.checkpoint import load_checkpoint_config
 from medfoundry.training.model_loading import load_multitask_model
 
@@ -110,7 +111,8 @@ def load_encoder(
     """Load an encoder to embed images, probe or fine-tune.
 
     Args:
-        source: A medfoundry checkpoint folder, a timm model name (e.g. ``resnet18``), or an
+        source: A medfoundry checkpoint folder, a released encoder (``medfoundry:<name>``,
+            ``medfoundry ls`` lists them), a timm model name (e.g. ``resnet18``), or an
             exported encoder: ``hf-hub:ORG/NAME`` (``medfoundry export --hf``, then pushed; read
             through the Hugging Face cache) or ``local-dir:DIR``.
         pretrained: Load the source's weights: the checkpoint's, or timm's ImageNet weights
@@ -138,7 +140,7 @@ def load_encoder(
     text = str(source)
     with torch.random.fork_rng(devices=[]):  # random weights must not shift the caller's RNG stream
         torch.manual_seed(seed)
-        if looks_like_path(text) and not text.startswith(HUB_PREFIXES):
+        if is_released(text) or (looks_like_path(text) and not text.startswith(HUB_PREFIXES)):
             loaded = _from_checkpoint(Path(text), pretrained, image_size)
         else:
             loaded = _from_timm(text, pretrained, image_size, model_kwargs)
@@ -161,7 +163,7 @@ def looks_like_path(text: str) -> bool:
 
 
 def _from_checkpoint(path: Path, pretrained: bool, image_size: int | None) -> PretrainedEncoder:
-    if not path.exists():
+    if not (is_released(path) or path.exists()):
         raise ConfigError(f"encoder '{path}': no such checkpoint folder (nor is it a timm model name)")
     model_cfg = ModelConfig.model_validate(load_checkpoint_config(path)["model"])
     size = image_size or model_cfg.image_size

@@ -11,6 +11,7 @@ from medfoundry.evaluation.pixel_encoder import DEFAULT_PIXELS_SIZE, PixelEncode
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder, load_encoder, looks_like_path
 from medfoundry.models.config import ModelConfig
 from medfoundry.recipes.evaluate_config import StudyConfig, StudyEncoder
+from medfoundry.released import is_released
 from medfoundry.training.checkpoint import load_checkpoint_config
 
 __all__ = ["Encoder", "check_levels", "load_study_encoders"]
@@ -62,6 +63,6 @@ def check_levels(cfg: StudyConfig, encoders: dict[str, Encoder]) -> None:
 
 def _first_checkpoint_size(cfg: StudyConfig) -> int | None:
     for e in cfg.encoders:
-        if looks_like_path(e.source) and Path(e.source).is_dir():
+        if is_released(e.source) or (looks_like_path(e.source) and Path(e.source).is_dir()):
             return ModelConfig.model_validate(load_checkpoint_config(Path(e.source))["model"]).image_size
     return None

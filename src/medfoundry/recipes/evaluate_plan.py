@@ -36,6 +36,7 @@ from medfoundry.recipes.evaluate_config import (
     check_names,
 )
 from medfoundry.recipes.evaluate_encoders import Encoder, check_levels, load_study_encoders
+from medfoundry.released import is_released
 from medfoundry.tasks import TaskType, build_task, with_classes
 from medfoundry.tasks.scores import LOWER_IS_BETTER
 from medfoundry.training.checkpoint import load_checkpoint_config
@@ -268,7 +269,7 @@ def _baselines(cfg: StudyConfig, tasks: dict[str, TaskType], notes: list[str]) -
 def _imagenet_baseline(base: StudyEncoder, notes: list[str]) -> StudyEncoder | None:
     """The base encoder's architecture with timm's ImageNet weights, if they are cached locally."""
     architecture = base.source
-    if looks_like_path(base.source):
+    if looks_like_path(base.source) or is_released(base.source):
         architecture = ModelConfig.model_validate(
             load_checkpoint_config(Path(base.source))["model"]
         ).encoder.name

@@ -24,7 +24,7 @@ from medfoundry.recipes.model_card import model_card
 from medfoundry.training.checkpoint import write_atomically
 from medfoundry.training.model_loading import load_multitask_model
 
-__all__ = ["FOLDER_FILES", "push", "run"]
+__all__ = ["FOLDER_FILES", "push", "run", "without_local_paths"]
 
 FOLDER_FILES = ("README.md", "config.json", "model.safetensors")
 PATH_KEYS = ("path", "images", "labels", "root")
@@ -41,12 +41,7 @@ def run(checkpoint: Path, out_dir: Path) -> Path:
     """
     check_output_folder(Path(out_dir), COMMAND)
     model, config = load_multitask_model(checkpoint)
-    public = copy.deepcopy(config)
-    for task in public["tasks"]:
-        source = task["source"]
-        for key in PATH_KEYS:
-            if source.get(key):
-                source[key] = Path(source[key]).name
+    public = without_local_paths(config)
     checkpoint = Path(checkpoint)
     name = "/".join(p.name for p in (checkpoint.parent.parent, checkpoint.parent, checkpoint) if p.name)
 
@@ -57,6 +52,17 @@ def run(checkpoint: Path, out_dir: Path) -> Path:
         write_marker(tmp, COMMAND, list_files=True)
 
     return write_atomically(Path(out_dir), write)
+
+
+def without_local_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a checkpoint config whose task sources name files, not the folders they were in."""
+    public = copy.deepcopy(config)
+    for task in public["tasks"]:
+        source = task["source"]
+        for key in PATH_KEYS:
+            if source.get(key):
+                source[key] = Path(source[key]).name
+    return public
 
 
 def push(folder: Path, repo_id: str, *, private: bool = False, revision: str | None = None) -> str:

@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from medfoundry.errors import ConfigError
+from medfoundry.released import is_released, released_folder
 from medfoundry.safe_writes import (
     make_folder,
     missing_folders,
@@ -139,7 +140,10 @@ def _fsync(path: Path) -> None:
 
 
 def _resolve(path: Path) -> Path:
-    """The checkpoint folder, or its ``.old`` copy if a crash hit between the renames."""
+    """The checkpoint folder, or its ``.old`` copy if a crash hit between the renames; a released
+    encoder's folder for ``medfoundry:<name>`` (its weights' SHA-256 checked)."""
+    if is_released(path):
+        return released_folder(path)
     path = Path(path)
     old = path.parent / f".{path.name}.old"
     if not path.exists() and old.exists():
