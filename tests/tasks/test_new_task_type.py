@@ -37,7 +37,6 @@ class BrierClassificationTask:
     """One label per image, learnt with the Brier score (squared error of the softmax against the
     one-hot label) divided by its value at a uniform prediction, ``1 - 1/C``: exactly 1 at chance."""
 
-    Options: ClassVar[type[BaseModel]] = BrierOptions
     feature: ClassVar[FeatureKind] = "pooled"
     target: ClassVar[TargetKind] = "label"
     primary_metric: ClassVar[str | None] = "accuracy"

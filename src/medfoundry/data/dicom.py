@@ -44,7 +44,6 @@ from medfoundry.errors import DataError
 __all__ = [
     "DicomSeriesLoader",
     "frame_header",
-    "has_voi",
     "read_dicom_header",
     "read_dicom_image",
     "series_shape",
@@ -225,11 +224,6 @@ def _read_pixels(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
         raise DataError(
             f"{path}: cannot decode DICOM pixels{hint}: {type(e).__name__}: {str(e)[:160]}"
         ) from None
-
-
-def has_voi(ds: pydicom.Dataset) -> bool:
-    """The header has a VOI LUT or a window."""
-    return "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
 
 
 def _voi(

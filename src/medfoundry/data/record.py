@@ -9,11 +9,32 @@ from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 
-__all__ = ["Box", "Pixels", "Record", "RecordReader", "TargetKind"]
+__all__ = [
+    "DEFAULT_IGNORE_INDEX",
+    "Box",
+    "Pixels",
+    "Record",
+    "RecordReader",
+    "TargetKind",
+    "ignore_index_or_default",
+]
 
 TargetKind = Literal["label", "multilabel", "mask", "boxes", "image"]
 """What a task needs from each sample: a class index, per-class 1/0/missing, a mask, boxes, or
 nothing but the image (unlabelled data, e.g. for masked-image pretraining)."""
+
+DEFAULT_IGNORE_INDEX = 255
+"""The mask value that is no class (unlabelled pixels), unless a task says otherwise."""
+
+
+def ignore_index_or_default(ignore_index: int | None) -> int:
+    """A task's ignore index, or ``DEFAULT_IGNORE_INDEX`` for task types without one.
+
+    Examples:
+        >>> ignore_index_or_default(None), ignore_index_or_default(0)
+        (255, 0)
+    """
+    return DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
 
 
 class Box(NamedTuple):

@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 
 from medfoundry.data.cache import CacheSettings, PreparedSplit, prepare_arrays
 from medfoundry.data.preprocessing import Preprocessing
-from medfoundry.data.record import Record, TargetKind
+from medfoundry.data.record import Record, TargetKind, ignore_index_or_default
 from medfoundry.data.sources import SourceBase
 from medfoundry.data.splits import SplitPolicy, split_records
 from medfoundry.errors import DataError, merge_subjects
@@ -28,12 +28,11 @@ __all__ = [
     "TaskData",
     "case_variants",
     "discard_new_caches",
+    "ignore_index_or_default",
     "load_task_data",
     "load_task_records",
     "resolve_classes",
 ]
-
-DEFAULT_IGNORE_INDEX = 255
 
 
 class DataSpec(Protocol):
@@ -209,7 +208,7 @@ def load_task_data(
                 size=spec.preprocessing.size or size,
                 preprocessing=spec.preprocessing,
                 num_classes=len(spec.classes),
-                ignore_index=DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index,
+                ignore_index=ignore_index_or_default(ignore_index),
                 cache=cache,
                 on_error=on_error,
             )
@@ -239,7 +238,7 @@ def _scan_and_split(
     split: SplitPolicy | None,
     on_error: str,
 ) -> tuple[dict[str, list[Record]], list[str], list[str]]:
-    ignore = DEFAULT_IGNORE_INDEX if ignore_index is None else ignore_index
+    ignore = ignore_index_or_default(ignore_index)
     scan = source.scan(
         target, classes=classes, preprocessing=preprocessing or Preprocessing(), ignore_index=ignore
     )

@@ -42,9 +42,8 @@ from torch.utils.data import DataLoader
 
 from medfoundry.data.augment import AugmentConfig
 from medfoundry.data.preprocessing import Preprocessing
-from medfoundry.data.record import Record
+from medfoundry.data.record import Record, ignore_index_or_default
 from medfoundry.data.task_dataset import TaskDataset
-from medfoundry.data.task_records import DEFAULT_IGNORE_INDEX
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder
 from medfoundry.evaluation.study_pixels import StudyPixels
 from medfoundry.models.build import build_multitask_model
@@ -319,7 +318,7 @@ def _dataset(
         image_size,
         augment=augment,
         preprocessing=preprocessing,
-        ignore_index=DEFAULT_IGNORE_INDEX if task.ignore_index is None else task.ignore_index,
+        ignore_index=ignore_index_or_default(task.ignore_index),
     )
 
 

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry.data.cache import CacheSettings, PreparedSplit, SampleArrays, prepare_arrays
-from medfoundry.data.record import Record
-from medfoundry.data.task_records import DEFAULT_IGNORE_INDEX
+from medfoundry.data.record import Record, ignore_index_or_default
 from medfoundry.evaluation.study_data import StudyTaskData
 
 __all__ = ["StudyPixels"]
@@ -60,7 +59,7 @@ class StudyPixels:
                 size=size,
                 preprocessing=spec.preprocessing,
                 num_classes=len(spec.classes),
-                ignore_index=DEFAULT_IGNORE_INDEX if ignore is None else ignore,
+                ignore_index=ignore_index_or_default(ignore),
                 cache=self.cache,
             )
             positions = {r.key: i for i, r in enumerate(prepared.records)}

@@ -25,7 +25,7 @@ from medfoundry.data.fit_inverse import Geometry
 from medfoundry.data.images import IMAGE_SUFFIXES, check_file, is_dicom
 from medfoundry.data.preprocessing import Preprocessing, fit_to_size, to_channels
 from medfoundry.data.readers import FileReader, decode_record
-from medfoundry.data.record import Record
+from medfoundry.data.record import DEFAULT_IGNORE_INDEX, Record
 from medfoundry.data.sources import DicomSource, ImageFolderSource, ManifestSource, VolumeSource
 from medfoundry.data.sources.base import SourceBase, list_files
 from medfoundry.data.volumes import VOLUME_SUFFIXES
@@ -55,7 +55,9 @@ def prediction_records(path: Path, spec: TaskSpec) -> tuple[list[Record], list[s
             record = Record(path, None, 0, reader=FileReader(spec.preprocessing.intensity))
             return [record], [path.name]
     source = _source(path, spec)
-    scan = source.scan("image", classes=[], preprocessing=spec.preprocessing, ignore_index=255)
+    scan = source.scan(
+        "image", classes=[], preprocessing=spec.preprocessing, ignore_index=DEFAULT_IGNORE_INDEX
+    )
     if scan.problems:
         raise DataError(scan.problems)
     root = path if path.is_dir() else path.parent

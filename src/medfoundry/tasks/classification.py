@@ -63,7 +63,6 @@ class ClassificationTask:
         1.0
     """
 
-    Options: ClassVar[type[BaseModel]] = ClassificationOptions
     feature: ClassVar[FeatureKind] = "pooled"
     target: ClassVar[TargetKind] = "label"
     primary_metric: ClassVar[str | None] = "balanced_accuracy"

@@ -212,7 +212,6 @@ class DetectionTask:
         1.0
     """
 
-    Options: ClassVar[type[BaseModel]] = DetectionOptions
     feature: ClassVar[FeatureKind] = "pyramid"
     target: ClassVar[TargetKind] = "boxes"
     primary_metric: ClassVar[str | None] = "map_50"

@@ -62,7 +62,6 @@ class MaskedImageTask:
         ('masked', 'image', None)
     """
 
-    Options: ClassVar[type[BaseModel]] = MaskedImageOptions
     feature: ClassVar[FeatureKind] = "masked"
     target: ClassVar[TargetKind] = "image"
     primary_metric: ClassVar[str | None] = None

@@ -51,7 +51,6 @@ class MultilabelTask:
         1.0
     """
 
-    Options: ClassVar[type[BaseModel]] = MultilabelOptions
     feature: ClassVar[FeatureKind] = "pooled"
     target: ClassVar[TargetKind] = "multilabel"
     primary_metric: ClassVar[str | None] = "auroc"

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from medfoundry.data.record import TargetKind
+from medfoundry.data.record import DEFAULT_IGNORE_INDEX, TargetKind
 from medfoundry.errors import ConfigError
 from medfoundry.tasks.options import parse_options
 from medfoundry.tasks.scores import unit_weights
@@ -51,7 +51,7 @@ class SegmentationOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ignore_index: int = 255
+    ignore_index: int = DEFAULT_IGNORE_INDEX
     background_index: int | None = 0
     focal_gamma: float = Field(default=2.0, ge=0.0)
     dice_smooth: float = Field(default=1.0, ge=0.0)
@@ -73,7 +73,6 @@ class SegmentationTask:
         0.735
     """
 
-    Options: ClassVar[type[BaseModel]] = SegmentationOptions
     feature: ClassVar[FeatureKind] = "pixel"
     target: ClassVar[TargetKind] = "mask"
     primary_metric: ClassVar[str | None] = "mean_dice"

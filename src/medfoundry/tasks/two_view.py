@@ -97,7 +97,6 @@ class TwoViewTask:
         0.99
     """
 
-    Options: ClassVar[type[BaseModel]] = TwoViewOptions
     feature: ClassVar[FeatureKind] = "views"
     target: ClassVar[TargetKind] = "image"
     primary_metric: ClassVar[str | None] = None

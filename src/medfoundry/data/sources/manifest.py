@@ -27,7 +27,7 @@ from typing import Any, Literal
 from medfoundry.data.masks import MaskValues
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.readers import FileReader
-from medfoundry.data.record import Box, Record, TargetKind
+from medfoundry.data.record import DEFAULT_IGNORE_INDEX, Box, Record, TargetKind
 from medfoundry.data.sources.base import SourceBase, SourceScan, make_box
 from medfoundry.errors import DataError, number_ranges
 
@@ -182,7 +182,9 @@ def read_manifest(source: ManifestSource, target: TargetKind, classes: list[str]
     Raises:
         DataError: listing every bad row (file, row number, column, what is wrong).
     """
-    scan = source.scan(target, classes=classes, preprocessing=Preprocessing(), ignore_index=255)
+    scan = source.scan(
+        target, classes=classes, preprocessing=Preprocessing(), ignore_index=DEFAULT_IGNORE_INDEX
+    )
     if scan.problems:
         raise DataError(scan.problems)
     return scan.records
