@@ -40,6 +40,7 @@ from medfoundry.output_folders import claim_output_folder
 from medfoundry.recipes import evaluate, pretrain_multitask
 from medfoundry.recipes.evaluate_config import load_study_config
 from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.tasks import TASK_TYPES
 from medfoundry.training.progress import ProgressLines
 
 __all__ = ["demo_config", "labelled_tasks", "run"]
@@ -143,12 +144,13 @@ def run(out_dir: Path, quick: bool = False) -> Path:
 
 
 def labelled_tasks(corpus: Path, out: Path) -> Path:
-    """The corpus's pretraining tasks without masked-image modelling (the demo recipe: at this
-    budget it did not help transfer, docs/demo.md), written with absolute paths to ``out``."""
+    """The corpus's labelled pretraining tasks, without its label-free ones (masked-image
+    modelling did not help transfer at the demo's budget, docs/demo.md), written with absolute
+    paths to ``out``."""
     tasks = yaml.safe_load((corpus / "tasks.yaml").read_text())["tasks"]
     kept = []
     for task in tasks:
-        if task["type"] == "masked_image":
+        if TASK_TYPES.get(task["type"]).target == "image":  # no labels: a label-free task
             continue
         task["source"]["path"] = str(corpus / task["source"]["path"])
         kept.append(task)

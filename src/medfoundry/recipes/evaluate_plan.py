@@ -28,6 +28,7 @@ from medfoundry.evaluation.study_data import StudyTaskData, load_study_task_data
 from medfoundry.evaluation.study_tables import Reference
 from medfoundry.models.config import ModelConfig
 from medfoundry.recipes.evaluate_config import (
+    BASELINES,
     PIXELS,
     PROBE_MODES,
     Mode,
@@ -243,7 +244,7 @@ def _baselines(cfg: StudyConfig, tasks: dict[str, TaskType], notes: list[str]) -
     wanted = (
         cfg.baselines
         if cfg.baselines is not None
-        else (["random", "pixels", "imagenet"] if runs_probes else [])
+        else (list(BASELINES) if runs_probes else [])
     )
     base = next((e for e in cfg.encoders if not e.is_pixels and e.pretrained), None)
     for name in wanted:
