@@ -225,3 +225,28 @@ def test_masked_image_tasks_train_under_two_processes(demo_db: Path, tmp_path: P
         f"{t}/loss" in last for t in ("nuclei_seg", "nuclei_det", "modality", "unlabelled")
     )
     assert (tmp_path / "hybrid" / "previews" / "unlabelled").is_dir()
+
+
+def test_the_transfer_monitor_scores_on_rank_0_while_the_other_waits(demo_db: Path, tmp_path: Path) -> None:
+    """Rank 0 alone holds the held-out images, scores them and keeps ``best``; rank 1 goes on to
+    the next step's collectives and waits there: no hang, each score logged once."""
+    tasks = _classification_tasks(demo_db, tmp_path)
+    monitor = {"tasks": tasks, "task_names": ["density"], "every_steps": 2, "max_images": 40}
+    config = _config(
+        tmp_path,
+        "two",
+        tasks,
+        **{
+            "training.max_steps": 3,
+            "training.transfer_monitor": monitor,
+            "training.select_best_by": "transfer",
+        },
+    )
+    pair = _torchrun(2, "pretrain", str(config))
+    assert pair.wait(timeout=300) == 0, _output(pair)
+    records = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    transfer = [r for r in records if r["kind"] == "transfer"]
+    assert [r["step"] for r in transfer] == [0, 2, 3]
+    means = [r["mean"] for r in transfer]
+    best = json.loads((tmp_path / "two" / "checkpoints" / "best" / "config.json").read_text())
+    assert best["training"]["step"] == transfer[means.index(max(means))]["step"]

@@ -15,10 +15,10 @@ from medfoundry.evaluation.finetune import FinetuneConfig, FinetuneResult, finet
 from medfoundry.evaluation.predictions import N_ITEMS
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder
 from medfoundry.evaluation.probes import (
-    KNNProbe,
     LabelledFeatures,
-    LinearProbe,
     ProbeConfig,
+    ProbeMode,
+    fit_probe,
     labelled_features,
     probe_accumulator,
 )
@@ -116,14 +116,8 @@ def run_probe_cell(
     """Fit the cell's probe (``linear`` or ``knn``) on frozen features; score every test set."""
     inputs = cell_data(cell, data)
     train = features.labelled(inputs.train)
-    if cell.mode == "linear":
-        probe: LinearProbe | KNNProbe = LinearProbe(
-            data.task, cfg.c_values, max_iter=cfg.max_iter, class_weight=cfg.class_weight
-        ).fit(train, features.labelled(inputs.val))
-    else:
-        probe = KNNProbe(data.task, k=cfg.k, temperature=cfg.temperature, class_weight=cfg.class_weight).fit(
-            train
-        )
+    mode: ProbeMode = "linear" if cell.mode == "linear" else "knn"
+    probe = fit_probe(mode, data.task, train, features.labelled(inputs.val), cfg)
     rows, items = [], {}
     for test_center, records in inputs.tests.items():
         test = features.labelled(records)

@@ -27,7 +27,7 @@ from medfoundry.released import is_released
 from medfoundry.training.checkpoint import load_checkpoint_config
 from medfoundry.training.model_loading import load_multitask_model
 
-__all__ = ["PretrainedEncoder", "load_encoder", "looks_like_path", "weights_sha256"]
+__all__ = ["PretrainedEncoder", "load_encoder", "looks_like_path", "pooled_levels", "weights_sha256"]
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,7 @@ class PretrainedEncoder(nn.Module):
             levels: Which maps (``-1``: the deepest, the default, as probes and heads use it;
                 ``[-2, -1]``: also the one above it).
         """
-        maps = self.encoder(images)
-        return torch.cat([maps[level].float().mean(dim=(-2, -1)) for level in levels], dim=1)
+        return pooled_levels(self.encoder(images), levels)
 
     def model_config(self, **decoders: object) -> ModelConfig:
         """A ``ModelConfig`` that rebuilds this architecture (weights not included)."""
@@ -145,6 +144,12 @@ def load_encoder(
         else:
             loaded = _from_timm(text, pretrained, image_size, model_kwargs)
     return loaded.to(device).eval()
+
+
+def pooled_levels(maps: Sequence[torch.Tensor], levels: Sequence[int] = (-1,)) -> torch.Tensor:
+    """Global averages of the pyramid maps at ``levels``, concatenated: ``(B, sum of their
+    channels)`` float32 (every embedding of an encoder's pyramid is pooled this one way)."""
+    return torch.cat([maps[level].float().mean(dim=(-2, -1)) for level in levels], dim=1)
 
 
 def weights_sha256(module: nn.Module) -> str:

@@ -38,6 +38,8 @@ __all__ = [
     "LabelledFeatures",
     "LinearProbe",
     "ProbeConfig",
+    "ProbeMode",
+    "fit_probe",
     "labelled_features",
     "log_loss",
     "probe_accumulator",
@@ -45,6 +47,9 @@ __all__ = [
 ]
 
 EPS = 1e-7
+
+ProbeMode = Literal["linear", "knn"]
+"""The study modes that fit a probe on frozen features."""
 
 
 @dataclass(frozen=True)
@@ -288,6 +293,22 @@ class KNNProbe:
             prior = np.nan_to_num(np.nanmean(targets, axis=0), nan=0.5)
         filled: np.ndarray = np.where(total > 0, mean, prior)
         return filled
+
+
+def fit_probe(
+    mode: ProbeMode,
+    task: TaskType,
+    train: LabelledFeatures,
+    val: LabelledFeatures,
+    cfg: ProbeConfig,
+) -> LinearProbe | KNNProbe:
+    """The probe of a ``linear`` or ``knn`` mode, fitted with ``cfg``'s settings (``val`` chooses
+    the logistic regression's ``C``; the kNN does not read it)."""
+    if mode == "linear":
+        return LinearProbe(task, cfg.c_values, max_iter=cfg.max_iter, class_weight=cfg.class_weight).fit(
+            train, val
+        )
+    return KNNProbe(task, k=cfg.k, temperature=cfg.temperature, class_weight=cfg.class_weight).fit(train)
 
 
 def log_loss(probabilities: np.ndarray, targets: np.ndarray, balanced: bool = False) -> float:

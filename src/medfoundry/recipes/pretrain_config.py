@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from medfoundry.config_io import (
     IsPath,
@@ -20,6 +20,7 @@ from medfoundry.config_io import (
 from medfoundry.data.augment import AugmentConfig
 from medfoundry.data.cache import CacheSettings
 from medfoundry.errors import ConfigError
+from medfoundry.evaluation.transfer_monitor import TransferMonitorConfig
 from medfoundry.models.config import ModelConfig
 from medfoundry.tasks.database import is_source_path, read_tasks
 from medfoundry.tasks.spec import DatabaseTask, check_unique_names
@@ -32,6 +33,7 @@ __all__ = [
     "default_cache_dir",
     "load_pretrain_config",
     "read_config",
+    "read_monitor_tasks",
     "read_tasks",
 ]
 
@@ -109,6 +111,13 @@ class TrainingConfig(_Frozen):
         use_channels_last: Channels-last memory layout for model and images (faster convolutions
             on tensor-core GPUs).
         enable_cudnn_benchmark: Let cuDNN pick the fastest convolution algorithms (GPU).
+        transfer_monitor: Score frozen features on held-out tasks during the run (at step 0,
+            every ``every_steps`` and at the last step; ``evaluation.transfer_monitor``);
+            ``None``: off.
+        select_best_by: What ``checkpoints/best`` is the best of: ``loss`` (the lowest mean
+            validation loss of the pretraining tasks) or ``transfer`` (the highest mean score of
+            the transfer monitor on the held-out tasks' validation splits; needs
+            ``transfer_monitor``).
     """
 
     strategy: Literal["memory_constant", "joint"] = "memory_constant"
@@ -128,6 +137,19 @@ class TrainingConfig(_Frozen):
     enable_compile: bool = False
     use_channels_last: bool = False
     enable_cudnn_benchmark: bool = True
+    transfer_monitor: TransferMonitorConfig | None = None
+    select_best_by: Literal["loss", "transfer"] = "loss"
+
+    @field_validator("select_best_by")
+    @classmethod
+    def _transfer_needs_a_monitor(cls, value: str, info: ValidationInfo) -> str:
+        if (
+            value == "transfer"
+            and info.data.get("transfer_monitor") is None
+            and "transfer_monitor" in info.data
+        ):
+            raise ValueError("'transfer' needs training.transfer_monitor (the held-out tasks to score)")
+        return value
 
 
 class PretrainConfig(_Frozen):
@@ -160,7 +182,8 @@ class PretrainConfig(_Frozen):
 
 def load_pretrain_config(path: Path, overrides: Sequence[str] = ()) -> PretrainConfig:
     """Read a pretraining config. Relative paths written in it (``run_dir``, ``tasks``, task
-    sources) are relative to the file; those of ``overrides`` to the current folder.
+    sources, ``training.transfer_monitor.tasks``) are relative to the file; those of
+    ``overrides`` to the current folder.
 
     Raises:
         ConfigError: every problem of the file, one per line.
@@ -169,11 +192,17 @@ def load_pretrain_config(path: Path, overrides: Sequence[str] = ()) -> PretrainC
     return validate_config(PretrainConfig, read_config(path, overrides), str(path))
 
 
-_RUN_PATHS = path_keys("run_dir", "tasks", where=lambda value: isinstance(value, str))
+_MONITOR = "training.transfer_monitor"
+_RUN_PATHS = path_keys("run_dir", "tasks", f"{_MONITOR}.tasks", where=lambda value: isinstance(value, str))
 
 
 def _is_pretrain_path(key: str, value: Any) -> bool:
-    return _RUN_PATHS(key, value) or is_source_path(key, value)
+    monitored = key.removeprefix(f"{_MONITOR}.") if key.startswith(f"{_MONITOR}.tasks.") else None
+    return (
+        _RUN_PATHS(key, value)
+        or is_source_path(key, value)
+        or (monitored is not None and is_source_path(monitored, value))
+    )
 
 
 def read_config(
@@ -195,4 +224,21 @@ def read_config(
     raw = apply_overrides(raw, overrides, is_path=is_path)
     if "tasks" in raw:
         raw["tasks"] = read_tasks(raw["tasks"], path)
-    return raw
+    return read_monitor_tasks(raw, path)
+
+
+def read_monitor_tasks(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``raw`` with ``training.transfer_monitor.tasks`` read as ``read_tasks`` reads ``tasks``
+    (relative to ``path``'s folder); the sections on the way are copied, ``raw`` is not changed.
+
+    Raises:
+        ConfigError: the task database file is missing, not YAML or not a list of tasks.
+    """
+    training = raw.get("training")
+    if not isinstance(training, dict):
+        return raw
+    monitor = training.get("transfer_monitor")
+    if not isinstance(monitor, dict) or "tasks" not in monitor:
+        return raw
+    monitor = {**monitor, "tasks": read_tasks(monitor["tasks"], path)}
+    return {**raw, "training": {**training, "transfer_monitor": monitor}}

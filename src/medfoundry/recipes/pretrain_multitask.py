@@ -3,7 +3,8 @@
 ``run(cfg)`` reads top to bottom: ``prepare_run`` checks the tasks and their data and builds the
 model, optimizers and data streams (``recipes.pretrain_setup``; everything that can fail on user
 input fails before the run folder is created), then the loop: set the learning rate, one shared
-step (round-robin over tasks, per-task backward), log, validate, save resumable checkpoints.
+step (round-robin over tasks, per-task backward), log, validate, score transfer to held-out
+tasks (``training.transfer_monitor``), save resumable checkpoints.
 
 The same code runs as one process or as several under ``torchrun`` (one per GPU, or gloo
 processes on a CPU): each rank trains on its slice of every global batch, gradients are averaged
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from medfoundry.evaluation.transfer_monitor import TransferScores
 from medfoundry.recipes.pretrain_config import PretrainConfig
 from medfoundry.recipes.pretrain_setup import PretrainRun, prepare_run
 from medfoundry.training.checkpoint import save_checkpoint
@@ -76,6 +78,7 @@ def _train(r: PretrainRun) -> None:
     with r.dist.failures_reported(), progress_bar as progress:
         if not r.resumed:
             _validate_and_keep_best(r, progress)  # the untrained baseline of every task
+            _score_transfer(r, progress)
         while r.step < r.total_steps:
             _set_learning_rates(r)
             started = time.perf_counter()
@@ -104,6 +107,8 @@ def _train(r: PretrainRun) -> None:
             epoch_end = r.step % r.sampler.steps_per_epoch == 0
             if epoch_end or last or (t.val_every_steps and r.step % t.val_every_steps == 0):
                 _validate_and_keep_best(r, progress)
+            if t.transfer_monitor is not None and (last or r.step % t.transfer_monitor.every_steps == 0):
+                _score_transfer(r, progress)
             if r.previews and r.dist.is_main and (last or _every(r.step, t.preview_every_steps)):
                 r.previews.save(r.model, r.step)
             if epoch_end or last or r.step % t.checkpoint_every_steps == 0:
@@ -154,23 +159,39 @@ def _set_learning_rates(r: PretrainRun) -> None:
 
 
 def _validate_and_keep_best(r: PretrainRun, progress: TrainingProgress) -> None:
-    """Validate every task; rank 0 logs the results and saves ``best`` on a new lowest mean loss."""
+    """Validate every task; rank 0 logs the results and, with ``select_best_by: loss``, saves
+    ``best`` on a new lowest mean loss."""
     results = validate(r.model, r.tasks, r.val_loaders, device=r.device, autocast_dtype=r.autocast_dtype)
     mean_loss = sum(result["loss"] for result in results.values()) / len(results)
     if r.metrics_log is not None:
         flat = {f"{task}/{k}": v for task, result in results.items() for k, v in result.items()}
         r.metrics_log.log(r.step, "val", {**flat, "mean_loss": mean_loss})
         progress.print(_val_line(r.step, results, mean_loss))
-        if mean_loss < r.best_val_loss:
+        if r.cfg.training.select_best_by == "loss" and mean_loss < r.best_val_loss:
             metrics = {"val": results, "val_mean_loss": mean_loss}
             save_checkpoint(r.run_dir / "checkpoints" / "best", r.model, _checkpoint_config(r, metrics))
     r.best_val_loss = min(r.best_val_loss, mean_loss)
+
+
+def _score_transfer(r: PretrainRun, progress: TrainingProgress) -> None:
+    """Rank 0 scores the held-out tasks, logs the scores and, with ``select_best_by: transfer``,
+    saves ``best`` on a new highest mean score (the other ranks have no monitor)."""
+    if r.monitor is None or r.metrics_log is None:
+        return
+    scores = r.monitor.score(r.model.encoder, device=r.device)
+    r.metrics_log.log(r.step, "transfer", scores.metrics())
+    progress.print(_transfer_line(r.step, scores))
+    if r.cfg.training.select_best_by == "transfer" and scores.mean > r.best_transfer:
+        metrics = {"transfer": scores.scores, "transfer_mean": scores.mean}
+        save_checkpoint(r.run_dir / "checkpoints" / "best", r.model, _checkpoint_config(r, metrics))
+    r.best_transfer = max(r.best_transfer, scores.mean)
 
 
 def _save_last_checkpoint(r: PretrainRun) -> None:
     trainer_state = capture_trainer_state(
         r.step,
         best_val_loss=r.best_val_loss,
+        best_transfer=r.best_transfer,
         nonfinite_streak=r.nonfinite_streak,
         consumed=r.sampler.state(),
         optimizers=r.optimizers,
@@ -232,3 +253,14 @@ def _val_line(step: int, results: dict[str, dict[str, float]], mean_loss: float)
         ]
         parts.append(f"{task}: {', '.join(shown)}")
     return f"[cyan]val @ step {step}[/] mean loss {mean_loss:.3f} | " + " | ".join(parts)
+
+
+def _transfer_line(step: int, scores: TransferScores) -> str:
+    parts = [
+        f"{task}: " + ", ".join(f"{probe} {v:.3f}" for probe, v in by_probe.items())
+        for task, by_probe in scores.scores.items()
+    ]
+    return (
+        f"[magenta]transfer @ step {step}[/] mean {scores.mean:.3f} ({scores.seconds:.1f} s) | "
+        + " | ".join(parts)
+    )

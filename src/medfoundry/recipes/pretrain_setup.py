@@ -25,6 +25,11 @@ from medfoundry.data import (
     load_task_data,
 )
 from medfoundry.errors import ConfigError, DataError
+from medfoundry.evaluation.transfer_monitor import (
+    TransferMonitor,
+    check_monitor_levels,
+    load_transfer_monitor,
+)
 from medfoundry.models.build import build_multitask_model
 from medfoundry.models.multitask_model import MultiTaskModel
 from medfoundry.recipes.pretrain_config import PretrainConfig
@@ -50,7 +55,11 @@ log = logging.getLogger(__name__)
 @dataclass
 class PretrainRun:
     """What the training loop runs on, and the loop's own state (``step``, ``best_val_loss``,
-    ``nonfinite_streak``: restored when the run continues)."""
+    ``best_transfer``, ``nonfinite_streak``: restored when the run continues).
+
+    ``monitor`` (the transfer monitor) exists on rank 0 only: it scores, logs and keeps ``best``
+    there while the other ranks go on to the next step's collectives and wait.
+    """
 
     cfg: PretrainConfig
     run_dir: Path
@@ -69,8 +78,10 @@ class PretrainRun:
     metrics_log: MetricsLog | None
     total_steps: int
     resumed: bool
+    monitor: TransferMonitor | None = None
     step: int = 0
     best_val_loss: float = math.inf
+    best_transfer: float = -math.inf
     nonfinite_streak: int = 0
 
 
@@ -99,6 +110,7 @@ def prepare_run(cfg: PretrainConfig, resume: bool) -> PretrainRun:
     model = build_multitask_model(cfg.model, tasks)
     if dist.rank:
         torch.manual_seed(rank_seed(cfg.seed, dist.rank))  # in-model randomness differs per rank
+    monitor = dist.run_on_main(lambda: _load_monitor(cfg, model))  # in memory: nothing to undo
     data = _load_data_on_every_rank(cfg, tasks, dist)  # last: decoding into the cache is the slow check
     try:
         dist.run_on_main(lambda: prepare_run_folder(run_dir, resolved, start))
@@ -178,8 +190,10 @@ def prepare_run(cfg: PretrainConfig, resume: bool) -> PretrainRun:
         metrics_log=MetricsLog(run_dir, resume_step=step if resumed else None) if dist.is_main else None,
         total_steps=t.max_steps or t.epochs * sampler.steps_per_epoch,
         resumed=resumed,
+        monitor=monitor,
         step=step,
         best_val_loss=state["best_val_loss"] if state else math.inf,
+        best_transfer=state.get("best_transfer", -math.inf) if state else -math.inf,
         nonfinite_streak=state["nonfinite_streak"] if state else 0,
     )
     log.info(
@@ -192,6 +206,16 @@ def prepare_run(cfg: PretrainConfig, resume: bool) -> PretrainRun:
         dist.world_size,
     )
     return run
+
+
+def _load_monitor(cfg: PretrainConfig, model: MultiTaskModel) -> TransferMonitor | None:
+    """The transfer monitor with its held-out images in memory, or ``None`` when it is off."""
+    monitor = cfg.training.transfer_monitor
+    if monitor is None:
+        return None
+    encoder = cfg.model.encoder.name
+    check_monitor_levels(monitor.probe.feature_levels, len(model.encoder.feature_info), encoder)
+    return load_transfer_monitor(monitor, image_size=cfg.model.image_size, num_workers=cfg.data.num_workers)
 
 
 def _check_batch_sizes(batch_sizes: dict[str, int], dist: DistributedContext) -> None:

@@ -17,7 +17,7 @@ __all__ = ["MetricsLog", "read_metrics"]
 
 
 class MetricsLog:
-    """Appends metric records; each has ``step``, ``kind`` (``train``/``val``) and values.
+    """Appends metric records; each has ``step``, ``kind`` (``train``, ``val``, ``transfer``) and values.
 
     Args:
         run_dir: Run folder; writes ``metrics.jsonl`` and ``tensorboard/`` there.

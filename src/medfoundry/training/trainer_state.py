@@ -1,7 +1,7 @@
 """What a resumable checkpoint must hold beyond the weights, and putting it back.
 
 Optimizer states, the fp16 loss scaler, the batches each task's stream has consumed, the step,
-the best validation loss, the non-finite streak and the RNG states. RNG states are kept per
+the best validation loss and transfer score, the non-finite streak and the RNG states. RNG states are kept per
 rank: resuming with the same number of processes restores each rank's stream exactly; with a
 different number, each rank is re-seeded from (seed, step, rank) and the run says so.
 """
@@ -30,6 +30,7 @@ def capture_trainer_state(
     step: int,
     *,
     best_val_loss: float,
+    best_transfer: float,
     nonfinite_streak: int,
     consumed: dict[str, int],
     optimizers: Optimizers,
@@ -42,6 +43,7 @@ def capture_trainer_state(
     return {
         "step": step,
         "best_val_loss": best_val_loss,
+        "best_transfer": best_transfer,
         "nonfinite_streak": nonfinite_streak,
         "world_size": dist.world_size,
         "sampler": consumed,
@@ -66,7 +68,8 @@ def restore_trainer_state(
     """Load weights and trainer state from ``checkpoint`` into ``model`` and ``optimizers``.
 
     Returns:
-        The trainer state (``step``, ``best_val_loss``, ``nonfinite_streak``, ``sampler``, ...).
+        The trainer state (``step``, ``best_val_loss``, ``best_transfer`` (absent from
+        checkpoints written before the transfer monitor), ``nonfinite_streak``, ``sampler``, ...).
 
     Raises:
         ConfigError: the checkpoint is damaged or its state does not fit this run.

@@ -1,0 +1,340 @@
+"""Transfer to held-out tasks, measured while a model pretrains: frozen features, probes, a score.
+
+Pretraining's validation loss says how well the model does its own tasks, not whether its
+encoder transfers. The monitor answers the second question during the run: it embeds the
+training and validation images of chosen held-out tasks with the encoder as it is, fits the
+study's probes on the pooled features (class-balanced logistic regression with ``C`` chosen on
+the validation split, cosine kNN; ``evaluation.probes``) and scores each task's primary metric
+on its validation split.
+
+The splits are the study's (``load_study_task_data`` with the same split settings), so the
+monitor's validation split is the one a study selects on. The test split is never read: its
+rows are listed, as a study lists them, but not one of its images is decoded. The logistic
+regression's ``C`` is chosen on the split it is scored on: an optimistic number, but the same
+bias at every step, which is what ranking steps needs (report the study's test scores instead).
+
+Setup decodes at most ``max_images`` training and ``max_images`` validation images per task
+once, at the model's input size, and holds them in memory as the cache stores them (uint8 or
+float16); an evaluation is forward passes and probe fits, nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from torch import nn
+
+from medfoundry.data.cache import CacheSettings, prepare_arrays
+from medfoundry.data.fractions import NestedFractions
+from medfoundry.data.record import Record
+from medfoundry.data.task_records import DEFAULT_IGNORE_INDEX
+from medfoundry.errors import ConfigError
+from medfoundry.evaluation.pretrained_encoder import pooled_levels
+from medfoundry.evaluation.probes import (
+    LabelledFeatures,
+    ProbeConfig,
+    ProbeMode,
+    fit_probe,
+    labelled_features,
+    probe_metrics,
+)
+from medfoundry.evaluation.study_data import load_study_task_data
+from medfoundry.registry import unknown_name_message
+from medfoundry.tasks import TaskType, build_task, with_classes
+from medfoundry.tasks.spec import DatabaseTask, TaskSpec, check_unique_names
+from medfoundry.training.rng import rng_state, set_rng_state
+
+__all__ = [
+    "HeldOutSplit",
+    "MonitoredTask",
+    "TransferMonitor",
+    "TransferMonitorConfig",
+    "TransferScores",
+    "check_monitor_levels",
+    "load_transfer_monitor",
+    "unit_range",
+]
+
+PROBE_MODES: tuple[ProbeMode, ...] = ("linear", "knn")
+
+KEY = "training.transfer_monitor"
+"""Where the monitor's settings live in a pretraining config (error messages name it)."""
+
+
+class TransferMonitorConfig(BaseModel):
+    """Which held-out tasks to score during pretraining, how often and how.
+
+    Args:
+        tasks: The held-out task database: a list of task specs (in a YAML file also the path of
+            a task database, e.g. the corpus's ``heldout_tasks.yaml``, relative to that file).
+        task_names: The tasks to score; each must exist in ``tasks`` and take probes
+            (classification, multilabel).
+        every_steps: Score every this many shared steps (and at step 0 and the last step).
+        max_images: At most this many images of each task's training split, and as many of its
+            validation split: a stratified subset drawn once (the study's nested fractions).
+        probes: ``linear`` (logistic regression) and / or ``knn``.
+        probe: Probe settings, as a study's ``probe`` section (``feature_levels``: the pooled
+            pyramid levels; ``batch_size``: images per forward pass; ``num_workers`` is not
+            used: the images are in memory).
+        split_seed: The study's ``split_seed``: seeds the split of rows without one, and the subsets.
+        val_fraction: The study's ``val_fraction``.
+        test_fraction: The study's ``test_fraction`` (the test rows are set aside, never read).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tasks: list[DatabaseTask] = Field(min_length=1)
+    task_names: list[str] = Field(min_length=1)
+    every_steps: int = Field(default=100, ge=1)
+    max_images: int = Field(default=1000, ge=1)
+    probes: list[ProbeMode] = Field(default_factory=lambda: list(PROBE_MODES), min_length=1)
+    probe: ProbeConfig = ProbeConfig()
+    split_seed: int = 0
+    val_fraction: float = Field(default=0.2, ge=0, lt=1)
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_task_names(cls, tasks: list[DatabaseTask]) -> list[DatabaseTask]:
+        check_unique_names(tasks)
+        return tasks
+
+    @field_validator("task_names")
+    @classmethod
+    def _known_task_names(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        tasks = info.data.get("tasks")
+        known = [t.name for t in tasks] if tasks is not None else None  # bad tasks: reported there
+        unknown = [n for n in names if known is not None and n not in known]
+        if unknown:
+            raise ValueError("; ".join(unknown_name_message("task", n, known or []) for n in unknown))
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"names must be unique; repeated: {', '.join(repeated)}")
+        return names
+
+    @field_validator("probes")
+    @classmethod
+    def _unique_probes(cls, probes: list[ProbeMode]) -> list[ProbeMode]:
+        return list(dict.fromkeys(probes))
+
+    @property
+    def selected_tasks(self) -> list[DatabaseTask]:
+        """The monitored task specs, in ``task_names`` order."""
+        by_name = {t.name: t for t in self.tasks}
+        return [by_name[n] for n in self.task_names]
+
+
+@dataclass(frozen=True)
+class HeldOutSplit:
+    """One split's subset of a monitored task, in memory.
+
+    Attributes:
+        records: The records (rows of the task's source).
+        images: ``(N, C, S, S)`` uint8 or float16 as the cache stores them (C = 1 or 3).
+        targets: Their labels, as ``LabelledFeatures.targets``.
+    """
+
+    records: list[Record]
+    images: torch.Tensor
+    targets: np.ndarray
+
+
+@dataclass(frozen=True)
+class MonitoredTask:
+    """A held-out task's training and validation subsets."""
+
+    task: TaskType
+    train: HeldOutSplit
+    val: HeldOutSplit
+
+
+@dataclass(frozen=True)
+class TransferScores:
+    """One evaluation of the monitor.
+
+    Attributes:
+        scores: Task -> probe -> the task's primary metric on its validation subset.
+        mean: Mean over tasks and probes (NaN when any score is NaN: never a new best).
+        seconds: Wall time of the evaluation.
+    """
+
+    scores: dict[str, dict[str, float]]
+    mean: float
+    seconds: float
+
+    def metrics(self) -> dict[str, float]:
+        """Flat values for the metrics log: ``<task>/<probe>``, ``mean`` and ``seconds``."""
+        flat = {
+            f"{task}/{probe}": v for task, by_probe in self.scores.items() for probe, v in by_probe.items()
+        }
+        return {**flat, "mean": self.mean, "seconds": self.seconds}
+
+
+class TransferMonitor:
+    """Scores an encoder's frozen, pooled features on held-out tasks (see the module docstring).
+
+    Args:
+        tasks: Task name -> its subsets in memory (``load_transfer_monitor`` builds them).
+        probes: The probes to fit on each task.
+        probe: Probe settings (``feature_levels``, ``batch_size``, the probes' own).
+    """
+
+    def __init__(
+        self, tasks: Mapping[str, MonitoredTask], *, probes: Sequence[ProbeMode], probe: ProbeConfig
+    ) -> None:
+        self.tasks = dict(tasks)
+        self.probes = list(probes)
+        self.probe = probe
+
+    def score(self, encoder: nn.Module, *, device: torch.device) -> TransferScores:
+        """Embed every subset with ``encoder`` (eval mode, fp32, no gradients), fit the probes and
+        score them. The encoder's train / eval mode and every global RNG state are put back, so a
+        run that is monitored trains exactly as one that is not.
+
+        Args:
+            encoder: Maps ``(B, 3, S, S)`` images in [0, 1] to a list of feature maps (a pyramid).
+            device: Where ``encoder`` lives.
+        """
+        started = time.perf_counter()
+        rng, was_training = rng_state(), encoder.training
+        encoder.eval()
+        try:
+            scores = {name: self._score_task(t, encoder, device) for name, t in self.tasks.items()}
+        finally:
+            encoder.train(was_training)
+            set_rng_state(rng)
+        values = [v for by_probe in scores.values() for v in by_probe.values()]
+        return TransferScores(scores, float(np.mean(values)), time.perf_counter() - started)
+
+    def _score_task(self, t: MonitoredTask, encoder: nn.Module, device: torch.device) -> dict[str, float]:
+        train, val = (
+            LabelledFeatures(self._embed(encoder, split.images, device), split.targets)
+            for split in (t.train, t.val)
+        )
+        metric = str(t.task.primary_metric)
+        return {
+            mode: probe_metrics(
+                t.task, fit_probe(mode, t.task, train, val, self.probe).predict(val.features), val.targets
+            ).get(metric, math.nan)
+            for mode in self.probes
+        }
+
+    @torch.no_grad()
+    def _embed(self, encoder: nn.Module, images: torch.Tensor, device: torch.device) -> np.ndarray:
+        parts = [
+            pooled_levels(encoder(unit_range(batch).to(device)), self.probe.feature_levels).cpu()
+            for batch in images.split(self.probe.batch_size)
+        ]
+        return torch.cat(parts).numpy()
+
+
+def unit_range(images: torch.Tensor) -> torch.Tensor:
+    """Cached pixels ``(B, C, S, S)`` (uint8, or float16 in [0, 1]) as the model's input:
+    ``(B, 3, S, S)`` float32 in [0, 1], grey replicated, exactly as ``TaskDataset`` gives them.
+
+    Examples:
+        >>> images = unit_range(torch.full((2, 1, 4, 4), 255, dtype=torch.uint8))
+        >>> tuple(images.shape), images.dtype, float(images.max())
+        ((2, 3, 4, 4), torch.float32, 1.0)
+    """
+    unit = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+    return unit.expand(-1, 3, -1, -1)
+
+
+def load_transfer_monitor(
+    cfg: TransferMonitorConfig, *, image_size: int, num_workers: int = 0
+) -> TransferMonitor:
+    """Check the monitored tasks, draw their subsets and decode them into memory at ``image_size``.
+
+    Args:
+        cfg: The monitor's settings.
+        image_size: The model's input side.
+        num_workers: Processes that decode the images.
+
+    Raises:
+        ConfigError: a task that takes no probes (one line per task, all together).
+        DataError: a task's data cannot be read, or it has no validation rows.
+    """
+    specs = [with_classes(spec) for spec in cfg.selected_tasks]
+    tasks = {spec.name: build_task(spec) for spec in specs}
+    problems = [
+        f"{KEY}.task_names: task '{name}' ({task.spec.type}) cannot be monitored: its study modes "
+        f"({', '.join(task.evaluation_modes) or 'none'}) lack {', '.join(lacking)}; monitor "
+        "classification or multilabel tasks"
+        for name, task in tasks.items()
+        if (lacking := [m for m in cfg.probes if m not in task.evaluation_modes])
+    ]
+    if problems:
+        raise ConfigError(problems)
+    monitored = {}
+    for spec in specs:
+        task = tasks[spec.name]
+        data = load_study_task_data(
+            spec,
+            task,
+            split_seed=cfg.split_seed,
+            val_fraction=cfg.val_fraction,
+            test_fraction=cfg.test_fraction,
+        )
+        monitored[spec.name] = MonitoredTask(
+            task,
+            *(
+                _held_out_split(spec, task, data.splits[split], split, cfg, image_size, num_workers)
+                for split in ("train", "val")
+            ),
+        )
+    return TransferMonitor(monitored, probes=cfg.probes, probe=cfg.probe)
+
+
+def check_monitor_levels(levels: Sequence[int], num_levels: int, encoder_name: str) -> None:
+    """Every pooled level must be a level of the encoder's pyramid.
+
+    Raises:
+        ConfigError: one line per missing level.
+    """
+    problems = [
+        f"{KEY}.probe.feature_levels: {level} is not a level of encoder {encoder_name} "
+        f"({num_levels} levels: 0 is the finest, -1 the deepest)"
+        for level in levels
+        if not -num_levels <= level < num_levels
+    ]
+    if problems:
+        raise ConfigError(problems)
+
+
+def _held_out_split(
+    spec: TaskSpec,
+    task: TaskType,
+    records: list[Record],
+    split: str,
+    cfg: TransferMonitorConfig,
+    image_size: int,
+    num_workers: int,
+) -> HeldOutSplit:
+    """A stratified subset of at most ``max_images`` of ``records``, decoded into memory."""
+    if len(records) > cfg.max_images:
+        # the study's nested, stratified order (each record alone, not whole groups)
+        records = NestedFractions(records, cfg.split_seed, task.ignore_index, keep_groups=False).subset(
+            cfg.max_images / len(records)
+        )
+    prepared = prepare_arrays(
+        f"{spec.name}-transfer-{split}",
+        records,
+        task.target,
+        size=image_size,
+        preprocessing=spec.preprocessing,
+        num_classes=len(spec.classes),
+        ignore_index=DEFAULT_IGNORE_INDEX if task.ignore_index is None else task.ignore_index,
+        cache=CacheSettings(folder=None, num_workers=num_workers),  # held here, written nowhere
+    )
+    arrays = prepared.arrays
+    images = torch.from_numpy(np.asarray(arrays.arrays["images"][arrays.rows])).permute(0, 3, 1, 2)
+    no_features = np.zeros((len(prepared.records), 0), np.float32)
+    targets = labelled_features(no_features, prepared.records).targets
+    return HeldOutSplit(prepared.records, images.contiguous(), targets)
