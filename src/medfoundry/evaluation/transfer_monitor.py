@@ -32,8 +32,7 @@ from torch import nn
 
 from medfoundry.data.cache import CacheSettings, prepare_arrays
 from medfoundry.data.fractions import NestedFractions
-from medfoundry.data.record import Record
-from medfoundry.data.task_records import DEFAULT_IGNORE_INDEX
+from medfoundry.data.record import DEFAULT_IGNORE_INDEX, Record
 from medfoundry.errors import ConfigError
 from medfoundry.evaluation.pretrained_encoder import pooled_levels
 from medfoundry.evaluation.probes import (
