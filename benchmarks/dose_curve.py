@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from medfoundry.evaluation.pretrained_encoder import load_encoder
+from medfoundry.evaluation.probes import ProbeConfig
 from medfoundry.evaluation.transfer_monitor import (
     TransferMonitor,
     TransferMonitorConfig,
     load_transfer_monitor,
 )
-
-from medfoundry.evaluation.pretrained_encoder import load_encoder
-from medfoundry.evaluation.probes import ProbeConfig
 from medfoundry.tasks import load_task_database
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
