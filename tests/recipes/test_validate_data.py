@@ -8,6 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from medfoundry.cli.main import app
+from medfoundry.tasks import TASK_TYPES
 from tests.conftest import tiny_config
 
 runner = CliRunner()
@@ -53,7 +54,7 @@ def test_problems_of_every_task_exit_2(tmp_path: Path) -> None:
         f"error: task 'a': {tmp_path / 'a.csv'}, row 2: file not found: {tmp_path / 'missing.png'}",
         f"error: task 'b': {tmp_path / 'b.csv'}: missing column(s) label (found: image)",
         "error: task 'c': unknown task type 'segmentaton'; did you mean 'segmentation'? "
-        "(valid: classification, detection, masked_image, multilabel, segmentation)",
+        f"(valid: {', '.join(TASK_TYPES.names())})",
     ]
 
 
