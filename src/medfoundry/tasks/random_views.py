@@ -2,8 +2,9 @@
 
 A two-view task needs a different crop, rotation and intensity change for every image of a batch;
 ``transforms.v2`` draws one set of parameters per call, so the transform is called per image.
-At the demo's scale (32 images of 64 px) that costs about a millisecond per image, small beside
-the encoder's forward and backward passes.
+Measured as part of the step: the demo recipe with one two-view task (batch 32, two views, the
+encoder run on 64 images) takes 1.86 s a step on 2 CPU cores against 1.53 s without the task
+(docs/masked_image.md); the views are not timed on their own.
 """
 
 from __future__ import annotations
