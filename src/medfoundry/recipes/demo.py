@@ -38,7 +38,7 @@ from medfoundry.evaluation.study_data import ALL
 from medfoundry.evaluation.study_tables import saving_sentence
 from medfoundry.output_folders import claim_output_folder
 from medfoundry.recipes import evaluate, pretrain_multitask
-from medfoundry.recipes.evaluate_config import load_study_config
+from medfoundry.recipes.evaluate_config import BASELINES, load_study_config
 from medfoundry.recipes.pretrain_config import load_pretrain_config
 from medfoundry.tasks import TASK_TYPES
 from medfoundry.training.progress import ProgressLines
@@ -193,10 +193,10 @@ def _print_headline(console: Console, study_dir: Path) -> None:
     summary = _read(study_dir / "summary.csv")
     paired = _read(study_dir / "paired.csv")
     console.rule("[bold]headline")
-    for row in _read(study_dir / "efficiency.csv"):
-        task, mode, metric = row["task"], row["mode"], row["metric"]
-        if (row["encoder"], mode) != ("pretrained", "linear"):
-            continue
+    efficiency = [r for r in _read(study_dir / "efficiency.csv") if r["mode"] == "linear"]
+    for task in dict.fromkeys(r["task"] for r in efficiency):
+        rows = [r for r in efficiency if r["task"] == task and r["encoder"] not in BASELINES]
+        metric = rows[0]["metric"]
         console.print(
             f"[bold]{task}[/] ({HELDOUT_DOMAINS.get(task, 'held out')}): {metric}, linear probe, "
             "mean over seeds [95% test-set bootstrap interval]"
@@ -204,16 +204,19 @@ def _print_headline(console: Console, study_dir: Path) -> None:
         curve = [
             r
             for r in summary
-            if (r["task"], r["mode"], r["metric"], r["train_center"]) == (task, mode, metric, ALL)
+            if (r["task"], r["mode"], r["metric"], r["train_center"]) == (task, "linear", metric, ALL)
         ]
         for encoder in dict.fromkeys(r["encoder"] for r in curve):
             mine = [r for r in curve if r["encoder"] == encoder]
             cells = [_score(r, f"{float(r['fraction']):.0%}") for r in _by(mine, "fraction")]
             cells += [_score(r, f"{r['shots']}-shot") for r in _by(mine, "shots")]
             console.print(f"  {encoder:<11} " + "  ".join(cells))
-        for against in ("random", "pixels"):
-            console.print("  " + _few_label_verdict(paired, task, mode, against))
-        console.print("  " + saving_sentence({k: _value(v) for k, v in row.items()}))
+        for row in rows:  # each encoder under test (the run's own, a released one) against the baselines
+            for against in ("random", "pixels"):
+                console.print(
+                    "  " + _few_label_verdict(paired, task, encoder=row["encoder"], against=against)
+                )
+            console.print("  " + saving_sentence({k: _value(v) for k, v in row.items()}))
     console.print(
         f"\nreport: {study_dir / 'report.html'}  "
         "(tables: summary.csv, paired.csv, efficiency.csv; raw: results.csv)"
@@ -231,18 +234,18 @@ def _score(row: dict[str, str], label: str) -> str:
     return f"{label} {float(row['mean']):.3f}{interval}"
 
 
-def _few_label_verdict(paired: list[dict[str, str]], task: str, mode: str, against: str) -> str:
+def _few_label_verdict(paired: list[dict[str, str]], task: str, *, encoder: str, against: str) -> str:
     """Where, at up to ``FEW_LABELS`` of the labels or in k-shot, the paired 95% interval of
-    (pretrained - ``against``) lies above or below zero."""
+    the linear probe's (``encoder`` - ``against``) lies above or below zero."""
     rows = [
         r
         for r in paired
         if (r["encoder"], r["reference"], r["task"], r["mode"], r["test_center"])
-        == ("pretrained", against, task, mode, ALL)
+        == (encoder, against, task, "linear", ALL)
         and (not r["fraction"] or float(r["fraction"]) <= FEW_LABELS)
     ]
     if not rows:
-        return f"vs {against}: not compared"
+        return f"{encoder} vs {against}: not compared"
     better: list[str] = []
     worse: list[str] = []
     unclear: list[str] = []
@@ -256,7 +259,10 @@ def _few_label_verdict(paired: list[dict[str, str]], task: str, mode: str, again
         for name, items in (("better", better), ("worse", worse), ("no clear difference", unclear))
         if items
     ]
-    return f"vs {against} (paired 95% intervals, up to {FEW_LABELS:.0%} of the labels): " + "; ".join(parts)
+    return (
+        f"{encoder} vs {against} (paired 95% intervals, up to {FEW_LABELS:.0%} of the labels): "
+        + "; ".join(parts)
+    )
 
 
 def _value(text: str) -> Any:

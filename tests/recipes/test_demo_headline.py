@@ -1,0 +1,90 @@
+"""The demo's headline: every encoder under test (the demo's own run and a released encoder)
+gets its verdicts against random init and the raw pixels and its saving sentence; baselines do not."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from rich.console import Console
+
+from medfoundry.recipes import demo
+
+TASK = "heldout_nuclei_count"
+ENCODERS = ("pretrained", "released", "random", "pixels")
+
+
+def _write(path: Path, rows: list[dict[str, object]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _study(folder: Path) -> Path:
+    base = {"task": TASK, "mode": "linear", "metric": "balanced_accuracy", "train_center": "all"}
+    summary = [
+        {
+            **base,
+            "encoder": e,
+            "fraction": f,
+            "shots": "",
+            "mean": 0.5 + 0.1 * i + f / 10,
+            "test_ci95_low": 0.4,
+            "test_ci95_high": 0.9,
+        }
+        for i, e in enumerate(ENCODERS)
+        for f in (0.01, 1.0)
+    ]
+    # released: better than random at 1 % (interval above 0); pretrained: worse (below 0)
+    diffs = {"pretrained": (-0.05, -0.08, -0.02), "released": (0.06, 0.03, 0.09)}
+    paired = [
+        {
+            "encoder": e,
+            "reference": ref,
+            "task": TASK,
+            "mode": "linear",
+            "fraction": 0.01,
+            "shots": "",
+            "test_center": "all",
+            "difference": d,
+            "diff_ci95_low": lo,
+            "diff_ci95_high": hi,
+        }
+        for e, (d, lo, hi) in diffs.items()
+        for ref in ("random", "pixels")
+    ]
+    efficiency = [
+        {
+            "encoder": e,
+            "task": TASK,
+            "mode": "linear",
+            "metric": "balanced_accuracy",
+            "reference": "random linear @ 100%",
+            "reference_score": 0.7,
+            "reference_n_train": 600,
+            "fraction_needed": 0.25 if e == "released" else "nan",
+            "n_train_needed": 150 if e == "released" else "nan",
+            "full_data_score": 0.8,
+        }
+        for e in ("pretrained", "released", "pixels")
+    ]
+    _write(folder / "summary.csv", summary)
+    _write(folder / "paired.csv", paired)
+    _write(folder / "efficiency.csv", efficiency)
+    return folder
+
+
+def test_headline_judges_every_encoder_under_test_and_no_baseline(tmp_path: Path) -> None:
+    console = Console(record=True, width=400)
+    demo._print_headline(console, _study(tmp_path))
+    text = console.export_text()
+    assert "pretrained vs random (paired 95% intervals, up to 10% of the labels): worse at 1% -0.050" in text
+    assert "released vs random (paired 95% intervals, up to 10% of the labels): better at 1% +0.060" in text
+    assert "released vs pixels" in text and "pretrained vs pixels" in text
+    assert "released (linear) on heldout_nuclei_count: reached random linear @ 100%" in text
+    assert "450 labels (75%) saved" in text
+    assert "pretrained (linear) on heldout_nuclei_count: no labels shown saved" in text
+    assert "pixels vs" not in text and "pixels (linear) on" not in text  # a baseline is not judged
+    for encoder in ENCODERS:  # every encoder's scores are listed
+        assert f"  {encoder} " in text
