@@ -7,9 +7,14 @@ the file it points to. So:
 - ``refuse_links`` checks a folder that is about to be written to: no entry below it may be a
   symbolic link. The folder itself, and the folders above it, may be links (``runs ->
   /scratch/runs`` is a common set-up): that is the user's own choice of where to write;
-- ``write_file_atomically`` and ``open_for_append`` open files with ``O_NOFOLLOW``, so a link
-  that appears after the check is refused too, and temporary files are created with
-  ``O_EXCL``;
+- every write goes through one of three writers: ``write_file_atomically`` (text or bytes),
+  ``write_file_with`` (a writer function: npz, CSV, parquet) and ``write_folder_atomically``
+  (checkpoints, exports). Each fills a temporary sibling named by ``temporary_name``
+  (``.name.tmp-HOST-PID``, the one temporary-name scheme) and renames it into place, so readers
+  never see half a file; files are opened with ``O_NOFOLLOW`` and ``O_EXCL``, so a link that
+  appears after the check is refused too; ``open_for_append`` refuses links the same way;
+- ``remove_orphans`` deletes the temporary files and folders of processes of this host that are
+  gone, by ``process_alive``, the one liveness check (claims of study workers use it too);
 - ``check_creatable`` tells, before anything is written, whether a folder can be created
   (its nearest existing parent is a writable folder), so that a run that cannot write its
   outputs fails before it caches or trains.
@@ -23,7 +28,7 @@ import errno
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -35,11 +40,14 @@ __all__ = [
     "make_folder",
     "missing_folders",
     "open_for_append",
+    "process_alive",
     "refuse_links",
     "remove_empty_folders",
     "remove_orphans",
     "temporary_name",
     "write_file_atomically",
+    "write_file_with",
+    "write_folder_atomically",
 ]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -142,7 +150,7 @@ def remove_orphans(folder: Path) -> list[Path]:
         if tmp_at < 0 or marker not in name[tmp_at:]:
             continue
         pid_text = name[tmp_at:].rsplit("-", 1)[-1]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
+        if not pid_text.isdigit() or process_alive(int(pid_text)):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -159,18 +167,71 @@ def write_file_atomically(path: Path, content: str | bytes) -> Path:
     Raises:
         ConfigError: ``path`` cannot be written (e.g. no permission).
     """
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    return write_file_with(path, lambda f: f.write(data))
+
+
+def write_file_with(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Call ``write(f)`` on a new temporary file (binary; never through a link), then rename it
+    over ``path``: readers never see half a file, and a failed ``write`` leaves nothing.
+
+    Raises:
+        ConfigError: ``path`` cannot be written (e.g. no permission, disk full).
+    """
     path = Path(path)
     tmp = temporary_name(path)
-    data = content.encode("utf-8") if isinstance(content, str) else content
     try:
         with _open_new(tmp) as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # replaces a link at ``path`` itself, never its target
-    except OSError as e:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        raise ConfigError(f"{path}: cannot be written ({e.strerror or e})") from None
+        if isinstance(e, OSError):
+            raise ConfigError(f"{path}: cannot be written ({e.strerror or e})") from None
+        raise
+    return path
+
+
+def write_folder_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp_folder)``, then swap ``tmp_folder`` into ``path``.
+
+    A crash before the swap leaves the old folder untouched (and a temporary folder that the
+    next write, or ``remove_orphans``, deletes); a crash between the two renames leaves it as
+    ``.<name>.old``, which the checkpoint loaders pick up. Nothing is written through a symbolic
+    link.
+
+    Raises:
+        ConfigError: the folder cannot be written (a link in the way, no permission).
+    """
+    path = Path(path)
+    tmp = temporary_name(path)
+    old = path.parent / f".{path.name}.old"
+    created = missing_folders(path.parent)
+    make_folder(path.parent, "output folder")
+    remove_orphans(path.parent)
+    try:
+        _remove(tmp)
+        tmp.mkdir()
+        write(tmp)
+        refuse_links(tmp, "new folder")
+        for file in tmp.iterdir():
+            _fsync(file)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed write leaves nothing behind,
+        remove_empty_folders(created)  # not even the folders made for it
+        if isinstance(e, OSError):
+            raise ConfigError(f"{path}: cannot be written ({e.strerror or e})") from None
+        raise
+    if path.is_symlink():
+        raise ConfigError(f"{path}: is a symbolic link; medfoundry does not write through links")
+    if path.exists():
+        _remove(old)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    _fsync(path.parent)
+    _remove(old)
     return path
 
 
@@ -200,7 +261,8 @@ def _host() -> str:
     return "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (this process does; a zombie does not)."""
     if pid == os.getpid():
         return True
     try:
@@ -209,4 +271,24 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # another user's live process
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc (macOS): os.kill said it exists
+        return True
+    return state != "Z"
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, a link (not what it points to) or a folder tree."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from medfoundry.errors import ConfigError
+from medfoundry.safe_writes import write_folder_atomically
 from medfoundry.training.checkpoint import (
     load_checkpoint_config,
     load_model_weights,
     load_trainer_state,
     save_checkpoint,
-    write_atomically,
 )
 
 # what every checkpoint config holds besides its description: the model and the tasks
@@ -47,7 +47,7 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path: P
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        write_atomically(tmp_path / "last", crash)
+        write_folder_atomically(tmp_path / "last", crash)
     assert load_checkpoint_config(tmp_path / "last")["step"] == 1
     save_checkpoint(tmp_path / "last", model, {**REBUILD, "step": 2})  # cleans the stale temporary folder
     assert load_checkpoint_config(tmp_path / "last")["step"] == 2

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 
 from medfoundry.heartbeat import Heartbeat
+from medfoundry.safe_writes import process_alive, write_file_atomically
 
 __all__ = ["ClaimBoard"]
 
@@ -120,9 +121,7 @@ class ClaimBoard:
             again = _read(path)
             if again is not None and again != info:
                 return False  # someone else took it over between our two reads
-            tmp = path.with_name(f".{path.name}.{token}.tmp")
-            tmp.write_text(self._content(token))
-            os.replace(tmp, path)
+            write_file_atomically(path, self._content(token))
         finally:
             guard.unlink(missing_ok=True)
         log.info(
@@ -177,17 +176,5 @@ def _mtime(path: Path) -> float:
 
 
 def _running(pid: object) -> bool:
-    """Whether a process ``pid`` of this host runs (a zombie does not count)."""
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
+    """Whether a process ``pid`` of this host runs (``safe_writes.process_alive``)."""
+    return isinstance(pid, int) and process_alive(pid)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +24,7 @@ from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Record
 from medfoundry.data.task_dataset import Sample, TaskDataset
 from medfoundry.errors import ConfigError
+from medfoundry.safe_writes import write_file_with
 
 __all__ = [
     "PREPROCESSING",
@@ -160,9 +159,9 @@ def cached_features(
         feature_levels=feature_levels,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.npz")
-    np.savez(tmp, features=features, images=np.array([str(r.image) for r in records]))
-    os.replace(tmp, path)  # a killed run never leaves a half-written cache entry
+    images = np.array([str(r.image) for r in records])
+    # a killed run never leaves a half-written cache entry
+    write_file_with(path, lambda f: np.savez(f, features=features, images=images))
     return features
 
 
@@ -212,20 +211,16 @@ def write_embeddings(
     path = Path(path)
     check_embeddings_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     if path.suffix.lower() == ".npz":
         arrays = {"ids": np.array(list(ids), dtype=str), "features": features, **metadata}
-        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub mistypes **kwds
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        return write_file_with(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-        flat = pa.array(np.ascontiguousarray(features, dtype=np.float32).reshape(-1))
-        embedding = pa.FixedSizeListArray.from_arrays(flat, features.shape[1])
-        table = pa.table({"id": pa.array(list(ids), pa.string()), "embedding": embedding})
-        pq.write_table(table.replace_schema_metadata(metadata), tmp)
-    os.replace(tmp, path)  # readers never see a half-written file
-    return path
+    flat = pa.array(np.ascontiguousarray(features, dtype=np.float32).reshape(-1))
+    embedding = pa.FixedSizeListArray.from_arrays(flat, features.shape[1])
+    table = pa.table({"id": pa.array(list(ids), pa.string()), "embedding": embedding})
+    return write_file_with(path, lambda f: pq.write_table(table.replace_schema_metadata(metadata), f))
 
 
 def _stack_images(samples: Sequence[Sample]) -> torch.Tensor:

@@ -11,12 +11,12 @@ the arrays of two cells of the same task line up item by item.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from medfoundry.safe_writes import write_file_with
 
 __all__ = ["N_ITEMS", "load_predictions", "save_predictions"]
 
@@ -31,10 +31,7 @@ def save_predictions(path: Path, items: Mapping[str, Mapping[str, np.ndarray]]) 
     arrays = {
         f"{test}/{name}": np.asarray(array) for test, named in items.items() for name, array in named.items()
     }
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub mistypes **kwds
-    os.replace(tmp, path)
-    return path
+    return write_file_with(path, lambda f: np.savez_compressed(f, **arrays))  # type: ignore[arg-type]
 
 
 def load_predictions(path: Path) -> dict[str, dict[str, np.ndarray]]:

@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
 import socket
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from medfoundry.evaluation.predictions import save_predictions
 from medfoundry.evaluation.study_data import ALL
+from medfoundry.safe_writes import write_file_atomically, write_file_with
 
 __all__ = [
     "CELL_KEYS",
@@ -187,22 +188,21 @@ def atomic_write_text(path: Path, text: str) -> Path:
     writers of the same file) only ever see a whole file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_file_atomically(path, text)
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
     """Write ``rows`` as CSV with ``columns``, atomically; floats keep full precision, ``None`` is empty."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+
+    def write(f: IO[bytes]) -> None:
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        writer = csv.DictWriter(text, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
+        text.flush()
+        text.detach()  # leave ``f`` open: write_file_with syncs and closes it
+
+    return write_file_with(path, write)
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ from medfoundry.output_folders import check_output_folder, claim_output_folder
 from medfoundry.recipes.evaluate_config import StudyConfig
 from medfoundry.recipes.evaluate_plan import StudyPlan, plan_study
 from medfoundry.recipes.evaluate_worker import spawned_worker, work, worker_device
-from medfoundry.safe_writes import refuse_links
+from medfoundry.safe_writes import refuse_links, remove_orphans
 from medfoundry.tasks import build_task
 
 __all__ = ["RUN_ONLY_KEYS", "read_study", "run"]
@@ -41,6 +41,8 @@ __all__ = ["RUN_ONLY_KEYS", "read_study", "run"]
 log = logging.getLogger(__name__)
 
 COMMAND = "evaluate"
+STUDY_WRITE_FOLDERS = ("cells", "predictions", "features", "checkpoints")
+"""The study folder's subfolders that workers write files into (under temporary names first)."""
 RUN_ONLY_KEYS = ("progress", "workers", "threads_per_worker", "claim_timeout_s", "device")
 """Keys that change how a study runs, not what it computes (jobs sharing a folder may differ in them)."""
 
@@ -62,6 +64,8 @@ def run(cfg: StudyConfig) -> Path:
     refuse_links(study_dir, "study folder")  # a rerun resumes whatever folder it is given
     _check_shared_folder(plan.cfg, study_dir)
     claim_output_folder(study_dir, COMMAND)
+    for folder in (study_dir, *(study_dir / name for name in STUDY_WRITE_FOLDERS)):
+        remove_orphans(folder)  # what killed workers left half-written; a live worker's files stay
     # live workers of other jobs read it: never half a file
     atomic_write_text(
         study_dir / "study.yaml", yaml.safe_dump(plan.cfg.model_dump(mode="json"), sort_keys=False)

@@ -241,11 +241,7 @@ def _baselines(cfg: StudyConfig, tasks: dict[str, TaskType], notes: list[str]) -
     names = {e.name for e in cfg.encoders}
     encoders: dict[str, StudyEncoder] = {}
     runs_probes = any(mode in PROBE_MODES for task in tasks.values() for mode in cfg.modes_of(task))
-    wanted = (
-        cfg.baselines
-        if cfg.baselines is not None
-        else (list(BASELINES) if runs_probes else [])
-    )
+    wanted = cfg.baselines if cfg.baselines is not None else (list(BASELINES) if runs_probes else [])
     base = next((e for e in cfg.encoders if not e.is_pixels and e.pretrained), None)
     for name in wanted:
         if name in names:

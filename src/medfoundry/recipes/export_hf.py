@@ -21,7 +21,7 @@ from medfoundry.errors import ConfigError
 from medfoundry.output_folders import check_output_folder, write_marker
 from medfoundry.recipes.export_timm import write_timm_folder
 from medfoundry.recipes.model_card import model_card
-from medfoundry.training.checkpoint import write_atomically
+from medfoundry.safe_writes import write_folder_atomically
 from medfoundry.training.model_loading import load_multitask_model
 
 __all__ = ["FOLDER_FILES", "push", "run", "without_local_paths"]
@@ -51,7 +51,7 @@ def run(checkpoint: Path, out_dir: Path) -> Path:
         (tmp / "README.md").write_text(model_card(public, model.encoder, timm_config), encoding="utf-8")
         write_marker(tmp, COMMAND, list_files=True)
 
-    return write_atomically(Path(out_dir), write)
+    return write_folder_atomically(Path(out_dir), write)
 
 
 def without_local_paths(config: dict[str, Any]) -> dict[str, Any]:

@@ -44,8 +44,8 @@ from medfoundry.errors import ConfigError
 from medfoundry.models.multitask_model import MultiTaskModel
 from medfoundry.output_folders import check_output_folder, write_marker
 from medfoundry.recipes.predict import supervised_tasks
+from medfoundry.safe_writes import write_folder_atomically
 from medfoundry.tasks import TASK_TYPES
-from medfoundry.training.checkpoint import write_atomically
 from medfoundry.training.checkpoint_config import library_versions
 from medfoundry.training.model_loading import load_multitask_model
 
@@ -169,7 +169,7 @@ def run(checkpoint: Path, out_dir: Path) -> Path:
         )
         write_marker(tmp, COMMAND, list_files=True)
 
-    return write_atomically(Path(out_dir), write)
+    return write_folder_atomically(Path(out_dir), write)
 
 
 def _export(

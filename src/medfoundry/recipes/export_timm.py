@@ -26,7 +26,7 @@ import torch
 from medfoundry.errors import ConfigError
 from medfoundry.models.encoder import Encoder
 from medfoundry.output_folders import check_output_folder, write_marker
-from medfoundry.training.checkpoint import write_atomically
+from medfoundry.safe_writes import write_folder_atomically
 from medfoundry.training.model_loading import load_multitask_model
 
 __all__ = ["COMMAND", "run", "write_timm_folder"]
@@ -50,7 +50,7 @@ def run(checkpoint: Path, out_dir: Path) -> Path:
         write_timm_folder(tmp, checkpoint, encoder, config=config)
         write_marker(tmp, COMMAND, list_files=True)
 
-    return write_atomically(Path(out_dir), write)
+    return write_folder_atomically(Path(out_dir), write)
 
 
 def write_timm_folder(folder: Path, checkpoint: Path, encoder: Encoder, *, config: dict[str, Any]) -> None:

@@ -30,8 +30,9 @@ from medfoundry.errors import ConfigError
 from medfoundry.output_folders import check_output_folder, write_marker
 from medfoundry.recipes.predict_inputs import PredictionImages, as_geometry, prediction_records
 from medfoundry.recipes.predict_outputs import PredictedBatch, prediction_writer
+from medfoundry.safe_writes import write_folder_atomically
 from medfoundry.tasks import TASK_TYPES, TaskSpec, build_task
-from medfoundry.training.checkpoint import load_checkpoint_config, write_atomically
+from medfoundry.training.checkpoint import load_checkpoint_config
 from medfoundry.training.checkpoint_config import library_versions
 from medfoundry.training.device import resolve_device
 from medfoundry.training.model_loading import load_multitask_model
@@ -113,7 +114,7 @@ def run(cfg: PredictConfig) -> Path:
         (tmp / "prediction.json").write_text(json.dumps(_metadata(cfg, spec, image_size, files), indent=2))
         write_marker(tmp, "predict", list_files=True)
 
-    written = write_atomically(output, write)
+    written = write_folder_atomically(output, write)
     log.info("%d samples of %s predicted by task '%s' into %s", len(records), cfg.input, spec.name, written)
     return written
 

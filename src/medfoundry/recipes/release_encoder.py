@@ -24,7 +24,8 @@ from medfoundry import released
 from medfoundry.errors import ConfigError
 from medfoundry.recipes.export_hf import without_local_paths
 from medfoundry.released import RELEASE_FILE, WEIGHTS_FILE, file_sha256
-from medfoundry.training.checkpoint import CONFIG_FILE, load_checkpoint_config, write_atomically
+from medfoundry.safe_writes import write_folder_atomically
+from medfoundry.training.checkpoint import CONFIG_FILE, load_checkpoint_config
 from medfoundry.training.model_loading import load_multitask_model
 
 __all__ = ["run"]
@@ -74,7 +75,7 @@ def run(
         (tmp / CARD_FILE).write_text(Path(card).read_text(encoding="utf-8"), encoding="utf-8")
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomically(folder, write)
+    return write_folder_atomically(folder, write)
 
 
 def main(argv: list[str] | None = None) -> None:

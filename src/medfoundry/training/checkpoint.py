@@ -15,8 +15,6 @@ half-written checkpoint: at every moment either the old or the new one is comple
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +25,7 @@ from torch import nn
 
 from medfoundry.errors import ConfigError
 from medfoundry.released import is_released, released_folder
-from medfoundry.safe_writes import (
-    make_folder,
-    missing_folders,
-    refuse_links,
-    remove_empty_folders,
-    remove_orphans,
-    temporary_name,
-)
+from medfoundry.safe_writes import write_folder_atomically
 from medfoundry.training.checkpoint_config import check_checkpoint_config
 from medfoundry.training.state_io import flatten_state, unflatten_state
 
@@ -45,7 +36,6 @@ __all__ = [
     "load_model_weights",
     "load_trainer_state",
     "save_checkpoint",
-    "write_atomically",
 ]
 
 CHECKPOINT_FORMAT = "medfoundry-checkpoint"
@@ -80,63 +70,7 @@ def save_checkpoint(
             safetensors.torch.save_file(tensors, str(tmp / STATE_TENSORS_FILE))
             (tmp / STATE_JSON_FILE).write_text(json.dumps(skeleton))
 
-    return write_atomically(path, write)
-
-
-def write_atomically(path: Path, write: Any) -> Path:
-    """Call ``write(tmp_folder)``, then swap ``tmp_folder`` into ``path``.
-
-    A crash before the swap leaves the old folder untouched (and a temporary folder that the
-    next write, or ``remove_orphans``, deletes); a crash between the two renames leaves it as
-    ``.<name>.old``, which the loaders pick up. Nothing is written through a symbolic link.
-
-    Raises:
-        ConfigError: the folder cannot be written (a link in the way, no permission).
-    """
-    path = Path(path)
-    tmp = temporary_name(path)
-    old = path.parent / f".{path.name}.old"
-    created = missing_folders(path.parent)
-    make_folder(path.parent, "output folder")
-    remove_orphans(path.parent)
-    try:
-        _remove(tmp)
-        tmp.mkdir()
-        write(tmp)
-        refuse_links(tmp, "new checkpoint")
-        for file in tmp.iterdir():
-            _fsync(file)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)  # a failed write leaves nothing behind,
-        remove_empty_folders(created)  # not even the folders made for it
-        if isinstance(e, OSError):
-            raise ConfigError(f"{path}: cannot be written ({e.strerror or e})") from None
-        raise
-    if path.is_symlink():
-        raise ConfigError(f"{path}: is a symbolic link; medfoundry does not write through links")
-    if path.exists():
-        _remove(old)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    _fsync(path.parent)
-    _remove(old)
-    return path
-
-
-def _remove(path: Path) -> None:
-    """Delete a file, a link (not what it points to) or a folder tree."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return write_folder_atomically(path, write)
 
 
 def _resolve(path: Path) -> Path:
