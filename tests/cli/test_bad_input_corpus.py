@@ -850,6 +850,7 @@ def test_validate_data_reports_what_it_changed_and_warns(real: RealPixels, tmp_p
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())  # rich wraps long lines
     assert "classes 'Benign' and 'benign' differ only in case" in text
+    assert "class 'Benign' has 3 samples (fewer than 5)" in text  # the table's word for what is counted
     assert "0.png: alpha channel dropped" in text
     assert "notes.txt: not a DICOM file; passed over" in text
     assert "enlarged more than 4x to the cached 224 px" in text

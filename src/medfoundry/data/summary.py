@@ -10,7 +10,7 @@ import numpy as np
 from medfoundry.data.record import Record, TargetKind
 from medfoundry.data.task_records import TaskData, case_variants
 
-__all__ = ["FEW_EXAMPLES", "MAX_UPSAMPLING", "TaskSummary", "summarize_task"]
+__all__ = ["COUNTED_AS", "FEW_EXAMPLES", "MAX_UPSAMPLING", "TaskSummary", "summarize_task"]
 
 FEW_EXAMPLES = 5
 """A class with fewer examples than this gets a warning."""
@@ -44,6 +44,16 @@ class TaskSummary:
     warnings: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+COUNTED_AS: dict[TargetKind, str] = {
+    "label": "samples",
+    "multilabel": "positive samples",
+    "mask": "images showing it",
+    "boxes": "boxes",
+    "image": "",
+}
+"""What a class count counts, per target kind (validate-data's table and the few-examples warning)."""
 
 
 def summarize_task(name: str, target: TargetKind, classes: list[str], *, data: TaskData) -> TaskSummary:
@@ -105,9 +115,7 @@ def _warnings(target: TargetKind, classes: list[str], counts: dict[str, int], da
         f"classes {' and '.join(repr(name) for name in group)} differ only in case; are they one class?"
         for group in case_variants(classes)
     ]
-    what = {"label": "samples", "multilabel": "positive samples", "mask": "images", "boxes": "boxes"}.get(
-        target
-    )
+    what = COUNTED_AS[target]
     for name, count in counts.items():
         if count < FEW_EXAMPLES:
             warnings.append(f"class '{name}' has {count} {what} (fewer than {FEW_EXAMPLES})")

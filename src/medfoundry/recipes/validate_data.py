@@ -24,7 +24,7 @@ from rich.table import Table
 
 from medfoundry.config_io import apply_overrides, load_yaml, validate_config
 from medfoundry.data import TaskData, discard_new_caches, load_task_data
-from medfoundry.data.summary import TaskSummary, summarize_task
+from medfoundry.data.summary import COUNTED_AS, TaskSummary, summarize_task
 from medfoundry.errors import ConfigError, DataError, MedfoundryError
 from medfoundry.models.config import EncoderConfig
 from medfoundry.recipes.pretrain_config import DataConfig, load_pretrain_config, read_tasks
@@ -35,13 +35,6 @@ from medfoundry.tasks.spec import DatabaseTask, TaskSpec, check_unique_names
 __all__ = ["ValidateDataConfig", "load_validate_config", "run"]
 
 SHOWN_LINES = 20
-COUNTED_AS = {
-    "label": "samples",
-    "multilabel": "positive samples",
-    "mask": "images showing it",
-    "boxes": "boxes",
-    "image": "",
-}
 
 
 class ValidateDataConfig(BaseModel):
