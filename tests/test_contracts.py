@@ -6,7 +6,8 @@ refusal when the type has nothing to evaluate) and the ONNX export. A newly regi
 fails ``test_every_registered_task_type_has_an_example`` until it is given an example task
 below. Each source type (one valid task of it on crops of real packaged images, from
 ``tests/cli/corpus_inputs.py``) goes through a pretraining step, validate-data and embed, and its
-path fields are resolved against the task database that lists it; a new source type fails
+path fields are resolved against the task database that lists it, and the way it has
+``predict`` read new volumes (``prediction_reading``) is its own slicing; a new source type fails
 ``test_every_source_type_has_an_example`` until it has an example.
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 import pytest
 import yaml
 
-from medfoundry.data.sources import SOURCE_TYPES
+from medfoundry.data.sources import SOURCE_TYPES, PredictionReading
 from medfoundry.errors import ConfigError
 from medfoundry.evaluation.study_cells import read_results
 from medfoundry.recipes import embed, evaluate, export_onnx, pretrain_multitask, validate_data
@@ -213,6 +214,20 @@ def all_sources_run(all_sources_db: Path, tmp_path_factory: pytest.TempPathFacto
     cfg["data"]["val_fraction"] = 0.25
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))
     return pretrain_multitask.run(load_pretrain_config(root / "c.yaml"))
+
+
+SLICING = {"axis": "sagittal", "spacing_mm": (0.5, 0.75), "volume_index": 1}
+"""Settings other than the defaults, for the sources that slice volumes (those with these fields)."""
+
+
+@pytest.mark.parametrize("source_type", sorted(SOURCE_TYPES))
+def test_a_source_type_has_predict_read_volumes_as_it_slices_its_own(source_type: str) -> None:
+    cls = SOURCE_TYPES[source_type]
+    own = {name: value for name, value in SLICING.items() if name in cls.model_fields}
+    paths = {name: f"data/{name}" for name in cls.path_fields()}
+    reading = cls.model_validate({"type": source_type, **paths, **own}).prediction_reading()
+    assert isinstance(reading, PredictionReading)
+    assert reading == PredictionReading(**own)  # its own slicing; the defaults for 2D sources
 
 
 @pytest.mark.integration
