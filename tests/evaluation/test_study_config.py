@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ def test_bad_study_exits_2_with_one_line_and_writes_nothing(
     code, output = _evaluate(tmp_path, cfg)
     assert code == 2, output
     assert output.startswith("error: ") and len(output.strip().splitlines()) == 1, output
-    assert pytest.importorskip("re").search(message, output), output
+    assert re.search(message, output), output
     assert not (tmp_path / "study").exists()
 
 
