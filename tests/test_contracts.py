@@ -2,11 +2,13 @@
 
 Each task type goes through what every command does with a task on real packaged images (the
 demo database's crops): a pretraining step, validate-data, embed, a study cell (or a one-line
-refusal when the type has nothing to evaluate) and the ONNX export. A newly registered type
+refusal when the type has nothing to evaluate), the ONNX export and ``predict`` on new images
+(a label-free type refuses to predict). A newly registered type
 fails ``test_every_registered_task_type_has_an_example`` until it is given an example task
 below. Each source type (one valid task of it on crops of real packaged images, from
 ``tests/cli/corpus_inputs.py``) goes through a pretraining step, validate-data and embed, and its
-path fields are resolved against the task database that lists it; a new source type fails
+path fields are resolved against the task database that lists it, and the way it has
+``predict`` read new volumes (``prediction_reading``) is its own slicing; a new source type fails
 ``test_every_source_type_has_an_example`` until it has an example.
 """
 
@@ -23,10 +25,10 @@ import numpy as np
 import pytest
 import yaml
 
-from medfoundry.data.sources import SOURCE_TYPES
+from medfoundry.data.sources import SOURCE_TYPES, PredictionReading
 from medfoundry.errors import ConfigError
 from medfoundry.evaluation.study_cells import read_results
-from medfoundry.recipes import embed, evaluate, export_onnx, pretrain_multitask, validate_data
+from medfoundry.recipes import embed, evaluate, export_onnx, predict, pretrain_multitask, validate_data
 from medfoundry.recipes.embed import EmbedConfig
 from medfoundry.recipes.evaluate_config import StudyConfig
 from medfoundry.recipes.pretrain_config import load_pretrain_config, read_tasks
@@ -176,6 +178,50 @@ def test_study_cell_and_export(
         assert heads[task["name"]]["postprocess"] == cls.postprocess_text
 
 
+@pytest.fixture(scope="module")
+def new_images(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """A folder of three real packaged images (the demo's crops), as new input to ``predict``."""
+    folder = tmp_path_factory.mktemp("new_images")
+    for image in sorted((demo_db.parent / "modality").glob("*.png"))[:3]:
+        shutil.copy(image, folder / image.name)
+    return sorted(folder.iterdir())
+
+
+def _predicted_ids(out: Path) -> list[str]:
+    """The ids of the images that ``predict`` wrote a prediction for, whatever the form."""
+    if (out / "predictions.csv").is_file():
+        return sorted(row["id"] for row in csv.DictReader((out / "predictions.csv").open()))
+    if (out / "masks.csv").is_file():
+        return sorted(row["id"] for row in csv.DictReader((out / "masks.csv").open()))
+    coco = json.loads((out / "detections.json").read_text())
+    return sorted(image["file_name"] for image in coco["images"])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("type_name", TYPES)
+def test_predict_writes_a_prediction_for_every_new_image(
+    type_name: str, contract_run: Path, new_images: list[Path], tmp_path: Path
+) -> None:
+    name = EXAMPLE_TASKS[type_name]
+    cfg = predict.PredictConfig(
+        checkpoint=contract_run / "checkpoints" / "last", input=new_images[0].parent,
+        output=tmp_path / "out", task=name, progress=False,
+    )  # fmt: skip
+    cls = TASK_TYPES.get(type_name)
+    if cls.primary_metric is None:  # label-free: no head to predict with
+        with pytest.raises(ConfigError, match=rf"no task '{name}' in this checkpoint"):
+            predict.run(cfg)
+        task = build_task(TaskSpec(name=name, type=type_name, source={"path": "t.csv"}))
+        with pytest.raises(ValueError, match="predicts nothing"):
+            task.predict(None, image_size=(32, 32))
+        return
+    out = predict.run(cfg)
+    metadata = json.loads((out / "prediction.json").read_text())
+    assert metadata["type"] == type_name and metadata["files"]
+    assert all((out / file).is_file() and (out / file).stat().st_size > 0 for file in metadata["files"])
+    assert _predicted_ids(out) == [image.name for image in new_images]
+
+
 SOURCE_EXAMPLES = {  # source type -> the task of that source type in ``all_sources_db``
     "coco": "coco",
     "dicom": "dcm",
@@ -213,6 +259,20 @@ def all_sources_run(all_sources_db: Path, tmp_path_factory: pytest.TempPathFacto
     cfg["data"]["val_fraction"] = 0.25
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))
     return pretrain_multitask.run(load_pretrain_config(root / "c.yaml"))
+
+
+SLICING = {"axis": "sagittal", "spacing_mm": (0.5, 0.75), "volume_index": 1}
+"""Settings other than the defaults, for the sources that slice volumes (those with these fields)."""
+
+
+@pytest.mark.parametrize("source_type", sorted(SOURCE_TYPES))
+def test_a_source_type_has_predict_read_volumes_as_it_slices_its_own(source_type: str) -> None:
+    cls = SOURCE_TYPES[source_type]
+    own = {name: value for name, value in SLICING.items() if name in cls.model_fields}
+    paths = {name: f"data/{name}" for name in cls.path_fields()}
+    reading = cls.model_validate({"type": source_type, **paths, **own}).prediction_reading()
+    assert isinstance(reading, PredictionReading)
+    assert reading == PredictionReading(**own)  # its own slicing; the defaults for 2D sources
 
 
 @pytest.mark.integration

@@ -119,9 +119,11 @@ def test_finetuning_changes_the_encoder_and_keeps_the_best_step(
         for k, v in result.model.encoder.state_dict().items()
     ]
     assert any(changed)
+    # evaluated at steps 2 and 4: the kept weights are the best evaluation's, and score as it did
+    assert [step for step, _ in result.curve] == [2, 4]
+    assert (result.best_step, result.best_score) == max(result.curve, key=lambda point: point[1])
     val = score_model(result.model, spec.name, task, records=splits["val"], image_size=32).compute()
-    if result.best_step:
-        assert val[metric] == pytest.approx(result.best_score)
+    assert val[metric] == pytest.approx(result.best_score)
     assert result.model_config.encoder.name == "resnet10t"
 
 

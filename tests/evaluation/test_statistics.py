@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from medfoundry.evaluation.bootstrap import Resampler, percentile_interval
+from medfoundry.evaluation.paired_table import paired_difference
 from medfoundry.evaluation.statistics import fraction_needed, identical_fractions, mean_confidence_interval
-from medfoundry.evaluation.study_tables import paired_difference
 
 
 def test_mean_std_and_t_interval_by_hand() -> None:

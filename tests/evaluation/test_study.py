@@ -16,8 +16,8 @@ import pytest
 import yaml
 from scipy import stats
 
+from medfoundry.evaluation.paired_table import paired_difference
 from medfoundry.evaluation.study_cells import RESULT_COLUMNS, read_results
-from medfoundry.evaluation.study_tables import paired_difference
 from medfoundry.recipes import evaluate, evaluate_worker
 from medfoundry.recipes.evaluate_config import StudyConfig
 from tests.evaluation.conftest import CENTERS, study_config, tasks_of

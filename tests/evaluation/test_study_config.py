@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from medfoundry.cli.main import app
+from medfoundry.corpus.tasks import TASKS as CORPUS_TASKS
 from medfoundry.recipes.evaluate_config import load_study_config
 from tests.evaluation.conftest import study_config, tasks_of
 
@@ -22,21 +24,18 @@ STUDIES = sorted([*ROOT.glob("configs/study_*.yaml"), *ROOT.glob("src/medfoundry
 runner = CliRunner()
 
 
-HELDOUT_LIKE = {  # the corpus's held-out task names (what the shipped studies select), by type
-    "classification": ["heldout_brain_region", "heldout_nuclei_count", "heldout_vesicle_membrane"],
-    "detection": ["heldout_nuclei_det"],
-    "segmentation": ["heldout_face_seg"],
-}
+HELDOUT = [task for task in CORPUS_TASKS.values() if task.heldout]
+"""The corpus's held-out tasks (what the shipped studies select), from its task registry."""
 
 
 @pytest.fixture(scope="module")
 def heldout_like_db(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo database's real tasks under the corpus's held-out names: the shipped studies
-    name those tasks, and the corpus itself takes minutes to build."""
-    tasks = yaml.safe_load(demo_db.read_text())["tasks"]
-    for task in tasks:
-        task["source"]["path"] = str(demo_db.parent / task["source"]["path"])
-    renamed = [{**task, "name": name} for task in tasks for name in HELDOUT_LIKE.get(task["type"], [])]
+    """A demo database task of the same type under each of the corpus's held-out names: the
+    shipped studies name those tasks, and the corpus itself takes minutes to build."""
+    by_type = {task["type"]: task for task in reversed(tasks_of(demo_db))}  # the first of each type
+    missing = sorted({t.type for t in HELDOUT} - set(by_type))
+    assert not missing, f"the demo database has no task of type {missing} to stand in for held-out tasks"
+    renamed = [{**by_type[heldout.type], "name": heldout.name} for heldout in HELDOUT]
     out = tmp_path_factory.mktemp("heldout_like") / "tasks.yaml"
     out.write_text(yaml.safe_dump({"tasks": renamed}))
     return out
@@ -132,7 +131,7 @@ def test_bad_study_exits_2_with_one_line_and_writes_nothing(
     code, output = _evaluate(tmp_path, cfg)
     assert code == 2, output
     assert output.startswith("error: ") and len(output.strip().splitlines()) == 1, output
-    assert pytest.importorskip("re").search(message, output), output
+    assert re.search(message, output), output
     assert not (tmp_path / "study").exists()
 
 

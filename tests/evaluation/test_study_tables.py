@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from medfoundry.evaluation.efficiency_table import saving_sentence
 from medfoundry.evaluation.report import _efficiency_table
-from medfoundry.evaluation.study_tables import saving_sentence
 
 ROW: dict[str, Any] = {
     "encoder": "pretrained",

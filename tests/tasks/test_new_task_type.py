@@ -1,10 +1,11 @@
-"""A task type defined and registered here, in a test module, runs through pretraining, a study
-and an ONNX export with no other file changed: recipes and evaluation ask the task, never its
-type name (the contract of ``medfoundry.tasks.task_type``)."""
+"""Task types defined and registered here, in a test module, run through pretraining, a study,
+an ONNX export and ``predict`` with no other file changed: recipes and evaluation ask the task,
+never its type name (the contract of ``medfoundry.tasks.task_type``)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -18,10 +19,19 @@ from torch import nn
 
 from medfoundry.data.record import TargetKind
 from medfoundry.evaluation.study_cells import read_results
-from medfoundry.recipes import evaluate, export_onnx, pretrain_multitask
+from medfoundry.recipes import evaluate, export_onnx, predict, pretrain_multitask
 from medfoundry.recipes.evaluate_config import StudyConfig
 from medfoundry.recipes.pretrain_config import load_pretrain_config
-from medfoundry.tasks import TASK_TYPES, ClassificationTask, TaskMetrics, TaskSpec, build_task
+from medfoundry.tasks import (
+    TASK_TYPES,
+    BoxPredictions,
+    ClassificationTask,
+    DetectionTask,
+    TaskMetrics,
+    TaskSpec,
+    build_task,
+)
+from medfoundry.tasks.detection import BoxTarget, FCOSOutput
 from medfoundry.tasks.task_type import EvaluationMode, FeatureKind, ProbeTargets
 from tests.conftest import tiny_config
 from tests.evaluation.conftest import study_config, tasks_of
@@ -121,3 +131,76 @@ def test_a_task_type_registered_in_a_test_pretrains_runs_a_study_and_exports(
     head = onnx_config["heads"]["technique"]
     assert head["type"] == TOY and head["postprocess"] == "softmax over the K logits"
     assert (tmp_path / "onnx" / "heads" / "technique.onnx").is_file()
+
+
+ONE_BOX = "one_box_detection"
+
+
+class OneBoxDetectionTask:
+    """At most one object per image: FCOS detection (by composition) that predicts only each
+    image's highest-scoring box."""
+
+    feature: ClassVar[FeatureKind] = "pyramid"
+    target: ClassVar[TargetKind] = "boxes"
+    primary_metric: ClassVar[str | None] = "map_50"
+    evaluation_modes: ClassVar[tuple[EvaluationMode, ...]] = ("frozen-decoder", "finetune")
+    probe_targets: ClassVar[ProbeTargets | None] = None
+    postprocess_text: ClassVar[str] = "FCOS, then each image's highest-scoring detection"
+    ignore_index: ClassVar[None] = None
+
+    def __init__(self, spec: TaskSpec) -> None:
+        self.spec = spec
+        self._detection = DetectionTask(spec.model_copy(update={"type": "detection"}))
+
+    def build_head(self, in_channels: int) -> nn.Module:
+        return self._detection.build_head(in_channels)
+
+    def loss(self, outputs: FCOSOutput, targets: Sequence[BoxTarget]) -> torch.Tensor:
+        return self._detection.loss(outputs, targets)
+
+    def metrics(self) -> TaskMetrics:
+        return self._detection.metrics()
+
+    def collate_targets(self, targets: Sequence[BoxTarget]) -> list[BoxTarget]:
+        return self._detection.collate_targets(targets)
+
+    def predict(self, outputs: FCOSOutput, *, image_size: tuple[int, int]) -> BoxPredictions:
+        found = self._detection.predict(outputs, image_size=image_size).detections
+        return BoxPredictions([{key: values[:1] for key, values in d.items()} for d in found])  # by score
+
+
+@pytest.fixture
+def one_box_registered() -> Iterator[None]:
+    TASK_TYPES.register(ONE_BOX)(OneBoxDetectionTask)
+    yield
+    TASK_TYPES.unregister(ONE_BOX)
+
+
+@pytest.mark.integration
+def test_a_box_task_type_registered_in_a_test_predicts_its_own_boxes(
+    demo_db: Path, one_box_registered: None, tmp_path: Path
+) -> None:
+    nuclei = next(t for t in tasks_of(demo_db) if t["name"] == "nuclei_det")
+    task = {**nuclei, "name": "nucleus", "type": ONE_BOX}
+    cfg = tiny_config(tmp_path / "run", [task], **{"training.max_steps": 1})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    checkpoint = pretrain_multitask.run(load_pretrain_config(tmp_path / "c.yaml")) / "checkpoints" / "last"
+    new = tmp_path / "new"  # three real nuclei tiles, as new images
+    new.mkdir()
+    images = sorted((demo_db.parent / "nuclei" / "images").glob("*.png"))[:3]
+    for image in images:
+        shutil.copy(image, new / image.name)
+
+    out = predict.run(
+        predict.PredictConfig(checkpoint=checkpoint, input=new, output=tmp_path / "out", progress=False)
+    )
+    coco = json.loads((out / "detections.json").read_text())
+    assert [image["file_name"] for image in coco["images"]] == [p.name for p in images]
+    per_image = [[a for a in coco["annotations"] if a["image_id"] == image["id"]] for image in coco["images"]]
+    # a fresh FCOS head scores every point near its prior, above the threshold: detection would
+    # write up to 100 boxes per image; this type writes its one best
+    assert [len(found) for found in per_image] == [1, 1, 1]
+    for (found,), image in zip(per_image, coco["images"], strict=True):
+        x, y, w, h = found["bbox"]
+        assert 0 < found["score"] <= 1 and found["category_id"] == 1
+        assert 0 <= x and 0 <= y and x + w <= image["width"] + 0.01 and y + h <= image["height"] + 0.01

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from medfoundry.evaluation.bootstrap import Resampler, percentile_interval
 from medfoundry.evaluation.claims import ClaimBoard
+from medfoundry.evaluation.efficiency_table import Reference
 from medfoundry.evaluation.features import cached_features, extract_features, write_embeddings
 from medfoundry.evaluation.finetune import FinetuneConfig, FinetuneResult, finetune, score_model
+from medfoundry.evaluation.paired_table import paired_difference
 from medfoundry.evaluation.pixel_encoder import PixelEncoder
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder, load_encoder
 from medfoundry.evaluation.probes import (
@@ -24,7 +26,7 @@ from medfoundry.evaluation.probes import (
 )
 from medfoundry.evaluation.report import StudyOutputs, write_study_outputs
 from medfoundry.evaluation.statistics import EFFICIENCY_RULE, fraction_needed, mean_confidence_interval
-from medfoundry.evaluation.study_tables import Reference, StudyTables, build_study_tables, paired_difference
+from medfoundry.evaluation.study_tables import StudyTables, build_study_tables
 
 __all__ = [
     "EFFICIENCY_RULE",

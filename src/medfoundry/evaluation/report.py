@@ -18,20 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from medfoundry.evaluation.bootstrap import Resampler
+from medfoundry.evaluation.efficiency_table import EFFICIENCY_COLUMNS, Reference, percent, saving_sentence
+from medfoundry.evaluation.paired_table import PAIRED_COLUMNS
 from medfoundry.evaluation.report_figures import curve_figure, embed_png, heatmap_figure
 from medfoundry.evaluation.statistics import EFFICIENCY_RULE
 from medfoundry.evaluation.study_cells import RESULT_COLUMNS, atomic_write_text, read_results, write_csv
 from medfoundry.evaluation.study_data import ALL
-from medfoundry.evaluation.study_tables import (
-    EFFICIENCY_COLUMNS,
-    PAIRED_COLUMNS,
-    SUMMARY_COLUMNS,
-    Reference,
-    StudyTables,
-    build_study_tables,
-    percent,
-    saving_sentence,
-)
+from medfoundry.evaluation.study_tables import StudyTables, build_study_tables
+from medfoundry.evaluation.summary_table import SUMMARY_COLUMNS
 from medfoundry.tasks.task_type import TaskType
 
 __all__ = ["StudyOutputs", "render_report", "write_study_outputs"]

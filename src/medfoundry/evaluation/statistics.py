@@ -2,7 +2,8 @@
 trained on the same subset, and the data-efficiency rule.
 
 The bootstrap intervals (test-set uncertainty, paired differences) are in ``bootstrap.py``; the
-tables that combine both are built in ``study_tables.py``.
+tables that combine both are built in ``study_tables.py`` (``summary_table.py``,
+``paired_table.py``, ``efficiency_table.py``).
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ from rich.console import Console
 
 from medfoundry.corpus import MIN_SOURCES, SOURCES, build_corpus
 from medfoundry.errors import DataError
+from medfoundry.evaluation.efficiency_table import saving_sentence
 from medfoundry.evaluation.study_data import ALL
-from medfoundry.evaluation.study_tables import saving_sentence
 from medfoundry.output_folders import claim_output_folder
 from medfoundry.recipes import evaluate, pretrain_multitask
 from medfoundry.recipes.evaluate_config import BASELINES, load_study_config

@@ -26,9 +26,9 @@ from medfoundry.config_io import load_yaml
 from medfoundry.errors import ConfigError
 from medfoundry.evaluation.bootstrap import Resampler
 from medfoundry.evaluation.claims import ClaimBoard
+from medfoundry.evaluation.efficiency_table import Reference
 from medfoundry.evaluation.report import StudyOutputs, write_study_outputs
 from medfoundry.evaluation.study_cells import atomic_write_text
-from medfoundry.evaluation.study_tables import Reference
 from medfoundry.output_folders import check_output_folder, claim_output_folder
 from medfoundry.recipes.evaluate_config import StudyConfig
 from medfoundry.recipes.evaluate_plan import StudyPlan, plan_study

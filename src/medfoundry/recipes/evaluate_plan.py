@@ -22,10 +22,10 @@ import timm
 
 from medfoundry.data.few_shot import smallest_class
 from medfoundry.errors import ConfigError, DataError
+from medfoundry.evaluation.efficiency_table import Reference
 from medfoundry.evaluation.pretrained_encoder import looks_like_path
 from medfoundry.evaluation.study_cells import Cell
 from medfoundry.evaluation.study_data import StudyTaskData, load_study_task_data
-from medfoundry.evaluation.study_tables import Reference
 from medfoundry.models.config import ModelConfig
 from medfoundry.recipes.evaluate_config import (
     BASELINES,

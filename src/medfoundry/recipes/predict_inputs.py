@@ -3,8 +3,9 @@
 INPUT is one of what the data layer reads (docs/data.md):
 
 - a 2D image file (PNG, JPEG, TIFF, BMP) or a DICOM file (every frame of a multi-frame file);
-- a NIfTI / NRRD volume, sliced along the task's axis (the task's ``source.axis`` and
-  ``spacing_mm`` when it was trained on volumes or DICOM series, else axial slices as stored);
+- a NIfTI / NRRD volume, sliced as the task's source slices its own volumes (its
+  ``prediction_reading``: ``axis``, ``spacing_mm`` and ``volume_index`` of a task trained on
+  volumes or DICOM series, else axial slices as stored);
 - a CSV/TSV manifest (its ``image`` column);
 - a folder of one kind of those: volumes, DICOM files (series become volumes), or images.
 
@@ -26,7 +27,13 @@ from medfoundry.data.images import IMAGE_SUFFIXES, check_file, is_dicom
 from medfoundry.data.preprocessing import Preprocessing, fit_to_size, to_channels
 from medfoundry.data.readers import FileReader, decode_record
 from medfoundry.data.record import DEFAULT_IGNORE_INDEX, Record
-from medfoundry.data.sources import DicomSource, ImageFolderSource, ManifestSource, VolumeSource
+from medfoundry.data.sources import (
+    DicomSource,
+    ImageFolderSource,
+    ManifestSource,
+    PredictionReading,
+    VolumeSource,
+)
 from medfoundry.data.sources.base import SourceBase, list_files
 from medfoundry.data.volumes import VOLUME_SUFFIXES
 from medfoundry.errors import DataError
@@ -54,30 +61,29 @@ def prediction_records(path: Path, spec: TaskSpec) -> tuple[list[Record], list[s
         if name.endswith(IMAGE_SUFFIXES):
             record = Record(path, None, 0, reader=FileReader(spec.preprocessing.intensity))
             return [record], [path.name]
-    source = _source(path, spec)
+    # a spec without a source (a head built by ``create_task``) was trained on no volumes
+    reading = spec.source.prediction_reading() if spec.source is not None else PredictionReading()
+    source = _source(path, reading)
     scan = source.scan(
         "image", classes=[], preprocessing=spec.preprocessing, ignore_index=DEFAULT_IGNORE_INDEX
     )
     if scan.problems:
         raise DataError(scan.problems)
-    root = path if path.is_dir() else path.parent
-    if isinstance(source, ManifestSource):
-        root = source.root or path.parent
+    root = path if path.is_dir() else path.parent  # a manifest's rows are relative to its folder
     return scan.records, [sample_id(r, root) for r in scan.records]
 
 
-def _source(path: Path, spec: TaskSpec) -> SourceBase:
-    """The data-layer source that reads INPUT (see the module docstring)."""
-    slicing = {key: getattr(spec.source, key) for key in ("axis", "spacing_mm") if hasattr(spec.source, key)}
-    volume_args = {**slicing, "volume_index": getattr(spec.source, "volume_index", None)}
+def _source(path: Path, reading: PredictionReading) -> SourceBase:
+    """The data-layer source that reads INPUT (see the module docstring), slicing volumes as
+    ``reading`` says (the task's own source's ``prediction_reading``)."""
     if path.is_file():
         name = path.name.lower()
         if name.endswith((".csv", ".tsv")):
             return ManifestSource(path=path)
         if name.endswith(VOLUME_SUFFIXES):
-            return VolumeSource(type="volume", images=path, **volume_args)
+            return _volumes(path, reading)
         if is_dicom(path):
-            return DicomSource(type="dicom", path=path, **slicing)
+            return _dicom(path, reading)
         raise DataError(
             f"{path}: cannot read this input; give an image (PNG, JPEG, TIFF, BMP), a DICOM file, a "
             "NIfTI/NRRD volume, a CSV/TSV manifest, or a folder of one of these kinds"
@@ -92,10 +98,24 @@ def _source(path: Path, spec: TaskSpec) -> SourceBase:
             f"(e.g. {kinds[present[1]][0]} is one of the {present[1]})"
         )
     if present[0] == "volumes":
-        return VolumeSource(type="volume", images=path, **volume_args)
+        return _volumes(path, reading)
     if present[0] == "DICOM files":
-        return DicomSource(type="dicom", path=path, **slicing)
+        return _dicom(path, reading)
     return ImageFolderSource(type="image_folder", path=path, extensions=IMAGE_SUFFIXES)
+
+
+def _volumes(path: Path, reading: PredictionReading) -> VolumeSource:
+    return VolumeSource(
+        type="volume",
+        images=path,
+        axis=reading.axis,
+        spacing_mm=reading.spacing_mm,
+        volume_index=reading.volume_index,
+    )
+
+
+def _dicom(path: Path, reading: PredictionReading) -> DicomSource:
+    return DicomSource(type="dicom", path=path, axis=reading.axis, spacing_mm=reading.spacing_mm)
 
 
 def _kinds(folder: Path) -> dict[str, list[Path]]:

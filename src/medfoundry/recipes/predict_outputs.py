@@ -1,14 +1,18 @@
-"""What ``medfoundry predict`` writes, one writer per kind of task output.
+"""What ``medfoundry predict`` writes, one writer per form of prediction.
 
-- classification and multilabel: ``predictions.csv``, one row per image (or slice, or frame):
-  ``id``, ``predicted`` (the top class; for multilabel every class at probability >= 0.5,
-  joined by ``|``) and ``probability/<class>`` for every class (softmax for classification,
-  sigmoid for multilabel);
-- segmentation: ``masks/<id>.png`` per 2D image (pixel value = class index, ``#`` in ids
-  becomes ``_``), and for a volume one label volume ``volumes/<name>.nii.gz`` on the input's
-  own voxel grid (shape, affine, orientation); ``masks.csv`` lists ``id`` -> file;
-- detection: ``detections.json`` in COCO format (``images`` with their size, ``categories``,
-  ``annotations`` with ``bbox`` [x, y, w, h] in pixels of the image and ``score``).
+The task turns its head's outputs into predictions (``TaskType.predict``); the form it returns
+(``medfoundry.tasks.predictions``) picks the writer, so a new task type that predicts one of
+these forms needs nothing here:
+
+- class probabilities (classification, multilabel): ``predictions.csv``, one row per image
+  (or slice, or frame): ``id``, ``predicted`` (the predicted classes, joined by ``|``: the top
+  class for classification, every class at probability >= 0.5 for multilabel) and
+  ``probability/<class>`` for every class (softmax for classification, sigmoid for multilabel);
+- per-pixel classes (segmentation): ``masks/<id>.png`` per 2D image (pixel value = class index,
+  ``#`` in ids becomes ``_``), and for a volume one label volume ``volumes/<name>.nii.gz`` on
+  the input's own voxel grid (shape, affine, orientation); ``masks.csv`` lists ``id`` -> file;
+- scored boxes (detection): ``detections.json`` in COCO format (``images`` with their size,
+  ``categories``, ``annotations`` with ``bbox`` [x, y, w, h] in pixels of the image and ``score``).
 
 Every prediction is brought back onto the image's own grid (``medfoundry.data.fit_inverse``):
 the decoded image's size, or for volume slices the slice's size before any in-plane resampling.
@@ -22,7 +26,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -32,9 +36,11 @@ from medfoundry.data.label_volumes import label_dtype, plane_shape, put_slice, w
 from medfoundry.data.record import Record
 from medfoundry.data.sources.base import file_stem
 from medfoundry.data.volumes import VolumeSliceReader
-from medfoundry.tasks import TaskType
+from medfoundry.tasks import BoxPredictions, ClassPredictions, PixelPredictions, Predictions, TaskType
 
-__all__ = ["PredictedBatch", "PredictionWriter", "prediction_writer"]
+__all__ = ["PredictedBatch", "PredictionWriter", "TaskPredictionWriter", "prediction_writer"]
+
+Form = TypeVar("Form", ClassPredictions, PixelPredictions, BoxPredictions)
 
 
 @dataclass
@@ -74,36 +80,77 @@ class PredictionWriter(Protocol):
         """Write what remains; return the files written, relative to the output folder."""
 
 
+class FormWriter(Protocol):
+    """Writes one form of prediction (see the module docstring)."""
+
+    def add(self, batch: PredictedBatch, predictions: Predictions) -> None:
+        """Take one batch's predictions (files may be written at once)."""
+
+    def finish(self) -> list[str]:
+        """Write what remains; return the files written, relative to the output folder."""
+
+
 def prediction_writer(
     task: TaskType, folder: Path, records: Sequence[Record], *, image_size: int
 ) -> PredictionWriter:
-    """The writer for ``task``'s type, writing into ``folder`` (``image_size``: the model's input side)."""
-    classes = list(task.spec.classes)
-    # by what the task predicts (its target kind), so a new task type of a known kind needs nothing here
-    if task.target in ("label", "multilabel"):
-        return ProbabilityWriter(folder, classes, multilabel=task.target == "multilabel")
-    if task.target == "mask":
+    """The writer of ``task``'s predictions into ``folder`` (``image_size``: the model's input side)."""
+    return TaskPredictionWriter(task, folder, records, image_size=image_size)
+
+
+class TaskPredictionWriter:
+    """Asks the task for each batch's predictions (``TaskType.predict``) and writes them with the
+    writer of their form, chosen at the first batch.
+
+    Args:
+        task: The task whose head made the outputs.
+        folder: The output folder.
+        records: Every sample that will be added (volumes are written once all their slices are in).
+        image_size: The model's input side.
+    """
+
+    def __init__(self, task: TaskType, folder: Path, records: Sequence[Record], *, image_size: int) -> None:
+        self.task, self.folder, self.records, self.image_size = task, folder, records, image_size
+        self.writer: FormWriter | None = None
+
+    def add(self, batch: PredictedBatch) -> None:
+        predictions = self.task.predict(batch.outputs, image_size=(self.image_size, self.image_size))
+        if self.writer is None:
+            self.writer = _form_writer(predictions, self.folder, list(self.task.spec.classes), self.records)
+        self.writer.add(batch, predictions)
+
+    def finish(self) -> list[str]:
+        return self.writer.finish() if self.writer is not None else []
+
+
+def _form_writer(
+    predictions: Predictions, folder: Path, classes: list[str], records: Sequence[Record]
+) -> FormWriter:
+    if isinstance(predictions, ClassPredictions):
+        return ProbabilityWriter(folder, classes)
+    if isinstance(predictions, PixelPredictions):
         return MaskWriter(folder, classes, records)
-    if task.target == "boxes":
-        return DetectionWriter(folder, classes, task, image_size=image_size)
-    raise ValueError(f"task type {task.spec.type} has no prediction output")
+    return DetectionWriter(folder, classes)
+
+
+def _expect(predictions: Predictions, form: type[Form]) -> Form:
+    """``predictions``, checked to be of the form its writer writes."""
+    if not isinstance(predictions, form):
+        raise TypeError(f"a task predicted {type(predictions).__name__} after {form.__name__} in one run")
+    return predictions
 
 
 class ProbabilityWriter:
     """``predictions.csv``: every class's probability per sample."""
 
-    def __init__(self, folder: Path, classes: list[str], multilabel: bool) -> None:
-        self.folder, self.classes, self.multilabel = folder, classes, multilabel
+    def __init__(self, folder: Path, classes: list[str]) -> None:
+        self.folder, self.classes = folder, classes
         self.rows: list[dict[str, str]] = []
 
-    def add(self, batch: PredictedBatch) -> None:
-        logits = batch.outputs.float()
-        probabilities = (logits.sigmoid() if self.multilabel else logits.softmax(dim=1)).cpu().numpy()
-        for sample_id, p in zip(batch.ids, probabilities, strict=True):
-            if self.multilabel:
-                predicted = "|".join(c for c, value in zip(self.classes, p, strict=True) if value >= 0.5)
-            else:
-                predicted = self.classes[int(p.argmax())]
+    def add(self, batch: PredictedBatch, predictions: Predictions) -> None:
+        found = _expect(predictions, ClassPredictions)
+        probabilities = found.probabilities.cpu().numpy()
+        for sample_id, p, chosen in zip(batch.ids, probabilities, found.predicted, strict=True):
+            predicted = "|".join(self.classes[i] for i in chosen)
             row = {"id": sample_id, "predicted": predicted}
             row.update({f"probability/{c}": f"{value:.6g}" for c, value in zip(self.classes, p, strict=True)})
             self.rows.append(row)
@@ -125,10 +172,11 @@ class MaskWriter:
         self.missing = Counter(r.image for r in records if isinstance(r.reader, VolumeSliceReader))
         self.volumes: dict[Path, np.ndarray] = {}
 
-    def add(self, batch: PredictedBatch) -> None:
+    def add(self, batch: PredictedBatch, predictions: Predictions) -> None:
+        class_scores = _expect(predictions, PixelPredictions).class_scores
         for i, (record, sample_id) in enumerate(zip(batch.records, batch.ids, strict=True)):
             logits, seen = restore_logits(
-                batch.outputs[i], batch.geometry[i], batch.decoded_hw[i], output_hw=batch.output_hw(i)
+                class_scores[i], batch.geometry[i], batch.decoded_hw[i], output_hw=batch.output_hw(i)
             )
             labels = logits.argmax(dim=0)
             labels[~seen] = 0  # the model never saw these pixels (a center crop): background
@@ -161,17 +209,16 @@ class MaskWriter:
 class DetectionWriter:
     """``detections.json``: COCO images, categories and scored annotations."""
 
-    def __init__(self, folder: Path, classes: list[str], task: Any, *, image_size: int) -> None:
-        self.folder, self.task, self.image_size = folder, task, image_size
+    def __init__(self, folder: Path, classes: list[str]) -> None:
+        self.folder = folder
         self.coco: dict[str, list[dict[str, Any]]] = {
             "images": [],
             "annotations": [],
             "categories": [{"id": i + 1, "name": name} for i, name in enumerate(classes)],
         }
 
-    def add(self, batch: PredictedBatch) -> None:
-        detections = self.task.postprocess(batch.outputs, (self.image_size, self.image_size))
-        for i, found in enumerate(detections):
+    def add(self, batch: PredictedBatch, predictions: Predictions) -> None:
+        for i, found in enumerate(_expect(predictions, BoxPredictions).detections):
             height, width = batch.output_hw(i)
             image_id = len(self.coco["images"]) + 1
             self.coco["images"].append(

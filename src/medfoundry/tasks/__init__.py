@@ -13,6 +13,7 @@ from medfoundry.tasks.database import load_task_database
 from medfoundry.tasks.detection import DetectionTask
 from medfoundry.tasks.masked_image import MaskedImageTask
 from medfoundry.tasks.multilabel import MultilabelTask
+from medfoundry.tasks.predictions import BoxPredictions, ClassPredictions, PixelPredictions, Predictions
 from medfoundry.tasks.segmentation import SegmentationTask
 from medfoundry.tasks.spec import TaskSpec
 from medfoundry.tasks.task_type import (
@@ -29,12 +30,16 @@ from medfoundry.tasks.two_view import TwoViewTask
 __all__ = [
     "EVALUATION_MODES",
     "TASK_TYPES",
+    "BoxPredictions",
+    "ClassPredictions",
     "ClassificationTask",
     "DetectionTask",
     "EvaluationMode",
     "FeatureKind",
     "MaskedImageTask",
     "MultilabelTask",
+    "PixelPredictions",
+    "Predictions",
     "ProbeTargets",
     "SegmentationTask",
     "TaskMetrics",

@@ -23,6 +23,7 @@ from torch import nn
 from medfoundry.data.record import TargetKind
 from medfoundry.errors import ConfigError
 from medfoundry.tasks.options import parse_options
+from medfoundry.tasks.predictions import ClassPredictions
 from medfoundry.tasks.scores import (
     unit_weights,
     weighted_accuracy,
@@ -91,6 +92,11 @@ class ClassificationTask:
 
     def collate_targets(self, targets: Sequence[int]) -> torch.Tensor:
         return torch.as_tensor(list(targets), dtype=torch.long)
+
+    def predict(self, outputs: torch.Tensor, *, image_size: tuple[int, int]) -> ClassPredictions:
+        """Every class's softmax probability; the most probable class."""
+        probabilities = outputs.float().softmax(dim=1)
+        return ClassPredictions(probabilities, [[int(i)] for i in probabilities.argmax(dim=1).tolist()])
 
 
 class ClassificationMetrics:

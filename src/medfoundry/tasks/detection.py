@@ -52,6 +52,7 @@ from medfoundry.tasks.fcos_targets import (
     point_grid,
 )
 from medfoundry.tasks.options import parse_options
+from medfoundry.tasks.predictions import BoxPredictions
 from medfoundry.tasks.spec import TaskSpec
 from medfoundry.tasks.task_type import EvaluationMode, FeatureKind, ProbeTargets
 
@@ -292,6 +293,10 @@ class DetectionTask:
             keep = batched_nms(boxes, image_scores, labels, o.nms_thresh)[: o.detections_per_img]
             detections.append({"boxes": boxes[keep], "scores": image_scores[keep], "labels": labels[keep]})
         return detections
+
+    def predict(self, outputs: FCOSOutput, *, image_size: tuple[int, int]) -> BoxPredictions:
+        """The detections of ``postprocess``, clipped to the network input ``image_size``."""
+        return BoxPredictions(self.postprocess(outputs, image_size))
 
     def metrics(self) -> DetectionMetrics:
         return DetectionMetrics(self.postprocess, self.spec.num_classes)

@@ -33,6 +33,7 @@ from torch import nn
 from medfoundry.data.record import TargetKind
 from medfoundry.errors import ConfigError
 from medfoundry.tasks.options import parse_options
+from medfoundry.tasks.predictions import Predictions
 from medfoundry.tasks.spec import TaskSpec
 from medfoundry.tasks.task_type import EvaluationMode, FeatureKind, ProbeTargets
 
@@ -90,6 +91,12 @@ class MaskedImageTask:
 
     def collate_targets(self, targets: Sequence[Any]) -> None:
         return None
+
+    def predict(self, outputs: Any, *, image_size: tuple[int, int]) -> Predictions:
+        """Nothing to predict: a masked-image task reconstructs its own images (label-free pretraining)."""
+        raise ValueError(
+            f"task '{self.spec.name}': a masked-image task reconstructs its own images and predicts nothing"
+        )
 
 
 class MaskedImageMetrics:

@@ -23,6 +23,7 @@ from torch import nn
 from medfoundry.data.record import TargetKind
 from medfoundry.errors import ConfigError
 from medfoundry.tasks.options import parse_options
+from medfoundry.tasks.predictions import ClassPredictions
 from medfoundry.tasks.scores import unit_weights, weighted_macro_auroc
 from medfoundry.tasks.spec import TaskSpec
 from medfoundry.tasks.task_type import EvaluationMode, FeatureKind, ProbeTargets
@@ -81,6 +82,12 @@ class MultilabelTask:
 
     def collate_targets(self, targets: Sequence[torch.Tensor]) -> torch.Tensor:
         return torch.stack(list(targets)).float()
+
+    def predict(self, outputs: torch.Tensor, *, image_size: tuple[int, int]) -> ClassPredictions:
+        """Each class's sigmoid probability; every class at probability >= 0.5."""
+        probabilities = outputs.float().sigmoid()
+        predicted = [row.nonzero().flatten().tolist() for row in probabilities >= 0.5]
+        return ClassPredictions(probabilities, predicted)
 
 
 class MultilabelMetrics:

@@ -32,6 +32,7 @@ from torch import nn
 from medfoundry.data.record import DEFAULT_IGNORE_INDEX, TargetKind
 from medfoundry.errors import ConfigError
 from medfoundry.tasks.options import parse_options
+from medfoundry.tasks.predictions import PixelPredictions
 from medfoundry.tasks.scores import unit_weights
 from medfoundry.tasks.spec import TaskSpec
 from medfoundry.tasks.task_type import EvaluationMode, FeatureKind, ProbeTargets
@@ -123,6 +124,10 @@ class SegmentationTask:
 
     def collate_targets(self, targets: Sequence[torch.Tensor]) -> torch.Tensor:
         return torch.stack(list(targets)).long()
+
+    def predict(self, outputs: torch.Tensor, *, image_size: tuple[int, int]) -> PixelPredictions:
+        """The per-pixel logits (the argmax over classes is each pixel's class)."""
+        return PixelPredictions(outputs.float())
 
 
 def soft_dice_loss(

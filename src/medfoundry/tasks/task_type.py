@@ -4,9 +4,10 @@ A task type is one module in ``medfoundry.tasks`` with one class implementing ``
 the head it puts on a shared feature, its loss normalised so that chance level is about 1
 (so that no task dominates the shared gradient without tuned weights), its metrics and how it
 collates targets, and what an evaluation needs to know about it (its primary metric, the
-evaluation modes that apply, how a probe reads its targets, its ignore index, how its outputs
-become predictions). Recipes and evaluation ask the task, never its type name, so adding a task
-type is one module, one ``register`` line and one test file.
+evaluation modes that apply, how a probe reads its targets, its ignore index) and what
+``medfoundry predict`` writes for it (``predict``: its outputs as class probabilities, per-pixel
+classes or scored boxes). Recipes and evaluation ask the task, never its type name, so adding a
+task type is one module, one ``register`` line and one test file.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from medfoundry.data.record import TargetKind
+from medfoundry.tasks.predictions import Predictions
 from medfoundry.tasks.spec import TaskSpec
 
 __all__ = [
@@ -87,8 +89,8 @@ class TaskType(Protocol):
         evaluation_modes: The study modes that apply to the task (none when there is no
             primary metric).
         probe_targets: How linear and k-NN probes read the targets (``None``: no probe modes).
-        postprocess_text: How the head's outputs become predictions, in words (exported with the
-            ONNX graphs).
+        postprocess_text: How ``predict`` turns the head's outputs into predictions, in words
+            (exported with the ONNX graphs).
         spec: The task's spec.
         ignore_index: Target value that counts nowhere (unlabelled mask pixels), or ``None``.
     """
@@ -119,6 +121,21 @@ class TaskType(Protocol):
 
     def collate_targets(self, targets: Sequence[Any]) -> Any:
         """Batch the per-sample targets that the dataset produced."""
+
+    def predict(self, outputs: Any, *, image_size: tuple[int, int]) -> Predictions:
+        """The head's outputs for a batch as the predictions ``medfoundry predict`` writes.
+
+        Args:
+            outputs: The head's output for a batch of network inputs.
+            image_size: ``(H, W)`` of the network input.
+
+        Returns:
+            Class probabilities, per-pixel class scores or scored boxes (``tasks.predictions``).
+
+        Raises:
+            ValueError: the task is label-free (``primary_metric`` is ``None``) and predicts
+                nothing; predict and export leave such tasks out.
+        """
 
 
 TaskTypeClass = type[TaskType]

@@ -36,6 +36,7 @@ from medfoundry.data.record import TargetKind
 from medfoundry.errors import ConfigError
 from medfoundry.tasks.masked_image import MaskedImageMetrics
 from medfoundry.tasks.options import parse_options
+from medfoundry.tasks.predictions import Predictions
 from medfoundry.tasks.random_views import RandomViews
 from medfoundry.tasks.spec import TaskSpec
 from medfoundry.tasks.task_type import EvaluationMode, FeatureKind, ProbeTargets
@@ -145,6 +146,12 @@ class TwoViewTask:
 
     def collate_targets(self, targets: Sequence[Any]) -> None:
         return None
+
+    def predict(self, outputs: Any, *, image_size: tuple[int, int]) -> Predictions:
+        """Nothing to predict: a two-view task compares views of its own images (label-free pretraining)."""
+        raise ValueError(
+            f"task '{self.spec.name}': a two-view task compares views of its own images and predicts nothing"
+        )
 
 
 def expander(in_channels: int, width: int) -> nn.Sequential:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, get_args
 
 from pydantic import BeforeValidator, Field
 
-from medfoundry.data.sources.base import SourceBase, SourceScan
+from medfoundry.data.sources.base import PredictionReading, SourceBase, SourceScan
 from medfoundry.data.sources.coco import CocoSource
 from medfoundry.data.sources.dicom_folder import DicomSource
 from medfoundry.data.sources.image_folder import ImageFolderSource
@@ -25,6 +25,7 @@ __all__ = [
     "ImageFolderSource",
     "ManifestSource",
     "MedMNISTSource",
+    "PredictionReading",
     "SegmentationFoldersSource",
     "SOURCE_TYPES",
     "SourceBase",

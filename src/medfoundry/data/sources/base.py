@@ -1,8 +1,9 @@
 """What every source gives back, and the file-listing helpers the sources share.
 
 A source is a frozen pydantic model with a ``type`` key. It lists its samples as ``Record``s
-without decoding pixels (``scan``), and names its classes when a task does not declare them
-(``infer_classes``). A problem with one row or file is returned in ``SourceScan.problems`` (so
+without decoding pixels (``scan``), names its classes when a task does not declare them
+(``infer_classes``) and says how ``medfoundry predict`` reads new inputs for a task trained on
+it (``prediction_reading``). A problem with one row or file is returned in ``SourceScan.problems`` (so
 that ``on_error: skip`` can leave that sample out); a problem with the source as a whole (a
 missing manifest, a missing column) raises ``DataError`` at once.
 """
@@ -19,11 +20,13 @@ from pydantic import BaseModel, ConfigDict
 from medfoundry.data.masks import MaskMapping, MaskValues, mask_mapping
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Box, Record, TargetKind
+from medfoundry.data.volumes import Axis
 from medfoundry.errors import ConfigError, DataError
 
 __all__ = [
     "EDGE_TOLERANCE_PX",
     "FilePair",
+    "PredictionReading",
     "SourceBase",
     "SourceScan",
     "file_stem",
@@ -50,6 +53,23 @@ class SourceScan:
     records: list[Record]
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PredictionReading:
+    """How ``medfoundry predict`` reads volumes and DICOM series given as new input: as the
+    task's own source sliced its training volumes (the defaults: axial slices as stored, for
+    sources of 2D images, which slice nothing).
+
+    Attributes:
+        axis: The slicing direction (after reorientation to RAS+).
+        spacing_mm: In-plane ``[row, col]`` spacing slices are resampled to; ``None`` keeps it.
+        volume_index: Which 3D volume of 4D files; ``None``: files must be 3D.
+    """
+
+    axis: Axis = "axial"
+    spacing_mm: tuple[float, float] | None = None
+    volume_index: int | None = None
 
 
 class SourceBase(BaseModel):
@@ -96,6 +116,11 @@ class SourceBase(BaseModel):
                 f"{' or '.join(self.targets)}, but this task needs {target}"
             )
         return self._scan(target, classes, preprocessing, ignore_index)
+
+    def prediction_reading(self) -> PredictionReading:
+        """How ``medfoundry predict`` reads new volumes for a task trained on this source (every
+        source type says so, even when it reads only 2D images)."""
+        raise NotImplementedError
 
     def infer_classes(self, target: TargetKind) -> list[str]:
         """Class names read from the data, for a task that declares none.

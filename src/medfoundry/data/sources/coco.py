@@ -17,7 +17,13 @@ from typing import Any, Literal
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.readers import FileReader
 from medfoundry.data.record import Box, Record, TargetKind
-from medfoundry.data.sources.base import EDGE_TOLERANCE_PX, SourceBase, SourceScan, make_box
+from medfoundry.data.sources.base import (
+    EDGE_TOLERANCE_PX,
+    PredictionReading,
+    SourceBase,
+    SourceScan,
+    make_box,
+)
 from medfoundry.errors import DataError
 
 __all__ = ["CocoSource"]
@@ -41,6 +47,10 @@ class CocoSource(SourceBase):
         if target != "boxes":
             return super().infer_classes(target)
         return [name for _, name in sorted(self._categories(self._read()).items())]
+
+    def prediction_reading(self) -> PredictionReading:
+        """2D images: new volumes are read as stored, in axial slices."""
+        return PredictionReading()
 
     def _scan(
         self, target: TargetKind, classes: list[str], preprocessing: Preprocessing, ignore_index: int

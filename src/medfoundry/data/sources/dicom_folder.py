@@ -24,7 +24,7 @@ from medfoundry.data.intensity import VoiIntensity
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.readers import FileReader
 from medfoundry.data.record import Record, TargetKind
-from medfoundry.data.sources.base import SourceBase, SourceScan
+from medfoundry.data.sources.base import PredictionReading, SourceBase, SourceScan
 from medfoundry.data.volumes import AXES, Axis, VolumeSliceReader
 from medfoundry.errors import DataError
 
@@ -54,6 +54,10 @@ class DicomSource(SourceBase):
             return super().infer_classes(target)
         headers, _, _ = self._headers()
         return sorted({str(ds.get(self._tag(), "")).strip() for _, ds in headers} - {""})
+
+    def prediction_reading(self) -> PredictionReading:
+        """New volumes are sliced as this source slices its own."""
+        return PredictionReading(self.axis, self.spacing_mm)
 
     def _scan(
         self, target: TargetKind, classes: list[str], preprocessing: Preprocessing, ignore_index: int

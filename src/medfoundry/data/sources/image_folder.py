@@ -19,7 +19,7 @@ from medfoundry.data.images import IMAGE_SUFFIXES
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.readers import FileReader
 from medfoundry.data.record import Record, TargetKind
-from medfoundry.data.sources.base import SourceBase, SourceScan, list_files
+from medfoundry.data.sources.base import PredictionReading, SourceBase, SourceScan, list_files
 from medfoundry.data.sources.manifest import SPLITS
 from medfoundry.errors import DataError
 
@@ -46,6 +46,10 @@ class ImageFolderSource(SourceBase):
         if target != "label":
             return super().infer_classes(target)
         return sorted({folder.name for folder, _ in self._class_folders()})
+
+    def prediction_reading(self) -> PredictionReading:
+        """2D images: new volumes are read as stored, in axial slices."""
+        return PredictionReading()
 
     def _scan(
         self, target: TargetKind, classes: list[str], preprocessing: Preprocessing, ignore_index: int

@@ -28,7 +28,7 @@ from medfoundry.data.masks import MaskValues
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.readers import FileReader
 from medfoundry.data.record import DEFAULT_IGNORE_INDEX, Box, Record, TargetKind
-from medfoundry.data.sources.base import SourceBase, SourceScan, make_box
+from medfoundry.data.sources.base import PredictionReading, SourceBase, SourceScan, make_box
 from medfoundry.errors import DataError, number_ranges
 
 __all__ = ["ManifestSource", "read_manifest"]
@@ -82,6 +82,10 @@ class ManifestSource(SourceBase):
             except json.JSONDecodeError:
                 continue  # reported with its row by scan
         return sorted(names)
+
+    def prediction_reading(self) -> PredictionReading:
+        """2D images: new volumes are read as stored, in axial slices."""
+        return PredictionReading()
 
     def _scan(
         self, target: TargetKind, classes: list[str], preprocessing: Preprocessing, ignore_index: int

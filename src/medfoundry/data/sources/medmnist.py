@@ -24,7 +24,7 @@ import numpy as np
 from medfoundry.data.intensity import RangeIntensity, scale_to_unit
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Pixels, Record, TargetKind
-from medfoundry.data.sources.base import SourceBase, SourceScan
+from medfoundry.data.sources.base import PredictionReading, SourceBase, SourceScan
 from medfoundry.errors import DataError
 
 __all__ = ["MedMNISTSource", "NpzImageReader"]
@@ -55,6 +55,10 @@ class MedMNISTSource(SourceBase):
             labels[0].shape[1] if target == "multilabel" else int(max(a.max() for a in labels if a.size)) + 1
         )
         return [str(i) for i in range(count)]
+
+    def prediction_reading(self) -> PredictionReading:
+        """2D images: new volumes are read as stored, in axial slices."""
+        return PredictionReading()
 
     def _scan(
         self, target: TargetKind, classes: list[str], preprocessing: Preprocessing, ignore_index: int

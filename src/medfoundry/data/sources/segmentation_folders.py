@@ -25,7 +25,7 @@ from medfoundry.data.masks import MaskValues
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.readers import FileReader
 from medfoundry.data.record import Box, Record, TargetKind
-from medfoundry.data.sources.base import SourceBase, SourceScan, list_files, pair_files
+from medfoundry.data.sources.base import PredictionReading, SourceBase, SourceScan, list_files, pair_files
 from medfoundry.errors import ConfigError, DataError
 
 __all__ = ["SegmentationFoldersSource"]
@@ -53,6 +53,10 @@ class SegmentationFoldersSource(SourceBase):
     mask_suffix: str = ""
     image_suffix: str = ""
     mask_values: MaskValues = None
+
+    def prediction_reading(self) -> PredictionReading:
+        """2D images: new volumes are read as stored, in axial slices."""
+        return PredictionReading()
 
     def _scan(
         self, target: TargetKind, classes: list[str], preprocessing: Preprocessing, ignore_index: int

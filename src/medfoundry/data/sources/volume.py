@@ -24,7 +24,15 @@ from pydantic import Field
 from medfoundry.data.masks import MaskValues
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Record, TargetKind
-from medfoundry.data.sources.base import FilePair, SourceBase, SourceScan, file_stem, list_files, pair_files
+from medfoundry.data.sources.base import (
+    FilePair,
+    PredictionReading,
+    SourceBase,
+    SourceScan,
+    file_stem,
+    list_files,
+    pair_files,
+)
 from medfoundry.data.volumes import (
     AXES,
     VOLUME_SUFFIXES,
@@ -69,6 +77,10 @@ class VolumeSource(SourceBase):
     background_ratio: float = Field(default=0.0, ge=0)
     volume_index: int | None = Field(default=None, ge=0)
     mask_values: MaskValues = None
+
+    def prediction_reading(self) -> PredictionReading:
+        """New volumes are sliced as this source slices its own."""
+        return PredictionReading(self.axis, self.spacing_mm, self.volume_index)
 
     def _scan(
         self, target: TargetKind, classes: list[str], preprocessing: Preprocessing, ignore_index: int

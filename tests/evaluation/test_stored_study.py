@@ -1,0 +1,63 @@
+"""A one-cell study (a linear probe of a tiny pretrained encoder on real images) against stored
+results.
+
+The probe's test scores and their bootstrap intervals depend on the features (the encoder, the
+decoding and fitting of the images), the split, the probe's fit and its choice of ``C``, and the
+bootstrap: a change in any of them changes these numbers, and the test makes that a visible,
+deliberate decision. Everything is deterministic: one intra-op thread (the repository's
+``conftest.py``), fixed seeds, the demo database's fixed crops and the deterministic tiny
+pretraining of the ``checkpoint`` fixture.
+
+To update the stored results after an intended change, run
+
+    MEDFOUNDRY_UPDATE_STORED_STUDY=1 python -m pytest tests/evaluation/test_stored_study.py
+
+and commit ``stored_study.json`` with a message that says why the numbers moved.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from medfoundry.evaluation.study_cells import read_results
+from medfoundry.recipes import evaluate
+from medfoundry.recipes.evaluate_config import StudyConfig
+from tests.evaluation.conftest import study_config, tasks_of
+
+STORED = Path(__file__).with_name("stored_study.json")
+RTOL = 1e-4
+NUMBERS = ("value", "test_ci95_low", "test_ci95_high")
+
+
+@pytest.mark.integration
+def test_a_one_cell_study_gives_the_stored_results(checkpoint: Path, demo_db: Path, tmp_path: Path) -> None:
+    modality = next(t for t in tasks_of(demo_db) if t["name"] == "modality")
+    cfg = study_config(
+        tmp_path / "study",
+        [modality],
+        checkpoint,
+        encoders=[{"name": "pretrained", "source": str(checkpoint)}],
+        fractions=[1.0],
+        seeds=1,
+        baselines=[],
+        modes=["linear"],
+    )
+    rows = read_results(evaluate.run(StudyConfig.model_validate(cfg)) / "results.csv")
+    assert {(r["task"], r["encoder"], r["mode"], r["fraction"], r["seed"]) for r in rows} == {
+        ("modality", "pretrained", "linear", 1.0, 0)
+    }  # one cell
+    results = {r["metric"]: {key: r[key] for key in NUMBERS} for r in rows}
+    assert math.isfinite(results["balanced_accuracy"]["value"])
+    if os.environ.get("MEDFOUNDRY_UPDATE_STORED_STUDY") == "1":
+        STORED.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        pytest.skip(f"stored study results rewritten: {STORED}")
+    stored = json.loads(STORED.read_text())
+    assert results.keys() == stored.keys()
+    for metric, values in stored.items():
+        for key, value in values.items():
+            assert results[metric][key] == pytest.approx(value, rel=RTOL, nan_ok=True), f"{metric} {key}"
