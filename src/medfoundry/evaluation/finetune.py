@@ -1,10 +1,8 @@
 """Training on one task from a pretrained encoder: full fine-tuning, or a frozen encoder under a
 trained decoder and head (segmentation and detection without fine-tuning).
 
-Built from the engine's parts: the model, decoders and head come from ``build_multitask_model``
-(so they are the ones pretraining uses), each step is ``memory_constant_step`` with a single
-task, the schedule is ``lr_factor`` (warm-up, cosine) and validation is ``validate``. What is
-added here is the evaluation protocol:
+Built from the engine's parts (``build_multitask_model``, ``memory_constant_step`` with one task,
+``lr_factor``, ``validate``), with the evaluation protocol added:
 
 - layer-wise learning-rate decay [0]: block ``l`` of ``L`` of the backbone learns at
   ``lr * layer_decay**(L - l)`` (timm's ``param_groups_layer_decay``); what starts from scratch
@@ -208,15 +206,7 @@ def finetune(
     """
     device = next(encoder.parameters()).device
     tasks = {name: task}
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        model_cfg = encoder.model_config(
-            pixel_decoder=cfg.pixel_decoder, detection_decoder=cfg.detection_decoder
-        )
-        model = build_multitask_model(model_cfg, tasks)
-    model.encoder.load_state_dict(encoder.encoder.state_dict())
-    model.encoder.requires_grad_(not freeze_encoder)
-    model.to(device)
+    model, model_cfg = _task_model(encoder, tasks, cfg=cfg, freeze_encoder=freeze_encoder, seed=seed)
     o = cfg.optimizer
     autocast_dtype, scaler = resolve_precision(cfg.precision, device, "finetune.precision")
     optimizers = Optimizers(
@@ -268,14 +258,39 @@ def finetune(
                     break
     finally:  # its workers end also when a step raised
         loader.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:
-        log.warning("task %s: validation %s was never finite; keeping the last weights", name, metric)
+    _keep_best(model, best_state, what=f"task {name}: validation {metric}")
     never_improved = best_state is None or (len(curve) >= 2 and best_step == min(every, budget))
     return FinetuneResult(
         model.eval(), model_cfg, best_step, best_score, step, budget, len(curve), never_improved, curve
     )
+
+
+def _task_model(
+    encoder: PretrainedEncoder,
+    tasks: dict[str, TaskType],
+    *,
+    cfg: FinetuneConfig,
+    freeze_encoder: bool,
+    seed: int,
+) -> tuple[MultiTaskModel, ModelConfig]:
+    """A copy of ``encoder`` under the task's decoder and head (seeded, on the encoder's device)."""
+    device = next(encoder.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model_cfg = encoder.model_config(
+            pixel_decoder=cfg.pixel_decoder, detection_decoder=cfg.detection_decoder
+        )
+        model = build_multitask_model(model_cfg, tasks)
+    model.encoder.load_state_dict(encoder.encoder.state_dict())
+    model.encoder.requires_grad_(not freeze_encoder)
+    return model.to(device), model_cfg
+
+
+def _keep_best(model: MultiTaskModel, best_state: dict[str, torch.Tensor] | None, *, what: str) -> None:
+    """Load the best weights into ``model``; without any (never a finite score), keep the last."""
+    if best_state is None:
+        return log.warning("%s was never finite; keeping the last weights", what)
+    model.load_state_dict(best_state)
 
 
 def score_model(

@@ -86,57 +86,9 @@ def create_masked_image_objective(
         medfoundry.errors.ConfigError: model.image_size: 72 is not a multiple of the mask unit ...
     """
     backbone = encoder.backbone
-    family = type(backbone).__name__
-    problems = []
-    if not 0 < mask_ratio < 1:
-        problems.append(f"{KEY}.mask_ratio: {mask_ratio} is outside (0, 1); MAE and VIS-MAE use 0.75")
-    if image_size % mask_unit_size:
-        problems.append(
-            f"model.image_size: {image_size} is not a multiple of the mask unit "
-            f"({KEY}.mask_unit_size: {mask_unit_size} px)"
-        )
-    if decoder_dim % 4 or decoder_dim % decoder_num_heads:
-        problems.append(
-            f"{KEY}.decoder_dim: {decoder_dim} must be a multiple of 4 (sine-cosine positions) and of "
-            f"decoder_num_heads ({decoder_num_heads})"
-        )
-    units = (image_size // mask_unit_size) ** 2
-    if not problems and not 1 <= round(mask_ratio * units) < units:
-        problems.append(
-            f"{KEY}.mask_ratio: {mask_ratio} of {units} mask units leaves no unit masked or none "
-            "visible; use a larger image, smaller mask units or a ratio nearer 0.5"
-        )
-    route: str
-    if isinstance(backbone, VisionTransformer):
-        route = "drop_tokens" if masking == "auto" else masking
-        patch = backbone.patch_embed.patch_size
-        if patch[0] != patch[1] or mask_unit_size % patch[0]:
-            problems.append(
-                f"{KEY}.mask_unit_size: {mask_unit_size} px is not a multiple of the ViT's patch {patch}; "
-                f"set it to {patch[0]} or a multiple"
-            )
-    elif masking == "drop_tokens":
-        route = masking
-        problems.append(
-            f"{KEY}.masking: drop_tokens needs a plain ViT, but the encoder is a {family}, whose stages "
-            "need the full grid; use masking: mask_token (or auto)"
-        )
-    elif isinstance(backbone, SwinTransformer | SwinTransformerV2):
-        route = "patch_embed"
-        patch_embed: Any = backbone.patch_embed
-        stem_channels, stride = patch_embed.proj.out_channels, patch_embed.patch_size[0]
-        if mask_unit_size % stride:
-            problems.append(
-                f"{KEY}.mask_unit_size: {mask_unit_size} px is not a multiple of the Swin patch ({stride} px)"
-            )
-    elif not _has_self_attention(backbone):
-        route = "input"
-    else:
-        raise ConfigError(
-            f"model.encoder.name: {family} encoders have no masked-image route; masked_image tasks need a "
-            "plain ViT (token dropping), a Swin (mask token at the patch embedding) or a CNN "
-            "(mask token at the input)"
-        )
+    problems = _setting_problems(image_size, mask_ratio, mask_unit_size, decoder_dim, decoder_num_heads)
+    route, route_problems = _route(backbone, masking, mask_unit_size)
+    problems += route_problems
     deep = encoder.feature_info[-1]
     if route in ("patch_embed", "input") and image_size % deep.stride:
         problems.append(
@@ -163,6 +115,8 @@ def create_masked_image_objective(
         )
     deep_channels, deep_stride = deep.channels, int(deep.stride)
     if route == "patch_embed":
+        patch_embed: Any = backbone.patch_embed
+        stem_channels, stride = patch_embed.proj.out_channels, patch_embed.patch_size[0]
         return MaskTokenMIM(
             masking_point="patch_embed",
             stem_channels=stem_channels,
@@ -180,6 +134,69 @@ def create_masked_image_objective(
         deep_stride=deep_stride,
         image_size=image_size,
         **settings,
+    )
+
+
+def _setting_problems(
+    image_size: int, mask_ratio: float, mask_unit_size: int, decoder_dim: int, decoder_num_heads: int
+) -> list[str]:
+    """What does not fit among the objective's own settings, one line each."""
+    problems = []
+    if not 0 < mask_ratio < 1:
+        problems.append(f"{KEY}.mask_ratio: {mask_ratio} is outside (0, 1); MAE and VIS-MAE use 0.75")
+    if image_size % mask_unit_size:
+        problems.append(
+            f"model.image_size: {image_size} is not a multiple of the mask unit "
+            f"({KEY}.mask_unit_size: {mask_unit_size} px)"
+        )
+    if decoder_dim % 4 or decoder_dim % decoder_num_heads:
+        problems.append(
+            f"{KEY}.decoder_dim: {decoder_dim} must be a multiple of 4 (sine-cosine positions) and of "
+            f"decoder_num_heads ({decoder_num_heads})"
+        )
+    units = (image_size // mask_unit_size) ** 2
+    if not problems and not 1 <= round(mask_ratio * units) < units:
+        problems.append(
+            f"{KEY}.mask_ratio: {mask_ratio} of {units} mask units leaves no unit masked or none "
+            "visible; use a larger image, smaller mask units or a ratio nearer 0.5"
+        )
+    return problems
+
+
+def _route(backbone: nn.Module, masking: str, mask_unit_size: int) -> tuple[str, list[str]]:
+    """Where the encoder is masked (``drop_tokens``/``mask_token`` for a ViT, ``patch_embed`` for
+    a Swin, ``input`` for a CNN) and what does not fit that route.
+
+    Raises:
+        ConfigError: the encoder family has no masking route.
+    """
+    family = type(backbone).__name__
+    if isinstance(backbone, VisionTransformer):
+        patch = backbone.patch_embed.patch_size
+        fits = patch[0] == patch[1] and not mask_unit_size % patch[0]
+        problem = (
+            f"{KEY}.mask_unit_size: {mask_unit_size} px is not a multiple of the ViT's patch {patch}; "
+            f"set it to {patch[0]} or a multiple"
+        )
+        return ("drop_tokens" if masking == "auto" else masking), ([] if fits else [problem])
+    if masking == "drop_tokens":
+        return masking, [
+            f"{KEY}.masking: drop_tokens needs a plain ViT, but the encoder is a {family}, whose stages "
+            "need the full grid; use masking: mask_token (or auto)"
+        ]
+    if isinstance(backbone, SwinTransformer | SwinTransformerV2):
+        patch_embed: Any = backbone.patch_embed
+        stride = patch_embed.patch_size[0]
+        problem = (
+            f"{KEY}.mask_unit_size: {mask_unit_size} px is not a multiple of the Swin patch ({stride} px)"
+        )
+        return "patch_embed", ([problem] if mask_unit_size % stride else [])
+    if not _has_self_attention(backbone):
+        return "input", []
+    raise ConfigError(
+        f"model.encoder.name: {family} encoders have no masked-image route; masked_image tasks need a "
+        "plain ViT (token dropping), a Swin (mask token at the patch embedding) or a CNN "
+        "(mask token at the input)"
     )
 
 

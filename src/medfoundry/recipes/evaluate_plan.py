@@ -102,25 +102,7 @@ def plan_study(cfg: StudyConfig, device: Any = None) -> StudyPlan:
     """
     check_names(cfg, "study")
     notes: list[str] = []
-    specs, problems = [], []
-    for spec in cfg.selected_tasks:
-        try:
-            specs.append(with_classes(spec))
-        except (ConfigError, DataError) as e:
-            problems += e.problems
-    if problems:
-        raise ConfigError(problems)
-    tasks: dict[str, TaskType] = {}
-    for spec in specs:
-        task = build_task(spec)
-        if task.primary_metric is None:  # e.g. masked_image: nothing to score on held-out data
-            notes.append(f"task '{spec.name}' ({spec.type}) has no metrics to evaluate: skipped")
-            continue
-        tasks[spec.name] = task
-    if not tasks:
-        raise ConfigError(
-            f"task_names: none of the tasks ({', '.join(s.name for s in specs)}) can be evaluated"
-        )
+    tasks = _evaluable_tasks(cfg, notes)
     cfg = cfg.model_copy(
         update={"tasks": [s if s.name not in tasks else tasks[s.name].spec for s in cfg.tasks]}
     )
@@ -144,19 +126,7 @@ def plan_study(cfg: StudyConfig, device: Any = None) -> StudyPlan:
     # fp16 on a CPU fails here, not after the probes
     resolve_precision(cfg.finetune.precision, device, "finetune.precision")
     _check_pixel_modes(cfg, tasks)
-    own = {e.name: e for e in cfg.encoders}
-    encoders = load_study_encoders(cfg, own, device)  # the study's own first: their errors, not a baseline's
-    encoder_specs = {**own, **_baselines(cfg, tasks, notes)}
-    encoders.update(
-        load_study_encoders(cfg, {n: e for n, e in encoder_specs.items() if n not in own}, device)
-    )
-    check_levels(cfg, encoders)
-    sizes = {size for name, size in cfg.task_image_size.items() if name in tasks}
-    sized = {
-        (name, size): encoder
-        for size in sizes - {next(iter(encoders.values())).image_size}
-        for name, encoder in load_study_encoders(cfg, encoder_specs, device, size).items()
-    }
+    encoder_specs, encoders, sized = _load_encoders(cfg, tasks, notes, device)
     reference = _reference(cfg, encoder_specs)
     baselines = [n for n in encoder_specs if n not in {e.name for e in cfg.encoders}]
     comparisons = list(dict.fromkeys([*([reference.encoder] if reference else []), *baselines]))
@@ -176,6 +146,55 @@ def plan_study(cfg: StudyConfig, device: Any = None) -> StudyPlan:
     )
     plan.digests = {cell: _digest(cell, plan) for cell in cells}
     return plan
+
+
+def _evaluable_tasks(cfg: StudyConfig, notes: list[str]) -> dict[str, TaskType]:
+    """The selected tasks with their classes, those without metrics left out (with a note).
+
+    Raises:
+        ConfigError: the classes of some task cannot be read, or no task can be evaluated.
+    """
+    specs, problems = [], []
+    for spec in cfg.selected_tasks:
+        try:
+            specs.append(with_classes(spec))
+        except (ConfigError, DataError) as e:
+            problems += e.problems
+    if problems:
+        raise ConfigError(problems)
+    tasks: dict[str, TaskType] = {}
+    for spec in specs:
+        task = build_task(spec)
+        if task.primary_metric is None:  # e.g. masked_image: nothing to score on held-out data
+            notes.append(f"task '{spec.name}' ({spec.type}) has no metrics to evaluate: skipped")
+            continue
+        tasks[spec.name] = task
+    if not tasks:
+        raise ConfigError(
+            f"task_names: none of the tasks ({', '.join(s.name for s in specs)}) can be evaluated"
+        )
+    return tasks
+
+
+def _load_encoders(
+    cfg: StudyConfig, tasks: dict[str, TaskType], notes: list[str], device: Any
+) -> tuple[dict[str, StudyEncoder], dict[str, Encoder], dict[tuple[str, int], Encoder]]:
+    """The study's encoders and its baselines: specs, loaded encoders, and those loaded again at
+    each task's own input size (``task_image_size``)."""
+    own = {e.name: e for e in cfg.encoders}
+    encoders = load_study_encoders(cfg, own, device)  # the study's own first: their errors, not a baseline's
+    encoder_specs = {**own, **_baselines(cfg, tasks, notes)}
+    encoders.update(
+        load_study_encoders(cfg, {n: e for n, e in encoder_specs.items() if n not in own}, device)
+    )
+    check_levels(cfg, encoders)
+    sizes = {size for name, size in cfg.task_image_size.items() if name in tasks}
+    sized = {
+        (name, size): encoder
+        for size in sizes - {next(iter(encoders.values())).image_size}
+        for name, encoder in load_study_encoders(cfg, encoder_specs, device, size).items()
+    }
+    return encoder_specs, encoders, sized
 
 
 def _check_metrics_and_modes(cfg: StudyConfig, tasks: dict[str, TaskType], primary: dict[str, str]) -> None:

@@ -32,7 +32,7 @@ from medfoundry.evaluation.transfer_monitor import (
 )
 from medfoundry.models.build import build_multitask_model
 from medfoundry.models.multitask_model import MultiTaskModel
-from medfoundry.recipes.pretrain_config import PretrainConfig
+from medfoundry.recipes.pretrain_config import PretrainConfig, TrainingConfig
 from medfoundry.tasks import TaskType, build_task, with_classes
 from medfoundry.training.device import resolve_device, resolve_precision
 from medfoundry.training.distributed import DistributedContext, init_distributed
@@ -120,55 +120,11 @@ def prepare_run(cfg: PretrainConfig, resume: bool) -> PretrainRun:
     resumed = start == "resume"
 
     # --- model, optimizers, data streams ---
-    model.to(device)
-    if t.use_channels_last:
-        model.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = t.enable_cudnn_benchmark
-    head_lr = t.optimizer.head_lr or t.optimizer.lr
-    optimizers = Optimizers(
-        shared=build_adamw(model.shared_parameters(), t.optimizer.lr, t.optimizer),
-        heads={name: build_adamw(model.head_parameters(name), head_lr, t.optimizer) for name in tasks},
-        scaler=scaler,
-    )
-    state = (
-        restore_trainer_state(
-            last_checkpoint(run_dir), model, optimizers, dist=dist, device=device, seed=cfg.seed
-        )
-        if resumed
-        else None
-    )
-    if t.enable_compile:
-        model.encoder.compile()  # in place: parameter names, and so checkpoints, stay the same
-    consumed = state["sampler"] if state else {}
-    size = cfg.model.image_size
+    optimizers, state = _ready_model(cfg, model, tasks, scaler=scaler, dist=dist, resumed=resumed)
     pin = device.type == "cuda"
-    loaders = {
-        spec.name: CyclicTaskLoader(
-            spec.name,
-            _dataset(data[spec.name], "train", tasks[spec.name], size, cfg.data.augment),
-            TaskCollate(spec.name, tasks[spec.name]),
-            batch_size=batch_sizes[spec.name],
-            seed=cfg.seed,
-            num_workers=cfg.data.num_workers,
-            start_batch=consumed.get(spec.name, 0),
-            pin_memory=pin,
-            rank=dist.rank,
-            world_size=dist.world_size,
-        )
-        for spec in cfg.tasks
-    }
-    sampler = RoundRobinSampler(loaders, t.rounds_per_shared_step)
-    val_loaders = {  # every rank validates the whole split (identical results), rank 0 reports
-        spec.name: DataLoader(
-            _dataset(data[spec.name], "val", tasks[spec.name], size, AugmentConfig.off()),
-            batch_size=batch_sizes[spec.name],
-            collate_fn=TaskCollate(spec.name, tasks[spec.name]),
-            num_workers=cfg.data.num_workers,
-            pin_memory=pin,
-        )
-        for spec in cfg.tasks
-    }
+    consumed = state["sampler"] if state else {}
+    sampler = _train_sampler(cfg, tasks, data, batch_sizes=batch_sizes, consumed=consumed, dist=dist, pin=pin)
+    val_loaders = _val_loaders(cfg, tasks, data, batch_sizes=batch_sizes, pin=pin)
     # masked-image tasks: grids of fixed validation images, original / masked / reconstruction
     val_datasets = {name: loader.dataset for name, loader in val_loaders.items()}
     step = state["step"] if state else 0
@@ -196,16 +152,110 @@ def prepare_run(cfg: PretrainConfig, resume: bool) -> PretrainRun:
         best_transfer=state.get("best_transfer", -math.inf) if state else -math.inf,
         nonfinite_streak=state["nonfinite_streak"] if state else 0,
     )
+    _log_start(run)
+    return run
+
+
+def _ready_model(
+    cfg: PretrainConfig,
+    model: MultiTaskModel,
+    tasks: dict[str, TaskType],
+    *,
+    scaler: torch.amp.GradScaler | None,
+    dist: DistributedContext,
+    resumed: bool,
+) -> tuple[Optimizers, dict[str, Any] | None]:
+    """Place ``model`` on the run's device, build its optimizers and, when ``resumed``, restore
+    both with the trainer state of the last checkpoint (which is returned)."""
+    t, device = cfg.training, dist.device
+    model.to(device)
+    if t.use_channels_last:
+        model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = t.enable_cudnn_benchmark
+    optimizers = _optimizers(model, tasks, t, scaler)
+    state = None
+    if resumed:
+        checkpoint = last_checkpoint(Path(cfg.run_dir))
+        state = restore_trainer_state(checkpoint, model, optimizers, dist=dist, device=device, seed=cfg.seed)
+    if t.enable_compile:
+        model.encoder.compile()  # in place: parameter names, and so checkpoints, stay the same
+    return optimizers, state
+
+
+def _optimizers(
+    model: MultiTaskModel, tasks: dict[str, TaskType], t: TrainingConfig, scaler: torch.amp.GradScaler | None
+) -> Optimizers:
+    """AdamW over the shared parameters at ``lr`` and one per head at ``head_lr``."""
+    head_lr = t.optimizer.head_lr or t.optimizer.lr
+    return Optimizers(
+        shared=build_adamw(model.shared_parameters(), t.optimizer.lr, t.optimizer),
+        heads={name: build_adamw(model.head_parameters(name), head_lr, t.optimizer) for name in tasks},
+        scaler=scaler,
+    )
+
+
+def _train_sampler(
+    cfg: PretrainConfig,
+    tasks: dict[str, TaskType],
+    data: dict[str, TaskData],
+    *,
+    batch_sizes: dict[str, int],
+    consumed: dict[str, int],
+    dist: DistributedContext,
+    pin: bool,
+) -> RoundRobinSampler:
+    """Every task's endless training stream (continuing after ``consumed`` batches), in turn."""
+    loaders = {
+        spec.name: CyclicTaskLoader(
+            spec.name,
+            _dataset(data[spec.name], "train", tasks[spec.name], cfg.model.image_size, cfg.data.augment),
+            TaskCollate(spec.name, tasks[spec.name]),
+            batch_size=batch_sizes[spec.name],
+            seed=cfg.seed,
+            num_workers=cfg.data.num_workers,
+            start_batch=consumed.get(spec.name, 0),
+            pin_memory=pin,
+            rank=dist.rank,
+            world_size=dist.world_size,
+        )
+        for spec in cfg.tasks
+    }
+    return RoundRobinSampler(loaders, cfg.training.rounds_per_shared_step)
+
+
+def _val_loaders(
+    cfg: PretrainConfig,
+    tasks: dict[str, TaskType],
+    data: dict[str, TaskData],
+    *,
+    batch_sizes: dict[str, int],
+    pin: bool,
+) -> dict[str, DataLoader[Any]]:
+    """Every rank validates the whole split (identical results); rank 0 reports."""
+    size = cfg.model.image_size
+    return {
+        spec.name: DataLoader(
+            _dataset(data[spec.name], "val", tasks[spec.name], size, AugmentConfig.off()),
+            batch_size=batch_sizes[spec.name],
+            collate_fn=TaskCollate(spec.name, tasks[spec.name]),
+            num_workers=cfg.data.num_workers,
+            pin_memory=pin,
+        )
+        for spec in cfg.tasks
+    }
+
+
+def _log_start(run: PretrainRun) -> None:
     log.info(
         "%d tasks, %d steps (%d per epoch), %d params shared, device %s, %d process(es)",
-        len(tasks),
+        len(run.tasks),
         run.total_steps,
-        sampler.steps_per_epoch,
-        sum(p.numel() for p in model.shared_parameters()),
-        device,
-        dist.world_size,
+        run.sampler.steps_per_epoch,
+        sum(p.numel() for p in run.model.shared_parameters()),
+        run.device,
+        run.dist.world_size,
     )
-    return run
 
 
 def _load_monitor(cfg: PretrainConfig, model: MultiTaskModel) -> TransferMonitor | None:
