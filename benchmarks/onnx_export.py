@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from medfoundry.models import ModelConfig, build_multitask_model
-from medfoundry.recipes import export_onnx
+from medfoundry.recipes.export import to_onnx
 from medfoundry.tasks import TaskSpec, build_task
 from medfoundry.training.checkpoint import save_checkpoint
 
@@ -55,7 +55,7 @@ def main() -> None:
             config = {"model": cfg.model_dump(mode="json"), "tasks": tasks}
             checkpoint = save_checkpoint(Path(tmp) / name / "checkpoint", model, config)
             started = time.perf_counter()
-            out = export_onnx.run(checkpoint, Path(tmp) / name / "onnx")
+            out = to_onnx.run(checkpoint, Path(tmp) / name / "onnx")
             seconds = time.perf_counter() - started
             described = json.loads((out / "onnx_config.json").read_text())
             graphs = [described["encoder"], *described["heads"].values()]

@@ -39,9 +39,9 @@ from PIL import Image
 
 from medfoundry.corpus import build_corpus
 from medfoundry.data import read_image
-from medfoundry.recipes import pretrain_multitask
+from medfoundry.recipes import pretrain
 from medfoundry.recipes.demo import demo_config, labelled_tasks
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import print_table, write_results  # noqa: E402
@@ -149,7 +149,7 @@ def pretrain_stage(args: argparse.Namespace, workdir: Path) -> list[Row]:
     ]
     cfg = load_pretrain_config(demo_config("demo_pretrain.yaml"), overrides)
     start = time.perf_counter()
-    run_dir = pretrain_multitask.run(cfg)
+    run_dir = pretrain.run(cfg)
     seconds = time.perf_counter() - start
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     windows = [r["images_per_s"] for r in logged if "images_per_s" in r]

@@ -16,7 +16,7 @@ median of each.
     python benchmarks/study_cost.py --image-sizes 224 64    # and at the demo's size (~12x cheaper pass)
     python benchmarks/study_cost.py --device cuda
 
-``workers``: a whole study (``medfoundry.recipes.evaluate.run``) with ``--workers 2`` against
+``workers``: a whole study (``medfoundry.recipes.evaluate.job.run``) with ``--workers 2`` against
 ``--workers 1``, one torch thread per worker, on the same real images: two random-weight CNNs
 and the raw-pixel baseline, linear probe, kNN and fine-tuning, 4 fractions x 2 seeds. Both runs
 start from an empty study folder in the same process invocation, one after the other, so the
@@ -46,7 +46,7 @@ from medfoundry.evaluation import ProbeConfig, extract_features
 from medfoundry.evaluation.cell_runs import FeatureTable, run_probe_cell
 from medfoundry.evaluation.study_cells import Cell
 from medfoundry.evaluation.study_data import StudyTaskData, load_study_task_data
-from medfoundry.recipes.evaluate_config import DEFAULT_FRACTIONS
+from medfoundry.recipes.evaluate.config import DEFAULT_FRACTIONS
 from medfoundry.tasks import TaskSpec, build_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -157,7 +157,7 @@ def workers_speedup(crops_per_class: int, device: torch.device) -> None:
 
     from medfoundry.evaluation.study_cells import read_results
     from medfoundry.recipes import evaluate
-    from medfoundry.recipes.evaluate_config import load_study_config
+    from medfoundry.recipes.evaluate.config import load_study_config
 
     torch.set_num_threads(1)
     rows: list[dict[str, Any]] = []

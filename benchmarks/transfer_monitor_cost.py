@@ -34,7 +34,7 @@ import torch
 import medfoundry
 from medfoundry.evaluation.transfer_monitor import load_transfer_monitor
 from medfoundry.recipes.demo import demo_config, labelled_tasks
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from medfoundry.training.metrics_log import read_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

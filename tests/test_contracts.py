@@ -28,10 +28,12 @@ import yaml
 from medfoundry.data.sources import SOURCE_TYPES, PredictionReading
 from medfoundry.errors import ConfigError
 from medfoundry.evaluation.study_cells import read_results
-from medfoundry.recipes import embed, evaluate, export_onnx, predict, pretrain_multitask, validate_data
-from medfoundry.recipes.embed import EmbedConfig
-from medfoundry.recipes.evaluate_config import StudyConfig
-from medfoundry.recipes.pretrain_config import load_pretrain_config, read_tasks
+from medfoundry.recipes import evaluate, predict, pretrain, validate_data
+from medfoundry.recipes.evaluate.config import StudyConfig
+from medfoundry.recipes.export import to_onnx
+from medfoundry.recipes.predict import embed
+from medfoundry.recipes.predict.embed import EmbedConfig
+from medfoundry.recipes.pretrain.config import load_pretrain_config, read_tasks
 from medfoundry.tasks import EVALUATION_MODES, TASK_TYPES, TaskSpec, build_task
 from medfoundry.tasks.scores import LOWER_IS_BETTER
 from tests.conftest import tiny_config
@@ -116,12 +118,12 @@ def contract_run(contract_db: Path, tmp_path_factory: pytest.TempPathFactory) ->
     cfg = tiny_config(root / "run", str(contract_db), **{"training.max_steps": 1})
     cfg["model"]["masked_image"] = {"decoder_dim": 16, "decoder_depth": 1, "decoder_num_heads": 1}
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))
-    return pretrain_multitask.run(load_pretrain_config(root / "c.yaml"))
+    return pretrain.run(load_pretrain_config(root / "c.yaml"))
 
 
 @pytest.fixture(scope="module")
 def contract_onnx(contract_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = export_onnx.run(contract_run / "checkpoints" / "last", tmp_path_factory.mktemp("onnx") / "onnx")
+    out = to_onnx.run(contract_run / "checkpoints" / "last", tmp_path_factory.mktemp("onnx") / "onnx")
     config: dict[str, Any] = json.loads((out / "onnx_config.json").read_text())
     return config
 
@@ -258,7 +260,7 @@ def all_sources_run(all_sources_db: Path, tmp_path_factory: pytest.TempPathFacto
     cfg = tiny_config(root / "run", str(all_sources_db), **{"training.max_steps": 1, "data.batch_size": 2})
     cfg["data"]["val_fraction"] = 0.25
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))
-    return pretrain_multitask.run(load_pretrain_config(root / "c.yaml"))
+    return pretrain.run(load_pretrain_config(root / "c.yaml"))
 
 
 SLICING = {"axis": "sagittal", "spacing_mm": (0.5, 0.75), "volume_index": 1}

@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 from medfoundry.cli.main import app
 from medfoundry.errors import DataError
 from medfoundry.output_folders import MARKER, check_output_folder, claim_output_folder, write_marker
-from medfoundry.recipes import demo, embed, predict, pretrain_multitask
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes import demo, predict, pretrain
+from medfoundry.recipes.predict import embed
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from tests.conftest import tiny_config
 from tests.evaluation.conftest import tasks_of
 
@@ -31,7 +32,7 @@ def checkpoint(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     # resnet18: timm rebuilds its GroupNorm widths, so every export works on it
     overrides = {"training.max_steps": 1, "model.encoder.name": "resnet18"}
     (root / "c.yaml").write_text(yaml.safe_dump(tiny_config(root / "run", tasks, **overrides)))
-    return pretrain_multitask.run(load_pretrain_config(root / "c.yaml")) / "checkpoints" / "last"
+    return pretrain.run(load_pretrain_config(root / "c.yaml")) / "checkpoints" / "last"
 
 
 def _one_line_error(result: Any, *parts: str) -> None:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from medfoundry.models import build_multitask_model
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from medfoundry.tasks import build_task
 
 ROOT = Path(__file__).resolve().parents[1]

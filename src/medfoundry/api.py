@@ -19,9 +19,9 @@ from pydantic import BaseModel
 
 from medfoundry.config_io import validate_config
 from medfoundry.recipes import evaluate as evaluate_recipe
-from medfoundry.recipes import pretrain_multitask
-from medfoundry.recipes.evaluate_config import StudyConfig, check_names, load_study_config
-from medfoundry.recipes.pretrain_config import PretrainConfig, load_pretrain_config, read_monitor_tasks
+from medfoundry.recipes import pretrain as pretrain_recipe
+from medfoundry.recipes.evaluate.config import StudyConfig, check_names, load_study_config
+from medfoundry.recipes.pretrain.config import PretrainConfig, load_pretrain_config, read_monitor_tasks
 from medfoundry.tasks import TaskSpec, TaskType, build_task
 from medfoundry.tasks.database import read_tasks
 
@@ -56,10 +56,10 @@ def pretrain(config: PretrainConfig | Mapping[str, Any] | str | Path, *, resume:
         ['best', 'last']
     """
     if isinstance(config, str | Path):
-        return pretrain_multitask.run(load_pretrain_config(Path(config)), resume=resume)
+        return pretrain_recipe.run(load_pretrain_config(Path(config)), resume=resume)
     if not isinstance(config, PretrainConfig):  # the monitor's task database too, like ``tasks``
         config = read_monitor_tasks(dict(config), Path.cwd() / "config")
-    return pretrain_multitask.run(_validated(PretrainConfig, config, "config"), resume=resume)
+    return pretrain_recipe.run(_validated(PretrainConfig, config, "config"), resume=resume)
 
 
 def evaluate(study: StudyConfig | Mapping[str, Any] | str | Path) -> Path:

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from medfoundry.corpus import CorpusBuild
-from medfoundry.recipes import pretrain_multitask
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes import pretrain
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from medfoundry.training.metrics_log import read_metrics
 from tests.conftest import tiny_config
 
@@ -27,7 +27,7 @@ def test_pretraining_runs_on_every_task_of_the_corpus(small_corpus: CorpusBuild,
         "detection",
         "masked_image",
     }
-    run_dir = pretrain_multitask.run(config)
+    run_dir = pretrain.run(config)
     rows = read_metrics(run_dir / "metrics.jsonl")
     trained = {
         key.split("/")[1] for row in rows if row["kind"] == "train" for key in row if key.startswith("loss/")

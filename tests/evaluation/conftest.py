@@ -20,8 +20,8 @@ import yaml
 from PIL import Image
 
 from medfoundry.demo.microscopy import TECHNIQUES as MODALITY_SOURCES
-from medfoundry.recipes import pretrain_multitask
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes import pretrain
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from tests.conftest import tiny_config
 
 CENTERS = ("left", "middle", "right")
@@ -35,7 +35,7 @@ def checkpoint(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "c.yaml").write_text(
         yaml.safe_dump(tiny_config(root / "run", str(demo_db), **{"training.max_steps": 3}))
     )
-    return pretrain_multitask.run(load_pretrain_config(root / "c.yaml")) / "checkpoints" / "last"
+    return pretrain.run(load_pretrain_config(root / "c.yaml")) / "checkpoints" / "last"
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ from medfoundry import released
 from medfoundry.cli.main import app
 from medfoundry.errors import ConfigError
 from medfoundry.evaluation.pretrained_encoder import load_encoder
-from medfoundry.recipes import release_encoder
-from medfoundry.recipes.evaluate_config import load_study_config
+from medfoundry.recipes.evaluate.config import load_study_config
+from medfoundry.recipes.export import release_encoder
 
 runner = CliRunner()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from medfoundry.recipes import evaluate
-from medfoundry.recipes.evaluate_config import StudyConfig
+from medfoundry.recipes.evaluate.config import StudyConfig
 from tests.chromium import REQUIRE_BROWSER_ENV, Chromium, chromium_binary
 from tests.evaluation.conftest import study_config, tasks_of
 

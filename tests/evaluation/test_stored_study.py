@@ -26,7 +26,7 @@ import pytest
 
 from medfoundry.evaluation.study_cells import read_results
 from medfoundry.recipes import evaluate
-from medfoundry.recipes.evaluate_config import StudyConfig
+from medfoundry.recipes.evaluate.config import StudyConfig
 from tests.evaluation.conftest import study_config, tasks_of
 
 STORED = Path(__file__).with_name("stored_study.json")

@@ -18,8 +18,10 @@ from scipy import stats
 
 from medfoundry.evaluation.paired_table import paired_difference
 from medfoundry.evaluation.study_cells import RESULT_COLUMNS, read_results
-from medfoundry.recipes import evaluate, evaluate_worker
-from medfoundry.recipes.evaluate_config import StudyConfig
+from medfoundry.recipes import evaluate
+from medfoundry.recipes.evaluate import job as evaluate_job
+from medfoundry.recipes.evaluate import worker as evaluate_worker
+from medfoundry.recipes.evaluate.config import StudyConfig
 from tests.evaluation.conftest import CENTERS, study_config, tasks_of
 
 pytestmark = pytest.mark.integration
@@ -182,7 +184,7 @@ def test_bootstrap_intervals_contain_the_score_and_stay_in_range(study: Path) ->
 
 
 def test_paired_intervals_use_the_same_test_items(study: Path) -> None:
-    from medfoundry.recipes.evaluate import read_study
+    from medfoundry.recipes.evaluate.job import read_study
 
     tables = read_study(study).tables  # rebuilt from the folder alone
     assert len(tables.paired) == len(_csv(study / "paired.csv")) > 0
@@ -324,7 +326,7 @@ def test_study_yaml_is_never_seen_half_written(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Path, "write_text", recording)
-    monkeypatch.setattr(evaluate, "work", stopped)
+    monkeypatch.setattr(evaluate_job, "work", stopped)
     cfg = study_config(tmp_path / "study", tasks_of(sites_db), checkpoint, modes=["linear"], baselines=[])
     with pytest.raises(KeyboardInterrupt):
         evaluate.run(StudyConfig.model_validate(cfg))

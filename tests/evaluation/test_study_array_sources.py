@@ -20,7 +20,7 @@ from medfoundry.evaluation.features import extract_features, features_key
 from medfoundry.evaluation.pretrained_encoder import load_encoder
 from medfoundry.evaluation.study_data import load_study_task_data
 from medfoundry.recipes import evaluate
-from medfoundry.recipes.evaluate_config import StudyConfig
+from medfoundry.recipes.evaluate.config import StudyConfig
 from medfoundry.tasks import TaskSpec, build_task
 from tests.evaluation.conftest import study_config
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from medfoundry.cli.main import app
 from medfoundry.corpus.tasks import TASKS as CORPUS_TASKS
-from medfoundry.recipes.evaluate_config import load_study_config
+from medfoundry.recipes.evaluate.config import load_study_config
 from tests.evaluation.conftest import study_config, tasks_of
 
 ROOT = Path(__file__).resolve().parents[2]

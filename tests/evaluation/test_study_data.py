@@ -17,7 +17,7 @@ from medfoundry.errors import ConfigError
 from medfoundry.evaluation.study_cells import read_results
 from medfoundry.evaluation.study_data import load_study_task_data
 from medfoundry.recipes import evaluate
-from medfoundry.recipes.evaluate_config import StudyConfig
+from medfoundry.recipes.evaluate.config import StudyConfig
 from medfoundry.tasks import TaskSpec, build_task
 from tests.evaluation.conftest import CENTERS, study_config, tasks_of
 

@@ -21,9 +21,10 @@ from medfoundry.cli.main import app
 from medfoundry.evaluation.claims import ClaimBoard
 from medfoundry.evaluation.study_cells import read_results
 from medfoundry.output_folders import write_marker
-from medfoundry.recipes import evaluate, evaluate_worker
-from medfoundry.recipes.evaluate_config import StudyConfig
-from medfoundry.recipes.evaluate_plan import plan_study
+from medfoundry.recipes import evaluate
+from medfoundry.recipes.evaluate import worker as evaluate_worker
+from medfoundry.recipes.evaluate.config import StudyConfig
+from medfoundry.recipes.evaluate.plan import plan_study
 from tests.evaluation.conftest import study_config, tasks_of
 
 pytestmark = pytest.mark.integration
@@ -80,7 +81,7 @@ def test_two_workers_give_the_results_of_one(
 
 def _hanging_worker(config: dict[str, Any], marker: str) -> None:
     """A worker that claims its first cell, says which one, and hangs inside it."""
-    from medfoundry.recipes import evaluate_worker as worker
+    from medfoundry.recipes.evaluate import worker
 
     def hang(cell: Any, *args: Any, **kwargs: Any) -> Any:
         Path(marker).write_text(cell.id)

@@ -21,7 +21,7 @@ from medfoundry.evaluation.study_pixels import StudyPixels
 from medfoundry.evaluation.transfer_monitor import TransferMonitorConfig, load_transfer_monitor
 from medfoundry.models.config import EncoderConfig
 from medfoundry.models.encoder import create_encoder
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from medfoundry.tasks import build_task, load_task_database, with_classes
 
 MODEL = {"image_size": 32, "encoder": {"name": "resnet10t"}}
@@ -142,7 +142,7 @@ def test_features_equal_the_study_extraction(demo_db: Path) -> None:
     )
     spec = with_classes(next(s for s in load_task_database(demo_db) if s.name == "modality"))
     study = load_study_task_data(spec, build_task(spec), split_seed=0, val_fraction=0.2, test_fraction=0.2)
-    theirs = extract_features(  # as a study's worker does (recipes/evaluate_worker.py)
+    theirs = extract_features(  # as a study's worker does (recipes/evaluate/worker.py)
         study_encoder,
         records,
         preprocessing=spec.preprocessing,

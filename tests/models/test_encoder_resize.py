@@ -13,8 +13,8 @@ from medfoundry.errors import ConfigError
 from medfoundry.evaluation.pretrained_encoder import load_encoder
 from medfoundry.models.encoder import create_encoder
 from medfoundry.models.encoder_resize import load_resized_weights
-from medfoundry.recipes import pretrain_multitask
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes import pretrain
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from tests.conftest import tiny_config
 
 TINY_VIT = {"embed_dim": 32, "depth": 1, "num_heads": 2}
@@ -81,7 +81,7 @@ def vit_checkpoint(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     cfg = tiny_config(root / "run", str(demo_db), **{"training.max_steps": 1})
     cfg["model"]["encoder"] = {"name": "vit_tiny_patch16_224", "model_kwargs": TINY_VIT}
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))
-    return pretrain_multitask.run(load_pretrain_config(root / "c.yaml")) / "checkpoints" / "last"
+    return pretrain.run(load_pretrain_config(root / "c.yaml")) / "checkpoints" / "last"
 
 
 @pytest.mark.integration

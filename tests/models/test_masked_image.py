@@ -15,7 +15,7 @@ from medfoundry.models import (
     create_masked_image_objective,
 )
 from medfoundry.models.masking import masked_unit_loss, patchify
-from medfoundry.recipes.pretrain_config import PretrainConfig
+from medfoundry.recipes.pretrain.config import PretrainConfig
 from medfoundry.tasks import TaskSpec
 
 SMALL_DECODER = {"decoder_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2}

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medfoundry.recipes.evaluate_config import load_study_config
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes.evaluate.config import load_study_config
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 
 TASKS = {
     "tasks": [

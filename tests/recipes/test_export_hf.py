@@ -17,8 +17,9 @@ import yaml
 from typer.testing import CliRunner
 
 from medfoundry.cli.main import app
-from medfoundry.recipes import export_hf, pretrain_multitask
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes import pretrain
+from medfoundry.recipes.export import to_hf
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from medfoundry.training.checkpoint import load_checkpoint_config
 from medfoundry.training.model_loading import load_multitask_model
 from tests.conftest import tiny_config
@@ -59,12 +60,12 @@ def best_checkpoint(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     # resnet18: every BatchNorm width is a multiple of 32, so timm's norm_layer="groupnorm" rebuilds it
     cfg = tiny_config(root / "run", tasks, **{"training.max_steps": 2, "model.encoder.name": "resnet18"})
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))
-    return pretrain_multitask.run(load_pretrain_config(root / "c.yaml")) / "checkpoints" / "best"
+    return pretrain.run(load_pretrain_config(root / "c.yaml")) / "checkpoints" / "best"
 
 
 @pytest.fixture(scope="module")
 def folder(best_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_hf.run(best_checkpoint, tmp_path_factory.mktemp("export") / "hf")
+    return to_hf.run(best_checkpoint, tmp_path_factory.mktemp("export") / "hf")
 
 
 def test_timm_and_medfoundry_load_the_folder_through_the_hub_cache_offline(

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from medfoundry.cli.main import app
 from medfoundry.data import TaskDataset
 from medfoundry.data.record import Record
-from medfoundry.recipes import export_onnx, pretrain_multitask
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes import pretrain
+from medfoundry.recipes.export import to_onnx
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from medfoundry.training.model_loading import load_multitask_model
 from tests.conftest import tiny_config
 from tests.evaluation.conftest import tasks_of
@@ -32,7 +33,7 @@ def _tasks(demo_db: Path, names: tuple[str, ...]) -> list[dict[str, Any]]:
 
 def _pretrain(root: Path, tasks: list[dict[str, Any]], **overrides: Any) -> Path:
     (root / "c.yaml").write_text(yaml.safe_dump(tiny_config(root / "run", tasks, **overrides)))
-    return pretrain_multitask.run(load_pretrain_config(root / "c.yaml")) / "checkpoints" / "last"
+    return pretrain.run(load_pretrain_config(root / "c.yaml")) / "checkpoints" / "last"
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def exported(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     checkpoint = _pretrain(
         root, _tasks(demo_db, ("nuclei_seg", "nuclei_det", "modality")), **{"training.max_steps": 2}
     )
-    return checkpoint, export_onnx.run(checkpoint, root / "onnx")
+    return checkpoint, to_onnx.run(checkpoint, root / "onnx")
 
 
 def test_onnxruntime_gives_pytorchs_outputs_for_encoder_and_every_head(

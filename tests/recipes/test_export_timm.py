@@ -13,8 +13,9 @@ import torch
 import yaml
 
 from medfoundry.errors import ConfigError
-from medfoundry.recipes import export_timm, pretrain_multitask
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes import pretrain
+from medfoundry.recipes.export import to_timm
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from medfoundry.training.model_loading import load_multitask_model
 from tests.conftest import tiny_config
 
@@ -43,11 +44,11 @@ def checkpoint(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         root / "run", str(demo_db), **{"training.max_steps": 2, "model.encoder.name": "resnet18"}
     )
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))
-    return pretrain_multitask.run(load_pretrain_config(root / "c.yaml")) / "checkpoints" / "last"
+    return pretrain.run(load_pretrain_config(root / "c.yaml")) / "checkpoints" / "last"
 
 
 def test_plain_timm_loads_the_export_and_gives_the_same_features(checkpoint: Path, tmp_path: Path) -> None:
-    out = export_timm.run(checkpoint, tmp_path / "timm")
+    out = to_timm.run(checkpoint, tmp_path / "timm")
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "resnet18" and config["model_args"]["norm_layer"] == "groupnorm"
     assert sorted(p.name for p in out.iterdir()) == [
@@ -79,7 +80,7 @@ def test_plain_timm_loads_the_export_and_gives_the_same_features(checkpoint: Pat
 
 def test_export_refuses_a_folder_that_is_not_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a medfoundry checkpoint"):
-        export_timm.run(tmp_path, tmp_path / "out")
+        to_timm.run(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -87,7 +88,7 @@ def test_export_refuses_an_encoder_timm_cannot_rebuild(demo_db: Path, tmp_path: 
     # resnet10t's 24-channel stem cannot take timm's 32-group GroupNorm: say so, write nothing
     cfg = tiny_config(tmp_path / "run", str(demo_db), **{"training.max_steps": 1})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    run_dir = pretrain_multitask.run(load_pretrain_config(tmp_path / "c.yaml"))
+    run_dir = pretrain.run(load_pretrain_config(tmp_path / "c.yaml"))
     with pytest.raises(ConfigError, match=r"timm cannot rebuild 'resnet10t'.*num_channels \(24\)"):
-        export_timm.run(run_dir / "checkpoints" / "last", tmp_path / "out")
+        to_timm.run(run_dir / "checkpoints" / "last", tmp_path / "out")
     assert not (tmp_path / "out").exists()

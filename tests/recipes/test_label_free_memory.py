@@ -36,7 +36,7 @@ torch.set_num_threads(1)
 from medfoundry.data.task_dataset import TaskDataset
 from medfoundry.data.task_records import load_task_records
 from medfoundry.models import build_multitask_model
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from medfoundry.tasks import build_task
 from medfoundry.training.multitask_step import Optimizers, memory_constant_step
 from medfoundry.training.optim import build_adamw

@@ -25,8 +25,8 @@ from medfoundry.cli.main import app
 from medfoundry.data import Preprocessing, TaskDataset
 from medfoundry.errors import ConfigError, DataError
 from medfoundry.evaluation.finetune import score_model
-from medfoundry.recipes import predict, pretrain_multitask
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes import predict, pretrain
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from medfoundry.tasks import TaskSpec, build_task
 from medfoundry.training.model_loading import load_multitask_model
 from tests.conftest import tiny_config
@@ -48,7 +48,7 @@ NIBABEL_DATA = Path(nibabel_data_path)  # nibabel's real test volumes (anatomica
 def _pretrain(root: Path, tasks: Any, **overrides: Any) -> Path:
     cfg = tiny_config(root / "run", tasks, **overrides)
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))
-    return pretrain_multitask.run(load_pretrain_config(root / "c.yaml")) / "checkpoints" / "last"
+    return pretrain.run(load_pretrain_config(root / "c.yaml")) / "checkpoints" / "last"
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from nibabel.testing import data_path as nibabel_data_path
 
-from medfoundry.recipes.predict_inputs import prediction_records
+from medfoundry.recipes.predict.inputs import prediction_records
 from medfoundry.tasks import TaskSpec
 
 MR = Path(nibabel_data_path) / "anatomical.nii"  # nibabel's real MR volume, 33x41x25, stored LAS

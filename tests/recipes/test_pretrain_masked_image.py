@@ -20,8 +20,9 @@ from sklearn.linear_model import LogisticRegression
 from medfoundry.data.task_dataset import TaskDataset
 from medfoundry.data.task_records import load_task_records
 from medfoundry.models import build_multitask_model
-from medfoundry.recipes import export_timm, pretrain_multitask
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes import pretrain
+from medfoundry.recipes.export import to_timm
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from medfoundry.tasks import TaskSpec, build_task
 from medfoundry.training.metrics_log import read_metrics
 from medfoundry.training.model_loading import load_multitask_model
@@ -36,7 +37,7 @@ VIT = {"name": "vit_tiny_patch16_224", "model_kwargs": {"patch_size": 8, "depth"
 def _run(tmp_path: Path, cfg: dict[str, Any], resume: bool = False) -> Path:
     path = tmp_path / f"{Path(cfg['run_dir']).name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    return pretrain_multitask.run(load_pretrain_config(path), resume=resume)
+    return pretrain.run(load_pretrain_config(path), resume=resume)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ def test_mae_encoder_loads_into_segmentation_detection_and_classification(
     mae_run: Path, demo_db: Path, tmp_path: Path
 ) -> None:
     """Exported as plain timm weights, the encoder starts a labelled run through the config alone."""
-    weights = export_timm.run(mae_run / "checkpoints" / "last", tmp_path / "timm") / "model.safetensors"
+    weights = to_timm.run(mae_run / "checkpoints" / "last", tmp_path / "timm") / "model.safetensors"
     encoder = {**VIT, "pretrained": True}
     encoder["model_kwargs"] = {**VIT["model_kwargs"], "pretrained_cfg_overlay": {"file": str(weights)}}
     settings = {"model.encoder": encoder, "training.max_steps": 2}

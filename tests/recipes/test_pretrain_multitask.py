@@ -17,8 +17,9 @@ import safetensors.torch
 import torch
 import yaml
 
-from medfoundry.recipes import pretrain_multitask
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes import pretrain
+from medfoundry.recipes.pretrain import job as pretrain_job
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from medfoundry.training.metrics_log import read_metrics
 from tests.conftest import tiny_config
 
@@ -34,7 +35,7 @@ def test_three_task_run_lowers_every_task_validation_loss(demo_db: Path, tmp_pat
     cfg = tiny_config(
         tmp_path / "run", str(demo_db), **{"training.max_steps": 24, "training.val_every_steps": 24}
     )
-    run_dir = pretrain_multitask.run(load_pretrain_config(_write(tmp_path / "c.yaml", cfg)))
+    run_dir = pretrain.run(load_pretrain_config(_write(tmp_path / "c.yaml", cfg)))
     val = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "val"]
     first, last = val[0], val[-1]
     assert first["step"] == 0 and last["step"] == 24
@@ -120,7 +121,7 @@ def test_a_run_continues_from_any_state_with_one_command(
     settings = {"training.max_steps": 4, "training.checkpoint_every_steps": 2, "training.val_every_steps": 2}
     config = _write(tmp_path / "c.yaml", tiny_config(tmp_path / "straight", str(demo_db), **settings))
     step_two = tmp_path / "last_at_step_2"
-    save = pretrain_multitask.save_checkpoint
+    save = pretrain_job.save_checkpoint
 
     def keep_step_two(path: Path, model: Any, config: dict[str, Any], *, trainer_state: Any = None) -> Path:
         saved = save(path, model, config, trainer_state=trainer_state)
@@ -128,8 +129,8 @@ def test_a_run_continues_from_any_state_with_one_command(
             shutil.copytree(saved, step_two)
         return saved
 
-    monkeypatch.setattr(pretrain_multitask, "save_checkpoint", keep_step_two)
-    straight = pretrain_multitask.run(load_pretrain_config(config))
+    monkeypatch.setattr(pretrain_job, "save_checkpoint", keep_step_two)
+    straight = pretrain.run(load_pretrain_config(config))
     monkeypatch.undo()
     expected, expected_log = _weights(straight), _log_without_timing(straight)
     runner = CliRunner()
@@ -159,7 +160,7 @@ def test_a_failing_step_still_closes_the_loaders_and_the_metrics_log(
     demo_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     finished: list[Any] = []
-    real_finish = pretrain_multitask._finish
+    real_finish = pretrain_job._finish
 
     def finish(r: Any) -> None:
         finished.append(r)
@@ -168,9 +169,9 @@ def test_a_failing_step_still_closes_the_loaders_and_the_metrics_log(
     def failing(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("a step failed")
 
-    monkeypatch.setattr(pretrain_multitask, "_finish", finish)
-    monkeypatch.setattr(pretrain_multitask, "_count_nonfinite", failing)
+    monkeypatch.setattr(pretrain_job, "_finish", finish)
+    monkeypatch.setattr(pretrain_job, "_count_nonfinite", failing)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config(tmp_path / "run", str(demo_db))))
     with pytest.raises(RuntimeError, match="a step failed"):
-        pretrain_multitask.run(load_pretrain_config(tmp_path / "c.yaml"))
+        pretrain.run(load_pretrain_config(tmp_path / "c.yaml"))
     assert len(finished) == 1 and finished[0].metrics_log._file.closed

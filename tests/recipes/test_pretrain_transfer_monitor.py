@@ -15,8 +15,9 @@ import torch
 import yaml
 
 from medfoundry.evaluation.transfer_monitor import TransferMonitor, TransferScores
-from medfoundry.recipes import pretrain_multitask
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes import pretrain
+from medfoundry.recipes.pretrain import job as pretrain_job
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from medfoundry.training.metrics_log import read_metrics
 from tests.conftest import tiny_config
 
@@ -59,7 +60,7 @@ def test_scores_are_logged_at_step_0_every_n_steps_and_the_last(demo_db: Path, t
     config = _config(
         tmp_path, demo_db, "run", **{"training.max_steps": 5, "training.select_best_by": "transfer"}
     )
-    run_dir = pretrain_multitask.run(load_pretrain_config(config))
+    run_dir = pretrain.run(load_pretrain_config(config))
     transfer = _records(run_dir, "transfer")
     assert [r["step"] for r in transfer] == [0, 2, 4, 5]
     for record in transfer:
@@ -86,7 +87,7 @@ def test_best_is_the_step_of_the_highest_mean_score_not_the_lowest_loss(
 ) -> None:
     _scripted(monkeypatch, iter([0.3, 0.8, 0.5, 0.6]))
     settings = {"training.max_steps": 6, "training.val_every_steps": 2, "training.select_best_by": "transfer"}
-    run_dir = pretrain_multitask.run(load_pretrain_config(_config(tmp_path, demo_db, "run", **settings)))
+    run_dir = pretrain.run(load_pretrain_config(_config(tmp_path, demo_db, "run", **settings)))
     assert [(r["step"], r["mean"]) for r in _records(run_dir, "transfer")] == [
         (0, 0.3),
         (2, 0.8),
@@ -105,11 +106,11 @@ def test_the_monitor_changes_nothing_of_the_training(demo_db: Path, tmp_path: Pa
     a forward pass in train mode, or a draw from the training RNG, would show)."""
     encoder = {"name": "resnet10t", "use_groupnorm": False, "model_kwargs": {"drop_path_rate": 0.2}}
     settings = {"training.max_steps": 4, "model.encoder": encoder}
-    with_monitor = pretrain_multitask.run(load_pretrain_config(_config(tmp_path, demo_db, "on", **settings)))
+    with_monitor = pretrain.run(load_pretrain_config(_config(tmp_path, demo_db, "on", **settings)))
     off = yaml.safe_load(_config(tmp_path, demo_db, "off", **settings).read_text())
     del off["training"]["transfer_monitor"]
     (tmp_path / "off.yaml").write_text(yaml.safe_dump(off))
-    without = pretrain_multitask.run(load_pretrain_config(tmp_path / "off.yaml"))
+    without = pretrain.run(load_pretrain_config(tmp_path / "off.yaml"))
     assert len(_records(with_monitor, "transfer")) == 3 and not _records(without, "transfer")
     a, b = _weights(with_monitor / "checkpoints" / "last"), _weights(without / "checkpoints" / "last")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -127,7 +128,7 @@ def test_a_resumed_run_keeps_its_best_score(
     settings = {"training.max_steps": 6, "training.select_best_by": "transfer"}
     config = _config(tmp_path, demo_db, "straight", **settings)
     killed = tmp_path / "killed"
-    save = pretrain_multitask.save_checkpoint
+    save = pretrain_job.save_checkpoint
 
     def copy_at_step_two(
         path: Path, model: Any, config: dict[str, Any], *, trainer_state: Any = None
@@ -137,9 +138,9 @@ def test_a_resumed_run_keeps_its_best_score(
             shutil.copytree(tmp_path / "straight", killed)
         return saved
 
-    monkeypatch.setattr(pretrain_multitask, "save_checkpoint", copy_at_step_two)
+    monkeypatch.setattr(pretrain_job, "save_checkpoint", copy_at_step_two)
     _scripted(monkeypatch, iter(means.values()))
-    straight = pretrain_multitask.run(load_pretrain_config(config))
+    straight = pretrain.run(load_pretrain_config(config))
     monkeypatch.undo()
 
     state = json.loads((killed / "checkpoints" / "last" / "trainer_state.json").read_text())
@@ -147,7 +148,7 @@ def test_a_resumed_run_keeps_its_best_score(
     _scripted(monkeypatch, iter([means[4], means[6]]))
     resumed_cfg = yaml.safe_load(config.read_text()) | {"run_dir": str(killed)}
     (tmp_path / "killed.yaml").write_text(yaml.safe_dump(resumed_cfg))
-    resumed = pretrain_multitask.run(load_pretrain_config(tmp_path / "killed.yaml"), resume=True)
+    resumed = pretrain.run(load_pretrain_config(tmp_path / "killed.yaml"), resume=True)
 
     assert _records(resumed, "transfer") == _records(straight, "transfer")
     assert [r["step"] for r in _records(resumed, "transfer")] == [0, 2, 4, 6]

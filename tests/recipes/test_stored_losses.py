@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
-from medfoundry.recipes import pretrain_multitask
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes import pretrain
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from tests.conftest import tiny_config
 from tests.evaluation.conftest import tasks_of
 
@@ -38,7 +38,7 @@ RTOL = 1e-4
 def _train_losses(cfg: dict[str, Any], folder: Path) -> dict[str, dict[str, float]]:
     """Step -> ``loss/<task>`` -> value of the run ``cfg``."""
     (folder / "c.yaml").write_text(yaml.safe_dump(cfg))
-    run_dir = pretrain_multitask.run(load_pretrain_config(folder / "c.yaml"))
+    run_dir = pretrain.run(load_pretrain_config(folder / "c.yaml"))
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {
         str(row["step"]): {k: v for k, v in row.items() if k.startswith("loss/")}

@@ -19,9 +19,10 @@ from torch import nn
 
 from medfoundry.data.record import TargetKind
 from medfoundry.evaluation.study_cells import read_results
-from medfoundry.recipes import evaluate, export_onnx, predict, pretrain_multitask
-from medfoundry.recipes.evaluate_config import StudyConfig
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes import evaluate, predict, pretrain
+from medfoundry.recipes.evaluate.config import StudyConfig
+from medfoundry.recipes.export import to_onnx
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from medfoundry.tasks import (
     TASK_TYPES,
     BoxPredictions,
@@ -100,7 +101,7 @@ def test_a_task_type_registered_in_a_test_pretrains_runs_a_study_and_exports(
 ) -> None:
     cfg = tiny_config(tmp_path / "run", [toy_task], **{"training.max_steps": 2})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    run_dir = pretrain_multitask.run(load_pretrain_config(tmp_path / "c.yaml"))
+    run_dir = pretrain.run(load_pretrain_config(tmp_path / "c.yaml"))
     logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [row for row in logs if row["kind"] == "train"]
     assert [row["step"] for row in train] == [1, 2]
@@ -126,7 +127,7 @@ def test_a_task_type_registered_in_a_test_pretrains_runs_a_study_and_exports(
         ("finetune", "accuracy"),
     }  # the modes the type allows, scored with its metrics
 
-    exported = export_onnx.run(checkpoint, tmp_path / "onnx")
+    exported = to_onnx.run(checkpoint, tmp_path / "onnx")
     onnx_config = json.loads((exported / "onnx_config.json").read_text())
     head = onnx_config["heads"]["technique"]
     assert head["type"] == TOY and head["postprocess"] == "softmax over the K logits"
@@ -184,7 +185,7 @@ def test_a_box_task_type_registered_in_a_test_predicts_its_own_boxes(
     task = {**nuclei, "name": "nucleus", "type": ONE_BOX}
     cfg = tiny_config(tmp_path / "run", [task], **{"training.max_steps": 1})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    checkpoint = pretrain_multitask.run(load_pretrain_config(tmp_path / "c.yaml")) / "checkpoints" / "last"
+    checkpoint = pretrain.run(load_pretrain_config(tmp_path / "c.yaml")) / "checkpoints" / "last"
     new = tmp_path / "new"  # three real nuclei tiles, as new images
     new.mkdir()
     images = sorted((demo_db.parent / "nuclei" / "images").glob("*.png"))[:3]

@@ -13,8 +13,8 @@ from torch.nn import functional as F  # noqa: N812
 from medfoundry.errors import ConfigError
 from medfoundry.models import build_multitask_model
 from medfoundry.models.config import ModelConfig
-from medfoundry.recipes import pretrain_multitask
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes import pretrain
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from medfoundry.tasks import TASK_TYPES, TaskSpec, TwoViewTask, build_task
 from medfoundry.tasks.random_views import RandomViews
 from medfoundry.tasks.two_view import vicreg_loss
@@ -131,7 +131,7 @@ def test_loss_falls_on_real_images(demo_db: Path, tmp_path: Path) -> None:
     ]
     cfg = tiny_config(tmp_path / "run", tasks, **{"training.max_steps": 40, "data.batch_size": 16})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    run = pretrain_multitask.run(load_pretrain_config(tmp_path / "c.yaml"))
+    run = pretrain.run(load_pretrain_config(tmp_path / "c.yaml"))
     logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [row["loss/views"] for row in logs if row["kind"] == "train"]
     val = [row["views/loss"] for row in logs if row["kind"] == "val"]

@@ -75,8 +75,8 @@ def pretrain(
 
     def body() -> None:
         from medfoundry.errors import ConfigError
-        from medfoundry.recipes import pretrain_multitask
-        from medfoundry.recipes.pretrain_config import load_pretrain_config
+        from medfoundry.recipes import pretrain
+        from medfoundry.recipes.pretrain.config import load_pretrain_config
         from medfoundry.training.distributed import DistributedRunError
 
         overrides = list(set_ or [])
@@ -91,8 +91,8 @@ def pretrain(
             overrides.append(f"run_dir={resume}")
         cfg = load_pretrain_config(config if config is not None else resume / "config.yaml", overrides)  # type: ignore[operator]
         try:
-            run_dir = pretrain_multitask.run(cfg, resume=resume is not None)
-        except (pretrain_multitask.NonFiniteLossError, DistributedRunError) as e:
+            run_dir = pretrain.run(cfg, resume=resume is not None)
+        except (pretrain.NonFiniteLossError, DistributedRunError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from None
         typer.echo(f"done: {run_dir} (checkpoints in {run_dir / 'checkpoints'})")
@@ -148,19 +148,19 @@ def export(
         for option, folder in chosen.items():  # all refused before any is written
             check_output_folder(folder, f"export {option}")
         if timm_dir is not None:
-            from medfoundry.recipes import export_timm
+            from medfoundry.recipes.export import to_timm
 
-            out = export_timm.run(checkpoint, timm_dir)
+            out = to_timm.run(checkpoint, timm_dir)
             typer.echo(f"exported: {out}  (load with timm.create_model('local-dir:{out}', pretrained=True))")
         if onnx_dir is not None:
-            from medfoundry.recipes import export_onnx
+            from medfoundry.recipes.export import to_onnx
 
-            out = export_onnx.run(checkpoint, onnx_dir)
+            out = to_onnx.run(checkpoint, onnx_dir)
             typer.echo(f"exported: {out}  (encoder.onnx, heads/*.onnx; see onnx_config.json)")
         if hf_dir is not None:
-            from medfoundry.recipes import export_hf
+            from medfoundry.recipes.export import to_hf
 
-            out = export_hf.run(checkpoint, hf_dir)
+            out = to_hf.run(checkpoint, hf_dir)
             typer.echo(f"exported: {out}  (upload with: medfoundry push {out} ORG/NAME)")
 
     _run(body)
@@ -176,9 +176,9 @@ def push(
     """Upload an exported Hugging Face folder to the Hub (token: `hf auth login` or HF_TOKEN)."""
 
     def body() -> None:
-        from medfoundry.recipes import export_hf
+        from medfoundry.recipes.export import to_hf
 
-        typer.echo(f"uploaded: {export_hf.push(folder, repo_id, private=private, revision=revision)}")
+        typer.echo(f"uploaded: {to_hf.push(folder, repo_id, private=private, revision=revision)}")
 
     _run(body)
 
@@ -243,7 +243,7 @@ def evaluate(
 
     def body() -> None:
         from medfoundry.recipes import evaluate as evaluate_recipe
-        from medfoundry.recipes.evaluate_config import load_study_config
+        from medfoundry.recipes.evaluate.config import load_study_config
 
         overrides = [*(set_ or []), *([f"workers={workers}"] if workers is not None else [])]
         cfg = load_study_config(config, overrides)
@@ -284,7 +284,7 @@ def embed(
 
     def body() -> None:
         from medfoundry.config_io import validate_config
-        from medfoundry.recipes import embed as embed_recipe
+        from medfoundry.recipes.predict import embed as embed_recipe
 
         options = {
             "encoder": encoder,

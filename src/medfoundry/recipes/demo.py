@@ -37,9 +37,9 @@ from medfoundry.errors import DataError
 from medfoundry.evaluation.efficiency_table import saving_sentence
 from medfoundry.evaluation.study_data import ALL
 from medfoundry.output_folders import claim_output_folder
-from medfoundry.recipes import evaluate, pretrain_multitask
-from medfoundry.recipes.evaluate_config import BASELINES, load_study_config
-from medfoundry.recipes.pretrain_config import load_pretrain_config
+from medfoundry.recipes import evaluate, pretrain
+from medfoundry.recipes.evaluate.config import BASELINES, load_study_config
+from medfoundry.recipes.pretrain.config import load_pretrain_config
 from medfoundry.tasks import TASK_TYPES
 from medfoundry.training.progress import ProgressLines
 
@@ -120,7 +120,7 @@ def run(out_dir: Path, quick: bool = False) -> Path:
                 *(QUICK_PRETRAIN if quick else []),
             ],
         )
-        run_dir = pretrain_multitask.run(pretrain_cfg)
+        run_dir = pretrain.run(pretrain_cfg)
         # the encoder at the end of the recipe's steps: "best" is chosen by the pretraining
         # tasks' validation loss, which says nothing about transfer (and a short run can find
         # its best before the first step: the random weights the baseline already has)

@@ -27,7 +27,7 @@ from medfoundry.data import TaskData, discard_new_caches, load_task_data
 from medfoundry.data.summary import COUNTED_AS, TaskSummary, summarize_task
 from medfoundry.errors import ConfigError, DataError, MedfoundryError
 from medfoundry.models.config import EncoderConfig
-from medfoundry.recipes.pretrain_config import DataConfig, load_pretrain_config, read_tasks
+from medfoundry.recipes.pretrain.config import DataConfig, load_pretrain_config, read_tasks
 from medfoundry.tasks import TASK_TYPES, build_task, with_classes
 from medfoundry.tasks.database import is_source_path
 from medfoundry.tasks.spec import DatabaseTask, TaskSpec, check_unique_names

@@ -3,7 +3,7 @@
 A task type turns its head's outputs into one of these (``TaskType.predict``); the predict
 recipe writes each form its own way (a CSV of probabilities, masks, COCO detections). A new
 task type that predicts classes, per-pixel classes or boxes needs nothing else: only a new form
-of prediction needs a writer in ``recipes/predict_outputs.py``.
+of prediction needs a writer in ``recipes/predict/outputs.py``.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ from medfoundry.evaluation.features import cached_features, features_path
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder
 from medfoundry.evaluation.study_cells import Cell, CellStore
 from medfoundry.evaluation.study_pixels import StudyPixels
-from medfoundry.recipes.evaluate_config import PROBE_MODES, StudyConfig
-from medfoundry.recipes.evaluate_plan import StudyPlan, plan_study
+from medfoundry.recipes.evaluate.config import PROBE_MODES, StudyConfig
+from medfoundry.recipes.evaluate.plan import StudyPlan, plan_study
 from medfoundry.training.checkpoint import save_checkpoint
 from medfoundry.training.progress import CountProgress
 

@@ -27,7 +27,7 @@ from medfoundry.evaluation.pretrained_encoder import looks_like_path
 from medfoundry.evaluation.study_cells import Cell
 from medfoundry.evaluation.study_data import StudyTaskData, load_study_task_data
 from medfoundry.models.config import ModelConfig
-from medfoundry.recipes.evaluate_config import (
+from medfoundry.recipes.evaluate.config import (
     BASELINES,
     PIXELS,
     PROBE_MODES,
@@ -36,7 +36,7 @@ from medfoundry.recipes.evaluate_config import (
     StudyEncoder,
     check_names,
 )
-from medfoundry.recipes.evaluate_encoders import Encoder, check_levels, load_study_encoders
+from medfoundry.recipes.evaluate.encoders import Encoder, check_levels, load_study_encoders
 from medfoundry.released import is_released
 from medfoundry.tasks import TaskType, build_task, with_classes
 from medfoundry.tasks.scores import LOWER_IS_BETTER

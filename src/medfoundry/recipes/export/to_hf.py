@@ -19,8 +19,8 @@ from typing import Any
 
 from medfoundry.errors import ConfigError
 from medfoundry.output_folders import check_output_folder, write_marker
-from medfoundry.recipes.export_timm import write_timm_folder
-from medfoundry.recipes.model_card import model_card
+from medfoundry.recipes.export.model_card import model_card
+from medfoundry.recipes.export.to_timm import write_timm_folder
 from medfoundry.safe_writes import write_folder_atomically
 from medfoundry.training.model_loading import load_multitask_model
 

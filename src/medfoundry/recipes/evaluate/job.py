@@ -1,9 +1,9 @@
 """Recipe: an evaluation study (``medfoundry evaluate STUDY.yaml [--workers N]``).
 
 ``run(cfg)`` reads top to bottom: plan the study (every user error is raised there, before the
-study folder is touched: ``evaluate_plan``); refuse a folder that live workers are filling with
+study folder is touched: ``evaluate.plan``); refuse a folder that live workers are filling with
 another config; write the resolved config; run the cells in this process and ``workers - 1``
-more (``evaluate_worker``: atomic claims, so other jobs may share the folder too); then derive
+more (``evaluate.worker``: atomic claims, so other jobs may share the folder too); then derive
 results, summary, paired differences, data-efficiency table, ``results.json`` and the report
 from the cells' files.
 """
@@ -30,9 +30,9 @@ from medfoundry.evaluation.efficiency_table import Reference
 from medfoundry.evaluation.report import StudyOutputs, write_study_outputs
 from medfoundry.evaluation.study_cells import atomic_write_text
 from medfoundry.output_folders import check_output_folder, claim_output_folder
-from medfoundry.recipes.evaluate_config import StudyConfig
-from medfoundry.recipes.evaluate_plan import StudyPlan, plan_study
-from medfoundry.recipes.evaluate_worker import spawned_worker, work, worker_device
+from medfoundry.recipes.evaluate.config import StudyConfig
+from medfoundry.recipes.evaluate.plan import StudyPlan, plan_study
+from medfoundry.recipes.evaluate.worker import spawned_worker, work, worker_device
 from medfoundry.safe_writes import refuse_links, remove_orphans
 from medfoundry.tasks import build_task
 

@@ -2,9 +2,9 @@
 
 The checkpoint's model (``load_multitask_model``) and the task's own preprocessing (intensity,
 channels, fit; from its spec in the checkpoint) are reused; INPUT is read by the data layer
-(``predict_inputs``). Every image is decoded and fitted as the task's evaluation does it, run
+(``predict.inputs``). Every image is decoded and fitted as the task's evaluation does it, run
 through the encoder, shared decoder and the task's head in batches, and the prediction is
-brought back onto the image's own grid (``predict_outputs``): probabilities per class, masks
+brought back onto the image's own grid (``predict.outputs``): probabilities per class, masks
 (PNG per image; for volumes, one NIfTI label volume on the input's voxel grid, predicted slice
 by slice along the task's axis) or COCO detections with scores.
 
@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader
 
 from medfoundry.errors import ConfigError
 from medfoundry.output_folders import check_output_folder, write_marker
-from medfoundry.recipes.predict_inputs import PredictionImages, as_geometry, prediction_records
-from medfoundry.recipes.predict_outputs import PredictedBatch, prediction_writer
+from medfoundry.recipes.predict.inputs import PredictionImages, as_geometry, prediction_records
+from medfoundry.recipes.predict.outputs import PredictedBatch, prediction_writer
 from medfoundry.safe_writes import write_folder_atomically
 from medfoundry.tasks import TASK_TYPES, TaskSpec, build_task
 from medfoundry.training.checkpoint import load_checkpoint_config

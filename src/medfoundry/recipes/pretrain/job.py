@@ -1,7 +1,7 @@
 """Recipe: multi-task pretraining with memory flat in the number of tasks (UMedPT [0]).
 
 ``run(cfg)`` reads top to bottom: ``prepare_run`` checks the tasks and their data and builds the
-model, optimizers and data streams (``recipes.pretrain_setup``; everything that can fail on user
+model, optimizers and data streams (``recipes.pretrain.setup``; everything that can fail on user
 input fails before the run folder is created), then the loop: set the learning rate, one shared
 step (round-robin over tasks, per-task backward), log, validate, score transfer to held-out
 tasks (``training.transfer_monitor``), save resumable checkpoints.
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from medfoundry.evaluation.transfer_monitor import TransferScores
-from medfoundry.recipes.pretrain_config import PretrainConfig
-from medfoundry.recipes.pretrain_setup import PretrainRun, prepare_run
+from medfoundry.recipes.pretrain.config import PretrainConfig
+from medfoundry.recipes.pretrain.setup import PretrainRun, prepare_run
 from medfoundry.training.checkpoint import save_checkpoint
 from medfoundry.training.checkpoint_config import checkpoint_config
 from medfoundry.training.metrics_log import MetricsLog

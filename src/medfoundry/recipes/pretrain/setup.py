@@ -1,7 +1,7 @@
 """Everything multi-task pretraining sets up before its loop, in the order that keeps a failed
 start from writing anything: every check of the user's input (config, run folder, checkpoint,
 data), then the model, optimizers, data streams and logs, restored from the last checkpoint
-when the run continues. ``recipes.pretrain_multitask.run`` reads the loop; this module builds
+when the run continues. ``recipes.pretrain.job.run`` reads the loop; this module builds
 what the loop runs on (``PretrainRun``).
 """
 
@@ -32,7 +32,7 @@ from medfoundry.evaluation.transfer_monitor import (
 )
 from medfoundry.models.build import build_multitask_model
 from medfoundry.models.multitask_model import MultiTaskModel
-from medfoundry.recipes.pretrain_config import PretrainConfig, TrainingConfig
+from medfoundry.recipes.pretrain.config import PretrainConfig, TrainingConfig
 from medfoundry.tasks import TaskType, build_task, with_classes
 from medfoundry.training.device import resolve_device, resolve_precision
 from medfoundry.training.distributed import DistributedContext, init_distributed
@@ -86,7 +86,7 @@ class PretrainRun:
 
 
 def prepare_run(cfg: PretrainConfig, resume: bool) -> PretrainRun:
-    """Check everything, then build the run (see ``pretrain_multitask.run`` for ``resume``).
+    """Check everything, then build the run (see ``pretrain.job.run`` for ``resume``).
 
     Raises:
         ConfigError, DataError: bad configuration, data, run folder or checkpoint, before

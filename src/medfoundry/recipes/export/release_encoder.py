@@ -8,7 +8,7 @@ float16; a model card's numbers are measured on the float16 file, loaded back as
 reproduce it) and ``MODEL_CARD.md``. Nothing is written unless the folder is new and the written
 checkpoint loads.
 
-    python -m medfoundry.recipes.release_encoder RUN/checkpoints/best NAME \\
+    python -m medfoundry.recipes.export.release_encoder RUN/checkpoints/best NAME \\
         --summary "..." --card CARD.md --command "medfoundry pretrain ..." --recipe CONFIG.yaml
 """
 
@@ -22,7 +22,7 @@ import safetensors.torch
 
 from medfoundry import released
 from medfoundry.errors import ConfigError
-from medfoundry.recipes.export_hf import without_local_paths
+from medfoundry.recipes.export.to_hf import without_local_paths
 from medfoundry.released import RELEASE_FILE, WEIGHTS_FILE, file_sha256
 from medfoundry.safe_writes import write_folder_atomically
 from medfoundry.training.checkpoint import CONFIG_FILE, load_checkpoint_config

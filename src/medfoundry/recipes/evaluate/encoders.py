@@ -10,7 +10,7 @@ from medfoundry.errors import ConfigError
 from medfoundry.evaluation.pixel_encoder import DEFAULT_PIXELS_SIZE, PixelEncoder
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder, load_encoder, looks_like_path
 from medfoundry.models.config import ModelConfig
-from medfoundry.recipes.evaluate_config import StudyConfig, StudyEncoder
+from medfoundry.recipes.evaluate.config import StudyConfig, StudyEncoder
 from medfoundry.released import is_released
 from medfoundry.training.checkpoint import load_checkpoint_config
 

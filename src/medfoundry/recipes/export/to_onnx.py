@@ -43,7 +43,7 @@ from torch import nn
 from medfoundry.errors import ConfigError
 from medfoundry.models.multitask_model import MultiTaskModel
 from medfoundry.output_folders import check_output_folder, write_marker
-from medfoundry.recipes.predict import supervised_tasks
+from medfoundry.recipes.predict.job import supervised_tasks
 from medfoundry.safe_writes import write_folder_atomically
 from medfoundry.tasks import TASK_TYPES
 from medfoundry.training.checkpoint_config import library_versions

@@ -37,7 +37,7 @@ from medfoundry.data.sources import (
 from medfoundry.data.sources.base import SourceBase, list_files
 from medfoundry.data.volumes import VOLUME_SUFFIXES
 from medfoundry.errors import DataError
-from medfoundry.recipes.embed import sample_id
+from medfoundry.recipes.predict.embed import sample_id
 from medfoundry.tasks import TaskSpec
 
 __all__ = ["PredictionImages", "as_geometry", "prediction_records"]

@@ -18,7 +18,7 @@ from medfoundry.evaluation.finetune import FinetuneConfig
 from medfoundry.evaluation.pretrained_encoder import looks_like_path
 from medfoundry.evaluation.probes import ProbeConfig
 from medfoundry.models.config import TimmArguments
-from medfoundry.recipes.pretrain_config import read_config
+from medfoundry.recipes.pretrain.config import read_config
 from medfoundry.registry import unknown_name_message
 from medfoundry.tasks.database import is_source_path
 from medfoundry.tasks.spec import DatabaseTask, TaskSpec
