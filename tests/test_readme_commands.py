@@ -213,7 +213,7 @@ def test_quick_demo_from_a_fresh_folder_with_default_paths(reader: Path) -> None
     with (study / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert {r["task"] for r in rows} == {"heldout_nuclei_count"}  # another specimen, never pretrained on
-    assert {"pretrained", "random", "pixels"} <= {r["encoder"] for r in rows}
+    assert {"pretrained", "released", "random", "pixels"} <= {r["encoder"] for r in rows}  # released: shipped
     assert {r["shots"] for r in rows} == {"", "5"}  # the fractions and 5-shot episodes
     pretrained_on = {
         t["name"]: t["type"] for t in yaml.safe_load((demo / "pretrain" / "config.yaml").read_text())["tasks"]
@@ -225,8 +225,10 @@ def test_quick_demo_from_a_fresh_folder_with_default_paths(reader: Path) -> None
     output = " ".join((reader / "medfoundry demo --quick.log").read_text().split())  # rich wraps lines
     assert "heldout_nuclei_count (in-domain" in output and "report:" in output
     assert "vs random (paired 95% intervals" in output and "vs pixels (paired 95% intervals" in output
-    saving = "pretrained (linear) on heldout_nuclei_count: "
-    assert saving in output and saving in (study / "report.html").read_text()
+    for encoder in ("pretrained", "released"):  # the run's own encoder and medfoundry:resnet18-views
+        assert f"{encoder} vs random (paired 95% intervals" in output
+        saving = f"{encoder} (linear) on heldout_nuclei_count: "
+        assert saving in output and saving in (study / "report.html").read_text()
 
 
 @pytest.mark.integration

@@ -40,6 +40,8 @@ def test_a_release_is_float16_with_its_checksum_and_no_local_paths(weights_root:
     info = json.loads((folder / "release.json").read_text())
     assert info["sha256"] == released.file_sha256(folder / "model.safetensors")
     assert info["dtype"] == "float16" and info["recipe"] == "seed: 0\n"
+    config_step = json.loads((folder / "config.json").read_text())["training"]["step"]
+    assert info["trained_steps"] == config_step > 0  # the step the checkpoint was saved at
     config = json.loads((folder / "config.json").read_text())
     assert all("/" not in t["source"]["path"] for t in config["tasks"])
     assert (folder / "MODEL_CARD.md").read_text().startswith("# tiny")

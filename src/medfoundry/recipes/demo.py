@@ -8,14 +8,15 @@
    docs/demo.md).
 3. Evaluate transfer to three held-out tasks that pretraining never saw: brain-MR zones of
    another head and nuclei counts of another specimen (in-domain), membranes in a cryo-electron
-   tomogram (out-of-domain). The pretrained encoder against the same network with random
-   weights and against the raw pixels, with a linear probe on frozen features from 1 % of the
-   labels and from k labelled samples per class, over seeds, with paired test-set
-   bootstrap intervals; write results.csv, summary.csv, paired.csv, efficiency.csv and
-   report.html.
-4. Print per task how the encoders compare at few labels and whether pretraining saved labels.
+   tomogram (out-of-domain). The pretrained encoder, and the released encoder
+   ``medfoundry:resnet18-views`` (the same recipe with a two-view task for about 62 passes),
+   against the same network with random weights and against the raw pixels, with a linear
+   probe on frozen features from 1 % of the labels and from k labelled samples per class, over
+   seeds, with paired test-set bootstrap intervals; write results.csv, summary.csv,
+   paired.csv, efficiency.csv and report.html.
+4. Print per task how each of the two encoders compares at few labels and whether it saved labels.
 
-It runs offline on a 2-core CPU in about 11 minutes (docs/benchmarks.md); ``--quick``, a
+It runs offline on a 2-core CPU in about 7-8 minutes (docs/benchmarks.md); ``--quick``, a
 selection of the corpus, one held-out task and a few pretraining steps, in about 2.
 """
 

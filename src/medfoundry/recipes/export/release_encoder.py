@@ -69,7 +69,7 @@ def run(
             "dtype": "float16",
             "command": command,
             "recipe": Path(recipe).read_text(encoding="utf-8"),
-            "trained_steps": config.get("step"),
+            "trained_steps": (config.get("training") or {}).get("step"),
         }
         (tmp / RELEASE_FILE).write_text(json.dumps(release, indent=2) + "\n", encoding="utf-8")
         (tmp / CARD_FILE).write_text(Path(card).read_text(encoding="utf-8"), encoding="utf-8")
