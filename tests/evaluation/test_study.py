@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,14 @@ import pytest
 import yaml
 from scipy import stats
 
+from medfoundry import safe_writes
 from medfoundry.evaluation.paired_table import paired_difference
 from medfoundry.evaluation.study_cells import RESULT_COLUMNS, read_results
 from medfoundry.recipes import evaluate
 from medfoundry.recipes.evaluate import job as evaluate_job
 from medfoundry.recipes.evaluate import worker as evaluate_worker
 from medfoundry.recipes.evaluate.config import StudyConfig
+from medfoundry.safe_writes import temporary_name
 from tests.evaluation.conftest import CENTERS, study_config, tasks_of
 
 pytestmark = pytest.mark.integration
@@ -315,20 +318,21 @@ def test_study_yaml_is_never_seen_half_written(
     sites_db: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Live workers of other jobs read ``study.yaml``: it is written whole and renamed into place."""
-    written: list[str] = []
-    real_write = Path.write_text
+    renamed: list[tuple[str, str]] = []
+    real_replace = os.replace
 
-    def recording(path: Path, *args: Any, **kwargs: Any) -> int:
-        written.append(path.name)
-        return real_write(path, *args, **kwargs)
+    def recording(src: Any, dst: Any) -> None:
+        renamed.append((Path(src).name, Path(dst).name))
+        real_replace(src, dst)
 
     def stopped(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Path, "write_text", recording)
+    monkeypatch.setattr(safe_writes.os, "replace", recording)
     monkeypatch.setattr(evaluate_job, "work", stopped)
     cfg = study_config(tmp_path / "study", tasks_of(sites_db), checkpoint, modes=["linear"], baselines=[])
     with pytest.raises(KeyboardInterrupt):
         evaluate.run(StudyConfig.model_validate(cfg))
-    assert "study.yaml" not in written  # only its temporary file is written in place
+    # written under its temporary name, then renamed into place in one step
+    assert (temporary_name(Path("study.yaml")).name, "study.yaml") in renamed
     assert yaml.safe_load((tmp_path / "study" / "study.yaml").read_text())["study_dir"] == cfg["study_dir"]
