@@ -16,7 +16,7 @@
    paired.csv, efficiency.csv and report.html.
 4. Print per task how each of the two encoders compares at few labels and whether it saved labels.
 
-It runs offline on a 2-core CPU in about 7-8 minutes (docs/benchmarks.md); ``--quick``, a
+It runs offline on a 2-core CPU in about 7 minutes (docs/benchmarks.md); ``--quick``, a
 selection of the corpus, one held-out task and a few pretraining steps, in about 2.
 """
 
