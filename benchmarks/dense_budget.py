@@ -87,7 +87,8 @@ def train_once(
         "budget_steps": result.budget_steps,
         "steps": result.steps,
         "best_step": result.best_step,
-        f"val_{METRICS[spec.type]}": round(result.best_score, 4),
+        "metric": METRICS[spec.type],  # one column for every task type: tasks share the table
+        "val_score": round(result.best_score, 4),
         "never_improved": result.never_improved,
         "cpu_s": round(time.process_time() - started, 1),
     }

@@ -66,7 +66,10 @@ def test_study_writes_every_output(study: Path) -> None:
     rows = read_results(study / "results.csv")
     assert tuple(_csv(study / "results.csv")[0]) == RESULT_COLUMNS
     pooled = {(r["encoder"], r["task"], r["mode"]) for r in rows if r["train_center"] == "all"}
-    modes = {"modality": ("linear", "knn", "finetune"), "nuclei_seg": ("frozen-decoder", "finetune")}
+    modes = {
+        "modality": ("linear", "knn", "finetune"),
+        "nuclei_seg": ("frozen-decoder", "finetune", "linear-decoder"),
+    }
     modes["sites"] = ("linear", "knn")
     assert pooled == {
         (encoder, task, mode)

@@ -62,7 +62,9 @@ def test_defaults_follow_the_papers(demo_db: Path, tmp_path: Path) -> None:
     )
     cfg = load_study_config(path)
     assert cfg.fractions == [0.01, 0.05, 0.1, 0.25, 0.5, 1.0] and len(cfg.seed_list) >= 3
-    assert cfg.modes == ["linear", "knn", "finetune", "frozen-decoder"] and cfg.probe.k == 20
+    assert (
+        cfg.modes == ["linear", "knn", "finetune", "frozen-decoder", "linear-decoder"] and cfg.probe.k == 20
+    )
     assert [t.name for t in cfg.selected_tasks] == ["nuclei_seg", "nuclei_det", "modality"]
 
 
@@ -105,7 +107,8 @@ def _evaluate(tmp_path: Path, cfg: dict[str, Any]) -> tuple[int, str]:
         (
             {"encoders": [{"name": "px", "source": "pixels"}]},
             r"encoders.px: the pixels encoder has no weights to train, but task\(s\) 'nuclei_seg' "
-            r"\(finetune, frozen-decoder\), 'nuclei_det' \(finetune, frozen-decoder\), 'modality' "
+            r"\(finetune, frozen-decoder, linear-decoder\), 'nuclei_det' \(finetune, frozen-decoder\), "
+            r"'modality' "
             r"\(finetune\) run training modes",
         ),
         (

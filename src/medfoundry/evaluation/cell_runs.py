@@ -12,6 +12,12 @@ import numpy as np
 
 from medfoundry.data.record import Record
 from medfoundry.evaluation.finetune import FinetuneConfig, FinetuneResult, finetune, score_model
+from medfoundry.evaluation.linear_decoder import (
+    DenseFeatures,
+    LinearDecoderConfig,
+    fit_linear_decoder,
+    score_decoder,
+)
 from medfoundry.evaluation.predictions import N_ITEMS
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder
 from medfoundry.evaluation.probes import (
@@ -26,7 +32,15 @@ from medfoundry.evaluation.study_cells import Cell, result_row
 from medfoundry.evaluation.study_data import ALL, StudyTaskData
 from medfoundry.evaluation.study_pixels import StudyPixels
 
-__all__ = ["CellData", "CellOutcome", "FeatureTable", "cell_data", "run_probe_cell", "run_training_cell"]
+__all__ = [
+    "CellData",
+    "CellOutcome",
+    "FeatureTable",
+    "cell_data",
+    "run_linear_decoder_cell",
+    "run_probe_cell",
+    "run_training_cell",
+]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +138,33 @@ def run_probe_cell(
         metrics = probe_accumulator(data.task, probe.predict(test.features), test.targets)
         rows += [
             result_row(cell, n_train=len(train), test_center=test_center, metric=m, value=v)
+            for m, v in metrics.compute().items()
+        ]
+        items[test_center] = {**metrics.items(), N_ITEMS: np.asarray(len(records))}
+    return CellOutcome(rows, items)
+
+
+def run_linear_decoder_cell(
+    cell: Cell,
+    data: StudyTaskData,
+    features: DenseFeatures,
+    *,
+    metric: str,
+    cfg: LinearDecoderConfig,
+) -> CellOutcome:
+    """Fit a per-pixel linear decoder on the frozen encoder's feature maps (``linear-decoder``;
+    its L2 penalty chosen on the validation ``metric``); score every test set.
+
+    ``features``: the encoder's ``dense_features`` of every record of the task."""
+    inputs = cell_data(cell, data)
+    train, val = features.subset(inputs.train), features.subset(inputs.val)
+    fitted = fit_linear_decoder(data.task, train, val, metric=metric, cfg=cfg)
+    rows, items = [], {}
+    for test_center, records in inputs.tests.items():
+        test = features.subset(records)
+        metrics = score_decoder(fitted.decoder, data.task, test, batch_size=cfg.batch_size)
+        rows += [
+            result_row(cell, n_train=len(inputs.train), test_center=test_center, metric=m, value=v)
             for m, v in metrics.compute().items()
         ]
         items[test_center] = {**metrics.items(), N_ITEMS: np.asarray(len(records))}

@@ -36,14 +36,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
-from torch.utils.data import DataLoader
 
-from medfoundry.data.augment import AugmentConfig
 from medfoundry.data.preprocessing import Preprocessing
-from medfoundry.data.record import Record, ignore_index_or_default
-from medfoundry.data.task_dataset import TaskDataset
+from medfoundry.data.record import Record
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder
 from medfoundry.evaluation.study_pixels import StudyPixels
+from medfoundry.evaluation.task_loaders import task_dataset, task_loader
 from medfoundry.models.build import build_multitask_model
 from medfoundry.models.config import DetectionDecoderConfig, ModelConfig, PixelDecoderConfig
 from medfoundry.models.multitask_model import MultiTaskModel
@@ -217,13 +215,13 @@ def finetune(
     batch_size = _batch_size(len(train), cfg.batch_size)
     loader = CyclicTaskLoader(
         name,
-        _dataset(task, train, encoder.image_size, cfg.augment, preprocessing, pixels),
+        task_dataset(task, train, encoder.image_size, cfg.augment, preprocessing, pixels),
         TaskCollate(name, task),
         batch_size=batch_size,
         seed=seed,
         num_workers=cfg.num_workers,
     )
-    val_loader = _loader(
+    val_loader = task_loader(
         name, task, val, encoder.image_size, cfg.batch_size, cfg.num_workers, preprocessing, pixels
     )
     # a task type with a frozen-decoder mode reads a shared decoder that starts from scratch
@@ -309,50 +307,10 @@ def score_model(
     ``pixels`` as in ``finetune``), as the metric accumulator: ``compute()`` gives the metrics,
     ``items()`` the per-item results (for bootstrap intervals and paired comparisons)."""
     device = next(model.parameters()).device
-    loader = _loader(name, task, records, image_size, batch_size, num_workers, preprocessing, pixels)
+    loader = task_loader(name, task, records, image_size, batch_size, num_workers, preprocessing, pixels)
     kept: dict[str, TaskMetrics] = {}
     validate(model, {name: task}, {name: loader}, device=device, accumulators=kept)
     return kept[name]
-
-
-def _dataset(
-    task: TaskType,
-    records: Sequence[Record],
-    image_size: int,
-    augment: bool | AugmentConfig,
-    preprocessing: Preprocessing | None,
-    pixels: StudyPixels | None,
-) -> TaskDataset:
-    if pixels is not None:
-        return TaskDataset(
-            records, task.target, image_size, augment=augment, arrays=pixels.arrays(records, image_size)
-        )
-    return TaskDataset(
-        records,
-        task.target,
-        image_size,
-        augment=augment,
-        preprocessing=preprocessing,
-        ignore_index=ignore_index_or_default(task.ignore_index),
-    )
-
-
-def _loader(
-    name: str,
-    task: TaskType,
-    records: Sequence[Record],
-    image_size: int,
-    batch_size: int,
-    num_workers: int,
-    preprocessing: Preprocessing | None,
-    pixels: StudyPixels | None,
-) -> DataLoader[object]:
-    return DataLoader(
-        _dataset(task, records, image_size, False, preprocessing, pixels),
-        batch_size=batch_size,
-        collate_fn=TaskCollate(name, task),
-        num_workers=num_workers,
-    )
 
 
 def _shared_optimizer(model: MultiTaskModel, o: OptimizerConfig, layer_decay: float) -> torch.optim.AdamW:

@@ -75,7 +75,7 @@ class Cell:
     Attributes:
         encoder: Encoder name.
         task: Task name.
-        mode: ``linear``, ``knn``, ``finetune`` or ``frozen-decoder``.
+        mode: ``linear``, ``knn``, ``finetune``, ``frozen-decoder`` or ``linear-decoder``.
         fraction: Share of the training labels used (``None`` for a k-shot cell).
         seed: Repetition (subset, initialisation, data order), or the k-shot episode.
         train_center: Center group trained on, or ``all``.

@@ -77,7 +77,7 @@ class SegmentationTask:
     feature: ClassVar[FeatureKind] = "pixel"
     target: ClassVar[TargetKind] = "mask"
     primary_metric: ClassVar[str | None] = "mean_dice"
-    evaluation_modes: ClassVar[tuple[EvaluationMode, ...]] = ("frozen-decoder", "finetune")
+    evaluation_modes: ClassVar[tuple[EvaluationMode, ...]] = ("linear-decoder", "frozen-decoder", "finetune")
     probe_targets: ClassVar[ProbeTargets | None] = None
     postprocess_text: ClassVar[str] = "argmax over the K channels (class index per pixel)"
 

@@ -40,10 +40,17 @@ output of the shared masked-image objective, which masks the images at the encod
 so runs the encoder itself, or the shared encoder and the images themselves (``views``: the head
 runs the encoder on views it makes of the images, e.g. two random views)."""
 
-EvaluationMode = Literal["linear", "knn", "finetune", "frozen-decoder"]
+EvaluationMode = Literal["linear", "knn", "finetune", "frozen-decoder", "linear-decoder"]
 """How a study evaluates an encoder on a task: a linear or k-NN probe on frozen pooled features,
-fine-tuning everything, or training the task's decoder and head on the frozen encoder."""
-EVALUATION_MODES: tuple[EvaluationMode, ...] = ("linear", "knn", "finetune", "frozen-decoder")
+fine-tuning everything, training the task's decoder and head on the frozen encoder, or a
+per-pixel linear map of the frozen encoder's feature maps (dense tasks)."""
+EVALUATION_MODES: tuple[EvaluationMode, ...] = (
+    "linear",
+    "knn",
+    "finetune",
+    "frozen-decoder",
+    "linear-decoder",
+)
 
 ProbeTargets = Literal["one_label", "each_class"]
 """How a probe on frozen features reads a task's targets: one class index per sample (one

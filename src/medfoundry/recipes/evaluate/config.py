@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from medfoundry.config_io import path_keys, validate_config
 from medfoundry.errors import ConfigError
 from medfoundry.evaluation.finetune import FinetuneConfig
+from medfoundry.evaluation.linear_decoder import LinearDecoderConfig
 from medfoundry.evaluation.pretrained_encoder import looks_like_path
 from medfoundry.evaluation.probes import ProbeConfig
 from medfoundry.models.config import TimmArguments
@@ -151,7 +152,7 @@ class StudyConfig(_Frozen):
         encoders: Encoders to compare.
         modes: Evaluation modes; each task runs those that apply to its type (``linear`` and
             ``knn``: classification, multilabel; ``frozen-decoder``: segmentation, detection;
-            ``finetune``: all).
+            ``linear-decoder``: segmentation; ``finetune``: all).
         task_modes: Task name -> its modes, replacing ``modes`` for that task.
         fractions: Shares of the training labels, each in (0, 1]; may be empty with ``few_shot``.
         seeds: Repetitions per fraction: a count (seeds 0..n-1) or a list of seeds.
@@ -170,6 +171,7 @@ class StudyConfig(_Frozen):
             task has no test rows.
         probe: Linear probe and kNN settings.
         finetune: Fine-tuning and frozen-decoder training settings.
+        linear_decoder: The ``linear-decoder`` mode's feature levels and fit.
         cross_center: Also train on each center and test on every center (tasks with a
             ``center`` column; all modes, all seeds, fraction 1).
         centers: Named groups of center values, e.g. ``{north: [a, b], south: [c]}``; default:
@@ -209,6 +211,7 @@ class StudyConfig(_Frozen):
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
     probe: ProbeConfig = ProbeConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    linear_decoder: LinearDecoderConfig = LinearDecoderConfig()
     cross_center: bool = False
     centers: dict[str, list[str]] | None = None
     reference: ReferenceConfig = ReferenceConfig()

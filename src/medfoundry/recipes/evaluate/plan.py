@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import timm
+from pydantic import BaseModel
 
 from medfoundry.data.few_shot import smallest_class
 from medfoundry.errors import ConfigError, DataError
@@ -379,7 +380,9 @@ def _cells(
 def _digest(cell: Cell, plan: StudyPlan) -> str:
     """Hash of everything a cell's result depends on: a change re-runs the cell."""
     encoder, task_data, cfg = plan.encoder_of(cell), plan.data[cell.task], plan.cfg
-    settings = cfg.probe if cell.mode in PROBE_MODES else cfg.finetune
+    settings: BaseModel = cfg.probe if cell.mode in PROBE_MODES else cfg.finetune
+    if cell.mode == "linear-decoder":
+        settings = cfg.linear_decoder
     payload = {
         "protocol": PROTOCOL,
         "weights": encoder.weights_sha256,

@@ -24,9 +24,16 @@ from typing import Any
 
 import torch
 
-from medfoundry.evaluation.cell_runs import CellOutcome, FeatureTable, run_probe_cell, run_training_cell
+from medfoundry.evaluation.cell_runs import (
+    CellOutcome,
+    FeatureTable,
+    run_linear_decoder_cell,
+    run_probe_cell,
+    run_training_cell,
+)
 from medfoundry.evaluation.claims import ClaimBoard
 from medfoundry.evaluation.features import cached_features, features_path
+from medfoundry.evaluation.linear_decoder import DenseFeatures, dense_features
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder
 from medfoundry.evaluation.study_cells import Cell, CellStore
 from medfoundry.evaluation.study_pixels import StudyPixels
@@ -74,6 +81,7 @@ class _Worker:
         start = index * len(groups) // max(workers, 1)
         self.groups = groups[start:] + groups[:start]
         self.features: dict[tuple[str, str], FeatureTable] = {}
+        self.dense: dict[tuple[str, str], DenseFeatures] = {}  # of linear-decoder cells
         self.pixels_ready: set[tuple[str, int]] = set()
         self.ran, self.written = 0, time.monotonic()
 
@@ -139,7 +147,7 @@ class _Worker:
             if self.store.is_done(cell):  # finished by another worker since we looked
                 return False
             progress.update(len(self.plan.cells) - len(self.store.pending()), str(cell))
-            outcome = _run(self.plan, cell, table, self.pixels)
+            outcome = _run(self.plan, cell, table, self.pixels, self.dense)
             self.store.save(cell, outcome.rows, outcome.items)
             if self.plan.cfg.keep_checkpoints and outcome.training is not None:
                 _save_model(self.study_dir / "checkpoints" / cell.id, outcome, self.plan, cell)
@@ -198,7 +206,11 @@ def _features(
 
 
 def _run(
-    plan: StudyPlan, cell: Cell, table: FeatureTable | None, pixels: dict[str, StudyPixels]
+    plan: StudyPlan,
+    cell: Cell,
+    table: FeatureTable | None,
+    pixels: dict[str, StudyPixels],
+    dense: dict[tuple[str, str], DenseFeatures],
 ) -> CellOutcome:
     task_data = plan.data[cell.task]
     if table is not None:
@@ -206,6 +218,21 @@ def _run(
     encoder = plan.encoder_of(cell)
     if not isinstance(encoder, PretrainedEncoder):  # the plan gives pixels encoders probe cells only
         raise TypeError(f"{cell}: encoder '{cell.encoder}' cannot be trained")
+    if cell.mode == "linear-decoder":
+        features = dense.get((cell.encoder, cell.task))
+        if features is None:
+            features = dense_features(
+                encoder,
+                task_data.task,
+                task_data.records,
+                cfg=plan.cfg.linear_decoder,
+                preprocessing=task_data.spec.preprocessing,
+                pixels=pixels[cell.task],
+            )
+            dense.clear()  # one (encoder, task) in memory at a time
+            dense[(cell.encoder, cell.task)] = features
+        cfg = plan.cfg.linear_decoder
+        return run_linear_decoder_cell(cell, task_data, features, metric=plan.primary[cell.task], cfg=cfg)
     return run_training_cell(
         cell,
         task_data,
