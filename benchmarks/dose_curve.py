@@ -26,12 +26,15 @@ against passes over the corpus and against CPU hours, random weights as a line).
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from medfoundry.evaluation.pretrained_encoder import load_encoder
 from medfoundry.evaluation.probes import ProbeConfig
@@ -55,8 +58,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     database = load_task_database(args.corpus / "heldout_tasks.yaml")
     runs = dict(_pair(text) for text in args.run)
+    logged = {name: Path(folder) for name, folder in (_pair(t) for t in args.monitor_log)}
     seconds = {name: float(value) for name, value in (_pair(t) for t in args.seconds_per_step)}
     snapshots = {name: _snapshots(Path(folder)) for name, folder in runs.items()}
+    for name, run_dir in logged.items():  # its last checkpoint gets the per-stage probes
+        snapshots[name] = [(_last_step(run_dir), run_dir / "checkpoints" / "last")]
+    if not snapshots:
+        raise SystemExit("give at least one --run or --monitor-log")
     first = next(iter(snapshots.values()))[0][1]
     encoder = load_encoder(first)
     levels = encoder.num_levels
@@ -65,6 +73,8 @@ def main() -> None:
         for levels_ in [DEMO_LEVELS, *([i] for i in range(levels))]
     }
     rows: list[dict[str, Any]] = []
+    for name, run_dir in logged.items():
+        rows += _logged_rows(name, run_dir, args, seconds.get(name, float("nan")))
     random = load_encoder(first, pretrained=False, seed=0)
     for key, monitor in monitors.items():
         rows += _rows("random", 0, key, monitor, random.encoder, passes=0.0, hours=0.0)
@@ -77,7 +87,10 @@ def main() -> None:
             for key in keys:
                 rows += _rows(name, step, key, monitors[key], trained, passes=passes, hours=hours)
             print(f"{name} step {step}: done", flush=True)
-    path = write_results("dose_curve", rows, torch.device("cpu"), "fp32")
+    name = "dose_curve" + (f"-{args.tag}" if args.tag else "")
+    path = write_results(name, rows, torch.device("cpu"), "fp32")
+    for earlier in args.include:  # runs scored before: in the table and the plot, not scored again
+        rows += [r for r in _read_rows(earlier) if r["run"] != "random"]
     print(_table(rows))
     print(f"wrote {path}")
     _plot(rows, PLOT)
@@ -87,7 +100,16 @@ def main() -> None:
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, required=True)
-    parser.add_argument("--run", action="append", required=True, help="NAME=FOLDER of step_<N> checkpoints")
+    parser.add_argument("--run", action="append", default=[], help="NAME=FOLDER of step_<N> checkpoints")
+    parser.add_argument(
+        "--monitor-log",
+        action="append",
+        default=[],
+        help="NAME=RUN_DIR of a run whose own transfer monitor probed the demo's levels: its "
+        "metrics.jsonl gives the curve, its checkpoints/last the per-stage probes",
+    )
+    parser.add_argument("--include", action="append", default=[], type=Path, help="an earlier results CSV")
+    parser.add_argument("--tag", default="", help="appended to the results file's name")
     parser.add_argument("--seconds-per-step", nargs="*", default=[], help="NAME=SECONDS measured alone")
     parser.add_argument("--images-per-step", type=int, default=176, help="labelled images per step")
     parser.add_argument("--pretraining-images", type=int, default=6214)
@@ -108,6 +130,44 @@ def _snapshots(folder: Path) -> list[tuple[int, Path]]:
     if not found:
         raise SystemExit(f"{folder}: no step_<N> checkpoint folders")
     return sorted(found)
+
+
+def _last_step(run_dir: Path) -> int:
+    return max(int(r["step"]) for r in _metrics(run_dir) if r["kind"] == "transfer")
+
+
+def _metrics(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+
+
+def _logged_rows(name: str, run_dir: Path, args: argparse.Namespace, seconds: float) -> list[dict[str, Any]]:
+    """The run's own monitor scores, as rows of this script (refused unless its monitor probed
+    the same tasks, levels and image count as this script does)."""
+    monitor = yaml.safe_load((run_dir / "config.yaml").read_text())["training"]["transfer_monitor"]
+    levels = monitor.get("probe", {}).get("feature_levels", [-1])
+    if levels != DEMO_LEVELS or monitor.get("max_images", 1000) != args.max_images:
+        raise SystemExit(f"{run_dir}: its monitor probed levels {levels}, not {DEMO_LEVELS}")
+    rows = []
+    for entry in (e for e in _metrics(run_dir) if e["kind"] == "transfer"):
+        step = int(entry["step"])
+        passes = step * args.images_per_step / args.pretraining_images
+        rows += [
+            {"run": name, "step": step, "passes": round(passes, 2),
+             "cpu_hours": round(step * seconds / 3600, 3), "levels": str(DEMO_LEVELS), "task": task,
+             "probe": probe, "score": entry[f"{task}/{probe}"], "seconds": round(entry["seconds"], 1)}
+            for task in TASKS
+            for probe in ("linear", "knn")
+        ]  # fmt: skip
+    return rows
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    with path.open(newline="") as f:
+        return [
+            {**r, "step": int(r["step"]), "passes": float(r["passes"]), "cpu_hours": float(r["cpu_hours"]),
+             "score": float(r["score"])}
+            for r in csv.DictReader(f)
+        ]  # fmt: skip
 
 
 def _monitor(database: list[Any], args: argparse.Namespace, levels: list[int], size: int) -> TransferMonitor:
@@ -183,7 +243,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def _mean(rows: list[dict[str, Any]], run: str, step: int) -> float:
     values = [r["score"] for r in rows if r["run"] == run and r["step"] == step]
-    return sum(values) / len(values)
+    return float(sum(values) / len(values))
 
 
 if __name__ == "__main__":

@@ -182,6 +182,8 @@ def saving_sentence(row: Mapping[str, Any]) -> str:
         'reached random linear @ 100% (auroc 0.800, n=600) with 10% of the labels (n=60)'
         >>> saving_sentence(row).split(": ")[2]
         '540 labels (90%) saved; with all labels it scored 0.900'
+        >>> saving_sentence({**row, "fraction_needed": 1.0, "n_train_needed": 600}).split(": ")[2]
+        'no labels saved (as many as the reference used); with all labels it scored 0.900'
     """
     head = f"{row['encoder']} ({row['mode']}) on {row['task']}"
     score = f"{row['metric']} {float(row['reference_score']):.3f}"
@@ -199,7 +201,9 @@ def saving_sentence(row: Mapping[str, Any]) -> str:
     saved = float(row["reference_n_train"]) - float(row["n_train_needed"])
     if math.isnan(saved):  # no label count of the reference (or of the fraction reached)
         return f"{reached}: how many labels that saves is unknown (no label count); {full}"
-    if saved <= 0:  # a reference trained on a share of the labels can need fewer than the encoder
+    if saved == 0:
+        return f"{reached}: no labels saved (as many as the reference used); {full}"
+    if saved < 0:  # a reference trained on a share of the labels can need fewer than the encoder
         return f"{reached}: no labels saved ({-saved:.0f} more than the reference used); {full}"
     share = saved / float(row["reference_n_train"])
     return f"{reached}: {saved:.0f} labels ({percent(round(share, 3))}) saved; {full}"
