@@ -29,6 +29,7 @@ Non-goals: encoder comparisons and test-set claims (that is ``medfoundry evaluat
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -108,10 +109,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-defaults", action="store_true", help="run only the fixed budgets")
     parser.add_argument("--tag", default="", help="appended to the results files' names")
+    parser.add_argument(
+        "--finetune",
+        default="{}",
+        help="JSON over FinetuneConfig's defaults, e.g. '{\"batch_size\": 16}'",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     specs = {s.name: s for s in load_task_database(args.corpus / "heldout_tasks.yaml")}
-    defaults = FinetuneConfig()
+    defaults = FinetuneConfig.model_validate(json.loads(args.finetune))
     rows, curves = [], []
     for name in args.tasks:
         spec = specs[name]
