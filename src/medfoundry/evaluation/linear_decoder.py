@@ -161,9 +161,10 @@ def fit_linear_decoder(
     decoder = LinearDecoder(mean, std, task.spec.num_classes, train.targets.shape[-2:])
     nn.init.zeros_(decoder.linear.weight)
     nn.init.zeros_(decoder.linear.bias)
+    inputs = decoder.standardise(train.maps)  # the same for every penalty
     for l2 in sorted(cfg.l2_values, reverse=True):
         decoder = copy.deepcopy(decoder)
-        _fit(decoder, task, train, l2=l2, cfg=cfg)
+        _fit(decoder, task, inputs, train.targets, l2=l2, cfg=cfg)
         score = float(score_decoder(decoder, task, val, batch_size=cfg.batch_size).compute()[metric])
         scores[l2] = score
         if best is None or (math.isfinite(score) and not score <= best[0]):
@@ -173,15 +174,20 @@ def fit_linear_decoder(
 
 
 def _fit(
-    decoder: LinearDecoder, task: TaskType, train: DenseFeatures, *, l2: float, cfg: LinearDecoderConfig
+    decoder: LinearDecoder,
+    task: TaskType,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    l2: float,
+    cfg: LinearDecoderConfig,
 ) -> None:
     """Full-batch L-BFGS on the class-balanced cross-entropy of the upsampled logits (convex in
     the weights: one optimum per penalty, whatever the start), the gradient summed over chunks
     of ``batch_size`` images."""
     ignore = ignore_index_or_default(task.ignore_index)
-    weights = _balanced_class_weights(train.targets, task.spec.num_classes, ignore)
-    total = float(weights[train.targets[train.targets != ignore]].sum())
-    inputs = decoder.standardise(train.maps)
+    weights = _balanced_class_weights(targets, task.spec.num_classes, ignore)
+    total = float(weights[targets[targets != ignore]].sum())
     optimizer = torch.optim.LBFGS(
         decoder.linear.parameters(), max_iter=cfg.max_iter, history_size=20, line_search_fn="strong_wolfe"
     )
@@ -193,7 +199,7 @@ def _fit(
             end = start + cfg.batch_size
             logits = decoder(inputs[start:end], standardised=True)
             loss = F.cross_entropy(
-                logits, train.targets[start:end], weight=weights, ignore_index=ignore, reduction="sum"
+                logits, targets[start:end], weight=weights, ignore_index=ignore, reduction="sum"
             )
             (loss / total).backward()
             value += loss.detach() / total
