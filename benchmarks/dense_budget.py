@@ -39,7 +39,7 @@ import torch
 
 from medfoundry import load_task_database
 from medfoundry.data import load_task_records
-from medfoundry.evaluation import FinetuneConfig, PretrainedEncoder, finetune
+from medfoundry.evaluation import FinetuneConfig, PretrainedEncoder, finetune, load_encoder
 from medfoundry.models import EncoderConfig, create_encoder
 from medfoundry.tasks import TaskSpec, build_task
 
@@ -106,6 +106,15 @@ def main() -> None:
     parser.add_argument("--budgets", nargs="*", type=int, default=[100, 400, 1600])
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--encoder",
+        default="random",
+        help="'random' (the demo architecture, random weights) or any encoder source "
+        "(a checkpoint folder, medfoundry:<name>)",
+    )
+    parser.add_argument(
+        "--fraction", type=float, default=1.0, help="share of the training labels (a seeded sample)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-defaults", action="store_true", help="run only the fixed budgets")
     parser.add_argument("--tag", default="", help="appended to the results files' names")
@@ -131,13 +140,24 @@ def main() -> None:
             preprocessing=spec.preprocessing,
             split=spec.split,
         )
+        splits["train"] = _sample(splits["train"], args.fraction, args.seed)
         runs = [(f"budget {b}", _fixed_budget(defaults, b)) for b in args.budgets]
         runs += [] if args.no_defaults else [("defaults", defaults)]
         for mode in args.modes:
             for run, cfg in runs:
-                encoder = demo_random_encoder(args.image_size, args.seed)
+                encoder = (
+                    demo_random_encoder(args.image_size, args.seed)
+                    if args.encoder == "random"
+                    else load_encoder(args.encoder, image_size=args.image_size)
+                )
                 row, curve = train_once(encoder, spec, splits, mode, cfg, args.seed)
-                head = {"task": name, "mode": mode, "run": run, "n_train": len(splits["train"])}
+                head = {
+                    "task": name,
+                    "encoder": args.encoder,
+                    "mode": mode,
+                    "run": run,
+                    "n_train": len(splits["train"]),
+                }
                 rows.append({**head, **row})
                 curves += [{**head, "step": s, "val_score": round(v, 4)} for s, v in curve]
                 print_table(rows[-1:])
@@ -145,6 +165,15 @@ def main() -> None:
     print(f"wrote {write_results('dense_budget' + suffix, rows, torch.device('cpu'), 'fp32')}")
     print(f"wrote {write_results('dense_budget_curves' + suffix, curves, torch.device('cpu'), 'fp32')}")
     print_table(rows)
+
+
+def _sample(records: list[Any], fraction: float, seed: int) -> list[Any]:
+    """A seeded ``fraction`` of the records (at least one), in their original order."""
+    if fraction >= 1:
+        return records
+    keep = max(1, round(fraction * len(records)))
+    chosen = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed))[:keep]
+    return [records[i] for i in sorted(chosen.tolist())]
 
 
 def _fixed_budget(cfg: FinetuneConfig, steps: int) -> FinetuneConfig:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -39,6 +40,7 @@ from torch import nn
 
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Record
+from medfoundry.evaluation.frozen_maps import memoized_maps
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder
 from medfoundry.evaluation.study_pixels import StudyPixels
 from medfoundry.evaluation.task_loaders import task_dataset, task_loader
@@ -229,33 +231,37 @@ def finetune(
     every = cfg.eval_interval(budget)
     best_score, best_step, best_state = -math.inf, 0, None
     step, curve = 0, []
-    try:
-        while step < budget:
-            _train_mode(model, freeze_encoder, batch_statistics=len(train) > 1)
-            factor = lr_factor(step, budget, warmup_steps=o.warmup_steps, min_lr_ratio=o.min_lr_ratio)
-            for optimizer in (optimizers.shared, *optimizers.heads.values()):
-                set_lr(optimizer, factor)
-            memory_constant_step(
-                model,
-                tasks,
-                [loader.next_batch().to(device)],
-                optimizers,
-                autocast_dtype=autocast_dtype,
-                grad_clip_norm=cfg.grad_clip_norm,
-            )
-            step += 1
-            if step % every == 0 or step == budget:
-                score = validate(
-                    model, tasks, {name: val_loader}, device=device, autocast_dtype=autocast_dtype
-                )[name][metric]
-                curve.append((step, float(score)))
-                if score > best_score:  # NaN (metric undefined on this split) never wins
-                    best_score, best_step = score, step
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if cfg.should_stop(step, best_step, budget):
-                    break
-    finally:  # its workers end also when a step raised
-        loader.close()
+    # a frozen encoder's maps of an image never change: computed once (each flip, each
+    # validation image), looked up at every later step and validation
+    memo = memoized_maps(model.encoder.eval()) if freeze_encoder else nullcontext()
+    with memo:
+        try:
+            while step < budget:
+                _train_mode(model, freeze_encoder, batch_statistics=len(train) > 1)
+                factor = lr_factor(step, budget, warmup_steps=o.warmup_steps, min_lr_ratio=o.min_lr_ratio)
+                for optimizer in (optimizers.shared, *optimizers.heads.values()):
+                    set_lr(optimizer, factor)
+                memory_constant_step(
+                    model,
+                    tasks,
+                    [loader.next_batch().to(device)],
+                    optimizers,
+                    autocast_dtype=autocast_dtype,
+                    grad_clip_norm=cfg.grad_clip_norm,
+                )
+                step += 1
+                if step % every == 0 or step == budget:
+                    score = validate(
+                        model, tasks, {name: val_loader}, device=device, autocast_dtype=autocast_dtype
+                    )[name][metric]
+                    curve.append((step, float(score)))
+                    if score > best_score:  # NaN (metric undefined on this split) never wins
+                        best_score, best_step = score, step
+                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    if cfg.should_stop(step, best_step, budget):
+                        break
+        finally:  # its workers end also when a step raised
+            loader.close()
     _keep_best(model, best_state, what=f"task {name}: validation {metric}")
     never_improved = best_state is None or (len(curve) >= 2 and best_step == min(every, budget))
     return FinetuneResult(
