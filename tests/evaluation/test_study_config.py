@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from medfoundry.cli.main import app
 from medfoundry.corpus.tasks import TASKS as CORPUS_TASKS
-from medfoundry.recipes.evaluate.config import load_study_config
+from medfoundry.recipes.evaluate.config import StudyConfig, load_study_config
+from medfoundry.recipes.evaluate.plan import plan_study
 from tests.evaluation.conftest import study_config, tasks_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,6 +121,14 @@ def _evaluate(tmp_path: Path, cfg: dict[str, Any]) -> tuple[int, str]:
             {"task_image_size": {"nuclei_sg": 64}},
             r"task_image_size: unknown task 'nuclei_sg'; did you mean 'nuclei_seg'",
         ),
+        (
+            {"task_fractions": {"nuclei_sg": [0.5]}},
+            r"task_fractions: unknown task 'nuclei_sg'; did you mean 'nuclei_seg'",
+        ),
+        (  # a task's own fractions are checked as the study's are
+            {"task_names": ["modality"], "task_fractions": {"modality": [0.05, 1.0]}},
+            r"task_fractions: 0.05 of task 'modality' is 3 of its 60 training samples",
+        ),
         ({"probe": {"feature_levels": [-5, -1]}}, r"probe.feature_levels: -5 is not a level of encoder"),
         (
             {"bootstrap": {"resamples": 100}},
@@ -161,6 +170,31 @@ def test_a_task_can_have_its_own_input_size(demo_db: Path, checkpoint: Path, tmp
     assert config["model"]["image_size"] == 48  # the task's size, not the study's 32
     cached = sorted(p.name.rsplit("-", 1)[0] for p in (study / "pixels").iterdir() if p.is_dir())
     assert cached == ["modality-32px", "nuclei_seg-48px"]
+
+
+def test_a_task_can_have_its_own_fractions_and_seeds(demo_db: Path, checkpoint: Path, tmp_path: Path) -> None:
+    """A dense task's cells train a decoder: a study can give it fewer fractions and seeds than
+    the probes of its classification tasks."""
+    cfg = study_config(
+        tmp_path / "study",
+        tasks_of(demo_db),
+        checkpoint,
+        task_names=["nuclei_seg", "modality"],
+        task_modes={"nuclei_seg": ["frozen-decoder"], "modality": ["linear"]},
+        fractions=[0.5, 1.0],
+        seeds=3,
+        task_fractions={"nuclei_seg": [1.0]},
+        task_seeds={"nuclei_seg": [7]},
+        baselines=[],
+    )
+    cfg["encoders"] = cfg["encoders"][:1]
+    cells = plan_study(StudyConfig.model_validate(cfg)).cells
+    by_task = {
+        task: sorted((c.fraction, c.seed) for c in cells if c.task == task)
+        for task in ("nuclei_seg", "modality")
+    }
+    assert by_task["nuclei_seg"] == [(1.0, 7)]
+    assert by_task["modality"] == [(f, s) for f in (0.5, 1.0) for s in range(3)]
 
 
 def test_folder_that_is_not_a_checkpoint_exits_2(demo_db: Path, checkpoint: Path, tmp_path: Path) -> None:

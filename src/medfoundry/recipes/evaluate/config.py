@@ -156,6 +156,9 @@ class StudyConfig(_Frozen):
         task_modes: Task name -> its modes, replacing ``modes`` for that task.
         fractions: Shares of the training labels, each in (0, 1]; may be empty with ``few_shot``.
         seeds: Repetitions per fraction: a count (seeds 0..n-1) or a list of seeds.
+        task_fractions: Task name -> its fractions, replacing ``fractions`` for that task (e.g.
+            a dense task, whose cells train a decoder, at fewer fractions than the probes).
+        task_seeds: Task name -> its seeds (a count or a list), replacing ``seeds``.
         few_shot: k-shot episodes (classification tasks, probe modes) besides the fractions.
         baselines: Encoders added to the study: ``random`` (the first encoder's architecture
             with random weights), ``pixels`` (standardised raw pixels; probe modes only) and
@@ -202,6 +205,8 @@ class StudyConfig(_Frozen):
         default_factory=lambda: list(DEFAULT_FRACTIONS)
     )
     seeds: Annotated[int, Field(ge=1)] | list[int] = 3
+    task_fractions: dict[str, list[Annotated[float, Field(gt=0, le=1)]]] = Field(default_factory=dict)
+    task_seeds: dict[str, Annotated[int, Field(ge=1)] | list[int]] = Field(default_factory=dict)
     few_shot: FewShotConfig | None = None
     baselines: list[Baseline] | None = None
     image_size: int | None = Field(default=None, ge=16)
@@ -235,10 +240,31 @@ class StudyConfig(_Frozen):
     def _sorted_fractions(cls, fractions: list[float]) -> list[float]:
         return sorted(set(fractions))
 
+    @field_validator("task_fractions")
+    @classmethod
+    def _sorted_task_fractions(cls, by_task: dict[str, list[float]]) -> dict[str, list[float]]:
+        return {name: sorted(set(fractions)) for name, fractions in by_task.items()}
+
     @property
     def seed_list(self) -> list[int]:
         """The seeds: ``range(seeds)`` for a count."""
-        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+        return _seed_list(self.seeds)
+
+    def fractions_of(self, task: str) -> list[float]:
+        """The fractions a task runs: its ``task_fractions`` entry or ``fractions``."""
+        return self.task_fractions.get(task, self.fractions)
+
+    def seeds_of(self, task: str) -> list[int]:
+        """The seeds a task runs: its ``task_seeds`` entry or ``seeds``.
+
+        Examples:
+            >>> cfg = StudyConfig(study_dir=".", tasks=[{"name": "a", "type": "classification",
+            ...     "classes": ["x", "y"], "source": {"path": "a.csv"}}],
+            ...     encoders=[{"name": "e", "source": "resnet18"}], task_seeds={"a": 2})
+            >>> cfg.seeds_of("a"), cfg.seeds_of("b")
+            ([0, 1], [0, 1, 2])
+        """
+        return _seed_list(self.task_seeds.get(task, self.seeds))
 
     def modes_of(self, task: TaskType) -> list[Mode]:
         """The modes a task runs: its ``task_modes`` entry or ``modes``, those that apply to it."""
@@ -249,6 +275,10 @@ class StudyConfig(_Frozen):
         """The task specs to evaluate, in ``task_names`` order (or database order)."""
         by_name = {t.name: t for t in self.tasks}
         return [by_name[n] for n in self.task_names] if self.task_names else list(self.tasks)
+
+
+def _seed_list(seeds: int | list[int]) -> list[int]:
+    return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
 
 
 _STUDY_PATHS = path_keys("study_dir", "tasks", where=lambda value: isinstance(value, str))
@@ -292,6 +322,8 @@ def check_names(cfg: StudyConfig, source: str) -> None:
         ("task_names", cfg.task_names or []),
         ("task_modes", list(cfg.task_modes)),
         ("task_image_size", list(cfg.task_image_size)),
+        ("task_fractions", list(cfg.task_fractions)),
+        ("task_seeds", list(cfg.task_seeds)),
         ("primary_metrics", list(cfg.primary_metrics)),
     )
     for key, names in referring:

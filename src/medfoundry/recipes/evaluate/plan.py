@@ -236,11 +236,13 @@ def _check_subsets(cfg: StudyConfig, tasks: dict[str, TaskType], data: dict[str,
     problems = []
     for name, task_data in data.items():
         n = len(task_data.splits["train"])
-        needed = max((task_data.train_fractions(seed).covering_size for seed in cfg.seed_list), default=0)
-        for fraction in cfg.fractions:
+        seeds = cfg.seeds_of(name)
+        needed = max((task_data.train_fractions(seed).covering_size for seed in seeds), default=0)
+        key = "task_fractions" if name in cfg.task_fractions else "fractions"
+        for fraction in cfg.fractions_of(name):
             if max(1, round(fraction * n)) < needed:
                 problems.append(
-                    f"fractions: {fraction:g} of task '{name}' is {round(fraction * n)} of its {n} training "
+                    f"{key}: {fraction:g} of task '{name}' is {round(fraction * n)} of its {n} training "
                     f"samples, fewer than the {needed} it takes to show each class once; use fractions of "
                     f"at least {math.ceil(1000 * needed / n) / 1000:g}"
                 )
@@ -367,8 +369,8 @@ def _cells(
         for encoder in encoders.values():
             modes: list[Mode] = [m for m in cfg.modes_of(task) if not encoder.is_pixels or m in PROBE_MODES]
             for mode in modes:
-                for seed in cfg.seed_list:
-                    cells += [Cell(encoder.name, name, mode, fraction, seed) for fraction in cfg.fractions]
+                for seed in cfg.seeds_of(name):
+                    cells += [Cell(encoder.name, name, mode, f, seed) for f in cfg.fractions_of(name)]
                     cells += [Cell(encoder.name, name, mode, 1.0, seed, center) for center in centers]
                 if mode in PROBE_MODES:
                     cells += [
