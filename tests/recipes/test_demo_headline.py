@@ -21,8 +21,8 @@ def _write(path: Path, rows: list[dict[str, object]]) -> None:
         writer.writerows(rows)
 
 
-def _study(folder: Path) -> Path:
-    base = {"task": TASK, "mode": "linear", "metric": "balanced_accuracy", "train_center": "all"}
+def _study(folder: Path, task: str = TASK, mode: str = "linear", metric: str = "balanced_accuracy") -> Path:
+    base = {"task": task, "mode": mode, "metric": metric, "train_center": "all"}
     summary = [
         {
             **base,
@@ -42,8 +42,8 @@ def _study(folder: Path) -> Path:
         {
             "encoder": e,
             "reference": ref,
-            "task": TASK,
-            "mode": "linear",
+            "task": task,
+            "mode": mode,
             "fraction": 0.01,
             "shots": "",
             "test_center": "all",
@@ -53,14 +53,15 @@ def _study(folder: Path) -> Path:
         }
         for e, (d, lo, hi) in diffs.items()
         for ref in ("random", "pixels")
+        if mode == "linear" or ref == "random"  # pixels have no decoder mode
     ]
     efficiency = [
         {
             "encoder": e,
-            "task": TASK,
-            "mode": "linear",
-            "metric": "balanced_accuracy",
-            "reference": "random linear @ 100%",
+            "task": task,
+            "mode": mode,
+            "metric": metric,
+            "reference": f"random {mode} @ 100%",
             "reference_score": 0.7,
             "reference_n_train": 600,
             "fraction_needed": 0.25 if e == "released" else "nan",
@@ -88,3 +89,14 @@ def test_headline_judges_every_encoder_under_test_and_no_baseline(tmp_path: Path
     assert "pixels vs" not in text and "pixels (linear) on" not in text  # a baseline is not judged
     for encoder in ENCODERS:  # every encoder's scores are listed
         assert f"  {encoder} " in text
+
+
+def test_a_dense_task_is_judged_in_its_decoder_mode_against_random_init(tmp_path: Path) -> None:
+    console = Console(record=True, width=400)
+    demo._print_headline(console, _study(tmp_path, "heldout_face_seg", "frozen-decoder", "mean_dice"))
+    text = console.export_text()
+    assert "heldout_face_seg (in-domain: the face of the other head's MR, segmented): mean_dice, " in text
+    assert "decoder trained on the frozen encoder" in text
+    assert "released vs random (paired 95% intervals, up to 10% of the labels): better at 1% +0.060" in text
+    assert "released (frozen-decoder) on heldout_face_seg: reached random frozen-decoder @ 100%" in text
+    assert "vs pixels" not in text and "not compared" not in text  # no decoder on raw pixels
