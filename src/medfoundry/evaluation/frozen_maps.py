@@ -59,9 +59,10 @@ def memoized_maps(encoder: nn.Module, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
         )
     compute: Callable[[torch.Tensor], Maps] = encoder.forward
     cache: dict[bytes, Maps] = {}
-    room = [max_bytes]
+    room = max_bytes
 
     def forward(images: torch.Tensor) -> Maps:
+        nonlocal room
         keys = [_key(image) for image in images]
         missing = list(dict.fromkeys(k for k in keys if k not in cache))
         computed: dict[bytes, Maps] = {}
@@ -72,9 +73,9 @@ def memoized_maps(encoder: nn.Module, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
             for j, k in enumerate(missing):
                 computed[k] = [m[j] for m in maps]
                 size = sum(m.numel() * m.element_size() for m in computed[k])
-                if size <= room[0]:
+                if size <= room:
                     cache[k] = [m.clone() for m in computed[k]]  # not a view of the whole batch
-                    room[0] -= size
+                    room -= size
         per_image = [cache.get(k) or computed[k] for k in keys]
         return [torch.stack(level) for level in zip(*per_image, strict=True)]
 
