@@ -3,7 +3,7 @@
 ``sweep`` (the default): cost of one probe sweep (6 fractions x 3 seeds x linear probe + kNN)
 against one feature-extraction pass.
 
-Both run on the same real images: the demo database's ``modality`` task (crops of packaged
+Both run on the same real images: the demo database's ``imaging_technique`` task (crops of packaged
 fundus, immunohistochemistry, phase-contrast, H&E and fluorescence images), enlarged with
 ``--crops-per-class``. The sweep is what a study runs per (encoder, task) once the features
 exist, the same ``run_probe_cell`` calls: draw each nested subset, fit the logistic regression
@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 import medfoundry
+from medfoundry.corpus.labels.technique import TECHNIQUES
 from medfoundry.demo import build_demo_database
 from medfoundry.evaluation import ProbeConfig, extract_features
 from medfoundry.evaluation.cell_runs import FeatureTable, run_probe_cell
@@ -89,10 +90,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tasks_file = build_demo_database(Path(tmp), crops_per_class=args.crops_per_class)
         spec = TaskSpec(
-            name="modality",
+            name="imaging_technique",
             type="classification",
-            classes=["fundus", "immunohistochemistry", "phase_contrast", "h_and_e", "fluorescence"],
-            source={"path": tasks_file.parent / "modality.csv"},
+            classes=list(TECHNIQUES),
+            source={"path": tasks_file.parent / "imaging_technique.csv"},
         )
         data = load_study_task_data(spec, build_task(spec), split_seed=0, val_fraction=0.2, test_fraction=0.2)
         for image_size in args.image_sizes:
@@ -166,7 +167,7 @@ def workers_speedup(crops_per_class: int, device: torch.device) -> None:
         tasks_file = build_demo_database(root / "data", parts=["microscopy"], crops_per_class=crops_per_class)
         study = {
             "tasks": str(tasks_file),
-            "task_names": ["modality"],
+            "task_names": ["imaging_technique"],
             "image_size": 64,
             "encoders": [
                 {"name": "resnet18", "source": "resnet18", "pretrained": False},

@@ -1,6 +1,6 @@
 """Cost of the transfer monitor: one evaluation against the training steps between two of them.
 
-Runs the demo's pretraining recipe (``src/medfoundry/demo/demo_pretrain.yaml``: ResNet-18 with
+Runs the demo's pretraining recipe (``src/medfoundry/recipes/demo/demo_pretrain.yaml``: ResNet-18 with
 GroupNorm at 64 px, the corpus's 11 labelled tasks x batch 16 per step) for a few steps with
 ``training.transfer_monitor`` on the demo's in-domain held-out tasks (``heldout_brain_region``,
 ``heldout_nuclei_count``) at ``max_images`` 1000, linear probe and kNN, the demo study's pooled

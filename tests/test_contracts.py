@@ -40,7 +40,7 @@ from tests.conftest import tiny_config
 from tests.evaluation.conftest import study_config
 
 EXAMPLE_TASKS = {  # task type -> the example task of that type in ``contract_db``
-    "classification": "modality",
+    "classification": "imaging_technique",
     "detection": "nuclei_det",
     "masked_image": "tiles",
     "multilabel": "stained",
@@ -89,7 +89,7 @@ def test_source_paths_are_resolved_against_the_task_database(source_type: str, t
 def contract_db(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo database plus a multilabel, a masked-image and a two-view task on the same real crops."""
     root = demo_db.parent
-    with (root / "modality.csv").open(newline="") as f:
+    with (root / "imaging_technique.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     folder = tmp_path_factory.mktemp("contract")
     with (folder / "stained.csv").open("w", newline="") as f:
@@ -104,9 +104,9 @@ def contract_db(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     tasks += [
         {"name": "stained", "type": "multilabel", "classes": ["stained", "microscope"],
          "source": {"path": str(folder / "stained.csv")}},
-        {"name": "tiles", "type": "masked_image", "source": {"path": str(root / "modality.csv")}},
+        {"name": "tiles", "type": "masked_image", "source": {"path": str(root / "imaging_technique.csv")}},
         {"name": "views", "type": "two_view", "options": {"expander_dim": 32},
-         "source": {"path": str(root / "modality.csv")}},
+         "source": {"path": str(root / "imaging_technique.csv")}},
     ]  # fmt: skip
     (folder / "tasks.yaml").write_text(yaml.safe_dump({"tasks": tasks}))
     return folder / "tasks.yaml"
@@ -184,7 +184,7 @@ def test_study_cell_and_export(
 def new_images(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """A folder of three real packaged images (the demo's crops), as new input to ``predict``."""
     folder = tmp_path_factory.mktemp("new_images")
-    for image in sorted((demo_db.parent / "modality").glob("*.png"))[:3]:
+    for image in sorted((demo_db.parent / "imaging_technique").glob("*.png"))[:3]:
         shutil.copy(image, folder / image.name)
     return sorted(folder.iterdir())
 

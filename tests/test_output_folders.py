@@ -28,7 +28,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def checkpoint(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("output_rule")
-    tasks = [t for t in tasks_of(demo_db) if t["name"] == "modality"]
+    tasks = [t for t in tasks_of(demo_db) if t["name"] == "imaging_technique"]
     # resnet18: timm rebuilds its GroupNorm widths, so every export works on it
     overrides = {"training.max_steps": 1, "model.encoder.name": "resnet18"}
     (root / "c.yaml").write_text(yaml.safe_dump(tiny_config(root / "run", tasks, **overrides)))
@@ -81,7 +81,7 @@ def test_export_refuses_all_outputs_before_writing_any(checkpoint: Path, tmp_pat
 
 
 def test_predict_reruns_into_its_own_folder_only(checkpoint: Path, demo_db: Path, tmp_path: Path) -> None:
-    images = demo_db.parent / "modality"
+    images = demo_db.parent / "imaging_technique"
     out = tmp_path / "out"
     for _ in range(2):
         cfg = predict.PredictConfig(checkpoint=checkpoint, input=images, output=out, progress=False)
@@ -123,8 +123,8 @@ def test_demo_refuses_a_users_pretrain_folder_before_any_work(tmp_path: Path, mo
     def reached(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("the corpus build was reached")
 
-    monkeypatch.setattr(demo, "build_corpus", reached)
-    monkeypatch.setattr(demo, "_check_ready", lambda out_dir, quick: None)
+    monkeypatch.setattr(demo.job, "build_corpus", reached)
+    monkeypatch.setattr(demo.job, "_check_ready", lambda out_dir, quick: None)
     (tmp_path / "pretrain").mkdir()
     (tmp_path / "pretrain" / "thesis.tex").write_text("mine")
     result = runner.invoke(app, ["demo", "--quick", "--out", str(tmp_path)])

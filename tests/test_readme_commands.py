@@ -69,7 +69,12 @@ PLAN: list[tuple[str, str, str]] = [
         "not run",
         "opens a desktop browser; tests/evaluation/test_report_browser.py",
     ),
-    ("medfoundry embed runs/tiny_cpu/checkpoints/best runs/demo-data/modality.csv -o features.npz", RUN, ""),
+    (
+        "medfoundry embed runs/tiny_cpu/checkpoints/best "
+        "runs/demo-data/imaging_technique.csv -o features.npz",
+        RUN,
+        "",
+    ),
     (
         "medfoundry embed runs/demo/pretrain/checkpoints/last "
         "runs/demo/corpus/heldout_nuclei_count.csv -o nuclei.npz",

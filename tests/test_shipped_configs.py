@@ -43,7 +43,7 @@ def test_config_validates_and_builds(path: Path, demo_db: Path) -> None:
         monitor = "training.transfer_monitor"
         overrides += [
             f"{monitor}.tasks={demo_db.parent / 'eval_tasks.yaml'}",
-            f"{monitor}.task_names=[modality]",
+            f"{monitor}.task_names=[imaging_technique]",
         ]
     cfg = load_pretrain_config(path, overrides)
     tasks = {spec.name: build_task(spec) for spec in cfg.tasks}

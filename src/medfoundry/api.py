@@ -80,7 +80,7 @@ def evaluate(study: StudyConfig | Mapping[str, Any] | str | Path) -> Path:
         >>> folder = Path(tempfile.mkdtemp())
         >>> tasks = build_demo_database(folder / "db", parts=["microscopy"], crops_per_class=4)
         >>> study = evaluate({
-        ...     "study_dir": str(folder / "study"), "tasks": str(tasks), "task_names": ["modality"],
+        ...     "study_dir": str(folder / "study"), "tasks": str(tasks), "task_names": ["imaging_technique"],
         ...     "image_size": 32, "modes": ["linear"], "fractions": [1.0], "seeds": 1,
         ...     "baselines": [], "progress": False,
         ...     "encoders": [{"name": "random", "source": "resnet10t", "pretrained": False}],

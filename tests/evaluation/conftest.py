@@ -40,7 +40,7 @@ def checkpoint(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def sites_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``tasks.yaml`` of the ``sites`` task: modality crops with a center column (module docstring)."""
+    """``tasks.yaml`` of the ``sites`` task: technique crops with a center column (module docstring)."""
     root = tmp_path_factory.mktemp("sites")
     (root / "images").mkdir()
     rng = np.random.default_rng(0)

@@ -96,13 +96,13 @@ def test_frozen_decoder_trains_decoder_and_head_only(checkpoint: Path, demo_db: 
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("name", ["modality", "nuclei_det"])
+@pytest.mark.parametrize("name", ["imaging_technique", "nuclei_det"])
 def test_finetuning_changes_the_encoder_and_keeps_the_best_step(
     checkpoint: Path, demo_db: Path, name: str
 ) -> None:
     spec, task, splits = _task(demo_db, name)
     encoder = load_encoder(checkpoint)
-    metric = {"modality": "balanced_accuracy", "nuclei_det": "map_50"}[name]
+    metric = {"imaging_technique": "balanced_accuracy", "nuclei_det": "map_50"}[name]
     result = finetune(
         encoder,
         spec.name,
@@ -208,7 +208,7 @@ def test_a_flat_start_trains_half_the_budget_before_stopping(checkpoint: Path, d
 def test_bf16_precision_autocasts_the_training_steps_not_only_validation(
     checkpoint: Path, demo_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec, task, splits = _task(demo_db, "modality")
+    spec, task, splits = _task(demo_db, "imaging_technique")
     encoder = load_encoder(checkpoint)
     step_dtypes: list[torch.dtype] = []
     real_step = finetune_module.memory_constant_step

@@ -99,7 +99,7 @@ def test_commands_take_it(demo_db: Path, weights_root: Path, tmp_path: Path) -> 
 
     features = tmp_path / "f.npz"
     result = runner.invoke(
-        app, ["embed", "medfoundry:tiny", str(demo_db), "--task", "modality", "-o", str(features),
+        app, ["embed", "medfoundry:tiny", str(demo_db), "--task", "imaging_technique", "-o", str(features),
               "--cache-dir", str(tmp_path / "cache")],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -108,8 +108,8 @@ def test_commands_take_it(demo_db: Path, weights_root: Path, tmp_path: Path) -> 
 
     image = next(demo_db.parent.rglob("*.png"))
     result = runner.invoke(app, ["predict", "medfoundry:tiny", str(image), "-o", str(tmp_path / "p"),
-                                 "--task", "modality", "--no-progress"])  # fmt: skip
+                                 "--task", "imaging_technique", "--no-progress"])  # fmt: skip
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["export", "medfoundry:tiny", "--onnx", str(tmp_path / "onnx")])
     assert result.exit_code == 0, result.output
-    assert "modality" in json.loads((tmp_path / "onnx" / "onnx_config.json").read_text())["heads"]
+    assert "imaging_technique" in json.loads((tmp_path / "onnx" / "onnx_config.json").read_text())["heads"]

@@ -37,10 +37,10 @@ NUMBERS = ("value", "test_ci95_low", "test_ci95_high")
 
 @pytest.mark.integration
 def test_a_one_cell_study_gives_the_stored_results(checkpoint: Path, demo_db: Path, tmp_path: Path) -> None:
-    modality = next(t for t in tasks_of(demo_db) if t["name"] == "modality")
+    technique = next(t for t in tasks_of(demo_db) if t["name"] == "imaging_technique")
     cfg = study_config(
         tmp_path / "study",
-        [modality],
+        [technique],
         checkpoint,
         encoders=[{"name": "pretrained", "source": str(checkpoint)}],
         fractions=[1.0],
@@ -50,7 +50,7 @@ def test_a_one_cell_study_gives_the_stored_results(checkpoint: Path, demo_db: Pa
     )
     rows = read_results(evaluate.run(StudyConfig.model_validate(cfg)) / "results.csv")
     assert {(r["task"], r["encoder"], r["mode"], r["fraction"], r["seed"]) for r in rows} == {
-        ("modality", "pretrained", "linear", 1.0, 0)
+        ("imaging_technique", "pretrained", "linear", 1.0, 0)
     }  # one cell
     results = {r["metric"]: {key: r[key] for key in NUMBERS} for r in rows}
     assert math.isfinite(results["balanced_accuracy"]["value"])
@@ -61,9 +61,9 @@ def test_a_one_cell_study_gives_the_stored_results(checkpoint: Path, demo_db: Pa
     assert results.keys() == stored.keys()
     for metric, values in stored.items():
         for key, value in values.items():
-            # ECE reads the probabilities themselves, not only their order or argmax: stored on an
-            # Intel Xeon, it reads 0.1521 for 0.1537 (upper bound 0.3436 for 0.3464) on an AMD EPYC
-            # while accuracy, balanced accuracy, AUROC and their bounds agree to 1e-4 (the CPUs'
-            # float rounding; not traced further)
+            # ECE reads the probabilities themselves, not only their order or argmax: results
+            # stored earlier on an Intel Xeon read 0.1521 for 0.1537 (upper bound 0.3436 for 0.3464)
+            # on an AMD EPYC while accuracy, balanced accuracy, AUROC and their bounds agreed to
+            # 1e-4 (the CPUs' float rounding; not traced further). Stored now on an AMD EPYC.
             tolerance = {"abs": ECE_ATOL} if metric == "ece" else {"rel": RTOL}
             assert results[metric][key] == pytest.approx(value, nan_ok=True, **tolerance), f"{metric} {key}"

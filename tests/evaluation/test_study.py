@@ -67,7 +67,7 @@ def test_study_writes_every_output(study: Path) -> None:
     assert tuple(_csv(study / "results.csv")[0]) == RESULT_COLUMNS
     pooled = {(r["encoder"], r["task"], r["mode"]) for r in rows if r["train_center"] == "all"}
     modes = {
-        "modality": ("linear", "knn", "finetune"),
+        "imaging_technique": ("linear", "knn", "finetune"),
         "nuclei_seg": ("frozen-decoder", "finetune", "linear-decoder"),
     }
     modes["sites"] = ("linear", "knn")
@@ -82,7 +82,7 @@ def test_study_writes_every_output(study: Path) -> None:
             task,
             mode,
         )
-        for task in ("modality", "sites")
+        for task in ("imaging_technique", "sites")
         for mode in ("linear", "knn")
     }
     fraction_cells = [r for r in rows if r["shots"] is None]
@@ -97,13 +97,21 @@ def test_study_writes_every_output(study: Path) -> None:
     }
     assert n_train == {0.25: 15, 1.0: 60}
     assert all(math.isfinite(r["value"]) for r in rows if r["metric"] in ("balanced_accuracy", "mean_dice"))
-    assert {r["metric"] for r in rows if r["task"] == "modality"} >= {"auroc", "balanced_accuracy", "ece"}
+    assert {r["metric"] for r in rows if r["task"] == "imaging_technique"} >= {
+        "auroc",
+        "balanced_accuracy",
+        "ece",
+    }
     # k-shot episodes: the probes of the classification tasks, k per class of the 5 classes
     shots = {
         (r["task"], r["mode"], r["shots"], r["seed"], r["n_train"]) for r in rows if r["shots"] is not None
     }
     assert {(t, m, k, e) for t, m, k, e, _ in shots} == {
-        (t, m, k, e) for t in ("modality", "sites") for m in ("linear", "knn") for k in (1, 2) for e in (0, 1)
+        (t, m, k, e)
+        for t in ("imaging_technique", "sites")
+        for m in ("linear", "knn")
+        for k in (1, 2)
+        for e in (0, 1)
     }
     assert all(n == 5 * k for _, _, k, _, n in shots)
 
@@ -185,7 +193,11 @@ def test_bootstrap_intervals_contain_the_score_and_stay_in_range(study: Path) ->
     full = [s for s in summary if s["fraction"] == "1.0" and s["mode"] == "linear" and s["metric"] == "auroc"]
     assert full and all(float(s["seeds_ci95_high"]) == float(s["seeds_ci95_low"]) for s in full)
     assert any(float(s["test_ci95_high"]) > float(s["test_ci95_low"]) for s in full)
-    chance = {s["chance"] for s in summary if s["task"] == "modality" and s["metric"] == "balanced_accuracy"}
+    chance = {
+        s["chance"]
+        for s in summary
+        if s["task"] == "imaging_technique" and s["metric"] == "balanced_accuracy"
+    }
     assert chance == {"0.2"}  # five classes
 
 
@@ -202,12 +214,12 @@ def test_paired_intervals_use_the_same_test_items(study: Path) -> None:
     from medfoundry.evaluation.study_cells import Cell
     from medfoundry.tasks import TaskSpec, build_task
 
-    spec = TaskSpec.model_validate(next(t for t in yaml_tasks(study) if t["name"] == "modality"))
+    spec = TaskSpec.model_validate(next(t for t in yaml_tasks(study) if t["name"] == "imaging_technique"))
     items = load_predictions(
-        study / "predictions" / f"{Cell('pretrained', 'modality', 'linear', 0.25, 0).id}.npz"
+        study / "predictions" / f"{Cell('pretrained', 'imaging_technique', 'linear', 0.25, 0).id}.npz"
     )
     n = int(items["all"].pop(N_ITEMS))
-    scores = Resampler().scores(build_task(spec).metrics(), items["all"], n=n, name="modality/all")
+    scores = Resampler().scores(build_task(spec).metrics(), items["all"], n=n, name="imaging_technique/all")
     seeds = [(0.5, scores["balanced_accuracy"])]
     assert paired_difference(seeds, seeds) == (0.0, 0.0, 0.0)
 

@@ -66,7 +66,7 @@ def test_defaults_follow_the_papers(demo_db: Path, tmp_path: Path) -> None:
     assert (
         cfg.modes == ["linear", "knn", "finetune", "frozen-decoder", "linear-decoder"] and cfg.probe.k == 20
     )
-    assert [t.name for t in cfg.selected_tasks] == ["nuclei_seg", "nuclei_det", "modality"]
+    assert [t.name for t in cfg.selected_tasks] == ["nuclei_seg", "nuclei_det", "imaging_technique"]
 
 
 def _evaluate(tmp_path: Path, cfg: dict[str, Any]) -> tuple[int, str]:
@@ -79,7 +79,10 @@ def _evaluate(tmp_path: Path, cfg: dict[str, Any]) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"task_names": ["modalty"]}, r"task_names: unknown task 'modalty'; did you mean 'modality'"),
+        (
+            {"task_names": ["imaging_tecnique"]},
+            r"task_names: unknown task 'imaging_tecnique'; did you mean 'imaging_technique'",
+        ),
         (
             {"encoders": [{"name": "x", "source": "resnet181"}]},
             r"encoders.x: unknown timm model 'resnet181'",
@@ -89,34 +92,40 @@ def _evaluate(tmp_path: Path, cfg: dict[str, Any]) -> tuple[int, str]:
         ({"reference": {"encoder": "imagenet"}}, r"reference.encoder: 'imagenet' is not in the study"),
         ({"reference": {"encoder": "scratch"}}, r"reference.encoder: unknown encoder 'scratch'"),
         (
-            {"task_modes": {"modality": ["frozen-decoder"]}},
-            r"task_modes.modality: 'frozen-decoder' does not apply",
+            {"task_modes": {"imaging_technique": ["frozen-decoder"]}},
+            r"task_modes.imaging_technique: 'frozen-decoder' does not apply",
         ),
-        ({"primary_metrics": {"modality": "dice"}}, r"'dice' is not a metric of this task \(accuracy, "),
+        (
+            {"primary_metrics": {"imaging_technique": "dice"}},
+            r"'dice' is not a metric of this task \(accuracy, ",
+        ),
         ({"mode": "linear"}, r"study.yaml: mode: unknown key \(valid: study_dir, tasks, task_names"),
-        # fractions the data cannot honour: 5% of modality's 60 training crops cannot show 5 classes
+        # fractions the data cannot honour: 5% of imaging_technique's 60 training crops cannot show 5 classes
         (
-            {"task_names": ["modality"], "fractions": [0.05, 1.0]},
-            r"fractions: 0.05 of task 'modality' is 3 of its 60 training samples, fewer than the 5 it "
-            r"takes to show each class once; use fractions of at least 0.084",
+            {"task_names": ["imaging_technique"], "fractions": [0.05, 1.0]},
+            r"fractions: 0.05 of task 'imaging_technique' is 3 of its 60 training samples, fewer than the "
+            r"5 it takes to show each class once; use fractions of at least 0.084",
         ),
         (
-            {"task_names": ["modality"], "few_shot": {"shots": [1, 16]}},
-            r"few_shot.shots: 16 is more than task 'modality' has of class '\w+' \(12 training samples\); "
-            r"use at most 12",
+            {"task_names": ["imaging_technique"], "few_shot": {"shots": [1, 16]}},
+            r"few_shot.shots: 16 is more than task 'imaging_technique' has of class '\w+' "
+            r"\(12 training samples\); use at most 12",
         ),
         (
             {"encoders": [{"name": "px", "source": "pixels"}]},
             r"encoders.px: the pixels encoder has no weights to train, but task\(s\) 'nuclei_seg' "
             r"\(finetune, frozen-decoder, linear-decoder\), 'nuclei_det' \(finetune, frozen-decoder\), "
-            r"'modality' "
+            r"'imaging_technique' "
             r"\(finetune\) run training modes",
         ),
         (
             {"encoders": [{"name": "px", "source": "pixels", "pretrained": False}]},
             r"encoders.0: Value error, the pixels encoder has no weights",
         ),
-        ({"primary_metrics": {"modality": "ece"}}, r"primary_metrics.modality: 'ece' is lower-is-better"),
+        (
+            {"primary_metrics": {"imaging_technique": "ece"}},
+            r"primary_metrics.imaging_technique: 'ece' is lower-is-better",
+        ),
         (
             {"task_image_size": {"nuclei_sg": 64}},
             r"task_image_size: unknown task 'nuclei_sg'; did you mean 'nuclei_seg'",
@@ -126,8 +135,8 @@ def _evaluate(tmp_path: Path, cfg: dict[str, Any]) -> tuple[int, str]:
             r"task_fractions: unknown task 'nuclei_sg'; did you mean 'nuclei_seg'",
         ),
         (  # a task's own fractions are checked as the study's are
-            {"task_names": ["modality"], "task_fractions": {"modality": [0.05, 1.0]}},
-            r"task_fractions: 0.05 of task 'modality' is 3 of its 60 training samples",
+            {"task_names": ["imaging_technique"], "task_fractions": {"imaging_technique": [0.05, 1.0]}},
+            r"task_fractions: 0.05 of task 'imaging_technique' is 3 of its 60 training samples",
         ),
         ({"probe": {"feature_levels": [-5, -1]}}, r"probe.feature_levels: -5 is not a level of encoder"),
         (
@@ -153,8 +162,8 @@ def test_a_task_can_have_its_own_input_size(demo_db: Path, checkpoint: Path, tmp
         tmp_path / "study",
         tasks_of(demo_db),
         checkpoint,
-        task_names=["nuclei_seg", "modality"],
-        task_modes={"nuclei_seg": ["frozen-decoder"], "modality": ["linear"]},
+        task_names=["nuclei_seg", "imaging_technique"],
+        task_modes={"nuclei_seg": ["frozen-decoder"], "imaging_technique": ["linear"]},
         task_image_size={"nuclei_seg": 48},
         fractions=[1.0],
         seeds=1,
@@ -169,7 +178,7 @@ def test_a_task_can_have_its_own_input_size(demo_db: Path, checkpoint: Path, tmp
     config = json.loads((trained / "config.json").read_text())
     assert config["model"]["image_size"] == 48  # the task's size, not the study's 32
     cached = sorted(p.name.rsplit("-", 1)[0] for p in (study / "pixels").iterdir() if p.is_dir())
-    assert cached == ["modality-32px", "nuclei_seg-48px"]
+    assert cached == ["imaging_technique-32px", "nuclei_seg-48px"]
 
 
 def test_a_task_can_have_its_own_fractions_and_seeds(demo_db: Path, checkpoint: Path, tmp_path: Path) -> None:
@@ -179,8 +188,8 @@ def test_a_task_can_have_its_own_fractions_and_seeds(demo_db: Path, checkpoint: 
         tmp_path / "study",
         tasks_of(demo_db),
         checkpoint,
-        task_names=["nuclei_seg", "modality"],
-        task_modes={"nuclei_seg": ["frozen-decoder"], "modality": ["linear"]},
+        task_names=["nuclei_seg", "imaging_technique"],
+        task_modes={"nuclei_seg": ["frozen-decoder"], "imaging_technique": ["linear"]},
         fractions=[0.5, 1.0],
         seeds=3,
         task_fractions={"nuclei_seg": [1.0]},
@@ -191,10 +200,10 @@ def test_a_task_can_have_its_own_fractions_and_seeds(demo_db: Path, checkpoint: 
     cells = plan_study(StudyConfig.model_validate(cfg)).cells
     by_task = {
         task: sorted((c.fraction, c.seed) for c in cells if c.task == task)
-        for task in ("nuclei_seg", "modality")
+        for task in ("nuclei_seg", "imaging_technique")
     }
     assert by_task["nuclei_seg"] == [(1.0, 7)]
-    assert by_task["modality"] == [(f, s) for f in (0.5, 1.0) for s in range(3)]
+    assert by_task["imaging_technique"] == [(f, s) for f in (0.5, 1.0) for s in range(3)]
 
 
 def test_folder_that_is_not_a_checkpoint_exits_2(demo_db: Path, checkpoint: Path, tmp_path: Path) -> None:
@@ -226,12 +235,18 @@ def test_timm_pretrained_offline_exits_2_before_any_work(
 
 
 def test_embed_writes_features_with_sample_ids(demo_db: Path, checkpoint: Path, tmp_path: Path) -> None:
-    args = ["embed", str(checkpoint), str(demo_db.parent / "modality.csv"), "-o", str(tmp_path / "f.npz")]
+    args = [
+        "embed",
+        str(checkpoint),
+        str(demo_db.parent / "imaging_technique.csv"),
+        "-o",
+        str(tmp_path / "f.npz"),
+    ]
     result = runner.invoke(app, [*args, "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
     with np.load(tmp_path / "f.npz") as data:
         assert data["features"].shape == (80, 512)
-        assert data["ids"][0] == "modality/fundus_000.png" and str(data["image_size"]) == "32"
+        assert data["ids"][0] == "imaging_technique/fundus_000.png" and str(data["image_size"]) == "32"
     folder = runner.invoke(
         app,
         [

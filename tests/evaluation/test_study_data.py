@@ -93,10 +93,10 @@ def test_segmentation_ignore_index_option_is_honoured(tmp_path: Path) -> None:
     assert len(data.train_subset(0.5, seed=0)) == 1
 
 
-def _grouped_modality(demo_db: Path, tmp_path: Path) -> dict[str, Any]:
-    """The demo's modality crops with a group column: all training crops of a class form one
+def _grouped_technique(demo_db: Path, tmp_path: Path) -> dict[str, Any]:
+    """The demo's imaging_technique crops with a group column: all training crops of a class form one
     group (like 14 slabs of 1002 patches), as in the report that fractions collapsed to groups."""
-    rows = list(csv.DictReader((demo_db.parent / "modality.csv").open()))
+    rows = list(csv.DictReader((demo_db.parent / "imaging_technique.csv").open()))
     for row in rows:
         row["image"] = str(demo_db.parent / row["image"])
         row["group"] = f"{row['label']}-{row['split']}"
@@ -104,7 +104,7 @@ def _grouped_modality(demo_db: Path, tmp_path: Path) -> dict[str, Any]:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (task,) = [t for t in tasks_of(demo_db) if t["name"] == "modality"]
+    (task,) = [t for t in tasks_of(demo_db) if t["name"] == "imaging_technique"]
     return {**task, "name": "grouped", "source": {"path": str(tmp_path / "grouped.csv")}}
 
 
@@ -112,7 +112,7 @@ def _grouped_modality(demo_db: Path, tmp_path: Path) -> dict[str, Any]:
 def test_fractions_of_a_grouped_task_count_samples_and_efficiency_uses_distinct_subsets(
     demo_db: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
-    task = _grouped_modality(demo_db, tmp_path)
+    task = _grouped_technique(demo_db, tmp_path)
     cfg = study_config(
         tmp_path / "study",
         [task],
@@ -147,15 +147,15 @@ def read_results_csv(path: Path) -> list[dict[str, str]]:
 def test_classes_are_read_from_the_data_and_a_masked_image_task_is_skipped(
     demo_db: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
-    (modality,) = [t for t in tasks_of(demo_db) if t["name"] == "modality"]
+    (modality,) = [t for t in tasks_of(demo_db) if t["name"] == "imaging_technique"]
     unlabelled = {"name": "tiles", "type": "masked_image", "source": {"path": modality["source"]["path"]}}
     no_classes = {**modality, "classes": []}  # read from the manifest's labels, as every command does
     cfg = study_config(tmp_path / "study", [unlabelled, no_classes], checkpoint, modes=["knn"], baselines=[])
     study = evaluate.run(StudyConfig.model_validate(cfg))
     rows = read_results(study / "results.csv")
-    assert {r["task"] for r in rows} == {"modality"}
+    assert {r["task"] for r in rows} == {"imaging_technique"}
     written = yaml.safe_load((study / "study.yaml").read_text())["tasks"]
-    assert next(t for t in written if t["name"] == "modality")["classes"] == sorted(
+    assert next(t for t in written if t["name"] == "imaging_technique")["classes"] == sorted(
         {"fundus", "immunohistochemistry", "phase_contrast", "h_and_e", "fluorescence"}
     )
     assert (

@@ -29,7 +29,9 @@ MODEL = {"image_size": 32, "encoder": {"name": "resnet10t"}}
 
 def _monitor(demo_db: Path, **settings: Any) -> TransferMonitorConfig:
     specs = [spec.model_dump(mode="json") for spec in load_task_database(demo_db)]
-    return TransferMonitorConfig.model_validate({"tasks": specs, "task_names": ["modality"], **settings})
+    return TransferMonitorConfig.model_validate(
+        {"tasks": specs, "task_names": ["imaging_technique"], **settings}
+    )
 
 
 def _write(path: Path, cfg: dict[str, Any]) -> Path:
@@ -49,13 +51,14 @@ def test_select_best_by_transfer_needs_a_monitor(demo_db: Path, tmp_path: Path) 
 
 
 def test_an_unknown_monitored_task_is_named(demo_db: Path, tmp_path: Path) -> None:
-    monitor = {"tasks": str(demo_db), "task_names": ["modalty"]}
+    monitor = {"tasks": str(demo_db), "task_names": ["imaging_tecnique"]}
     config = _write(
         tmp_path / "c.yaml",
         {"run_dir": "run", "tasks": str(demo_db), "model": MODEL, "training": {"transfer_monitor": monitor}},
     )
     with pytest.raises(
-        ConfigError, match=r"transfer_monitor.task_names: .*unknown task 'modalty'.*'modality'"
+        ConfigError,
+        match=r"transfer_monitor.task_names: .*unknown task 'imaging_tecnique'.*'imaging_technique'",
     ):
         load_pretrain_config(config)
 
@@ -96,7 +99,9 @@ def test_the_monitor_tasks_path_follows_the_one_path_rule(
 
 
 def test_a_task_without_probes_is_refused_by_name(demo_db: Path) -> None:
-    cfg = _monitor(demo_db).model_copy(update={"task_names": ["modality", "nuclei_seg", "nuclei_det"]})
+    cfg = _monitor(demo_db).model_copy(
+        update={"task_names": ["imaging_technique", "nuclei_seg", "nuclei_det"]}
+    )
     with pytest.raises(ConfigError) as error:
         load_transfer_monitor(cfg, image_size=32)
     lines = str(error.value).splitlines()
@@ -117,9 +122,9 @@ def test_it_reads_the_study_splits_capped_and_never_the_test_split(
 
     monkeypatch.setattr(transfer_monitor, "prepare_arrays", recording)
     monitor = load_transfer_monitor(_monitor(demo_db, max_images=25), image_size=32)
-    spec = with_classes(next(s for s in load_task_database(demo_db) if s.name == "modality"))
+    spec = with_classes(next(s for s in load_task_database(demo_db) if s.name == "imaging_technique"))
     study = load_study_task_data(spec, build_task(spec), split_seed=0, val_fraction=0.2, test_fraction=0.2)
-    task = monitor.tasks["modality"]
+    task = monitor.tasks["imaging_technique"]
     assert len(study.splits["train"]) > 25 and len(task.train.records) == 25
     assert len(task.val.records) == min(25, len(study.splits["val"]))
     assert {r.key for r in task.train.records} <= {r.key for r in study.splits["train"]}
@@ -135,12 +140,12 @@ def test_features_equal_the_study_extraction(demo_db: Path) -> None:
     probe = {"feature_levels": [-2, -1], "batch_size": 7}
     monitor = load_transfer_monitor(_monitor(demo_db, probe=probe), image_size=32)
     encoder = create_encoder("resnet10t", img_size=32).eval()
-    records = monitor.tasks["modality"].val.records
-    ours = monitor._embed(encoder, monitor.tasks["modality"].val.images, torch.device("cpu"))
+    records = monitor.tasks["imaging_technique"].val.records
+    ours = monitor._embed(encoder, monitor.tasks["imaging_technique"].val.images, torch.device("cpu"))
     study_encoder = PretrainedEncoder(
         encoder, config=EncoderConfig(name="resnet10t"), image_size=32, source="test", pretrained=False
     )
-    spec = with_classes(next(s for s in load_task_database(demo_db) if s.name == "modality"))
+    spec = with_classes(next(s for s in load_task_database(demo_db) if s.name == "imaging_technique"))
     study = load_study_task_data(spec, build_task(spec), split_seed=0, val_fraction=0.2, test_fraction=0.2)
     theirs = extract_features(  # as a study's worker does (recipes/evaluate/worker.py)
         study_encoder,
@@ -164,6 +169,6 @@ def test_a_score_leaves_mode_weights_and_random_streams_as_they_were(demo_db: Pa
     assert (torch.rand(1), np.random.rand(), random.random()) == expected
     assert encoder.training
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())  # running stats too
-    assert set(scores.scores["modality"]) == {"linear", "knn"}
-    assert scores.mean == pytest.approx(np.mean(list(scores.scores["modality"].values())))
-    assert set(scores.metrics()) == {"modality/linear", "modality/knn", "mean", "seconds"}
+    assert set(scores.scores["imaging_technique"]) == {"linear", "knn"}
+    assert scores.mean == pytest.approx(np.mean(list(scores.scores["imaging_technique"].values())))
+    assert set(scores.metrics()) == {"imaging_technique/linear", "imaging_technique/knn", "mean", "seconds"}

@@ -31,7 +31,9 @@ def test_missing_heldout_packages_name_the_install_command(tmp_path: Path, monke
 
 
 def test_too_little_disk_is_said_before_any_work(tmp_path: Path, monkeypatch: Any) -> None:
-    monkeypatch.setattr(demo.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 5, 5))
+    monkeypatch.setattr(
+        demo.job.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 5, 5)
+    )
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "the demo needs about 800 MB free" in result.output
     assert not (tmp_path / "out").exists()

@@ -78,7 +78,7 @@ def _study(folder: Path, task: str = TASK, mode: str = "linear", metric: str = "
 
 def test_headline_judges_every_encoder_under_test_and_no_baseline(tmp_path: Path) -> None:
     console = Console(record=True, width=400)
-    demo._print_headline(console, _study(tmp_path))
+    demo.job._print_headline(console, _study(tmp_path))
     text = console.export_text()
     assert "pretrained vs random (paired 95% intervals, up to 10% of the labels): worse at 1% -0.050" in text
     assert "released vs random (paired 95% intervals, up to 10% of the labels): better at 1% +0.060" in text
@@ -93,7 +93,7 @@ def test_headline_judges_every_encoder_under_test_and_no_baseline(tmp_path: Path
 
 def test_a_dense_task_is_judged_in_its_decoder_mode_against_random_init(tmp_path: Path) -> None:
     console = Console(record=True, width=400)
-    demo._print_headline(console, _study(tmp_path, "heldout_face_seg", "frozen-decoder", "mean_dice"))
+    demo.job._print_headline(console, _study(tmp_path, "heldout_face_seg", "frozen-decoder", "mean_dice"))
     text = console.export_text()
     assert "heldout_face_seg (in-domain: the face of the other head's MR, segmented): mean_dice, " in text
     assert "decoder trained on the frozen encoder" in text

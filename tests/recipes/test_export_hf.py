@@ -116,7 +116,7 @@ def test_model_card_states_input_tasks_metrics_use_licence_and_patent(
         row = f"| {task} | {spec['type']} | {', '.join(spec['classes'])} |"
         assert row in card
         assert f"| {counts['train']} | {counts['val']} |" in card.split(row)[1].splitlines()[0]
-    assert checkpoint["sample_counts"]["modality"]["train"] > 0
+    assert checkpoint["sample_counts"]["imaging_technique"]["train"] > 0
     for task, values in checkpoint["metrics"]["val"].items():
         assert f"| {task} | loss | {values['loss']:.4f} |" in card
     assert "| nuclei_seg | mean_dice |" in card and "| nuclei_det | map_50 |" in card

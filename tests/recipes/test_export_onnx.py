@@ -40,7 +40,7 @@ def _pretrain(root: Path, tasks: list[dict[str, Any]], **overrides: Any) -> Path
 def exported(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("onnx")
     checkpoint = _pretrain(
-        root, _tasks(demo_db, ("nuclei_seg", "nuclei_det", "modality")), **{"training.max_steps": 2}
+        root, _tasks(demo_db, ("nuclei_seg", "nuclei_det", "imaging_technique")), **{"training.max_steps": 2}
     )
     return checkpoint, to_onnx.run(checkpoint, root / "onnx")
 
@@ -51,20 +51,20 @@ def test_onnxruntime_gives_pytorchs_outputs_for_encoder_and_every_head(
     checkpoint, folder = exported
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.onnx")) == [
         "encoder.onnx",
-        "heads/modality.onnx",
+        "heads/imaging_technique.onnx",
         "heads/nuclei_det.onnx",
         "heads/nuclei_seg.onnx",
     ]
     config = json.loads((folder / "onnx_config.json").read_text())
     assert config["encoder"]["inputs"] == {"images": ["batch", 3, 32, 32]}
-    assert config["heads"]["modality"]["classes"][0] == "fundus"
+    assert config["heads"]["imaging_technique"]["classes"][0] == "h_and_e"
     assert config["heads"]["nuclei_det"]["strides"] == [8, 16, 32]
     model, _ = load_multitask_model(checkpoint)
-    images = sorted((demo_db.parent / "modality").glob("*.png"))
+    images = sorted((demo_db.parent / "imaging_technique").glob("*.png"))
     encoder = onnxruntime.InferenceSession(str(folder / "encoder.onnx"))
     heads = {
         name: onnxruntime.InferenceSession(str(folder / "heads" / f"{name}.onnx"))
-        for name in ("modality", "nuclei_seg", "nuclei_det")
+        for name in ("imaging_technique", "nuclei_seg", "nuclei_det")
     }
     for batch in (1, 4):  # the graphs were traced at batch 2
         records = [Record(p, None, i) for i, p in enumerate(images[:batch])]
@@ -75,14 +75,14 @@ def test_onnxruntime_gives_pytorchs_outputs_for_encoder_and_every_head(
             features = model.encoder(x)
             expected = {
                 "embedding": model.embed(x),
-                "modality": model("modality", x),
+                "imaging_technique": model("imaging_technique", x),
                 "nuclei_seg": model("nuclei_seg", x),
             }
             det = model("nuclei_det", x)
         feeds = {f"features_{i}": f for i, f in enumerate(pyramid)}
         got = {
             "embedding": embedding,
-            "modality": heads["modality"].run(None, {"embedding": embedding})[0],
+            "imaging_technique": heads["imaging_technique"].run(None, {"embedding": embedding})[0],
             "nuclei_seg": heads["nuclei_seg"].run(None, feeds)[0],
         }
         for name, value in expected.items():
@@ -105,7 +105,7 @@ def test_an_encoder_that_cannot_be_traced_is_one_line_and_writes_nothing(
     # translate (its attention op takes 4D query, key and value only)
     checkpoint = _pretrain(
         tmp_path,
-        _tasks(demo_db, ("modality",)),
+        _tasks(demo_db, ("imaging_technique",)),
         **{"training.max_steps": 1, "model.encoder.name": "nest_tiny"},
     )
     result = CliRunner().invoke(app, ["export", str(checkpoint), "--onnx", str(tmp_path / "onnx")])

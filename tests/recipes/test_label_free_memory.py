@@ -123,7 +123,7 @@ def test_two_view_tasks_keep_peak_memory_flat_in_their_number(demo_db: Path, tmp
     tasks = yaml.safe_load(demo_db.read_text())["tasks"]
     for task in tasks:
         task["source"]["path"] = str(demo_db.parent / task["source"]["path"])
-    images = {"path": str(demo_db.parent / "modality.csv")}
+    images = {"path": str(demo_db.parent / "imaging_technique.csv")}
     views = [
         {"name": f"views{i}", "type": "two_view", "options": {"expander_dim": 64}, "source": images}
         for i in range(4)

@@ -85,7 +85,7 @@ def image_checkpoint(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """Every supervised task type on the demo's real microscopy images (plus a multilabel task)."""
     root = tmp_path_factory.mktemp("images")
     tasks = tasks_of(demo_db)
-    with (demo_db.parent / "modality.csv").open(newline="") as f:
+    with (demo_db.parent / "imaging_technique.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     with (root / "multilabel.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["image", "split", *MULTILABEL])
@@ -191,14 +191,14 @@ def test_every_task_type_on_images_a_folder_and_a_manifest(
 ) -> None:
     model, config = load_multitask_model(image_checkpoint)
     size = config["model"]["image_size"]
-    folder = demo_db.parent / "modality"
+    folder = demo_db.parent / "imaging_technique"
 
     # classification on a folder: every class's probability, equal to the model on TaskDataset images
-    out = _predict(image_checkpoint, folder, tmp_path / "cls", task="modality", batch_size=8)
+    out = _predict(image_checkpoint, folder, tmp_path / "cls", task="imaging_technique", batch_size=8)
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     images = sorted(folder.glob("*.png"))
     assert [r["id"] for r in rows] == [p.name for p in images]
-    classes = config["tasks"][[t["name"] for t in config["tasks"]].index("modality")]["classes"]
+    classes = config["tasks"][[t["name"] for t in config["tasks"]].index("imaging_technique")]["classes"]
     probabilities = np.array([[float(r[f"probability/{c}"]) for c in classes] for r in rows])
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     from medfoundry.data.record import Record
@@ -207,7 +207,7 @@ def test_every_task_type_on_images_a_folder_and_a_manifest(
         [Record(p, None, i) for i, p in enumerate(images[:6])], "image", size, augment=False
     )
     with torch.no_grad():
-        reference = model("modality", torch.stack([dataset[i][0] for i in range(6)])).softmax(dim=1)
+        reference = model("imaging_technique", torch.stack([dataset[i][0] for i in range(6)])).softmax(dim=1)
     np.testing.assert_allclose(probabilities[:6], reference.numpy(), atol=1e-5)
     assert [r["predicted"] for r in rows[:6]] == [classes[int(i)] for i in reference.argmax(dim=1)]
 
@@ -243,29 +243,29 @@ def test_every_task_type_on_images_a_folder_and_a_manifest(
 def test_bad_input_gives_one_line_and_writes_nothing(
     image_checkpoint: Path, demo_db: Path, tmp_path: Path
 ) -> None:
-    folder = demo_db.parent / "modality"
+    folder = demo_db.parent / "imaging_technique"
     with pytest.raises(ConfigError, match=r"no task 'organs' in this checkpoint \(its tasks: nuclei_seg, "):
         _predict(image_checkpoint, folder, tmp_path / "a", task="organs")
     with pytest.raises(ConfigError, match="choose a task with --task"):
         _predict(image_checkpoint, folder, tmp_path / "a")
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(DataError, match="notes.txt: cannot read this input"):
-        _predict(image_checkpoint, tmp_path / "notes.txt", tmp_path / "a", task="modality")
+        _predict(image_checkpoint, tmp_path / "notes.txt", tmp_path / "a", task="imaging_technique")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     shutil.copy(next(folder.glob("*.png")), broken / "b.png")
     with pytest.raises(DataError, match="a.png: cannot decode image"):
-        _predict(image_checkpoint, broken, tmp_path / "a", task="modality")
+        _predict(image_checkpoint, broken, tmp_path / "a", task="imaging_technique")
     assert not (tmp_path / "a").exists() and not any(p.name.startswith(".a") for p in tmp_path.iterdir())
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
     with pytest.raises(DataError, match="full: output folder exists and is not empty"):
-        _predict(image_checkpoint, folder, tmp_path / "full", task="modality")
+        _predict(image_checkpoint, folder, tmp_path / "full", task="imaging_technique")
 
 
 def test_a_checkpoint_without_heads_is_refused(demo_db: Path, tmp_path: Path) -> None:
-    tiles = str(demo_db.parent / "unlabelled.csv")
+    tiles = str(demo_db.parent / "all_images.csv")
     mim = [{"name": "tiles", "type": "masked_image", "source": {"path": tiles}}]
     checkpoint = _pretrain(
         tmp_path,
@@ -276,7 +276,8 @@ def test_a_checkpoint_without_heads_is_refused(demo_db: Path, tmp_path: Path) ->
         },
     )
     result = CliRunner().invoke(
-        app, ["predict", str(checkpoint), str(demo_db.parent / "modality"), "-o", str(tmp_path / "o")]
+        app,
+        ["predict", str(checkpoint), str(demo_db.parent / "imaging_technique"), "-o", str(tmp_path / "o")],
     )
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
@@ -289,13 +290,13 @@ def test_a_checkpoint_without_heads_is_refused(demo_db: Path, tmp_path: Path) ->
 def test_cli_predicts_and_reports_an_unknown_task_in_one_line(
     image_checkpoint: Path, demo_db: Path, tmp_path: Path
 ) -> None:
-    folder = demo_db.parent / "modality"
+    folder = demo_db.parent / "imaging_technique"
     args = ["predict", str(image_checkpoint), str(folder), "-o", str(tmp_path / "o"), "--no-progress"]
     result = CliRunner().invoke(app, [*args, "--task", "organs"])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
-    assert "its tasks: nuclei_seg, nuclei_det, modality, looks" in result.output
-    result = CliRunner().invoke(app, [*args, "--task", "modality"])
+    assert "its tasks: nuclei_seg, nuclei_det, imaging_technique, looks" in result.output
+    result = CliRunner().invoke(app, [*args, "--task", "imaging_technique"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "o" / "predictions.csv").is_file()
     metadata = json.loads((tmp_path / "o" / "prediction.json").read_text())
-    assert metadata["task"] == "modality" and Preprocessing.model_validate(metadata["preprocessing"])
+    assert metadata["task"] == "imaging_technique" and Preprocessing.model_validate(metadata["preprocessing"])

@@ -42,7 +42,7 @@ def _run(tmp_path: Path, cfg: dict[str, Any], resume: bool = False) -> Path:
 
 @pytest.fixture(scope="module")
 def mae_run(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A pure MAE run: ViT (4 blocks, 8-px patches) at 32 px on the demo's unlabelled images."""
+    """A pure MAE run: ViT (4 blocks, 8-px patches) at 32 px on the demo's unlabelled tiles (all_images)."""
     tmp = tmp_path_factory.mktemp("mae")
     optimizer = {"lr": 1e-3, "weight_decay": 0.05, "betas": [0.9, 0.95], "warmup_steps": 20}
     cfg = tiny_config(
@@ -70,12 +70,12 @@ def mae_run(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_reconstruction_loss_falls_on_real_images(mae_run: Path) -> None:
     records = read_metrics(mae_run / "metrics.jsonl")
-    val = [r["unlabelled/loss"] for r in records if r["kind"] == "val"]
-    train = [r["loss/unlabelled"] for r in records if r["kind"] == "train"]
+    val = [r["all_images/loss"] for r in records if r["kind"] == "val"]
+    train = [r["loss/all_images"] for r in records if r["kind"] == "train"]
     assert 0.9 < val[0] < 2.0  # about chance (1) before training
     assert val[-1] < 0.8 * val[0] and val[-1] <= 1.01 * min(val), val  # validated every epoch
     assert train[-1] < 0.8 * train[0], train
-    previews = sorted(p.name for p in (mae_run / "previews" / "unlabelled").iterdir())
+    previews = sorted(p.name for p in (mae_run / "previews" / "all_images").iterdir())
     assert previews == [f"step_{MAE_STEPS // 2:07d}.png", f"step_{MAE_STEPS:07d}.png"]
 
 
@@ -92,7 +92,7 @@ def test_mae_encoder_goes_through_a_linear_probe(mae_run: Path, demo_db: Path) -
     Uses scikit-learn directly; switch to medfoundry's linear probe once it lands (issue 5).
     """
     model, _ = load_multitask_model(mae_run / "checkpoints" / "last")
-    listed = next(t for t in yaml.safe_load(demo_db.read_text())["tasks"] if t["name"] == "modality")
+    listed = next(t for t in yaml.safe_load(demo_db.read_text())["tasks"] if t["name"] == "imaging_technique")
     spec = TaskSpec.model_validate({**listed, "source": {"path": demo_db.parent / listed["source"]["path"]}})
     splits = load_task_records(
         spec.name, spec.source, "label", classes=spec.classes, seed=0, val_fraction=0.2
@@ -121,7 +121,7 @@ def test_mae_encoder_loads_into_segmentation_detection_and_classification(
     # a plain ViT feeds the U-Net and FCOS decoders through its simple feature pyramid
     assert [level.stride for level in fresh.encoder.feature_info] == [2, 4, 8, 16]
     losses = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"][-1]
-    assert all(math.isfinite(losses[f"loss/{t}"]) for t in ("nuclei_seg", "nuclei_det", "modality"))
+    assert all(math.isfinite(losses[f"loss/{t}"]) for t in ("nuclei_seg", "nuclei_det", "imaging_technique"))
 
 
 def test_hybrid_run_trains_labelled_and_masked_image_tasks_together(demo_db: Path, tmp_path: Path) -> None:
@@ -135,8 +135,8 @@ def test_hybrid_run_trains_labelled_and_masked_image_tasks_together(demo_db: Pat
     )
     run_dir = _run(tmp_path, cfg)
     last = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"][-1]
-    for task in ("nuclei_seg", "nuclei_det", "modality", "unlabelled"):
+    for task in ("nuclei_seg", "nuclei_det", "imaging_technique", "all_images"):
         assert math.isfinite(last[f"loss/{task}"]), task
-    assert (run_dir / "previews" / "unlabelled" / "step_0000004.png").is_file()
+    assert (run_dir / "previews" / "all_images" / "step_0000004.png").is_file()
     # the parameterless head's optimizer state round-trips through the checkpoint
     assert _run(tmp_path, cfg, resume=True) == run_dir

@@ -39,9 +39,9 @@ def test_three_task_run_lowers_every_task_validation_loss(demo_db: Path, tmp_pat
     val = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "val"]
     first, last = val[0], val[-1]
     assert first["step"] == 0 and last["step"] == 24
-    for task in ("nuclei_seg", "nuclei_det", "modality"):
+    for task in ("nuclei_seg", "nuclei_det", "imaging_technique"):
         assert last[f"{task}/loss"] < 0.9 * first[f"{task}/loss"], task
-    assert last["modality/accuracy"] > 0.5  # 5 classes: chance is 0.2
+    assert last["imaging_technique/accuracy"] > 0.5  # 5 classes: chance is 0.2
     best = json.loads((run_dir / "checkpoints" / "best" / "config.json").read_text())
     assert best["metrics"]["val_mean_loss"] == min(r["mean_loss"] for r in val)
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["encoder"]["name"] == "resnet10t"

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 
 def _config(tmp_path: Path, demo_db: Path, name: str, **settings: Any) -> Path:
-    monitor = {"tasks": str(demo_db), "task_names": ["modality"], "every_steps": 2, "max_images": 40}
+    monitor = {"tasks": str(demo_db), "task_names": ["imaging_technique"], "every_steps": 2, "max_images": 40}
     cfg = tiny_config(tmp_path / name, str(demo_db), **{"training.transfer_monitor": monitor, **settings})
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -51,7 +51,7 @@ def _scripted(monkeypatch: pytest.MonkeyPatch, means: Iterator[float]) -> None:
 
     def score(self: TransferMonitor, encoder: Any, *, device: torch.device) -> TransferScores:
         mean = next(means)
-        return TransferScores({"modality": {"linear": mean, "knn": mean}}, mean, 0.0)
+        return TransferScores({"imaging_technique": {"linear": mean, "knn": mean}}, mean, 0.0)
 
     monkeypatch.setattr(TransferMonitor, "score", score)
 
@@ -64,22 +64,31 @@ def test_scores_are_logged_at_step_0_every_n_steps_and_the_last(demo_db: Path, t
     transfer = _records(run_dir, "transfer")
     assert [r["step"] for r in transfer] == [0, 2, 4, 5]
     for record in transfer:
-        assert set(record) == {"step", "kind", "modality/linear", "modality/knn", "mean", "seconds"}
-        assert 0 <= record["modality/linear"] <= 1 and 0 <= record["modality/knn"] <= 1
-        assert record["mean"] == pytest.approx((record["modality/linear"] + record["modality/knn"]) / 2)
+        assert set(record) == {
+            "step",
+            "kind",
+            "imaging_technique/linear",
+            "imaging_technique/knn",
+            "mean",
+            "seconds",
+        }
+        assert 0 <= record["imaging_technique/linear"] <= 1 and 0 <= record["imaging_technique/knn"] <= 1
+        assert record["mean"] == pytest.approx(
+            (record["imaging_technique/linear"] + record["imaging_technique/knn"]) / 2
+        )
     means = [r["mean"] for r in transfer]
     best = _best(run_dir)
     assert best["training"]["step"] == transfer[means.index(max(means))]["step"]  # the first of equals
     assert best["metrics"]["transfer_mean"] == max(means)
-    assert best["metrics"]["transfer"]["modality"] == {
-        "linear": transfer[means.index(max(means))]["modality/linear"],
-        "knn": transfer[means.index(max(means))]["modality/knn"],
+    assert best["metrics"]["transfer"]["imaging_technique"] == {
+        "linear": transfer[means.index(max(means))]["imaging_technique/linear"],
+        "knn": transfer[means.index(max(means))]["imaging_technique/knn"],
     }
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
     assert [e.step for e in events.Scalars("transfer/mean")] == [0, 2, 4, 5]
-    assert "transfer/modality/knn" in events.Tags()["scalars"]
+    assert "transfer/imaging_technique/knn" in events.Tags()["scalars"]
 
 
 def test_best_is_the_step_of_the_highest_mean_score_not_the_lowest_loss(

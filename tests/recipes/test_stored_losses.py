@@ -70,15 +70,15 @@ def test_first_losses_of_a_tiny_three_task_run_equal_the_stored_ones(demo_db: Pa
 @pytest.mark.integration
 def test_first_losses_of_a_tiny_hybrid_run_equal_the_stored_ones(demo_db: Path, tmp_path: Path) -> None:
     """A masked-image task (its masking drawn from the run's seed) beside a classification task."""
-    modality = next(t for t in tasks_of(demo_db) if t["name"] == "modality")
+    modality = next(t for t in tasks_of(demo_db) if t["name"] == "imaging_technique")
     tiles = {
         "name": "tiles",
         "type": "masked_image",
-        "source": {"path": str(demo_db.parent / "unlabelled.csv")},
+        "source": {"path": str(demo_db.parent / "all_images.csv")},
     }
     cfg = tiny_config(tmp_path / "run", [modality, tiles], **{"training.max_steps": 3})
     cfg["model"]["masked_image"] = {"decoder_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2}
     losses = _train_losses(cfg, tmp_path)
     assert list(losses) == ["1", "2", "3"]
-    assert all(v.keys() == {"loss/modality", "loss/tiles"} for v in losses.values())
+    assert all(v.keys() == {"loss/imaging_technique", "loss/tiles"} for v in losses.values())
     _equal_the_stored(losses, STORED_HYBRID)

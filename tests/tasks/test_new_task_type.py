@@ -85,7 +85,7 @@ def toy_registered() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def toy_task(demo_db: Path, toy_registered: None) -> dict[str, object]:
-    modality = next(t for t in tasks_of(demo_db) if t["name"] == "modality")
+    modality = next(t for t in tasks_of(demo_db) if t["name"] == "imaging_technique")
     return {**modality, "name": "technique", "type": TOY}
 
 

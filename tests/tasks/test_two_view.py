@@ -120,7 +120,7 @@ def test_head_owns_only_the_expander_and_validation_views_are_fixed() -> None:
 @pytest.mark.integration
 def test_loss_falls_on_real_images(demo_db: Path, tmp_path: Path) -> None:
     """Only a two-view task, on the demo database's real microscopy and fundus crops."""
-    images = demo_db.parent / "modality.csv"
+    images = demo_db.parent / "imaging_technique.csv"
     tasks = [
         {
             "name": "views",

@@ -53,9 +53,9 @@ def _classification_tasks(demo_db: Path, tmp_path: Path) -> list[dict[str, Any]]
             )
     return [
         {
-            "name": "modality",
+            "name": "imaging_technique",
             "type": "classification",
-            "source": {"path": str(demo_db.parent / "modality.csv")},
+            "source": {"path": str(demo_db.parent / "imaging_technique.csv")},
             "classes": ["fundus", "immunohistochemistry", "phase_contrast", "h_and_e", "fluorescence"],
         },
         {
@@ -222,9 +222,9 @@ def test_masked_image_tasks_train_under_two_processes(demo_db: Path, tmp_path: P
     val = [json.loads(line) for line in (tmp_path / "hybrid" / "metrics.jsonl").read_text().splitlines()]
     last = [r for r in val if r["kind"] == "val"][-1]
     assert last["step"] == 3 and all(
-        f"{t}/loss" in last for t in ("nuclei_seg", "nuclei_det", "modality", "unlabelled")
+        f"{t}/loss" in last for t in ("nuclei_seg", "nuclei_det", "imaging_technique", "all_images")
     )
-    assert (tmp_path / "hybrid" / "previews" / "unlabelled").is_dir()
+    assert (tmp_path / "hybrid" / "previews" / "all_images").is_dir()
 
 
 def test_the_transfer_monitor_scores_on_rank_0_while_the_other_waits(demo_db: Path, tmp_path: Path) -> None:

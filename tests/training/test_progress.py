@@ -16,13 +16,13 @@ def test_lines_come_on_time_even_while_nothing_moves() -> None:
     lines: list[str] = []
     with ProgressLines("evaluate", 8, unit="cells", done=2, interval_s=0.05, emit=lines.append) as p:
         time.sleep(0.18)  # a long cell: no update, yet lines keep coming
-        p.update(4, "pretrained / modality / linear")
+        p.update(4, "pretrained / imaging_technique / linear")
         time.sleep(0.12)
     assert len(lines) >= 4
     assert lines[0].startswith("evaluate: 2/8 cells (25%), ") and "so far" in lines[0]
     last = lines[-1]
     assert last.startswith("evaluate: 4/8 cells (50%), ") and " cells/s, eta " in last
-    assert last.endswith("; pretrained / modality / linear")
+    assert last.endswith("; pretrained / imaging_technique / linear")
 
 
 def test_a_console_without_terminal_gets_lines_instead_of_a_bar(monkeypatch: pytest.MonkeyPatch) -> None:

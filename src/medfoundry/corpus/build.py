@@ -3,7 +3,7 @@
 The build is atomic and cached:
 
 - a fingerprint (SHA-256) covers the settings, the selected sources, every source package's
-  version, and the code: every medfoundry module the corpus imports (``demo/writing``,
+  version, and the code: every medfoundry module the corpus imports (``data/intensity``,
   ``data/dicom``, ``data/volumes``, ...) and the versions of the libraries they import; a
   folder whose ``corpus.json`` holds the same fingerprint is up to date and left alone;
 - the corpus is written into a hidden sibling folder (``.DIR.partial.tmp-HOST-PID``) and

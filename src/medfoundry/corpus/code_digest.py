@@ -1,5 +1,5 @@
 """What the corpus's pixels and labels depend on besides its settings: every medfoundry module the
-corpus code imports (transitively, e.g. ``demo/writing.to_uint8`` and ``data/volumes``), and the
+corpus code imports (transitively, e.g. ``data/dicom`` and ``data/volumes``), and the
 installed versions of the libraries those modules import (numpy, scipy, Pillow, pydicom, ...).
 
 The modules are found by reading their ``import`` statements (also those inside functions), not

@@ -11,7 +11,6 @@ and a task whose groups all drew training validates on its smallest group.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import zlib
@@ -21,24 +20,13 @@ from typing import Any
 
 import numpy as np
 import yaml
-from PIL import Image
 
+from medfoundry.corpus.files import save_png, write_csv
 from medfoundry.corpus.image import CorpusImage, Label
 from medfoundry.corpus.tasks import MASKED_IMAGE_TASK, TASKS, TaskDef
 from medfoundry.errors import DataError
 
 __all__ = ["CorpusWriter", "content_hash"]
-
-
-PNG_COMPRESS_LEVEL = 1
-"""zlib level of the PNG files: level 1 wrote 1.9-2.3x faster than Pillow's default 6 for 11 %
-more bytes, and read back as fast (benchmarks/pretrain_throughput.py, docs/benchmarks.md)."""
-
-
-def save_png(pixels: np.ndarray, path: Path) -> None:
-    """Write ``(H, W)`` or ``(H, W, 3)`` uint8 losslessly (creating the folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(pixels)).save(path, compress_level=PNG_COMPRESS_LEVEL)
 
 
 def content_hash(pixels: np.ndarray) -> str:
@@ -98,7 +86,7 @@ class CorpusWriter:
             if not task.heldout:
                 _ensure_train_classes(rows)
                 _ensure_val(rows)
-            _write_csv(self.root / f"{name}.csv", rows)
+            write_csv(self.root / f"{name}.csv", rows)
             summary[name] = _task_summary(task, rows)
         written = [TASKS[name] for name in TASKS if name in self.rows]
         _write_tasks(self.root / "tasks.yaml", [t for t in written if not t.heldout])
@@ -199,14 +187,6 @@ def _task_summary(task: TaskDef, rows: list[dict[str, str]]) -> dict[str, Any]:
     if task.type == "detection":
         summary["boxes"] = sum(len(json.loads(r["boxes"])) for r in rows)
     return summary
-
-
-def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _write_tasks(path: Path, tasks: list[TaskDef]) -> None:

@@ -14,6 +14,7 @@ from medfoundry.corpus.labels.counts import COUNT_BINS, MEMBRANE_CLASSES
 from medfoundry.corpus.labels.ct_tissue import CT_TISSUE_CLASSES
 from medfoundry.corpus.labels.dicom_header import BODY_PARTS, MODALITY_CLASSES
 from medfoundry.corpus.labels.slice_position import PLANES, POSITION_BINS
+from medfoundry.corpus.labels.technique import TECHNIQUES
 
 __all__ = ["MASKED_IMAGE_TASK", "TASKS", "TaskDef"]
 
@@ -46,12 +47,7 @@ TASKS: dict[str, TaskDef] = {
         TaskDef("dicom_body_part", "classification", BODY_PARTS, "CR, DX, CT, MR, NM"),
         TaskDef("nuclei_seg", "segmentation", ("background", "nucleus"), "fluorescence microscopy"),
         TaskDef("nuclei_det", "detection", ("nucleus",), "fluorescence microscopy"),
-        TaskDef(
-            "imaging_technique",
-            "classification",
-            ("h_and_e", "immunohistochemistry", "fluorescence", "phase_contrast", "fundus"),
-            "microscopy, fundus photography",
-        ),
+        TaskDef("imaging_technique", "classification", TECHNIQUES, "microscopy, fundus photography"),
         TaskDef(MASKED_IMAGE_TASK, "masked_image", (), "every pretraining image"),
         # held out: other subjects / specimens / a modality never pretrained on
         TaskDef("heldout_brain_region", "classification", HEAD_ZONES, "MR (T1)", heldout=True),

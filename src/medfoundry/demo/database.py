@@ -1,21 +1,27 @@
 """Build the demo's multi-task database (PNG files, CSV manifests, task lists) from packaged images.
 
-Parts (each can be left out, e.g. for fast tests):
+Its tasks have the corpus's names, classes and label rules (``medfoundry.corpus.labels``); it is
+smaller, and its nuclei and technique tasks have test splits. Parts (each can be left out, e.g.
+for fast tests):
 
-- ``microscopy``: ``nuclei_seg``, ``nuclei_det``, ``modality`` and the unlabelled
-  ``unlabelled`` (H&E and IHC tiles, for masked-image pretraining; see ``microscopy``);
-- ``tomography``: ``brain_tissue``, ``brain_plane`` (see ``tomography``);
+- ``microscopy``: ``nuclei_seg``, ``nuclei_det``, ``imaging_technique``, and unlabelled H&E
+  and IHC tiles (see ``microscopy``);
+- ``tomography``: ``brain_tissue``, ``volume_plane`` (see ``tomography``);
 - ``radiology``: ``dicom_modality`` (see ``radiology``).
 
+``all_images`` (masked-image modelling) lists, as in the corpus, every image that pretraining
+may see: the unlabelled tiles and the images of the brain and DICOM tasks.
+
 Written task lists: ``tasks.yaml`` (every labelled task built), ``pretrain_tasks.yaml`` (the
-brain, DICOM and unlabelled tasks), ``eval_tasks.yaml`` (the nuclei and technique tasks, held
-out of pretraining so that the demo can measure transfer to them), ``mim_tasks.yaml`` (``unlabelled``
-alone) and ``hybrid_tasks.yaml`` (every labelled task plus ``unlabelled``). docs/demo.md
-describes every image and label.
+brain and DICOM tasks and ``all_images``), ``eval_tasks.yaml`` (the nuclei and technique tasks,
+held out of pretraining so that the demo can measure transfer to them), ``mim_tasks.yaml``
+(``all_images`` alone) and ``hybrid_tasks.yaml`` (every labelled task plus ``all_images``).
+docs/demo.md describes every image and label.
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +29,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from medfoundry.demo.microscopy import TECHNIQUES, write_modality, write_nuclei, write_unlabelled
+from medfoundry.corpus.files import write_csv
+from medfoundry.corpus.labels.slice_position import PLANES
+from medfoundry.corpus.labels.technique import TECHNIQUES
+from medfoundry.corpus.tasks import MASKED_IMAGE_TASK
+from medfoundry.demo.microscopy import write_imaging_technique, write_nuclei, write_unlabelled_tiles
 from medfoundry.demo.radiology import write_dicom_modality
 from medfoundry.demo.tomography import write_brain
 from medfoundry.errors import ConfigError
@@ -31,7 +41,7 @@ from medfoundry.errors import ConfigError
 __all__ = ["PARTS", "build_demo_database"]
 
 PARTS = ("microscopy", "tomography", "radiology")
-EVAL_TASKS = ("nuclei_seg", "nuclei_det", "modality")
+EVAL_TASKS = ("nuclei_seg", "nuclei_det", "imaging_technique")
 
 
 def build_demo_database(
@@ -52,8 +62,8 @@ def build_demo_database(
         out_dir: Folder to write into (created).
         parts: Which parts to build (see the module docstring).
         tile_size: Side of the nuclei tiles, in pixels.
-        crop_size: Side of the ``modality`` crops, in pixels.
-        crops_per_class: ``modality`` crops per class (train and val together).
+        crop_size: Side of the ``imaging_technique`` crops, in pixels.
+        crops_per_class: ``imaging_technique`` crops per class (train, val and test together).
         crops_per_dicom: ``dicom_modality`` crops per DICOM image.
         val_fraction: Rightmost share of each microscopy image used for validation.
         min_box_pixels: Smallest nucleus fragment (pixels inside a tile) that gets a box.
@@ -70,23 +80,15 @@ def build_demo_database(
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     tasks: list[dict[str, Any]] = []
-    unlabelled: list[dict[str, Any]] = []
+    unlabelled_tiles: list[dict[str, str]] = []
     if "microscopy" in parts:
         write_nuclei(out_dir, tile_size, val_fraction, min_box_pixels=min_box_pixels)
-        write_modality(out_dir, crop_size, crops_per_class, val_fraction=val_fraction, rng=rng)
-        write_unlabelled(out_dir, tile_size, val_fraction)
-        unlabelled.append(
-            {
-                "name": "unlabelled",
-                "type": "masked_image",
-                "modality": "histology (H&E, IHC)",
-                "source": {"path": "unlabelled.csv"},
-            }
-        )
+        write_imaging_technique(out_dir, crop_size, crops_per_class, val_fraction=val_fraction, rng=rng)
+        unlabelled_tiles = write_unlabelled_tiles(out_dir, tile_size, val_fraction)
         tasks += [
             _task("nuclei_seg", "segmentation", ["background", "nucleus"], "fluorescence microscopy"),
             _task("nuclei_det", "detection", ["nucleus"], "fluorescence microscopy"),
-            _task("modality", "classification", list(TECHNIQUES), "microscopy and photography"),
+            _task("imaging_technique", "classification", list(TECHNIQUES), "microscopy and photography"),
         ]
     if "tomography" in parts:
         write_brain(out_dir)
@@ -97,19 +99,19 @@ def build_demo_database(
                 ["background", "grey_matter", "white_matter"],
                 "MR (T1 template)",
             ),
-            _task("brain_plane", "classification", ["axial", "coronal", "sagittal"], "MR (T1 template)"),
+            _task("volume_plane", "classification", list(PLANES), "MR (T1 template)"),
         ]
     if "radiology" in parts:
         write_dicom_modality(out_dir, crops_per_dicom, rng)
         tasks.append(
             _task("dicom_modality", "classification", ["radiograph", "CT", "MR", "US"], "CR, DX, CT, MR, US")
         )
-    _write_tasks(
-        out_dir / "pretrain_tasks.yaml", [t for t in tasks if t["name"] not in EVAL_TASKS] + unlabelled
-    )
+    pretraining = [t for t in tasks if t["name"] not in EVAL_TASKS]
+    all_images = _write_all_images(out_dir, unlabelled_tiles, [t["name"] for t in pretraining])
+    _write_tasks(out_dir / "pretrain_tasks.yaml", pretraining + all_images)
     _write_tasks(out_dir / "eval_tasks.yaml", [t for t in tasks if t["name"] in EVAL_TASKS])
-    _write_tasks(out_dir / "mim_tasks.yaml", unlabelled)
-    _write_tasks(out_dir / "hybrid_tasks.yaml", tasks + unlabelled)
+    _write_tasks(out_dir / "mim_tasks.yaml", all_images)
+    _write_tasks(out_dir / "hybrid_tasks.yaml", tasks + all_images)
     return _write_tasks(out_dir / "tasks.yaml", tasks)
 
 
@@ -121,6 +123,28 @@ def _task(name: str, task_type: str, classes: list[str], modality: str) -> dict[
         "modality": modality,
         "source": {"path": f"{name}.csv"},
     }
+
+
+def _write_all_images(
+    out_dir: Path, unlabelled_tiles: list[dict[str, str]], pretraining_tasks: list[str]
+) -> list[dict[str, Any]]:
+    """``all_images.csv``: every image pretraining may see, once; the task's entry (none without
+    images)."""
+    rows = {row["image"]: row for row in unlabelled_tiles}
+    for name in pretraining_tasks:
+        with (out_dir / f"{name}.csv").open(newline="") as f:
+            for row in csv.DictReader(f):
+                rows.setdefault(row["image"], {"image": row["image"], "split": row["split"]})
+    if not rows:
+        return []
+    write_csv(out_dir / f"{MASKED_IMAGE_TASK}.csv", list(rows.values()))
+    task = {
+        "name": MASKED_IMAGE_TASK,
+        "type": "masked_image",
+        "modality": "every image pretraining may see (unlabelled tiles, brain and DICOM tasks' images)",
+        "source": {"path": f"{MASKED_IMAGE_TASK}.csv"},
+    }
+    return [task]
 
 
 def _write_tasks(path: Path, tasks: list[dict[str, Any]]) -> Path:

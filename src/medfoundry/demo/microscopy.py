@@ -1,14 +1,16 @@
-"""Microscopy and photography tasks of the demo database.
+"""Microscopy and photography tasks of the demo database; the labels are the corpus's rules
+(``corpus.labels``: ``instances`` for the nuclei masks and boxes, ``technique`` for the classes).
 
 - ``nuclei_seg`` (segmentation, background/nucleus): stardist's fluorescence image cut into
   non-overlapping tiles; the mask is the instance mask's foreground (any nucleus id > 0).
 - ``nuclei_det`` (detection, nucleus): the same tiles; one box per nucleus, the bounding box
   of its pixels inside the tile (fragments under ``min_box_pixels`` pixels are left out).
-- ``modality`` (classification, 5 classes): random square crops of five images, labelled by
-  the imaging technique of the source image: fundus photograph, immunohistochemistry, phase
-  contrast, H&E, fluorescence. The fluorescence crops come from mahotas' nuclei image, not
-  from stardist's, so that pretraining on this task never sees the nuclei tasks' image.
-- ``unlabelled`` (no labels): tiles of the H&E and IHC images, for masked-image pretraining.
+- ``imaging_technique`` (classification, 5 classes): random square crops of five images,
+  labelled by the imaging technique of the source image: fundus photograph,
+  immunohistochemistry, phase contrast, H&E, fluorescence. The fluorescence crops come from
+  mahotas' nuclei image, not from stardist's, so that pretraining on this task never sees the
+  nuclei tasks' image.
+- unlabelled tiles of the H&E and IHC images, for masked-image pretraining (``all_images``).
 
 Splits are spatial: the rightmost ``val_fraction`` of each source image (by x) is held out: for
 the nuclei tiles it is the test part, with a validation column to its left; for the technique
@@ -25,18 +27,23 @@ from pathlib import Path
 
 import numpy as np
 
+from medfoundry.corpus.files import save_png, write_csv
+from medfoundry.corpus.labels.instances import instance_boxes, instance_foreground
+from medfoundry.corpus.labels.technique import technique_of
+from medfoundry.corpus.pixels import to_uint8
 from medfoundry.demo import packaged_images as images
-from medfoundry.demo.writing import save_png, to_uint8, write_csv
 
-__all__ = ["TECHNIQUES", "write_modality", "write_nuclei", "write_unlabelled"]
+__all__ = ["TECHNIQUES", "write_imaging_technique", "write_nuclei", "write_unlabelled_tiles"]
 
-TECHNIQUES: dict[str, Callable[[], np.ndarray]] = {
-    "fundus": images.fundus,
-    "immunohistochemistry": images.immunohistochemistry,
-    "phase_contrast": images.phase_contrast,
-    "h_and_e": images.h_and_e,
-    "fluorescence": images.other_fluorescence,
-}
+MODALITY_FILES: tuple[tuple[str, str, Callable[[], np.ndarray]], ...] = (
+    ("skimage", "data/retina.jpg", images.fundus),
+    ("skimage", "data/ihc.png", images.immunohistochemistry),
+    ("skimage", "data/cell.png", images.phase_contrast),
+    ("stardist", "data/images/histo.jpg", images.h_and_e),
+    ("mahotas", "demos/data/nuclear.png", images.other_fluorescence),
+)
+TECHNIQUES: dict[str, Callable[[], np.ndarray]] = {technique_of(p, f): load for p, f, load in MODALITY_FILES}
+"""The ``imaging_technique`` class of each image (the corpus's ``labels.technique``) and its reader."""
 
 
 def write_nuclei(out_dir: Path, tile: int, val_fraction: float, *, min_box_pixels: int) -> None:
@@ -58,30 +65,21 @@ def write_nuclei(out_dir: Path, tile: int, val_fraction: float, *, min_box_pixel
             name = f"tile_y{y:03d}_x{x:03d}.png"
             ids = instances[y : y + tile, x : x + tile]
             save_png(image8[y : y + tile, x : x + tile], out_dir / "nuclei" / "images" / name)
-            save_png((ids > 0).astype(np.uint8), out_dir / "nuclei" / "masks" / name)
+            save_png(instance_foreground(ids), out_dir / "nuclei" / "masks" / name)
             split = "test" if x >= test_from else "val" if x >= val_from else "train"
             seg_rows.append(
                 {"image": f"nuclei/images/{name}", "mask": f"nuclei/masks/{name}", "split": split}
             )
-            boxes = json.dumps(_boxes(ids, min_box_pixels))
+            boxes = json.dumps([list(box) for box in instance_boxes(ids, min_box_pixels, "nucleus")])
             det_rows.append({"image": f"nuclei/images/{name}", "boxes": boxes, "split": split})
     write_csv(out_dir / "nuclei_seg.csv", seg_rows)
     write_csv(out_dir / "nuclei_det.csv", det_rows)
 
 
-def _boxes(ids: np.ndarray, min_pixels: int) -> list[list[float | str]]:
-    boxes: list[list[float | str]] = []
-    for instance in np.unique(ids[ids > 0]):
-        ys, xs = np.nonzero(ids == instance)
-        if ys.size >= min_pixels:
-            boxes.append([int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1, "nucleus"])
-    return boxes
-
-
-def write_modality(
+def write_imaging_technique(
     out_dir: Path, crop: int, per_class: int, *, val_fraction: float, rng: np.random.Generator
 ) -> None:
-    """``modality.csv``: crops labelled by the source image's imaging technique.
+    """``imaging_technique.csv``: crops labelled by the source image's imaging technique.
 
     Training crops come from the left of each image; the rightmost ``val_fraction`` of its width
     is split in a validation (upper half) and a test (lower half) region, so no held-out crop
@@ -107,9 +105,9 @@ def write_modality(
                     else _draw(rng, middle, height - margin - crop)
                 )
             name = f"{label}_{i:03d}.png"
-            save_png(source[y : y + crop, x : x + crop], out_dir / "modality" / name)
-            rows.append({"image": f"modality/{name}", "label": label, "split": split})
-    write_csv(out_dir / "modality.csv", rows)
+            save_png(source[y : y + crop, x : x + crop], out_dir / "imaging_technique" / name)
+            rows.append({"image": f"imaging_technique/{name}", "label": label, "split": split})
+    write_csv(out_dir / "imaging_technique.csv", rows)
 
 
 def _draw(rng: np.random.Generator, low: int, high: int) -> int:
@@ -117,8 +115,8 @@ def _draw(rng: np.random.Generator, low: int, high: int) -> int:
     return int(rng.integers(low, max(low, high) + 1))
 
 
-def write_unlabelled(out_dir: Path, tile: int, val_fraction: float) -> None:
-    """``unlabelled.csv``: tiles of the H&E and IHC images (image and split columns only)."""
+def write_unlabelled_tiles(out_dir: Path, tile: int, val_fraction: float) -> list[dict[str, str]]:
+    """Tiles of the H&E and IHC images that no task labels; returns their rows (image, split)."""
     rows = []
     for label, load in (("h_and_e", images.h_and_e), ("ihc", images.immunohistochemistry)):
         source = load()
@@ -129,4 +127,4 @@ def write_unlabelled(out_dir: Path, tile: int, val_fraction: float) -> None:
                 name = f"{label}_y{y:03d}_x{x:03d}.png"
                 save_png(source[y : y + tile, x : x + tile], out_dir / "unlabelled" / name)
                 rows.append({"image": f"unlabelled/{name}", "split": "val" if x >= val_from else "train"})
-    write_csv(out_dir / "unlabelled.csv", rows)
+    return rows

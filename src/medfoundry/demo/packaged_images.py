@@ -25,8 +25,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import tifffile
-from PIL import Image
 
+from medfoundry.corpus.sources.microscopy import read_rgb_or_gray
 from medfoundry.errors import DataError
 
 __all__ = [
@@ -153,7 +153,4 @@ def dicom_file(package: str, name: str) -> Path:
 
 
 def _read(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise DataError(f"{path}: expected packaged image is missing; reinstall: {INSTALL_HINT}")
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
+    return read_rgb_or_gray(path)

@@ -2,7 +2,8 @@
 
 ``dicom_modality`` (classification: radiograph, CT, MR, US): random square crops of the
 distinct images that pydicom, pydicom-data and deid-data ship (``DICOM_IMAGES``), each crop
-labelled by its file's ``Modality`` header, CR and DX merged as "radiograph". Pixels go
+labelled by its file's ``Modality`` header with the corpus's rule
+(``corpus.labels.dicom_header``: CR and DX merged as "radiograph"). Pixels go
 through medfoundry's DICOM reader: rescale slope/intercept, the header's window or VOI LUT,
 MONOCHROME1 inverted, palette colour applied; multi-frame files give their first frame.
 
@@ -16,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from medfoundry.corpus.files import save_png, write_csv
+from medfoundry.corpus.labels.dicom_header import modality_class
 from medfoundry.data.dicom import read_dicom_header, read_dicom_image
 from medfoundry.data.intensity import AutoIntensity
 from medfoundry.demo import packaged_images as images
-from medfoundry.demo.writing import save_png, write_csv
 
 __all__ = ["VALIDATION_IMAGES", "write_dicom_modality"]
 
@@ -30,7 +32,6 @@ VALIDATION_IMAGES = {
     "US1_UNCR.dcm",
     "examples_palette.dcm",
 }
-MODALITY_CLASS = {"CR": "radiograph", "DX": "radiograph", "CT": "CT", "MR": "MR", "US": "US"}
 
 
 def write_dicom_modality(out_dir: Path, crops_per_image: int, rng: np.random.Generator) -> None:
@@ -39,9 +40,10 @@ def write_dicom_modality(out_dir: Path, crops_per_image: int, rng: np.random.Gen
     for expected, files in images.DICOM_IMAGES.items():
         for package, file_name in files:
             path = images.dicom_file(package, file_name)
-            label = MODALITY_CLASS[str(read_dicom_header(path).get("Modality"))]
+            header = read_dicom_header(path)
+            label = modality_class(header)
             assert label == expected, f"{file_name}: header says {label}, listed as {expected}"
-            frames = int(read_dicom_header(path).get("NumberOfFrames", 1) or 1)
+            frames = int(header.get("NumberOfFrames", 1) or 1)
             pixels = read_dicom_image(path, 0 if frames > 1 else None, AutoIntensity())
             image = (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
             image = image[..., 0] if image.shape[-1] == 1 else image

