@@ -152,6 +152,34 @@ def test_demo_data_keeps_a_users_tasks_yaml(tmp_path: Path) -> None:
     assert (tmp_path / "tasks.yaml").read_text() == "mine"
 
 
+def test_demo_data_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: Any) -> None:
+    from medfoundry.demo import database
+
+    out = tmp_path / "db"
+
+    def build(files: tuple[str, ...], fail: bool = False) -> Any:
+        def fake(folder: Path) -> Path:
+            for name in files:
+                (folder / name).write_text("rows")
+            if fail:
+                raise DataError("stardist/data/images/img2d.tif: expected packaged image is missing")
+            return folder / "tasks.yaml"
+
+        return fake
+
+    monkeypatch.setattr(database, "build_demo_database", build(("tasks.yaml", "old.csv"), fail=True))
+    _one_line_error(runner.invoke(app, ["demo-data", str(out)]), "img2d.tif", "missing")
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # no half database, no temporary
+    monkeypatch.setattr(database, "build_demo_database", build(("tasks.yaml", "old.csv")))
+    assert runner.invoke(app, ["demo-data", str(out)]).exit_code == 0
+    monkeypatch.setattr(database, "build_demo_database", build(("tasks.yaml", "new.csv")))
+    assert runner.invoke(app, ["demo-data", str(out)]).exit_code == 0  # a rerun in its own folder
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "tasks.yaml", "new.csv"])  # none stale
+    monkeypatch.setattr(database, "build_demo_database", build(("tasks.yaml",), fail=True))
+    _one_line_error(runner.invoke(app, ["demo-data", str(out)]), "img2d.tif", "missing")
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "tasks.yaml", "new.csv"])  # kept
+
+
 def test_the_rule_for_incremental_and_replacing_commands(tmp_path: Path) -> None:
     check_output_folder(tmp_path / "new", "evaluate")
     claim_output_folder(tmp_path / "study", "evaluate")

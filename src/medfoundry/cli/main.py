@@ -309,13 +309,9 @@ def demo_data(out_dir: Annotated[Path, typer.Argument(help="Folder to write the 
     """Write the built-in multi-task database of real packaged images (PNG + CSV + tasks.yaml)."""
 
     def body() -> None:
-        from medfoundry.demo import build_demo_database
-        from medfoundry.output_folders import check_output_folder, write_marker
+        from medfoundry.demo import write_demo_data
 
-        check_output_folder(out_dir, "demo-data")
-        tasks = build_demo_database(out_dir)
-        write_marker(out_dir, "demo-data")
-        typer.echo(f"wrote {tasks}")
+        typer.echo(f"wrote {write_demo_data(out_dir)}")
 
     _run(body)
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from medfoundry.demo.database import build_demo_database
+from medfoundry.demo.database import build_demo_database, write_demo_data
 
-__all__ = ["build_demo_database"]
+__all__ = ["build_demo_database", "write_demo_data"]

@@ -37,10 +37,14 @@ from medfoundry.demo.microscopy import write_imaging_technique, write_nuclei, wr
 from medfoundry.demo.radiology import write_dicom_modality
 from medfoundry.demo.tomography import write_brain
 from medfoundry.errors import ConfigError
+from medfoundry.output_folders import check_output_folder, write_marker
+from medfoundry.safe_writes import write_folder_atomically
 
-__all__ = ["PARTS", "build_demo_database"]
+__all__ = ["PARTS", "build_demo_database", "write_demo_data"]
 
 PARTS = ("microscopy", "tomography", "radiology")
+COMMAND = "demo-data"
+"""The command name its output folders are marked with (``output_folders``)."""
 EVAL_TASKS = ("nuclei_seg", "nuclei_det", "imaging_technique")
 
 
@@ -113,6 +117,21 @@ def build_demo_database(
     _write_tasks(out_dir / "mim_tasks.yaml", all_images)
     _write_tasks(out_dir / "hybrid_tasks.yaml", tasks + all_images)
     return _write_tasks(out_dir / "tasks.yaml", tasks)
+
+
+def write_demo_data(out_dir: Path) -> Path:
+    """``medfoundry demo-data``: the whole database into ``out_dir``, which must be new, empty or
+    an earlier ``demo-data`` folder (``output_folders``); written whole or not at all (a failed or
+    killed build leaves the folder as it was, a rerun leaves nothing stale). Returns its
+    ``tasks.yaml``."""
+
+    def write(folder: Path) -> None:
+        build_demo_database(folder)
+        write_marker(folder, COMMAND)
+
+    check_output_folder(out_dir, COMMAND)
+    write_folder_atomically(Path(out_dir), write)
+    return Path(out_dir) / "tasks.yaml"
 
 
 def _task(name: str, task_type: str, classes: list[str], modality: str) -> dict[str, Any]:
