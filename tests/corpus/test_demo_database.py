@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -27,16 +28,31 @@ def _png(path: Path) -> np.ndarray:
         return np.asarray(image)
 
 
-def test_every_demo_task_is_a_corpus_task_with_its_type_and_classes(demo_db: Path) -> None:
-    listed = yaml.safe_load((demo_db.parent / "hybrid_tasks.yaml").read_text())["tasks"]
-    assert {t["name"] for t in listed} == {"nuclei_seg", "nuclei_det", "imaging_technique", "all_images"}
+def _check_against_the_corpus(hybrid_tasks: Path) -> set[str]:
+    """Every task of a demo database's ``hybrid_tasks.yaml`` is a corpus task with its type and
+    classes (a subset, in the corpus's order); returns the task names."""
+    listed = yaml.safe_load(hybrid_tasks.read_text())["tasks"]
     for task in listed:
         corpus = TASKS[task["name"]]
         classes = task.get("classes", [])
         assert task["type"] == corpus.type, task["name"]
         assert classes == [c for c in corpus.classes if c in classes], task["name"]  # same names, same order
-    labels = {r["label"] for r in _rows(demo_db.parent / "imaging_technique.csv")}
-    assert labels == set(TASKS["imaging_technique"].classes)
+        if corpus.type == "classification":
+            labels = {r["label"] for r in _rows(hybrid_tasks.parent / task["source"]["path"])}
+            assert labels == set(classes), task["name"]
+    return {t["name"] for t in listed}
+
+
+@pytest.mark.slow  # builds the brain and DICOM parts (about 15 s)
+def test_every_demo_task_is_a_corpus_task_with_its_type_and_classes(demo_db: Path, tmp_path: Path) -> None:
+    microscopy = _check_against_the_corpus(demo_db.parent / "hybrid_tasks.yaml")
+    assert microscopy == {"nuclei_seg", "nuclei_det", "imaging_technique", "all_images"}
+    radiology = build_demo_database(tmp_path / "db", parts=["tomography", "radiology"], crops_per_dicom=2)
+    names = _check_against_the_corpus(radiology.parent / "hybrid_tasks.yaml")
+    assert names == {"brain_tissue", "volume_plane", "dicom_modality", "all_images"}
+    every_image = {r["image"] for r in _rows(radiology.parent / "all_images.csv")}
+    for task in ("brain_tissue", "volume_plane", "dicom_modality"):  # all_images: every pretraining image
+        assert {r["image"] for r in _rows(radiology.parent / f"{task}.csv")} <= every_image
 
 
 def test_the_same_nuclei_tile_is_labelled_alike_in_the_demo_database_and_the_corpus(

@@ -30,10 +30,12 @@ import numpy as np
 import yaml
 
 from medfoundry.corpus.files import write_csv
+from medfoundry.corpus.labels.dicom_header import MODALITY_CLASSES
 from medfoundry.corpus.labels.slice_position import PLANES
 from medfoundry.corpus.labels.technique import TECHNIQUES
 from medfoundry.corpus.tasks import MASKED_IMAGE_TASK
 from medfoundry.demo.microscopy import write_imaging_technique, write_nuclei, write_unlabelled_tiles
+from medfoundry.demo.packaged_images import DICOM_IMAGES
 from medfoundry.demo.radiology import write_dicom_modality
 from medfoundry.demo.tomography import write_brain
 from medfoundry.errors import ConfigError
@@ -46,6 +48,8 @@ PARTS = ("microscopy", "tomography", "radiology")
 COMMAND = "demo-data"
 """The command name its output folders are marked with (``output_folders``)."""
 EVAL_TASKS = ("nuclei_seg", "nuclei_det", "imaging_technique")
+DICOM_CLASSES = [c for c in MODALITY_CLASSES if c in DICOM_IMAGES]
+"""The corpus's ``dicom_modality`` classes that the demo's DICOM images show, in its order."""
 
 
 def build_demo_database(
@@ -107,9 +111,7 @@ def build_demo_database(
         ]
     if "radiology" in parts:
         write_dicom_modality(out_dir, crops_per_dicom, rng)
-        tasks.append(
-            _task("dicom_modality", "classification", ["radiograph", "CT", "MR", "US"], "CR, DX, CT, MR, US")
-        )
+        tasks.append(_task("dicom_modality", "classification", DICOM_CLASSES, "CR, DX, CT, MR, US"))
     pretraining = [t for t in tasks if t["name"] not in EVAL_TASKS]
     all_images = _write_all_images(out_dir, unlabelled_tiles, [t["name"] for t in pretraining])
     _write_tasks(out_dir / "pretrain_tasks.yaml", pretraining + all_images)
