@@ -21,7 +21,9 @@ def _write(path: Path, rows: list[dict[str, object]]) -> None:
         writer.writerows(rows)
 
 
-def _study(folder: Path, task: str = TASK, mode: str = "linear", metric: str = "balanced_accuracy") -> Path:
+def _study(
+    folder: Path, task: str = TASK, mode: str = "linear", metric: str = "balanced_accuracy", seeds: int = 5
+) -> Path:
     base = {"task": task, "mode": mode, "metric": metric, "train_center": "all"}
     summary = [
         {
@@ -30,6 +32,7 @@ def _study(folder: Path, task: str = TASK, mode: str = "linear", metric: str = "
             "fraction": f,
             "shots": "",
             "mean": 0.5 + 0.1 * i + f / 10,
+            "n_seeds": seeds,
             "test_ci95_low": 0.4,
             "test_ci95_high": 0.9,
         }
@@ -87,16 +90,22 @@ def test_headline_judges_every_encoder_under_test_and_no_baseline(tmp_path: Path
     assert "450 labels (75%) saved" in text
     assert "pretrained (linear) on heldout_nuclei_count: no labels shown saved" in text
     assert "pixels vs" not in text and "pixels (linear) on" not in text  # a baseline is not judged
+    assert "one seed" not in text
     for encoder in ENCODERS:  # every encoder's scores are listed
         assert f"  {encoder} " in text
 
 
 def test_a_dense_task_is_judged_in_its_decoder_mode_against_random_init(tmp_path: Path) -> None:
     console = Console(record=True, width=400)
-    demo.job._print_headline(console, _study(tmp_path, "heldout_face_seg", "frozen-decoder", "mean_dice"))
+    demo.job._print_headline(
+        console, _study(tmp_path, "heldout_face_seg", "frozen-decoder", "mean_dice", seeds=1)
+    )
     text = console.export_text()
     assert "heldout_face_seg (in-domain: the face of the other head's MR, segmented): mean_dice, " in text
     assert "decoder trained on the frozen encoder" in text
     assert "released vs random (paired 95% intervals, up to 10% of the labels): better at 1% +0.060" in text
     assert "released (frozen-decoder) on heldout_face_seg: reached random frozen-decoder @ 100%" in text
     assert "vs pixels" not in text and "not compared" not in text  # no decoder on raw pixels
+    # a saving seen on one draw of the labelled slices is said to be one draw
+    assert "450 labels (75%) saved" in text
+    assert "saved; with all labels it scored 0.800 (one seed: one draw of the labelled samples" in text

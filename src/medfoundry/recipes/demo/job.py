@@ -231,11 +231,19 @@ def _print_headline(console: Console, study_dir: Path) -> None:
                     "  "
                     + _few_label_verdict(paired, task, mode=mode, encoder=row["encoder"], against=against)
                 )
-            console.print("  " + saving_sentence({k: _value(v) for k, v in row.items()}))
+            seeds = {r.get("n_seeds") for r in curve if r["encoder"] == row["encoder"] and r["fraction"]}
+            console.print("  " + saving_sentence({k: _value(v) for k, v in row.items()}) + _one_draw(seeds))
     console.print(
         f"\nreport: {study_dir / 'report.html'}  "
         "(tables: summary.csv, paired.csv, efficiency.csv; raw: results.csv)"
     )
+
+
+def _one_draw(seeds: set[str | None]) -> str:
+    """A caveat for a curve measured on one seed: one draw of the labelled samples, so a saving
+    (or its absence) may not hold for another draw (three seeds of the demo's face task:
+    docs/demo.md)."""
+    return " (one seed: one draw of the labelled samples, not checked over others)" if seeds == {"1"} else ""
 
 
 def _by(rows: list[dict[str, str]], key: str) -> list[dict[str, str]]:
