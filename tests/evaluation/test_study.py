@@ -208,6 +208,13 @@ def test_paired_intervals_use_the_same_test_items(study: Path) -> None:
     assert len(tables.paired) == len(_csv(study / "paired.csv")) > 0
     for r in tables.paired:
         assert -1.0 <= r["diff_ci95_low"] <= r["difference"] <= r["diff_ci95_high"] <= 1.0, r
+        assert 0 <= r["n_better"] <= r["n_pairs"], r
+    several = [r for r in tables.paired if r["n_pairs"] > 1]
+    assert several  # two seeds: the report says on how many each difference held
+    assert (
+        f"{several[0]['n_better']}/{several[0]['n_pairs']} seeds higher"
+        in (study / "report.html").read_text()
+    )
     # an encoder against itself, on the very arrays the table pairs: exactly zero
     from medfoundry.evaluation.bootstrap import Resampler
     from medfoundry.evaluation.predictions import N_ITEMS, load_predictions

@@ -50,6 +50,8 @@ def _study(
             "fraction": 0.01,
             "shots": "",
             "test_center": "all",
+            "n_pairs": seeds,
+            "n_better": seeds - 1 if d > 0 else 0,
             "difference": d,
             "diff_ci95_low": lo,
             "diff_ci95_high": hi,
@@ -85,6 +87,8 @@ def test_headline_judges_every_encoder_under_test_and_no_baseline(tmp_path: Path
     text = console.export_text()
     assert "pretrained vs random (paired 95% intervals, up to 10% of the labels): worse at 1% -0.050" in text
     assert "released vs random (paired 95% intervals, up to 10% of the labels): better at 1% +0.060" in text
+    assert "better at 1% +0.060 (4 of 5 seeds higher)" in text  # a mean carried by most draws, not all
+    assert "worse at 1% -0.050 (0 of 5 seeds higher)" in text
     assert "released vs pixels" in text and "pretrained vs pixels" in text
     assert "released (linear) on heldout_nuclei_count: reached random linear @ 100%" in text
     assert "450 labels (75%) saved" in text
@@ -106,6 +110,7 @@ def test_a_dense_task_is_judged_in_its_decoder_mode_against_random_init(tmp_path
     assert "released vs random (paired 95% intervals, up to 10% of the labels): better at 1% +0.060" in text
     assert "released (frozen-decoder) on heldout_face_seg: reached random frozen-decoder @ 100%" in text
     assert "vs pixels" not in text and "not compared" not in text  # no decoder on raw pixels
+    assert "seeds higher" not in text  # one seed: nothing to count
     # a saving seen on one draw of the labelled slices is said to be one draw
     assert "450 labels (75%) saved" in text
     assert "saved; with all labels it scored 0.800 (one seed: one draw of the labelled samples" in text

@@ -1,7 +1,10 @@
 """A study's paired table: each encoder minus each comparison encoder (the data-efficiency
 reference and the baselines), same task, mode, fraction or shots, on the same test items,
 pairing seed with seed: the mean difference and its paired bootstrap interval (a 95%
-percentile interval clipped to [-1, 1])."""
+percentile interval clipped to [-1, 1]), and on how many of the paired seeds the encoder scored
+higher. The interval resamples test items for the seeds drawn, not the draws of training labels
+themselves: ``n_better`` of ``n_pairs`` shows whether a mean difference is carried by every draw
+or by one (a decoder that collapsed on one draw moves a mean a long way)."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ PAIRED_COLUMNS = (
     "test_center",
     "metric",
     "n_pairs",
+    "n_better",
     "n_train",
     "difference",
     "diff_ci95_low",
@@ -102,6 +106,7 @@ def paired_rows(
                     "test_center": test_center,
                     "metric": metric,
                     "n_pairs": len(seeds),
+                    "n_better": sum(group.seeds[s][0] > other.seeds[s][0] for s in seeds),
                     "n_train": float(np.mean([group.seeds[s][2] for s in seeds])),
                     "difference": difference,
                     "diff_ci95_low": low,

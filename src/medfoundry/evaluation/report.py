@@ -313,7 +313,10 @@ def _difference_cell(row: Mapping[str, Any] | None) -> str:
         return ""
     if math.isnan(row["difference"]):
         return "&ndash;"
-    return f"{row['difference']:+.3f} <small>{_interval(row['diff_ci95_low'], row['diff_ci95_high'])}</small>"
+    pairs, better = row.get("n_pairs") or 0, row.get("n_better")
+    seeds = f" {better}/{pairs} seeds higher" if better is not None and pairs > 1 else ""
+    interval = _interval(row["diff_ci95_low"], row["diff_ci95_high"])
+    return f"{row['difference']:+.3f} <small>{interval}{seeds}</small>"
 
 
 def _interval(low: float, high: float) -> str:

@@ -239,6 +239,12 @@ def _print_headline(console: Console, study_dir: Path) -> None:
     )
 
 
+def _draws(row: dict[str, str]) -> str:
+    """On how many paired seeds the encoder scored higher, where there are several."""
+    pairs, better = row.get("n_pairs") or "", row.get("n_better") or ""
+    return f" ({better} of {pairs} seeds higher)" if better and pairs and int(pairs) > 1 else ""
+
+
 def _one_draw(seeds: set[str | None]) -> str:
     """A caveat for a curve measured on one seed: one draw of the labelled samples, so a saving
     (or its absence) may not hold for another draw (three seeds of the demo's face task:
@@ -277,7 +283,7 @@ def _few_label_verdict(
     for r in sorted(rows, key=lambda r: (bool(r["fraction"]), float(r["fraction"] or r["shots"]))):
         label = f"{float(r['fraction']):.0%}" if r["fraction"] else f"{r['shots']}-shot"
         low, high = float(r["diff_ci95_low"] or "nan"), float(r["diff_ci95_high"] or "nan")
-        text = f"{label} {float(r['difference']):+.3f}"
+        text = f"{label} {float(r['difference']):+.3f}" + _draws(r)
         (better if low > 0 else worse if high < 0 else unclear).append(text)
     parts = [
         f"{name} at {', '.join(items)}"
