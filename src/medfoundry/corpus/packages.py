@@ -14,7 +14,7 @@ from pathlib import Path
 
 from medfoundry.errors import DataError
 
-__all__ = ["CORPUS_EXTRA", "Package", "installed_version", "package_folder"]
+__all__ = ["CORPUS_EXTRA", "Package", "installed_version", "module_folder", "package_folder"]
 
 CORPUS_EXTRA = "pip install 'medfoundry[corpus]'"
 
@@ -45,10 +45,16 @@ class Package:
 
     def folder(self) -> Path | None:
         """The installed package's folder, or ``None`` when it is not installed."""
-        spec = importlib.util.find_spec(self.module)
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        return Path(list(spec.submodule_search_locations)[0])
+        return module_folder(self.module)
+
+
+def module_folder(module: str) -> Path | None:
+    """The folder of an installed top-level package, found without importing it (stardist's data
+    files need no TensorFlow), or ``None`` when it is not installed."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 def package_folder(package: Package) -> Path:

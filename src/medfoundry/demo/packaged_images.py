@@ -19,13 +19,13 @@ Sources (see docs/demo.md for licences and how labels are derived):
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import tifffile
 
+from medfoundry.corpus.packages import module_folder
 from medfoundry.corpus.sources.microscopy import read_rgb_or_gray
 from medfoundry.errors import DataError
 
@@ -81,12 +81,12 @@ def package_folder(package: str) -> Path:
     Raises:
         DataError: the package is not installed (with the command that installs it).
     """
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+    folder = module_folder(package)
+    if folder is None:
         raise DataError(
             f"the demo images need the package '{package}', which is not installed: {INSTALL_HINT}"
         )
-    return Path(list(spec.submodule_search_locations)[0])
+    return folder
 
 
 def nuclei_fluorescence() -> tuple[np.ndarray, np.ndarray]:
