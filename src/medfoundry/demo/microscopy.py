@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +36,17 @@ from medfoundry.demo import packaged_images as images
 
 __all__ = ["TECHNIQUES", "write_imaging_technique", "write_nuclei", "write_unlabelled_tiles"]
 
-MODALITY_FILES: tuple[tuple[str, str, Callable[[], np.ndarray]], ...] = (
-    ("skimage", "data/retina.jpg", images.fundus),
-    ("skimage", "data/ihc.png", images.immunohistochemistry),
-    ("skimage", "data/cell.png", images.phase_contrast),
-    ("stardist", "data/images/histo.jpg", images.h_and_e),
-    ("mahotas", "demos/data/nuclear.png", images.other_fluorescence),
+MODALITY_FILES = (
+    ("skimage", "data/retina.jpg"),
+    ("skimage", "data/ihc.png"),
+    ("skimage", "data/cell.png"),
+    ("stardist", "data/images/histo.jpg"),
+    ("mahotas", "demos/data/nuclear.png"),  # not stardist's nuclei: those are another task's
 )
-TECHNIQUES: dict[str, Callable[[], np.ndarray]] = {technique_of(p, f): load for p, f, load in MODALITY_FILES}
+TECHNIQUES: dict[str, Callable[[], np.ndarray]] = {
+    technique_of(package, path): partial(images.packaged_image, package, path)
+    for package, path in MODALITY_FILES
+}
 """The ``imaging_technique`` class of each image (the corpus's ``labels.technique``) and its reader."""
 
 

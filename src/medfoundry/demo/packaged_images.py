@@ -39,6 +39,7 @@ __all__ = [
     "nuclei_fluorescence",
     "other_fluorescence",
     "package_folder",
+    "packaged_image",
     "phase_contrast",
 ]
 
@@ -97,27 +98,27 @@ def nuclei_fluorescence() -> tuple[np.ndarray, np.ndarray]:
 
 def other_fluorescence() -> np.ndarray:
     """mahotas' fluorescence nuclei image ``(1024, 1344, 3)`` uint8 (not the stardist sample)."""
-    return _read(package_folder("mahotas") / "demos" / "data" / "nuclear.png")
+    return packaged_image("mahotas", "demos/data/nuclear.png")
 
 
 def h_and_e() -> np.ndarray:
     """stardist's H&E tile ``(300, 500, 3)`` uint8."""
-    return _read(package_folder("stardist") / "data" / "images" / "histo.jpg")
+    return packaged_image("stardist", "data/images/histo.jpg")
 
 
 def fundus() -> np.ndarray:
     """scikit-image's retina fundus photograph ``(1411, 1411, 3)`` uint8."""
-    return _read(package_folder("skimage") / "data" / "retina.jpg")
+    return packaged_image("skimage", "data/retina.jpg")
 
 
 def immunohistochemistry() -> np.ndarray:
     """scikit-image's IHC image of colon ``(512, 512, 3)`` uint8."""
-    return _read(package_folder("skimage") / "data" / "ihc.png")
+    return packaged_image("skimage", "data/ihc.png")
 
 
 def phase_contrast() -> np.ndarray:
     """scikit-image's quantitative phase image of cells ``(660, 550)`` uint8."""
-    return _read(package_folder("skimage") / "data" / "cell.png")
+    return packaged_image("skimage", "data/cell.png")
 
 
 def mni152() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -152,5 +153,7 @@ def dicom_file(package: str, name: str) -> Path:
     raise DataError(f"DICOM file {name} not found in the package '{package}': {INSTALL_HINT}")
 
 
-def _read(path: Path) -> np.ndarray:
-    return read_rgb_or_gray(path)
+def packaged_image(package: str, path: str) -> np.ndarray:
+    """An 8-bit image file of an installed package (``path`` below its folder), ``(H, W)`` or
+    ``(H, W, 3)`` uint8."""
+    return read_rgb_or_gray(package_folder(package) / path)
