@@ -1,6 +1,6 @@
 """Chaos resume: SIGKILL a small multi-task run at random moments; one command must finish it, bit-equal.
 
-The run: the demo database's three microscopy tasks (nuclei segmentation, nuclei detection,
+The run: the small corpus's three microscopy tasks (nuclei segmentation, nuclei detection,
 imaging-technique classification, real packaged images), resnet10t at 32 px, 16 shared steps
 (two epochs of 8), validation every 5 steps, a checkpoint every 3 (``last`` is written at steps
 3, 6, 8, 9, 12, 15 and 16). First one uninterrupted run, in its own process, timed (when its
@@ -49,7 +49,7 @@ import safetensors.torch
 import torch
 import yaml
 
-from medfoundry.demo import build_demo_database
+from medfoundry.corpus.selections import MICROSCOPY, build_selection
 from medfoundry.training.metrics_log import read_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -212,7 +212,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="chaos_resume-"))
-    tasks = build_demo_database(root / "data", parts=["microscopy"], crops_per_class=16)
+    tasks = build_selection(root / "data", "small", sources=MICROSCOPY).labelled_tasks
 
     def write_config(name: str) -> tuple[Path, Path, Path]:
         run_dir, cache_dir = root / name, root / f"{name}-cache"

@@ -31,15 +31,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import PIL
+import tifffile
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
 import medfoundry
+from medfoundry.corpus.packages import module_folder
+from medfoundry.corpus.sources.microscopy import read_rgb_or_gray
 from medfoundry.data import (
     AugmentConfig,
     CacheSettings,
@@ -48,14 +52,23 @@ from medfoundry.data import (
     TaskDataset,
     prepare_arrays,
 )
-from medfoundry.demo import packaged_images
+
+
+def _packaged(module: str, path: str) -> np.ndarray:
+    folder = module_folder(module)
+    if folder is None:
+        raise SystemExit(f"this benchmark reads images of the package '{module}': make setup")
+    if path.endswith(".tif"):
+        return np.asarray(tifffile.imread(folder / path))
+    return read_rgb_or_gray(folder / path)
+
 
 SOURCES = {
-    "fundus": packaged_images.fundus,
-    "immunohistochemistry": packaged_images.immunohistochemistry,
-    "phase_contrast": packaged_images.phase_contrast,
-    "h_and_e": packaged_images.h_and_e,
-    "fluorescence": lambda: packaged_images.nuclei_fluorescence()[0],  # uint16
+    "fundus": partial(_packaged, "skimage", "data/retina.jpg"),
+    "immunohistochemistry": partial(_packaged, "skimage", "data/ihc.png"),
+    "phase_contrast": partial(_packaged, "skimage", "data/cell.png"),
+    "h_and_e": partial(_packaged, "stardist", "data/images/histo.jpg"),
+    "fluorescence": partial(_packaged, "stardist", "data/images/img2d.tif"),  # uint16
 }
 
 

@@ -1,7 +1,7 @@
 """Throughput of the paper configuration: images/s, GPU busy, peak memory, and where the time goes.
 
 The UMedPT setting: Swin-T at 224 px, ``--tasks`` tasks of mixed types (segmentation, detection
-and classification in turn, on the demo database's real images), ``--batch-size`` images per task
+and classification in turn, on the small corpus's real images), ``--batch-size`` images per task
 batch, bf16 autocast, ``--num-workers`` DataLoader workers per task reading the preprocessing
 cache, as ``medfoundry pretrain`` does. Phases, each timed over ``--steps`` shared steps:
 
@@ -178,19 +178,24 @@ def _parse() -> argparse.Namespace:
     )
     parser.add_argument("--phases", default="loaded,compute_only,single_task")
     parser.add_argument("--profile-steps", type=int, default=3, help="CUDA: profiled compute-only steps")
-    parser.add_argument("--data", type=Path, help="demo database folder (built in a temp folder if absent)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="small corpus folder (medfoundry demo-data; built in a temp folder if absent)",
+    )
     return parser.parse_args()
 
 
 def _specs(folder: Path, count: int) -> list[TaskSpec]:
-    """``count`` tasks, segmentation / detection / classification in turn, on the demo's real images."""
+    """``count`` tasks, segmentation / detection / classification in turn, on the small corpus's
+    real images."""
     import yaml
 
-    tasks_file = folder / "tasks.yaml"
+    tasks_file = folder / "labelled_tasks.yaml"
     if not tasks_file.exists():
-        from medfoundry.demo import build_demo_database
+        from medfoundry.corpus.selections import build_selection
 
-        build_demo_database(folder)
+        build_selection(folder, "small")
     demo = {t["type"]: t for t in yaml.safe_load(tasks_file.read_text())["tasks"]}
     specs = []
     for i in range(count):

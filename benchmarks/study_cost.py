@@ -3,13 +3,13 @@
 ``sweep`` (the default): cost of one probe sweep (6 fractions x 3 seeds x linear probe + kNN)
 against one feature-extraction pass.
 
-Both run on the same real images: the demo database's ``imaging_technique`` task (crops of packaged
-fundus, immunohistochemistry, phase-contrast, H&E and fluorescence images), enlarged with
-``--crops-per-class``. The sweep is what a study runs per (encoder, task) once the features
-exist, the same ``run_probe_cell`` calls: draw each nested subset, fit the logistic regression
-over its C grid with C chosen on validation, build the kNN index, predict and score the test
-set. The extraction pass is what a study runs once per (encoder, task): decode, resize and
-embed every image of the task. The two alternate within one process; the table reports the
+Both run on the same real images: the small corpus's ``heldout_nuclei_count`` task (960 tiles
+of napari's 3D fluorescence nuclei, counted in 4 bins, train / val / test by spatial block). The
+sweep is what a study runs per (encoder, task) once the features exist, the same
+``run_probe_cell`` calls: draw each nested subset, fit the logistic regression over its C grid
+with C chosen on validation, build the kNN index, predict and score the test set. The
+extraction pass is what a study runs once per (encoder, task): decode, resize and embed every
+image of the task. The two alternate within one process; the table reports the
 median of each.
 
     python benchmarks/study_cost.py                         # CPU, resnet18 at 224 px (the papers' size)
@@ -28,6 +28,7 @@ ratio is measured under the same load; results must be identical cell for cell.
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import os
 import statistics
@@ -41,8 +42,8 @@ import numpy as np
 import torch
 
 import medfoundry
-from medfoundry.corpus.labels.technique import TECHNIQUES
-from medfoundry.demo import build_demo_database
+from medfoundry.corpus.labels.counts import COUNT_BINS
+from medfoundry.corpus.selections import build_selection
 from medfoundry.evaluation import ProbeConfig, extract_features
 from medfoundry.evaluation.cell_runs import FeatureTable, run_probe_cell
 from medfoundry.evaluation.study_cells import Cell
@@ -56,6 +57,18 @@ from results_io import print_table, write_results  # noqa: E402
 TARGET = 0.25
 SEEDS = (0, 1, 2)
 WORKERS_TARGET = 1.6
+TASK = "heldout_nuclei_count"
+
+
+def _nuclei_corpus(folder: Path) -> Path:
+    """The small corpus with its held-out nuclei specimen (and stardist: a corpus needs a
+    pretraining source); returns its folder."""
+    return build_selection(folder, "small", sources=("stardist", "napari_nuclei")).root
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def probe_sweep(data: StudyTaskData, features: np.ndarray, cfg: ProbeConfig) -> tuple[float, float]:
@@ -76,24 +89,23 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--image-sizes", type=int, nargs="+", default=[224])
-    parser.add_argument("--crops-per-class", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--question", choices=["sweep", "workers"], default="sweep")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.question == "workers":
-        workers_speedup(args.crops_per_class, device)
+        workers_speedup(device)
         return
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        tasks_file = build_demo_database(Path(tmp), crops_per_class=args.crops_per_class)
+        corpus = _nuclei_corpus(Path(tmp))
         spec = TaskSpec(
-            name="imaging_technique",
+            name=TASK,
             type="classification",
-            classes=list(TECHNIQUES),
-            source={"path": tasks_file.parent / "imaging_technique.csv"},
+            classes=list(COUNT_BINS),
+            source={"path": corpus / f"{TASK}.csv"},
         )
         data = load_study_task_data(spec, build_task(spec), split_seed=0, val_fraction=0.2, test_fraction=0.2)
         for image_size in args.image_sizes:
@@ -144,7 +156,7 @@ def measure(
     }
 
 
-def workers_speedup(crops_per_class: int, device: torch.device) -> None:
+def workers_speedup(device: torch.device) -> None:
     """Wall and CPU time of the same study with 1 and with 2 workers (one thread each), same results.
 
     The CPU times come from ``getrusage`` (this process, and the worker process once joined): on a
@@ -164,10 +176,10 @@ def workers_speedup(crops_per_class: int, device: torch.device) -> None:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        tasks_file = build_demo_database(root / "data", parts=["microscopy"], crops_per_class=crops_per_class)
+        corpus = _nuclei_corpus(root / "data")
         study = {
-            "tasks": str(tasks_file),
-            "task_names": ["imaging_technique"],
+            "tasks": str(corpus / "heldout_tasks.yaml"),
+            "task_names": [TASK],
             "image_size": 64,
             "encoders": [
                 {"name": "resnet18", "source": "resnet18", "pretrained": False},
@@ -212,7 +224,7 @@ def workers_speedup(crops_per_class: int, device: torch.device) -> None:
                 {
                     "workers": workers,
                     "threads_per_worker": 1,
-                    "images": 5 * crops_per_class,
+                    "images": len(read_rows(corpus / f"{TASK}.csv")),
                     "cells": cells,
                     "cells_by_worker": f"{ran_here}+{cells - ran_here}" if workers == 2 else str(cells),
                     "wall_s": wall,

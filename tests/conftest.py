@@ -1,5 +1,5 @@
-"""Shared fixtures: a real multi-task database from packaged images, and small configs (thread
-and cache settings: the repository's ``conftest.py``)."""
+"""Shared fixtures: a real multi-task database from packaged images (the corpus's small
+selection), and small configs (thread and cache settings: the repository's ``conftest.py``)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,16 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Real images (stardist nuclei, scikit-image fundus/IHC/phase, H&E): returns tasks.yaml."""
-    from medfoundry.demo import build_demo_database
+def small_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The microscopy of the corpus's small selection (real packaged images: stardist nuclei,
+    scikit-image IHC / phase contrast / fundus, mahotas nuclei; napari's held-out nuclei):
+    returns its ``labelled_tasks.yaml`` (``nuclei_seg``, ``nuclei_det``, ``imaging_technique``,
+    with train / val / test splits). Siblings: ``tasks.yaml`` (plus ``all_images``) and
+    ``heldout_tasks.yaml`` (``heldout_nuclei_count``, ``heldout_nuclei_det``)."""
+    from medfoundry.corpus.selections import MICROSCOPY, build_selection
 
-    return build_demo_database(tmp_path_factory.mktemp("demo_db"), parts=["microscopy"], crops_per_class=16)
+    folder = tmp_path_factory.mktemp("small_db") / "corpus"
+    return build_selection(folder, "small", sources=MICROSCOPY).labelled_tasks
 
 
 def tiny_config(run_dir: Path, tasks: Any, **overrides: Any) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Contract tests over every registered task type and every source type.
 
 Each task type goes through what every command does with a task on real packaged images (the
-demo database's crops): a pretraining step, validate-data, embed, a study cell (or a one-line
+small corpus's tiles): a pretraining step, validate-data, embed, a study cell (or a one-line
 refusal when the type has nothing to evaluate), the ONNX export and ``predict`` on new images
 (a label-free type refuses to predict). A newly registered type
 fails ``test_every_registered_task_type_has_an_example`` until it is given an example task
@@ -86,9 +86,9 @@ def test_source_paths_are_resolved_against_the_task_database(source_type: str, t
 
 
 @pytest.fixture(scope="module")
-def contract_db(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo database plus a multilabel, a masked-image and a two-view task on the same real crops."""
-    root = demo_db.parent
+def contract_db(small_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small corpus's tasks plus a multilabel, a masked-image and a two-view task on the same real crops."""
+    root = small_db.parent
     with (root / "imaging_technique.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     folder = tmp_path_factory.mktemp("contract")
@@ -181,10 +181,10 @@ def test_study_cell_and_export(
 
 
 @pytest.fixture(scope="module")
-def new_images(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+def new_images(small_db: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """A folder of three real packaged images (the demo's crops), as new input to ``predict``."""
     folder = tmp_path_factory.mktemp("new_images")
-    for image in sorted((demo_db.parent / "imaging_technique").glob("*.png"))[:3]:
+    for image in sorted((small_db.parent / "images" / "skimage").glob("*.png"))[:3]:
         shutil.copy(image, folder / image.name)
     return sorted(folder.iterdir())
 

@@ -26,9 +26,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def checkpoint(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(small_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("output_rule")
-    tasks = [t for t in tasks_of(demo_db) if t["name"] == "imaging_technique"]
+    tasks = [t for t in tasks_of(small_db) if t["name"] == "imaging_technique"]
     # resnet18: timm rebuilds its GroupNorm widths, so every export works on it
     overrides = {"training.max_steps": 1, "model.encoder.name": "resnet18"}
     (root / "c.yaml").write_text(yaml.safe_dump(tiny_config(root / "run", tasks, **overrides)))
@@ -80,8 +80,8 @@ def test_export_refuses_all_outputs_before_writing_any(checkpoint: Path, tmp_pat
     _one_line_error(runner.invoke(app, same), "not the same one")
 
 
-def test_predict_reruns_into_its_own_folder_only(checkpoint: Path, demo_db: Path, tmp_path: Path) -> None:
-    images = demo_db.parent / "imaging_technique"
+def test_predict_reruns_into_its_own_folder_only(checkpoint: Path, small_db: Path, tmp_path: Path) -> None:
+    images = small_db.parent / "images" / "skimage"
     out = tmp_path / "out"
     for _ in range(2):
         cfg = predict.PredictConfig(checkpoint=checkpoint, input=images, output=out, progress=False)
@@ -124,6 +124,7 @@ def test_demo_refuses_a_users_pretrain_folder_before_any_work(tmp_path: Path, mo
         raise RuntimeError("the corpus build was reached")
 
     monkeypatch.setattr(demo.job, "build_corpus", reached)
+    monkeypatch.setattr(demo.job, "build_selection", reached)  # --quick's corpus
     monkeypatch.setattr(demo.job, "_check_ready", lambda out_dir, quick: None)
     (tmp_path / "pretrain").mkdir()
     (tmp_path / "pretrain" / "thesis.tex").write_text("mine")
@@ -153,31 +154,21 @@ def test_demo_data_keeps_a_users_tasks_yaml(tmp_path: Path) -> None:
 
 
 def test_demo_data_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: Any) -> None:
-    from medfoundry.demo import database
+    """demo-data is the corpus's small selection: a build that fails part-way (a packaged file
+    unreadable after stardist's images were written) leaves no half corpus and no temporary."""
+    from dataclasses import replace
+
+    from medfoundry.corpus import sources
+
+    def unreadable(folder: Path, settings: Any) -> Any:
+        raise DataError(f"{folder}/nuclear.png: expected packaged image is missing; reinstall its package")
+        yield  # a generator, like every source
 
     out = tmp_path / "db"
-
-    def build(files: tuple[str, ...], fail: bool = False) -> Any:
-        def fake(folder: Path) -> Path:
-            for name in files:
-                (folder / name).write_text("rows")
-            if fail:
-                raise DataError("stardist/data/images/img2d.tif: expected packaged image is missing")
-            return folder / "tasks.yaml"
-
-        return fake
-
-    monkeypatch.setattr(database, "build_demo_database", build(("tasks.yaml", "old.csv"), fail=True))
-    _one_line_error(runner.invoke(app, ["demo-data", str(out)]), "img2d.tif", "missing")
-    assert not out.exists() and list(tmp_path.iterdir()) == []  # no half database, no temporary
-    monkeypatch.setattr(database, "build_demo_database", build(("tasks.yaml", "old.csv")))
-    assert runner.invoke(app, ["demo-data", str(out)]).exit_code == 0
-    monkeypatch.setattr(database, "build_demo_database", build(("tasks.yaml", "new.csv")))
-    assert runner.invoke(app, ["demo-data", str(out)]).exit_code == 0  # a rerun in its own folder
-    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "tasks.yaml", "new.csv"])  # none stale
-    monkeypatch.setattr(database, "build_demo_database", build(("tasks.yaml",), fail=True))
-    _one_line_error(runner.invoke(app, ["demo-data", str(out)]), "img2d.tif", "missing")
-    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "tasks.yaml", "new.csv"])  # kept
+    broken = replace(sources.SOURCES["mahotas"], images=unreadable)
+    monkeypatch.setitem(sources.SOURCES, "mahotas", broken)
+    _one_line_error(runner.invoke(app, ["demo-data", str(out)]), "nuclear.png", "missing")
+    assert list(tmp_path.iterdir()) == []  # no half corpus, no temporary
 
 
 def test_the_rule_for_incremental_and_replacing_commands(tmp_path: Path) -> None:

@@ -44,11 +44,11 @@ def pretrain(config: PretrainConfig | Mapping[str, Any] | str | Path, *, resume:
 
     Examples:
         >>> import tempfile
-        >>> from medfoundry.demo import build_demo_database
+        >>> from medfoundry.corpus.selections import MICROSCOPY, build_selection
         >>> folder = Path(tempfile.mkdtemp())
-        >>> tasks = build_demo_database(folder / "db", parts=["microscopy"], crops_per_class=4)
+        >>> corpus = build_selection(folder / "db", "small", sources=MICROSCOPY)
         >>> run = pretrain({
-        ...     "run_dir": str(folder / "run"), "tasks": str(tasks), "enable_progress": False,
+        ...     "run_dir": str(folder / "run"), "tasks": str(corpus.labelled_tasks), "enable_progress": False,
         ...     "model": {"image_size": 32, "encoder": {"name": "resnet10t"}},
         ...     "training": {"max_steps": 1},
         ... })
@@ -76,11 +76,12 @@ def evaluate(study: StudyConfig | Mapping[str, Any] | str | Path) -> Path:
 
     Examples:
         >>> import tempfile
-        >>> from medfoundry.demo import build_demo_database
+        >>> from medfoundry.corpus.selections import MICROSCOPY, build_selection
         >>> folder = Path(tempfile.mkdtemp())
-        >>> tasks = build_demo_database(folder / "db", parts=["microscopy"], crops_per_class=4)
+        >>> corpus = build_selection(folder / "db", "small", sources=MICROSCOPY)
         >>> study = evaluate({
-        ...     "study_dir": str(folder / "study"), "tasks": str(tasks), "task_names": ["imaging_technique"],
+        ...     "study_dir": str(folder / "study"), "tasks": str(corpus.heldout_tasks),
+        ...     "task_names": ["heldout_nuclei_count"],
         ...     "image_size": 32, "modes": ["linear"], "fractions": [1.0], "seeds": 1,
         ...     "baselines": [], "progress": False,
         ...     "encoders": [{"name": "random", "source": "resnet10t", "pretrained": False}],

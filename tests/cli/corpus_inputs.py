@@ -20,7 +20,7 @@ import tifffile
 import yaml
 from PIL import Image
 
-from medfoundry.demo.packaged_images import package_folder
+from tests.packaged import package_folder
 
 SIDE = 16
 

@@ -42,9 +42,9 @@ def test_help_is_fast_and_does_not_import_torch() -> None:
     ],
 )
 def test_bad_config_exits_2_and_writes_nothing(
-    demo_db: Path, tmp_path: Path, change: dict[str, Any], message: str
+    small_db: Path, tmp_path: Path, change: dict[str, Any], message: str
 ) -> None:
-    code, output = _pretrain(tmp_path, tiny_config(tmp_path / "run", str(demo_db), **change))
+    code, output = _pretrain(tmp_path, tiny_config(tmp_path / "run", str(small_db), **change))
     assert code == 2
     assert output.startswith("error: ") and len(output.strip().splitlines()) == 1
     assert re.search(message, output), output
@@ -73,10 +73,10 @@ def test_bad_data_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
-def test_existing_run_dir_is_not_overwritten(demo_db: Path, tmp_path: Path) -> None:
+def test_existing_run_dir_is_not_overwritten(small_db: Path, tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("x")
-    code, output = _pretrain(tmp_path, tiny_config(tmp_path / "run", str(demo_db)))
+    code, output = _pretrain(tmp_path, tiny_config(tmp_path / "run", str(small_db)))
     assert code == 2 and "already exists" in output and "--resume" in output
 
 
@@ -99,12 +99,12 @@ def test_ls_lists_task_types() -> None:
     ],
 )
 def test_device_errors_name_the_option_the_user_set(
-    demo_db: Path, tmp_path: Path, command: str, device: str, message: str
+    small_db: Path, tmp_path: Path, command: str, device: str, message: str
 ) -> None:
     """``--device`` is a command-line option of embed and predict, not a config key."""
-    images = demo_db.parent / "images"
+    images = small_db.parent / "images"
     argv = {
-        "embed": ["embed", "resnet10t", str(demo_db), "-o", str(tmp_path / "f.npz"), "--random"],
+        "embed": ["embed", "resnet10t", str(small_db), "-o", str(tmp_path / "f.npz"), "--random"],
         "predict": ["predict", str(tmp_path / "no_checkpoint"), str(images), "-o", str(tmp_path / "out")],
     }[command]
     result = runner.invoke(app, [*argv, "--device", device])

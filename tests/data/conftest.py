@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medfoundry.demo.packaged_images import package_folder
+from tests.packaged import package_folder
 
 
 @pytest.fixture(scope="session")

@@ -93,12 +93,12 @@ def test_detection_strata_use_box_classes_and_images_without_boxes_form_a_stratu
     assert 3 <= sum(1 for r in chosen if not r.boxes) <= 7  # half the images have no boxes
 
 
-def test_segmentation_strata_read_the_real_masks(demo_db: Path) -> None:
+def test_segmentation_strata_read_the_real_masks(small_db: Path) -> None:
     spec = TaskSpec(
         name="nuclei_seg",
         type="segmentation",
         classes=["background", "nucleus"],
-        source={"path": demo_db.parent / "nuclei_seg.csv"},
+        source={"path": small_db.parent / "nuclei_seg.csv"},
     )
     train = load_task_records(spec.name, spec.source, "mask", classes=spec.classes, seed=0, val_fraction=0.2)[
         "train"

@@ -1,7 +1,7 @@
 """Fixtures of the evaluation tests: a tiny pretrained checkpoint, and a task with centers.
 
-The center task (``sites``) is built from the same real packaged images as the demo database
-(fundus, immunohistochemistry, phase contrast, H&E, fluorescence; see ``medfoundry.demo``).
+The center task (``sites``) is built from the same real packaged images as the small corpus
+(fundus, immunohistochemistry, phase contrast, H&E, fluorescence; see ``tests.packaged``).
 Its *centers* are honest stand-ins for acquisition sites: ``left``, ``middle`` and ``right``
 say which third of each source image's width a crop was cut from, so each center sees other
 tissue (or retina) than the others, as two hospitals see other patients. The label is the
@@ -19,21 +19,21 @@ import pytest
 import yaml
 from PIL import Image
 
-from medfoundry.demo.microscopy import TECHNIQUES as MODALITY_SOURCES
 from medfoundry.recipes import pretrain
 from medfoundry.recipes.pretrain.config import load_pretrain_config
 from tests.conftest import tiny_config
+from tests.packaged import TECHNIQUES as MODALITY_SOURCES
 
 CENTERS = ("left", "middle", "right")
 SPLITS_PER_CENTER = ("train", "train", "train", "train", "val", "test")
 
 
 @pytest.fixture(scope="session")
-def checkpoint(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A medfoundry checkpoint of a few pretraining steps on the demo database (resnet10t, 32 px)."""
+def checkpoint(small_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A medfoundry checkpoint of a few pretraining steps on the small corpus (resnet10t, 32 px)."""
     root = tmp_path_factory.mktemp("pretrained")
     (root / "c.yaml").write_text(
-        yaml.safe_dump(tiny_config(root / "run", str(demo_db), **{"training.max_steps": 3}))
+        yaml.safe_dump(tiny_config(root / "run", str(small_db), **{"training.max_steps": 3}))
     )
     return pretrain.run(load_pretrain_config(root / "c.yaml")) / "checkpoints" / "last"
 

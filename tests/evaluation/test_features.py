@@ -18,8 +18,8 @@ from medfoundry.evaluation.pretrained_encoder import load_encoder
 
 
 @pytest.fixture(scope="module")
-def records(demo_db: Path) -> list:
-    return read_manifest(ManifestSource(path=demo_db.parent / "imaging_technique.csv"), "image", [])[:12]
+def records(small_db: Path) -> list:
+    return read_manifest(ManifestSource(path=small_db.parent / "imaging_technique.csv"), "image", [])[:12]
 
 
 def test_features_are_the_embeddings_in_record_order(records: list, checkpoint: Path) -> None:

@@ -34,8 +34,8 @@ TINY = FinetuneConfig(
 )
 
 
-def _task(demo_db: Path, name: str) -> tuple:
-    spec = TaskSpec.model_validate(next(t for t in tasks_of(demo_db) if t["name"] == name))
+def _task(small_db: Path, name: str) -> tuple:
+    spec = TaskSpec.model_validate(next(t for t in tasks_of(small_db) if t["name"] == name))
     task = build_task(spec)
     return (
         spec,
@@ -53,8 +53,8 @@ def test_batches_never_leave_a_single_image(n: int, wanted: int, size: int) -> N
     assert _batch_size(n, wanted) == size and (n % size != 1 or n == 1)
 
 
-def test_layerwise_decay_gives_deeper_blocks_larger_learning_rates(checkpoint: Path, demo_db: Path) -> None:
-    spec, task, _ = _task(demo_db, "nuclei_seg")
+def test_layerwise_decay_gives_deeper_blocks_larger_learning_rates(checkpoint: Path, small_db: Path) -> None:
+    spec, task, _ = _task(small_db, "nuclei_seg")
     encoder = load_encoder(checkpoint)
     model = build_multitask_model(encoder.model_config(pixel_decoder=TINY.pixel_decoder), {spec.name: task})
     optimizer = _shared_optimizer(model, TINY.optimizer, layer_decay=0.5)
@@ -70,8 +70,8 @@ def test_layerwise_decay_gives_deeper_blocks_larger_learning_rates(checkpoint: P
 
 
 @pytest.mark.integration
-def test_frozen_decoder_trains_decoder_and_head_only(checkpoint: Path, demo_db: Path) -> None:
-    spec, task, splits = _task(demo_db, "nuclei_seg")
+def test_frozen_decoder_trains_decoder_and_head_only(checkpoint: Path, small_db: Path) -> None:
+    spec, task, splits = _task(small_db, "nuclei_seg")
     encoder = load_encoder(checkpoint)
     result = finetune(
         encoder,
@@ -98,9 +98,9 @@ def test_frozen_decoder_trains_decoder_and_head_only(checkpoint: Path, demo_db: 
 @pytest.mark.integration
 @pytest.mark.parametrize("name", ["imaging_technique", "nuclei_det"])
 def test_finetuning_changes_the_encoder_and_keeps_the_best_step(
-    checkpoint: Path, demo_db: Path, name: str
+    checkpoint: Path, small_db: Path, name: str
 ) -> None:
-    spec, task, splits = _task(demo_db, name)
+    spec, task, splits = _task(small_db, name)
     encoder = load_encoder(checkpoint)
     metric = {"imaging_technique": "balanced_accuracy", "nuclei_det": "map_50"}[name]
     result = finetune(
@@ -140,8 +140,8 @@ def test_the_step_budget_grows_with_the_training_data() -> None:
 
 
 @pytest.mark.integration
-def test_a_decoder_that_never_improves_is_flagged(checkpoint: Path, demo_db: Path) -> None:
-    spec, task, splits = _task(demo_db, "nuclei_seg")
+def test_a_decoder_that_never_improves_is_flagged(checkpoint: Path, small_db: Path) -> None:
+    spec, task, splits = _task(small_db, "nuclei_seg")
     encoder = load_encoder(checkpoint)
     frozen = TINY.model_copy(
         update={
@@ -178,8 +178,8 @@ def test_early_stopping_waits_for_a_share_of_the_budget() -> None:
 
 
 @pytest.mark.integration
-def test_a_flat_start_trains_half_the_budget_before_stopping(checkpoint: Path, demo_db: Path) -> None:
-    spec, task, splits = _task(demo_db, "nuclei_seg")
+def test_a_flat_start_trains_half_the_budget_before_stopping(checkpoint: Path, small_db: Path) -> None:
+    spec, task, splits = _task(small_db, "nuclei_seg")
     flat = TINY.model_copy(
         update={
             "optimizer": TINY.optimizer.model_copy(update={"lr": 1e-12, "head_lr": 1e-12}),
@@ -206,9 +206,9 @@ def test_a_flat_start_trains_half_the_budget_before_stopping(checkpoint: Path, d
 
 @pytest.mark.integration
 def test_bf16_precision_autocasts_the_training_steps_not_only_validation(
-    checkpoint: Path, demo_db: Path, monkeypatch: pytest.MonkeyPatch
+    checkpoint: Path, small_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec, task, splits = _task(demo_db, "imaging_technique")
+    spec, task, splits = _task(small_db, "imaging_technique")
     encoder = load_encoder(checkpoint)
     step_dtypes: list[torch.dtype] = []
     real_step = finetune_module.memory_constant_step
@@ -243,7 +243,7 @@ def test_bf16_precision_autocasts_the_training_steps_not_only_validation(
 
 
 def test_a_failing_step_still_ends_the_loader(
-    checkpoint: Path, demo_db: Path, monkeypatch: pytest.MonkeyPatch
+    checkpoint: Path, small_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     closed: list[object] = []
     real_close = finetune_module.CyclicTaskLoader.close
@@ -257,7 +257,7 @@ def test_a_failing_step_still_ends_the_loader(
 
     monkeypatch.setattr(finetune_module.CyclicTaskLoader, "close", close)
     monkeypatch.setattr(finetune_module, "memory_constant_step", failing)
-    spec, task, splits = _task(demo_db, "nuclei_seg")
+    spec, task, splits = _task(small_db, "nuclei_seg")
     with pytest.raises(RuntimeError, match="a step failed"):
         finetune(
             load_encoder(checkpoint),

@@ -69,11 +69,11 @@ def test_an_encoder_that_can_change_is_refused(trainable: bool) -> None:
 
 @pytest.mark.integration
 def test_a_frozen_decoder_trains_the_same_with_and_without_the_cache(
-    checkpoint: Path, demo_db: Path, monkeypatch: pytest.MonkeyPatch
+    checkpoint: Path, small_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Real nuclei tiles, flips on: the memo changes the cost of a frozen-decoder cell, not its
     result (the same decoder weights and validation curve)."""
-    spec, task, splits = _task(demo_db, "nuclei_seg")
+    spec, task, splits = _task(small_db, "nuclei_seg")
     cfg = FinetuneConfig(
         max_steps=12, eval_every_steps=4, batch_size=4, pixel_decoder={"channels": 16, "embed_dim": 8}
     )

@@ -22,8 +22,8 @@ CFG = LinearDecoderConfig(max_iter=50, l2_values=[1e-3, 1e-1])
 
 
 @pytest.fixture(scope="module")
-def nuclei(demo_db: Path) -> StudyTaskData:
-    spec = next(s for s in load_task_database(demo_db) if s.name == "nuclei_seg")
+def nuclei(small_db: Path) -> StudyTaskData:
+    spec = next(s for s in load_task_database(small_db) if s.name == "nuclei_seg")
     return load_study_task_data(spec, build_task(spec), split_seed=0, val_fraction=0.2, test_fraction=0.2)
 
 

@@ -145,7 +145,7 @@ def _dense_tiles() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "dense" when their nucleus share (from the instance mask) is in the top 5%; split by position."""
     import tifffile
 
-    from medfoundry.demo.packaged_images import package_folder
+    from tests.packaged import package_folder
 
     folder = package_folder("stardist") / "data" / "images"
     image = tifffile.imread(folder / "img2d.tif").astype(np.float32)

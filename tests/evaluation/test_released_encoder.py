@@ -25,7 +25,7 @@ runner = CliRunner()
 def weights_root(checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A release ``tiny`` of the tiny checkpoint in a weights folder of its own."""
     root = tmp_path / "weights"
-    (tmp_path / "card.md").write_text("# tiny\n\nThree steps on the demo database.\n")
+    (tmp_path / "card.md").write_text("# tiny\n\nThree steps on the small corpus.\n")
     (tmp_path / "recipe.yaml").write_text("seed: 0\n")
     monkeypatch.setattr(released, "WEIGHTS_ROOT", root)
     release_encoder.run(
@@ -80,11 +80,11 @@ def test_a_name_is_never_released_twice(checkpoint: Path, weights_root: Path, tm
         )
 
 
-def test_a_study_names_it_as_is(demo_db: Path, weights_root: Path, tmp_path: Path) -> None:
+def test_a_study_names_it_as_is(small_db: Path, weights_root: Path, tmp_path: Path) -> None:
     """Not a path: neither the file's folder nor the current one is put in front of it."""
     study = {
         "study_dir": "s",
-        "tasks": str(demo_db),
+        "tasks": str(small_db),
         "encoders": [{"name": "r", "source": "medfoundry:tiny"}],
     }
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
@@ -93,20 +93,20 @@ def test_a_study_names_it_as_is(demo_db: Path, weights_root: Path, tmp_path: Pat
 
 
 @pytest.mark.integration
-def test_commands_take_it(demo_db: Path, weights_root: Path, tmp_path: Path) -> None:
+def test_commands_take_it(small_db: Path, weights_root: Path, tmp_path: Path) -> None:
     listed = runner.invoke(app, ["ls"])
     assert "medfoundry:tiny: resnet10t, 3 steps (tests)" in listed.output
 
     features = tmp_path / "f.npz"
     result = runner.invoke(
-        app, ["embed", "medfoundry:tiny", str(demo_db), "--task", "imaging_technique", "-o", str(features),
+        app, ["embed", "medfoundry:tiny", str(small_db), "--task", "imaging_technique", "-o", str(features),
               "--cache-dir", str(tmp_path / "cache")],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     with np.load(features) as data:
         assert data["features"].shape[1] == 512
 
-    image = next(demo_db.parent.rglob("*.png"))
+    image = next(small_db.parent.rglob("*.png"))
     result = runner.invoke(app, ["predict", "medfoundry:tiny", str(image), "-o", str(tmp_path / "p"),
                                  "--task", "imaging_technique", "--no-progress"])  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -15,7 +15,6 @@ from nibabel.testing import data_path as nibabel_data
 
 from medfoundry.data import Preprocessing, VolumeSource, volumes
 from medfoundry.data.intensity import PercentileIntensity
-from medfoundry.demo.microscopy import TECHNIQUES
 from medfoundry.evaluation.features import extract_features, features_key
 from medfoundry.evaluation.pretrained_encoder import load_encoder
 from medfoundry.evaluation.study_data import load_study_task_data
@@ -23,6 +22,7 @@ from medfoundry.recipes import evaluate
 from medfoundry.recipes.evaluate.config import StudyConfig
 from medfoundry.tasks import TaskSpec, build_task
 from tests.evaluation.conftest import study_config
+from tests.packaged import TECHNIQUES
 
 PER_SPLIT = {"train": 24, "val": 4, "test": 8}
 

@@ -30,12 +30,12 @@ HELDOUT = [task for task in CORPUS_TASKS.values() if task.heldout]
 
 
 @pytest.fixture(scope="module")
-def heldout_like_db(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A demo database task of the same type under each of the corpus's held-out names: the
+def heldout_like_db(small_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small-corpus task of the same type under each of the corpus's held-out names: the
     shipped studies name those tasks, and the corpus itself takes minutes to build."""
-    by_type = {task["type"]: task for task in reversed(tasks_of(demo_db))}  # the first of each type
+    by_type = {task["type"]: task for task in reversed(tasks_of(small_db))}  # the first of each type
     missing = sorted({t.type for t in HELDOUT} - set(by_type))
-    assert not missing, f"the demo database has no task of type {missing} to stand in for held-out tasks"
+    assert not missing, f"the small corpus has no task of type {missing} to stand in for held-out tasks"
     renamed = [{**by_type[heldout.type], "name": heldout.name} for heldout in HELDOUT]
     out = tmp_path_factory.mktemp("heldout_like") / "tasks.yaml"
     out.write_text(yaml.safe_dump({"tasks": renamed}))
@@ -54,11 +54,11 @@ def test_shipped_study_configs_validate(path: Path, heldout_like_db: Path) -> No
     assert checkpoints and all(p.is_absolute() and p.parent.name == "checkpoints" for p in checkpoints)
 
 
-def test_defaults_follow_the_papers(demo_db: Path, tmp_path: Path) -> None:
+def test_defaults_follow_the_papers(small_db: Path, tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text(
         yaml.safe_dump(
-            {"study_dir": "out", "tasks": str(demo_db), "encoders": [{"name": "a", "source": "resnet18"}]}
+            {"study_dir": "out", "tasks": str(small_db), "encoders": [{"name": "a", "source": "resnet18"}]}
         )
     )
     cfg = load_study_config(path)
@@ -100,16 +100,16 @@ def _evaluate(tmp_path: Path, cfg: dict[str, Any]) -> tuple[int, str]:
             r"'dice' is not a metric of this task \(accuracy, ",
         ),
         ({"mode": "linear"}, r"study.yaml: mode: unknown key \(valid: study_dir, tasks, task_names"),
-        # fractions the data cannot honour: 5% of imaging_technique's 60 training crops cannot show 5 classes
+        # fractions the data cannot honour: 1% of imaging_technique's 292 training tiles cannot show 5 classes
         (
-            {"task_names": ["imaging_technique"], "fractions": [0.05, 1.0]},
-            r"fractions: 0.05 of task 'imaging_technique' is 3 of its 60 training samples, fewer than the "
-            r"5 it takes to show each class once; use fractions of at least 0.084",
+            {"task_names": ["imaging_technique"], "fractions": [0.01, 1.0]},
+            r"fractions: 0.01 of task 'imaging_technique' is 3 of its 292 training samples, fewer than the "
+            r"5 it takes to show each class once; use fractions of at least 0\.0\d+",
         ),
         (
             {"task_names": ["imaging_technique"], "few_shot": {"shots": [1, 16]}},
-            r"few_shot.shots: 16 is more than task 'imaging_technique' has of class '\w+' "
-            r"\(12 training samples\); use at most 12",
+            r"few_shot.shots: 16 is more than task 'imaging_technique' has of class 'h_and_e' "
+            r"\(7 training samples\); use at most 7",
         ),
         (
             {"encoders": [{"name": "px", "source": "pixels"}]},
@@ -135,8 +135,8 @@ def _evaluate(tmp_path: Path, cfg: dict[str, Any]) -> tuple[int, str]:
             r"task_fractions: unknown task 'nuclei_sg'; did you mean 'nuclei_seg'",
         ),
         (  # a task's own fractions are checked as the study's are
-            {"task_names": ["imaging_technique"], "task_fractions": {"imaging_technique": [0.05, 1.0]}},
-            r"task_fractions: 0.05 of task 'imaging_technique' is 3 of its 60 training samples",
+            {"task_names": ["imaging_technique"], "task_fractions": {"imaging_technique": [0.01, 1.0]}},
+            r"task_fractions: 0.01 of task 'imaging_technique' is 3 of its 292 training samples",
         ),
         ({"probe": {"feature_levels": [-5, -1]}}, r"probe.feature_levels: -5 is not a level of encoder"),
         (
@@ -146,9 +146,9 @@ def _evaluate(tmp_path: Path, cfg: dict[str, Any]) -> tuple[int, str]:
     ],
 )
 def test_bad_study_exits_2_with_one_line_and_writes_nothing(
-    demo_db: Path, checkpoint: Path, tmp_path: Path, change: dict[str, Any], message: str
+    small_db: Path, checkpoint: Path, tmp_path: Path, change: dict[str, Any], message: str
 ) -> None:
-    cfg = study_config(tmp_path / "study", tasks_of(demo_db), checkpoint, **change)
+    cfg = study_config(tmp_path / "study", tasks_of(small_db), checkpoint, **change)
     code, output = _evaluate(tmp_path, cfg)
     assert code == 2, output
     assert output.startswith("error: ") and len(output.strip().splitlines()) == 1, output
@@ -157,10 +157,10 @@ def test_bad_study_exits_2_with_one_line_and_writes_nothing(
 
 
 @pytest.mark.integration
-def test_a_task_can_have_its_own_input_size(demo_db: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_a_task_can_have_its_own_input_size(small_db: Path, checkpoint: Path, tmp_path: Path) -> None:
     cfg = study_config(
         tmp_path / "study",
-        tasks_of(demo_db),
+        tasks_of(small_db),
         checkpoint,
         task_names=["nuclei_seg", "imaging_technique"],
         task_modes={"nuclei_seg": ["frozen-decoder"], "imaging_technique": ["linear"]},
@@ -181,12 +181,14 @@ def test_a_task_can_have_its_own_input_size(demo_db: Path, checkpoint: Path, tmp
     assert cached == ["imaging_technique-32px", "nuclei_seg-48px"]
 
 
-def test_a_task_can_have_its_own_fractions_and_seeds(demo_db: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_a_task_can_have_its_own_fractions_and_seeds(
+    small_db: Path, checkpoint: Path, tmp_path: Path
+) -> None:
     """A dense task's cells train a decoder: a study can give it fewer fractions and seeds than
     the probes of its classification tasks."""
     cfg = study_config(
         tmp_path / "study",
-        tasks_of(demo_db),
+        tasks_of(small_db),
         checkpoint,
         task_names=["nuclei_seg", "imaging_technique"],
         task_modes={"nuclei_seg": ["frozen-decoder"], "imaging_technique": ["linear"]},
@@ -206,9 +208,9 @@ def test_a_task_can_have_its_own_fractions_and_seeds(demo_db: Path, checkpoint: 
     assert by_task["imaging_technique"] == [(f, s) for f in (0.5, 1.0) for s in range(3)]
 
 
-def test_folder_that_is_not_a_checkpoint_exits_2(demo_db: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_folder_that_is_not_a_checkpoint_exits_2(small_db: Path, checkpoint: Path, tmp_path: Path) -> None:
     (tmp_path / "weights").mkdir()
-    cfg = study_config(tmp_path / "study", tasks_of(demo_db), checkpoint)
+    cfg = study_config(tmp_path / "study", tasks_of(small_db), checkpoint)
     cfg["encoders"][0]["source"] = str(tmp_path / "weights")
     code, output = _evaluate(tmp_path, cfg)
     assert code == 2 and output.strip() == (
@@ -219,12 +221,12 @@ def test_folder_that_is_not_a_checkpoint_exits_2(demo_db: Path, checkpoint: Path
 
 
 def test_timm_pretrained_offline_exits_2_before_any_work(
-    demo_db: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_db: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    cfg = study_config(tmp_path / "study", tasks_of(demo_db), checkpoint)
+    cfg = study_config(tmp_path / "study", tasks_of(small_db), checkpoint)
     cfg["encoders"].append({"name": "imagenet", "source": "resnet10t"})
     code, output = _evaluate(tmp_path, cfg)
     assert code == 2 and len(output.strip().splitlines()) == 1
@@ -234,25 +236,25 @@ def test_timm_pretrained_offline_exits_2_before_any_work(
     assert not (tmp_path / "study").exists()
 
 
-def test_embed_writes_features_with_sample_ids(demo_db: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_embed_writes_features_with_sample_ids(small_db: Path, checkpoint: Path, tmp_path: Path) -> None:
     args = [
         "embed",
         str(checkpoint),
-        str(demo_db.parent / "imaging_technique.csv"),
+        str(small_db.parent / "imaging_technique.csv"),
         "-o",
         str(tmp_path / "f.npz"),
     ]
     result = runner.invoke(app, [*args, "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
     with np.load(tmp_path / "f.npz") as data:
-        assert data["features"].shape == (80, 512)
-        assert data["ids"][0] == "imaging_technique/fundus_000.png" and str(data["image_size"]) == "32"
+        assert data["features"].shape == (325, 512)
+        assert data["ids"][0] == "images/stardist/nuclei_y000_x000.png" and str(data["image_size"]) == "32"
     folder = runner.invoke(
         app,
         [
             "embed",
             "resnet10t",
-            str(demo_db.parent / "nuclei"),
+            str(small_db.parent / "images" / "stardist"),
             "--random",
             "-o",
             str(tmp_path / "n.npz"),
@@ -264,7 +266,7 @@ def test_embed_writes_features_with_sample_ids(demo_db: Path, checkpoint: Path, 
     )
     assert folder.exit_code == 0, folder.output
     with np.load(tmp_path / "n.npz") as data:
-        assert len(data["ids"]) == 128 and data["ids"][0] == "images/tile_y000_x000.png"
+        assert len(data["ids"]) == 71 and data["ids"][0] == "histo.png"
 
 
 def test_embed_bad_input_exits_2(checkpoint: Path, tmp_path: Path) -> None:
@@ -274,7 +276,7 @@ def test_embed_bad_input_exits_2(checkpoint: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no images" in result.output
 
 
-def test_embed_reads_any_source_of_a_task_database(demo_db: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_embed_reads_any_source_of_a_task_database(small_db: Path, checkpoint: Path, tmp_path: Path) -> None:
     from nibabel.testing import data_path
 
     volume = Path(data_path) / "anatomical.nii"  # nibabel's real MR test volume, 25 axial slices
@@ -294,7 +296,7 @@ def test_embed_reads_any_source_of_a_task_database(demo_db: Path, checkpoint: Pa
     assert sorted(ids) == sorted(f"{os.path.relpath(volume, tmp_path)}#{k}" for k in range(25))
     assert len({row.tobytes() for row in features}) == 25  # every slice its own features
 
-    several = runner.invoke(app, ["embed", str(checkpoint), str(demo_db), "-o", str(out)])
+    several = runner.invoke(app, ["embed", str(checkpoint), str(small_db), "-o", str(out)])
     assert several.exit_code == 2 and "choose one with --task" in several.output
-    unknown = runner.invoke(app, ["embed", str(checkpoint), str(demo_db), "--task", "x", "-o", str(out)])
+    unknown = runner.invoke(app, ["embed", str(checkpoint), str(small_db), "--task", "x", "-o", str(out)])
     assert unknown.exit_code == 2 and "no task 'x'" in unknown.output

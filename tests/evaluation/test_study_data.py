@@ -93,32 +93,32 @@ def test_segmentation_ignore_index_option_is_honoured(tmp_path: Path) -> None:
     assert len(data.train_subset(0.5, seed=0)) == 1
 
 
-def _grouped_technique(demo_db: Path, tmp_path: Path) -> dict[str, Any]:
-    """The demo's imaging_technique crops with a group column: all training crops of a class form one
-    group (like 14 slabs of 1002 patches), as in the report that fractions collapsed to groups."""
-    rows = list(csv.DictReader((demo_db.parent / "imaging_technique.csv").open()))
+def _grouped_technique(small_db: Path, tmp_path: Path) -> dict[str, Any]:
+    """The small corpus's imaging_technique tiles with a group column: all training tiles of a class
+    form one group (like 14 slabs of 1002 patches), as in the report that fractions collapsed to groups."""
+    rows = list(csv.DictReader((small_db.parent / "imaging_technique.csv").open()))
     for row in rows:
-        row["image"] = str(demo_db.parent / row["image"])
+        row["image"] = str(small_db.parent / row["image"])
         row["group"] = f"{row['label']}-{row['split']}"
     with (tmp_path / "grouped.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (task,) = [t for t in tasks_of(demo_db) if t["name"] == "imaging_technique"]
+    (task,) = [t for t in tasks_of(small_db) if t["name"] == "imaging_technique"]
     return {**task, "name": "grouped", "source": {"path": str(tmp_path / "grouped.csv")}}
 
 
 @pytest.mark.integration
 def test_fractions_of_a_grouped_task_count_samples_and_efficiency_uses_distinct_subsets(
-    demo_db: Path, checkpoint: Path, tmp_path: Path
+    small_db: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
-    task = _grouped_technique(demo_db, tmp_path)
+    task = _grouped_technique(small_db, tmp_path)
     cfg = study_config(
         tmp_path / "study",
         [task],
         checkpoint,
         modes=["linear"],
-        fractions=[0.1, 0.104, 0.25, 0.5, 1.0],  # 10% and 10.4% of 60 are both 6 samples
+        fractions=[0.1, 0.101, 0.25, 0.5, 1.0],  # 10% and 10.1% of 292 are both 29 samples
         seeds=[0, 1],
         baselines=["pixels"],
     )
@@ -127,15 +127,15 @@ def test_fractions_of_a_grouped_task_count_samples_and_efficiency_uses_distinct_
     for encoder in ("pretrained", "random", "pixels"):
         for seed in (0, 1):
             n = {r["fraction"]: r["n_train"] for r in rows if (r["encoder"], r["seed"]) == (encoder, seed)}
-            # whole groups would have given every fraction all 60 crops (5 groups, one per class)
-            assert n == {0.1: 6, 0.104: 6, 0.25: 15, 0.5: 30, 1.0: 60}
+            # whole groups would have given every fraction all 292 tiles (5 groups, one per class)
+            assert n == {0.1: 29, 0.101: 29, 0.25: 73, 0.5: 146, 1.0: 292}
     efficiency = {r["encoder"]: r for r in read_results_csv(study / "efficiency.csv")}
     assert set(efficiency) == {"pretrained", "pixels"}  # random init is the reference
     for row in efficiency.values():
-        assert row["same_subset_fractions"] == "0.1=0.104"
+        assert row["same_subset_fractions"] == "0.1=0.101"
         assert row["fraction_needed"] != "0.1", "no saving read from the smaller name of one subset"
     report = (study / "report.html").read_text()
-    assert "fractions 10%, 10.4% trained on the same subset (n = 6)" in report
+    assert "fractions 10%, 10.1% trained on the same subset (n = 29)" in report
 
 
 def read_results_csv(path: Path) -> list[dict[str, str]]:
@@ -145,9 +145,9 @@ def read_results_csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.mark.integration
 def test_classes_are_read_from_the_data_and_a_masked_image_task_is_skipped(
-    demo_db: Path, checkpoint: Path, tmp_path: Path
+    small_db: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
-    (modality,) = [t for t in tasks_of(demo_db) if t["name"] == "imaging_technique"]
+    (modality,) = [t for t in tasks_of(small_db) if t["name"] == "imaging_technique"]
     unlabelled = {"name": "tiles", "type": "masked_image", "source": {"path": modality["source"]["path"]}}
     no_classes = {**modality, "classes": []}  # read from the manifest's labels, as every command does
     cfg = study_config(tmp_path / "study", [unlabelled, no_classes], checkpoint, modes=["knn"], baselines=[])

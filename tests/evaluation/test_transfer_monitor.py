@@ -27,8 +27,8 @@ from medfoundry.tasks import build_task, load_task_database, with_classes
 MODEL = {"image_size": 32, "encoder": {"name": "resnet10t"}}
 
 
-def _monitor(demo_db: Path, **settings: Any) -> TransferMonitorConfig:
-    specs = [spec.model_dump(mode="json") for spec in load_task_database(demo_db)]
+def _monitor(small_db: Path, **settings: Any) -> TransferMonitorConfig:
+    specs = [spec.model_dump(mode="json") for spec in load_task_database(small_db)]
     return TransferMonitorConfig.model_validate(
         {"tasks": specs, "task_names": ["imaging_technique"], **settings}
     )
@@ -39,10 +39,15 @@ def _write(path: Path, cfg: dict[str, Any]) -> Path:
     return path
 
 
-def test_select_best_by_transfer_needs_a_monitor(demo_db: Path, tmp_path: Path) -> None:
+def test_select_best_by_transfer_needs_a_monitor(small_db: Path, tmp_path: Path) -> None:
     config = _write(
         tmp_path / "c.yaml",
-        {"run_dir": "run", "tasks": str(demo_db), "model": MODEL, "training": {"select_best_by": "transfer"}},
+        {
+            "run_dir": "run",
+            "tasks": str(small_db),
+            "model": MODEL,
+            "training": {"select_best_by": "transfer"},
+        },
     )
     with pytest.raises(ConfigError) as error:
         load_pretrain_config(config)
@@ -50,11 +55,11 @@ def test_select_best_by_transfer_needs_a_monitor(demo_db: Path, tmp_path: Path) 
     assert "training.select_best_by" in str(error.value) and "training.transfer_monitor" in str(error.value)
 
 
-def test_an_unknown_monitored_task_is_named(demo_db: Path, tmp_path: Path) -> None:
-    monitor = {"tasks": str(demo_db), "task_names": ["imaging_tecnique"]}
+def test_an_unknown_monitored_task_is_named(small_db: Path, tmp_path: Path) -> None:
+    monitor = {"tasks": str(small_db), "task_names": ["imaging_tecnique"]}
     config = _write(
         tmp_path / "c.yaml",
-        {"run_dir": "run", "tasks": str(demo_db), "model": MODEL, "training": {"transfer_monitor": monitor}},
+        {"run_dir": "run", "tasks": str(small_db), "model": MODEL, "training": {"transfer_monitor": monitor}},
     )
     with pytest.raises(
         ConfigError,
@@ -64,7 +69,7 @@ def test_an_unknown_monitored_task_is_named(demo_db: Path, tmp_path: Path) -> No
 
 
 def test_the_monitor_tasks_path_follows_the_one_path_rule(
-    demo_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Written in the file: relative to the file; given with --set: relative to the current folder."""
     config_dir, cwd = tmp_path / "configs", tmp_path / "work"
@@ -77,7 +82,7 @@ def test_the_monitor_tasks_path_follows_the_one_path_rule(
     monitor = {"tasks": "db/held.yaml", "task_names": ["a"]}
     config = _write(
         config_dir / "c.yaml",
-        {"run_dir": "run", "tasks": str(demo_db), "model": MODEL, "training": {"transfer_monitor": monitor}},
+        {"run_dir": "run", "tasks": str(small_db), "model": MODEL, "training": {"transfer_monitor": monitor}},
     )
     cfg = load_pretrain_config(config).training.transfer_monitor
     assert cfg is not None and cfg.tasks[0].source.path == config_dir / "db" / "a.csv"
@@ -89,7 +94,7 @@ def test_the_monitor_tasks_path_follows_the_one_path_rule(
     listed = {**monitor, "tasks": [{"name": "a", "type": "classification", "source": {"path": "db/a.csv"}}]}
     config = _write(
         config_dir / "c.yaml",
-        {"run_dir": "run", "tasks": str(demo_db), "model": MODEL, "training": {"transfer_monitor": listed}},
+        {"run_dir": "run", "tasks": str(small_db), "model": MODEL, "training": {"transfer_monitor": listed}},
     )
     cfg = load_pretrain_config(config).training.transfer_monitor
     assert cfg is not None and cfg.tasks[0].source.path == config_dir / "db" / "a.csv"
@@ -98,8 +103,8 @@ def test_the_monitor_tasks_path_follows_the_one_path_rule(
     assert cfg is not None and cfg.tasks[0].source.path == cwd / "mine" / "b.csv"
 
 
-def test_a_task_without_probes_is_refused_by_name(demo_db: Path) -> None:
-    cfg = _monitor(demo_db).model_copy(
+def test_a_task_without_probes_is_refused_by_name(small_db: Path) -> None:
+    cfg = _monitor(small_db).model_copy(
         update={"task_names": ["imaging_technique", "nuclei_seg", "nuclei_det"]}
     )
     with pytest.raises(ConfigError) as error:
@@ -111,7 +116,7 @@ def test_a_task_without_probes_is_refused_by_name(demo_db: Path) -> None:
 
 
 def test_it_reads_the_study_splits_capped_and_never_the_test_split(
-    demo_db: Path, monkeypatch: pytest.MonkeyPatch
+    small_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     decoded: list[Any] = []
     prepare = transfer_monitor.prepare_arrays
@@ -121,8 +126,8 @@ def test_it_reads_the_study_splits_capped_and_never_the_test_split(
         return prepare(name, records, *args, **kwargs)
 
     monkeypatch.setattr(transfer_monitor, "prepare_arrays", recording)
-    monitor = load_transfer_monitor(_monitor(demo_db, max_images=25), image_size=32)
-    spec = with_classes(next(s for s in load_task_database(demo_db) if s.name == "imaging_technique"))
+    monitor = load_transfer_monitor(_monitor(small_db, max_images=25), image_size=32)
+    spec = with_classes(next(s for s in load_task_database(small_db) if s.name == "imaging_technique"))
     study = load_study_task_data(spec, build_task(spec), split_seed=0, val_fraction=0.2, test_fraction=0.2)
     task = monitor.tasks["imaging_technique"]
     assert len(study.splits["train"]) > 25 and len(task.train.records) == 25
@@ -135,17 +140,17 @@ def test_it_reads_the_study_splits_capped_and_never_the_test_split(
     assert task.train.images.shape == (25, 3, 32, 32) and task.train.images.dtype == torch.uint8
 
 
-def test_features_equal_the_study_extraction(demo_db: Path) -> None:
+def test_features_equal_the_study_extraction(small_db: Path) -> None:
     """The monitor's in-memory pixels and pooling give the features a study computes."""
     probe = {"feature_levels": [-2, -1], "batch_size": 7}
-    monitor = load_transfer_monitor(_monitor(demo_db, probe=probe), image_size=32)
+    monitor = load_transfer_monitor(_monitor(small_db, probe=probe), image_size=32)
     encoder = create_encoder("resnet10t", img_size=32).eval()
     records = monitor.tasks["imaging_technique"].val.records
     ours = monitor._embed(encoder, monitor.tasks["imaging_technique"].val.images, torch.device("cpu"))
     study_encoder = PretrainedEncoder(
         encoder, config=EncoderConfig(name="resnet10t"), image_size=32, source="test", pretrained=False
     )
-    spec = with_classes(next(s for s in load_task_database(demo_db) if s.name == "imaging_technique"))
+    spec = with_classes(next(s for s in load_task_database(small_db) if s.name == "imaging_technique"))
     study = load_study_task_data(spec, build_task(spec), split_seed=0, val_fraction=0.2, test_fraction=0.2)
     theirs = extract_features(  # as a study's worker does (recipes/evaluate/worker.py)
         study_encoder,
@@ -158,8 +163,8 @@ def test_features_equal_the_study_extraction(demo_db: Path) -> None:
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
-def test_a_score_leaves_mode_weights_and_random_streams_as_they_were(demo_db: Path) -> None:
-    monitor = load_transfer_monitor(_monitor(demo_db), image_size=32)
+def test_a_score_leaves_mode_weights_and_random_streams_as_they_were(small_db: Path) -> None:
+    monitor = load_transfer_monitor(_monitor(small_db), image_size=32)
     encoder = create_encoder("resnet10t", img_size=32, use_groupnorm=False).train()  # BatchNorm
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     torch.manual_seed(3), np.random.seed(3), random.seed(3)

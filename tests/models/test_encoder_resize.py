@@ -75,10 +75,10 @@ def test_weights_that_fix_the_input_size_are_refused_with_one_line() -> None:
 
 
 @pytest.fixture(scope="module")
-def vit_checkpoint(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def vit_checkpoint(small_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One pretraining step of a tiny ViT at 32 px on the real demo images."""
     root = tmp_path_factory.mktemp("vit")
-    cfg = tiny_config(root / "run", str(demo_db), **{"training.max_steps": 1})
+    cfg = tiny_config(root / "run", str(small_db), **{"training.max_steps": 1})
     cfg["model"]["encoder"] = {"name": "vit_tiny_patch16_224", "model_kwargs": TINY_VIT}
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))
     return pretrain.run(load_pretrain_config(root / "c.yaml")) / "checkpoints" / "last"

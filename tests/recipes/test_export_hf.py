@@ -54,9 +54,9 @@ safetensors.torch.save_file(result, out)
 
 
 @pytest.fixture(scope="module")
-def best_checkpoint(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def best_checkpoint(small_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("hf")
-    tasks = tasks_of(demo_db)
+    tasks = tasks_of(small_db)
     # resnet18: every BatchNorm width is a multiple of 32, so timm's norm_layer="groupnorm" rebuilds it
     cfg = tiny_config(root / "run", tasks, **{"training.max_steps": 2, "model.encoder.name": "resnet18"})
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))
@@ -105,7 +105,7 @@ def test_timm_and_medfoundry_load_the_folder_through_the_hub_cache_offline(
 
 
 def test_model_card_states_input_tasks_metrics_use_licence_and_patent(
-    folder: Path, best_checkpoint: Path, demo_db: Path
+    folder: Path, best_checkpoint: Path, small_db: Path
 ) -> None:
     card = (folder / "README.md").read_text()
     header = yaml.safe_load(card.split("---")[1])
@@ -125,7 +125,9 @@ def test_model_card_states_input_tasks_metrics_use_licence_and_patent(
     assert "**Not a medical device.**" in card
     assert "EP 23209015.9" in card and "Fraunhofer" in card and "Apache-2.0" in card
     # no folder of the exporting machine leaks into a pushed folder
-    assert str(demo_db.parent) not in card and str(demo_db.parent) not in (folder / "config.json").read_text()
+    assert (
+        str(small_db.parent) not in card and str(small_db.parent) not in (folder / "config.json").read_text()
+    )
     config = json.loads((folder / "config.json").read_text())
     assert config["medfoundry"]["source_checkpoint"] == "run/checkpoints/best"
 

@@ -27,8 +27,8 @@ from tests.evaluation.conftest import tasks_of
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _tasks(demo_db: Path, names: tuple[str, ...]) -> list[dict[str, Any]]:
-    return [t for t in tasks_of(demo_db) if t["name"] in names]
+def _tasks(small_db: Path, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [t for t in tasks_of(small_db) if t["name"] in names]
 
 
 def _pretrain(root: Path, tasks: list[dict[str, Any]], **overrides: Any) -> Path:
@@ -37,16 +37,16 @@ def _pretrain(root: Path, tasks: list[dict[str, Any]], **overrides: Any) -> Path
 
 
 @pytest.fixture(scope="module")
-def exported(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def exported(small_db: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("onnx")
     checkpoint = _pretrain(
-        root, _tasks(demo_db, ("nuclei_seg", "nuclei_det", "imaging_technique")), **{"training.max_steps": 2}
+        root, _tasks(small_db, ("nuclei_seg", "nuclei_det", "imaging_technique")), **{"training.max_steps": 2}
     )
     return checkpoint, to_onnx.run(checkpoint, root / "onnx")
 
 
 def test_onnxruntime_gives_pytorchs_outputs_for_encoder_and_every_head(
-    exported: tuple[Path, Path], demo_db: Path
+    exported: tuple[Path, Path], small_db: Path
 ) -> None:
     checkpoint, folder = exported
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.onnx")) == [
@@ -60,7 +60,7 @@ def test_onnxruntime_gives_pytorchs_outputs_for_encoder_and_every_head(
     assert config["heads"]["imaging_technique"]["classes"][0] == "h_and_e"
     assert config["heads"]["nuclei_det"]["strides"] == [8, 16, 32]
     model, _ = load_multitask_model(checkpoint)
-    images = sorted((demo_db.parent / "imaging_technique").glob("*.png"))
+    images = sorted((small_db.parent / "images" / "skimage").glob("*.png"))
     encoder = onnxruntime.InferenceSession(str(folder / "encoder.onnx"))
     heads = {
         name: onnxruntime.InferenceSession(str(folder / "heads" / f"{name}.onnx"))
@@ -99,13 +99,13 @@ def test_onnxruntime_gives_pytorchs_outputs_for_encoder_and_every_head(
 
 
 def test_an_encoder_that_cannot_be_traced_is_one_line_and_writes_nothing(
-    demo_db: Path, tmp_path: Path
+    small_db: Path, tmp_path: Path
 ) -> None:
     # timm's nest_tiny runs attention on 5D tensors (blocks x tokens), which torch.onnx cannot
     # translate (its attention op takes 4D query, key and value only)
     checkpoint = _pretrain(
         tmp_path,
-        _tasks(demo_db, ("imaging_technique",)),
+        _tasks(small_db, ("imaging_technique",)),
         **{"training.max_steps": 1, "model.encoder.name": "nest_tiny"},
     )
     result = CliRunner().invoke(app, ["export", str(checkpoint), "--onnx", str(tmp_path / "onnx")])

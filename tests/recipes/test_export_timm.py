@@ -37,11 +37,11 @@ safetensors.torch.save_file({str(i): f.contiguous() for i, f in enumerate(feats)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(small_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("export")
     # resnet18: every BatchNorm width is a multiple of 32, so timm's norm_layer="groupnorm" rebuilds it
     cfg = tiny_config(
-        root / "run", str(demo_db), **{"training.max_steps": 2, "model.encoder.name": "resnet18"}
+        root / "run", str(small_db), **{"training.max_steps": 2, "model.encoder.name": "resnet18"}
     )
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))
     return pretrain.run(load_pretrain_config(root / "c.yaml")) / "checkpoints" / "last"
@@ -84,9 +84,9 @@ def test_export_refuses_a_folder_that_is_not_a_checkpoint(tmp_path: Path) -> Non
     assert not (tmp_path / "out").exists()
 
 
-def test_export_refuses_an_encoder_timm_cannot_rebuild(demo_db: Path, tmp_path: Path) -> None:
+def test_export_refuses_an_encoder_timm_cannot_rebuild(small_db: Path, tmp_path: Path) -> None:
     # resnet10t's 24-channel stem cannot take timm's 32-group GroupNorm: say so, write nothing
-    cfg = tiny_config(tmp_path / "run", str(demo_db), **{"training.max_steps": 1})
+    cfg = tiny_config(tmp_path / "run", str(small_db), **{"training.max_steps": 1})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     run_dir = pretrain.run(load_pretrain_config(tmp_path / "c.yaml"))
     with pytest.raises(ConfigError, match=r"timm cannot rebuild 'resnet10t'.*num_channels \(24\)"):

@@ -99,7 +99,7 @@ def _peak(config: dict[str, Any], path: Path) -> dict[str, int]:
     ids=["cnn", "vit"],
 )
 def test_hybrid_peak_memory_within_10_percent_of_multitask(
-    encoder: dict[str, Any], demo_db: Path, tmp_path: Path
+    encoder: dict[str, Any], small_db: Path, tmp_path: Path
 ) -> None:
     settings = {
         "model.image_size": 64,
@@ -107,8 +107,8 @@ def test_hybrid_peak_memory_within_10_percent_of_multitask(
         "model.masked_image": {"decoder_dim": 64, "decoder_depth": 2, "decoder_num_heads": 4},
         "data.batch_size": 16,
     }
-    labelled = tiny_config(tmp_path / "a", str(demo_db), **settings)
-    hybrid = tiny_config(tmp_path / "b", str(demo_db.parent / "hybrid_tasks.yaml"), **settings)
+    labelled = tiny_config(tmp_path / "a", str(small_db), **settings)
+    hybrid = tiny_config(tmp_path / "b", str(small_db.parent / "tasks.yaml"), **settings)
     without = _peak(labelled, tmp_path / "multitask.yaml")
     with_mae = _peak(hybrid, tmp_path / "hybrid.yaml")
     training = [(run["peak"] - run["baseline"]) / 2**20 for run in (without, with_mae)]
@@ -117,13 +117,13 @@ def test_hybrid_peak_memory_within_10_percent_of_multitask(
     assert training[1] <= 1.20 * training[0], f"training memory (MiB) multi-task, hybrid: {training}"
 
 
-def test_two_view_tasks_keep_peak_memory_flat_in_their_number(demo_db: Path, tmp_path: Path) -> None:
+def test_two_view_tasks_keep_peak_memory_flat_in_their_number(small_db: Path, tmp_path: Path) -> None:
     """One two-view task beside the labelled ones, then four: each frees its views in its own
     backward, so three more add only their expanders (weights, gradients, AdamW state)."""
-    tasks = yaml.safe_load(demo_db.read_text())["tasks"]
+    tasks = yaml.safe_load(small_db.read_text())["tasks"]
     for task in tasks:
-        task["source"]["path"] = str(demo_db.parent / task["source"]["path"])
-    images = {"path": str(demo_db.parent / "imaging_technique.csv")}
+        task["source"]["path"] = str(small_db.parent / task["source"]["path"])
+    images = {"path": str(small_db.parent / "imaging_technique.csv")}
     views = [
         {"name": f"views{i}", "type": "two_view", "options": {"expander_dim": 64}, "source": images}
         for i in range(4)

@@ -81,18 +81,18 @@ def volume_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
 
 
 @pytest.fixture(scope="module")
-def image_checkpoint(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def image_checkpoint(small_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every supervised task type on the demo's real microscopy images (plus a multilabel task)."""
     root = tmp_path_factory.mktemp("images")
-    tasks = tasks_of(demo_db)
-    with (demo_db.parent / "imaging_technique.csv").open(newline="") as f:
+    tasks = tasks_of(small_db)
+    with (small_db.parent / "imaging_technique.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     with (root / "multilabel.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["image", "split", *MULTILABEL])
         writer.writeheader()
         for row in rows:
             labels = {name: int(row["label"] in kinds) for name, kinds in MULTILABEL.items()}
-            writer.writerow({"image": str(demo_db.parent / row["image"]), "split": row["split"], **labels})
+            writer.writerow({"image": str(small_db.parent / row["image"]), "split": row["split"], **labels})
     tasks.append(
         {
             "name": "looks",
@@ -187,11 +187,11 @@ def test_a_dicom_series_becomes_one_label_volume_on_the_series_grid(
 
 
 def test_every_task_type_on_images_a_folder_and_a_manifest(
-    image_checkpoint: Path, demo_db: Path, tmp_path: Path
+    image_checkpoint: Path, small_db: Path, tmp_path: Path
 ) -> None:
     model, config = load_multitask_model(image_checkpoint)
     size = config["model"]["image_size"]
-    folder = demo_db.parent / "imaging_technique"
+    folder = small_db.parent / "images" / "skimage"
 
     # classification on a folder: every class's probability, equal to the model on TaskDataset images
     out = _predict(image_checkpoint, folder, tmp_path / "cls", task="imaging_technique", batch_size=8)
@@ -223,7 +223,7 @@ def test_every_task_type_on_images_a_folder_and_a_manifest(
 
     # segmentation on one image of another size: a mask of the image's own size
     big = tmp_path / "big.png"  # a real nuclei tile, resized to another size and aspect
-    Image.open(demo_db.parent / "nuclei" / "images" / "tile_y000_x064.png").resize((70, 50)).save(big)
+    Image.open(small_db.parent / "images" / "stardist" / "nuclei_y000_x064.png").resize((70, 50)).save(big)
     out = _predict(image_checkpoint, big, tmp_path / "seg", task="nuclei_seg")
     mask = np.asarray(Image.open(out / "masks" / "big.png.png"))
     assert mask.shape == (50, 70) and set(np.unique(mask)) <= {0, 1}
@@ -241,9 +241,9 @@ def test_every_task_type_on_images_a_folder_and_a_manifest(
 
 
 def test_bad_input_gives_one_line_and_writes_nothing(
-    image_checkpoint: Path, demo_db: Path, tmp_path: Path
+    image_checkpoint: Path, small_db: Path, tmp_path: Path
 ) -> None:
-    folder = demo_db.parent / "imaging_technique"
+    folder = small_db.parent / "images" / "skimage"
     with pytest.raises(ConfigError, match=r"no task 'organs' in this checkpoint \(its tasks: nuclei_seg, "):
         _predict(image_checkpoint, folder, tmp_path / "a", task="organs")
     with pytest.raises(ConfigError, match="choose a task with --task"):
@@ -264,8 +264,8 @@ def test_bad_input_gives_one_line_and_writes_nothing(
         _predict(image_checkpoint, folder, tmp_path / "full", task="imaging_technique")
 
 
-def test_a_checkpoint_without_heads_is_refused(demo_db: Path, tmp_path: Path) -> None:
-    tiles = str(demo_db.parent / "all_images.csv")
+def test_a_checkpoint_without_heads_is_refused(small_db: Path, tmp_path: Path) -> None:
+    tiles = str(small_db.parent / "all_images.csv")
     mim = [{"name": "tiles", "type": "masked_image", "source": {"path": tiles}}]
     checkpoint = _pretrain(
         tmp_path,
@@ -277,7 +277,7 @@ def test_a_checkpoint_without_heads_is_refused(demo_db: Path, tmp_path: Path) ->
     )
     result = CliRunner().invoke(
         app,
-        ["predict", str(checkpoint), str(demo_db.parent / "imaging_technique"), "-o", str(tmp_path / "o")],
+        ["predict", str(checkpoint), str(small_db.parent / "images" / "skimage"), "-o", str(tmp_path / "o")],
     )
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
@@ -288,9 +288,9 @@ def test_a_checkpoint_without_heads_is_refused(demo_db: Path, tmp_path: Path) ->
 
 
 def test_cli_predicts_and_reports_an_unknown_task_in_one_line(
-    image_checkpoint: Path, demo_db: Path, tmp_path: Path
+    image_checkpoint: Path, small_db: Path, tmp_path: Path
 ) -> None:
-    folder = demo_db.parent / "imaging_technique"
+    folder = small_db.parent / "images" / "skimage"
     args = ["predict", str(image_checkpoint), str(folder), "-o", str(tmp_path / "o"), "--no-progress"]
     result = CliRunner().invoke(app, [*args, "--task", "organs"])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1

@@ -31,6 +31,7 @@ from tests.conftest import tiny_config
 pytestmark = pytest.mark.integration
 
 MAE_STEPS = 200
+TILES = "imaging_technique.csv"  # its images, unlabelled: 292 train, 16 val
 VIT = {"name": "vit_tiny_patch16_224", "model_kwargs": {"patch_size": 8, "depth": 4}}
 
 
@@ -41,13 +42,14 @@ def _run(tmp_path: Path, cfg: dict[str, Any], resume: bool = False) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mae_run(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A pure MAE run: ViT (4 blocks, 8-px patches) at 32 px on the demo's unlabelled tiles (all_images)."""
+def mae_run(small_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pure MAE run: ViT (4 blocks, 8-px patches) at 32 px on the small corpus's microscopy and
+    fundus tiles, labels unused (its all_images validates on 7 tiles, too few to follow the loss)."""
     tmp = tmp_path_factory.mktemp("mae")
     optimizer = {"lr": 1e-3, "weight_decay": 0.05, "betas": [0.9, 0.95], "warmup_steps": 20}
     cfg = tiny_config(
         tmp / "run",
-        str(demo_db.parent / "mim_tasks.yaml"),
+        [{"name": "all_images", "type": "masked_image", "source": {"path": str(small_db.parent / TILES)}}],
         **{
             "model.encoder": VIT,
             "model.masked_image": {
@@ -86,14 +88,16 @@ def _embeddings(model: torch.nn.Module, dataset: TaskDataset) -> tuple[np.ndarra
     return features, np.array([r.label for r in dataset.records])
 
 
-def test_mae_encoder_goes_through_a_linear_probe(mae_run: Path, demo_db: Path) -> None:
+def test_mae_encoder_goes_through_a_linear_probe(mae_run: Path, small_db: Path) -> None:
     """Frozen MAE encoder -> pooled embeddings -> logistic regression on a real labelled task.
 
     Uses scikit-learn directly; switch to medfoundry's linear probe once it lands (issue 5).
     """
     model, _ = load_multitask_model(mae_run / "checkpoints" / "last")
-    listed = next(t for t in yaml.safe_load(demo_db.read_text())["tasks"] if t["name"] == "imaging_technique")
-    spec = TaskSpec.model_validate({**listed, "source": {"path": demo_db.parent / listed["source"]["path"]}})
+    listed = next(
+        t for t in yaml.safe_load(small_db.read_text())["tasks"] if t["name"] == "imaging_technique"
+    )
+    spec = TaskSpec.model_validate({**listed, "source": {"path": small_db.parent / listed["source"]["path"]}})
     splits = load_task_records(
         spec.name, spec.source, "label", classes=spec.classes, seed=0, val_fraction=0.2
     )
@@ -104,14 +108,14 @@ def test_mae_encoder_goes_through_a_linear_probe(mae_run: Path, demo_db: Path) -
 
 
 def test_mae_encoder_loads_into_segmentation_detection_and_classification(
-    mae_run: Path, demo_db: Path, tmp_path: Path
+    mae_run: Path, small_db: Path, tmp_path: Path
 ) -> None:
     """Exported as plain timm weights, the encoder starts a labelled run through the config alone."""
     weights = to_timm.run(mae_run / "checkpoints" / "last", tmp_path / "timm") / "model.safetensors"
     encoder = {**VIT, "pretrained": True}
     encoder["model_kwargs"] = {**VIT["model_kwargs"], "pretrained_cfg_overlay": {"file": str(weights)}}
     settings = {"model.encoder": encoder, "training.max_steps": 2}
-    cfg = tiny_config(tmp_path / "labelled", str(demo_db), **settings)
+    cfg = tiny_config(tmp_path / "labelled", str(small_db), **settings)
     run_dir = _run(tmp_path, cfg)
     mae, _ = load_multitask_model(mae_run / "checkpoints" / "last")
     first = load_pretrain_config(tmp_path / "labelled.yaml")
@@ -124,10 +128,10 @@ def test_mae_encoder_loads_into_segmentation_detection_and_classification(
     assert all(math.isfinite(losses[f"loss/{t}"]) for t in ("nuclei_seg", "nuclei_det", "imaging_technique"))
 
 
-def test_hybrid_run_trains_labelled_and_masked_image_tasks_together(demo_db: Path, tmp_path: Path) -> None:
+def test_hybrid_run_trains_labelled_and_masked_image_tasks_together(small_db: Path, tmp_path: Path) -> None:
     cfg = tiny_config(
         tmp_path / "hybrid",
-        str(demo_db.parent / "hybrid_tasks.yaml"),
+        str(small_db.parent / "tasks.yaml"),
         **{
             "model.masked_image": {"decoder_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2},
             "training.max_steps": 4,

@@ -31,9 +31,9 @@ def _write(path: Path, cfg: dict[str, Any]) -> Path:
     return path
 
 
-def test_three_task_run_lowers_every_task_validation_loss(demo_db: Path, tmp_path: Path) -> None:
+def test_three_task_run_lowers_every_task_validation_loss(small_db: Path, tmp_path: Path) -> None:
     cfg = tiny_config(
-        tmp_path / "run", str(demo_db), **{"training.max_steps": 24, "training.val_every_steps": 24}
+        tmp_path / "run", str(small_db), **{"training.max_steps": 24, "training.val_every_steps": 24}
     )
     run_dir = pretrain.run(load_pretrain_config(_write(tmp_path / "c.yaml", cfg)))
     val = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "val"]
@@ -65,15 +65,15 @@ def _step_of(checkpoint: Path) -> int:
         return -1
 
 
-def test_resume_after_sigkill_equals_the_uninterrupted_run(demo_db: Path, tmp_path: Path) -> None:
+def test_resume_after_sigkill_equals_the_uninterrupted_run(small_db: Path, tmp_path: Path) -> None:
     settings = {"training.max_steps": 16, "training.checkpoint_every_steps": 3, "training.val_every_steps": 5}
     # the uninterrupted run, in a fresh process like the others (same threads, same kernels)
     straight = _write(
-        tmp_path / "straight.yaml", tiny_config(tmp_path / "straight", str(demo_db), **settings)
+        tmp_path / "straight.yaml", tiny_config(tmp_path / "straight", str(small_db), **settings)
     )
     assert _cli("pretrain", str(straight)).wait(timeout=300) == 0
 
-    killed_cfg = _write(tmp_path / "killed.yaml", tiny_config(tmp_path / "killed", str(demo_db), **settings))
+    killed_cfg = _write(tmp_path / "killed.yaml", tiny_config(tmp_path / "killed", str(small_db), **settings))
     process = _cli("pretrain", str(killed_cfg))
     last = tmp_path / "killed" / "checkpoints" / "last"
     deadline = time.monotonic() + 120
@@ -110,7 +110,7 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_a_run_continues_from_any_state_with_one_command(
-    demo_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Killed before its first checkpoint, moved and named by a relative path, or simply started
     again with its own command: every run ends with the uninterrupted run's weights and logs."""
@@ -119,7 +119,7 @@ def test_a_run_continues_from_any_state_with_one_command(
     from medfoundry.cli.main import app
 
     settings = {"training.max_steps": 4, "training.checkpoint_every_steps": 2, "training.val_every_steps": 2}
-    config = _write(tmp_path / "c.yaml", tiny_config(tmp_path / "straight", str(demo_db), **settings))
+    config = _write(tmp_path / "c.yaml", tiny_config(tmp_path / "straight", str(small_db), **settings))
     step_two = tmp_path / "last_at_step_2"
     save = pretrain_job.save_checkpoint
 
@@ -157,7 +157,7 @@ def test_a_run_continues_from_any_state_with_one_command(
 
 
 def test_a_failing_step_still_closes_the_loaders_and_the_metrics_log(
-    demo_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     finished: list[Any] = []
     real_finish = pretrain_job._finish
@@ -171,7 +171,7 @@ def test_a_failing_step_still_closes_the_loaders_and_the_metrics_log(
 
     monkeypatch.setattr(pretrain_job, "_finish", finish)
     monkeypatch.setattr(pretrain_job, "_count_nonfinite", failing)
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config(tmp_path / "run", str(demo_db))))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config(tmp_path / "run", str(small_db))))
     with pytest.raises(RuntimeError, match="a step failed"):
         pretrain.run(load_pretrain_config(tmp_path / "c.yaml"))
     assert len(finished) == 1 and finished[0].metrics_log._file.closed

@@ -24,9 +24,14 @@ from tests.conftest import tiny_config
 pytestmark = pytest.mark.integration
 
 
-def _config(tmp_path: Path, demo_db: Path, name: str, **settings: Any) -> Path:
-    monitor = {"tasks": str(demo_db), "task_names": ["imaging_technique"], "every_steps": 2, "max_images": 40}
-    cfg = tiny_config(tmp_path / name, str(demo_db), **{"training.transfer_monitor": monitor, **settings})
+def _config(tmp_path: Path, small_db: Path, name: str, **settings: Any) -> Path:
+    monitor = {
+        "tasks": str(small_db),
+        "task_names": ["imaging_technique"],
+        "every_steps": 2,
+        "max_images": 40,
+    }
+    cfg = tiny_config(tmp_path / name, str(small_db), **{"training.transfer_monitor": monitor, **settings})
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -56,9 +61,9 @@ def _scripted(monkeypatch: pytest.MonkeyPatch, means: Iterator[float]) -> None:
     monkeypatch.setattr(TransferMonitor, "score", score)
 
 
-def test_scores_are_logged_at_step_0_every_n_steps_and_the_last(demo_db: Path, tmp_path: Path) -> None:
+def test_scores_are_logged_at_step_0_every_n_steps_and_the_last(small_db: Path, tmp_path: Path) -> None:
     config = _config(
-        tmp_path, demo_db, "run", **{"training.max_steps": 5, "training.select_best_by": "transfer"}
+        tmp_path, small_db, "run", **{"training.max_steps": 5, "training.select_best_by": "transfer"}
     )
     run_dir = pretrain.run(load_pretrain_config(config))
     transfer = _records(run_dir, "transfer")
@@ -92,11 +97,11 @@ def test_scores_are_logged_at_step_0_every_n_steps_and_the_last(demo_db: Path, t
 
 
 def test_best_is_the_step_of_the_highest_mean_score_not_the_lowest_loss(
-    demo_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _scripted(monkeypatch, iter([0.3, 0.8, 0.5, 0.6]))
     settings = {"training.max_steps": 6, "training.val_every_steps": 2, "training.select_best_by": "transfer"}
-    run_dir = pretrain.run(load_pretrain_config(_config(tmp_path, demo_db, "run", **settings)))
+    run_dir = pretrain.run(load_pretrain_config(_config(tmp_path, small_db, "run", **settings)))
     assert [(r["step"], r["mean"]) for r in _records(run_dir, "transfer")] == [
         (0, 0.3),
         (2, 0.8),
@@ -110,13 +115,13 @@ def test_best_is_the_step_of_the_highest_mean_score_not_the_lowest_loss(
     assert best["training"]["step"] == 2 and best["metrics"]["transfer_mean"] == 0.8
 
 
-def test_the_monitor_changes_nothing_of_the_training(demo_db: Path, tmp_path: Path) -> None:
+def test_the_monitor_changes_nothing_of_the_training(small_db: Path, tmp_path: Path) -> None:
     """Same weights after the same steps with and without the monitor (BatchNorm and drop-path:
     a forward pass in train mode, or a draw from the training RNG, would show)."""
     encoder = {"name": "resnet10t", "use_groupnorm": False, "model_kwargs": {"drop_path_rate": 0.2}}
     settings = {"training.max_steps": 4, "model.encoder": encoder}
-    with_monitor = pretrain.run(load_pretrain_config(_config(tmp_path, demo_db, "on", **settings)))
-    off = yaml.safe_load(_config(tmp_path, demo_db, "off", **settings).read_text())
+    with_monitor = pretrain.run(load_pretrain_config(_config(tmp_path, small_db, "on", **settings)))
+    off = yaml.safe_load(_config(tmp_path, small_db, "off", **settings).read_text())
     del off["training"]["transfer_monitor"]
     (tmp_path / "off.yaml").write_text(yaml.safe_dump(off))
     without = pretrain.run(load_pretrain_config(tmp_path / "off.yaml"))
@@ -129,13 +134,13 @@ def test_the_monitor_changes_nothing_of_the_training(demo_db: Path, tmp_path: Pa
 
 
 def test_a_resumed_run_keeps_its_best_score(
-    demo_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Killed after the step-2 checkpoint with its best at step 0; the resumed run's later scores
     are lower than that best but would be new bests if the best score were not restored."""
     means = {0: 0.9, 2: 0.3, 4: 0.5, 6: 0.4}
     settings = {"training.max_steps": 6, "training.select_best_by": "transfer"}
-    config = _config(tmp_path, demo_db, "straight", **settings)
+    config = _config(tmp_path, small_db, "straight", **settings)
     killed = tmp_path / "killed"
     save = pretrain_job.save_checkpoint
 

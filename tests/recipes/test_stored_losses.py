@@ -5,7 +5,7 @@ labelled one).
 A change in numerics (initialisation, augmentation, masking, sampling order, a loss, the step)
 changes these numbers; the test makes that a visible, deliberate decision, as torchtune's recipe
 tests do. The runs are deterministic: one intra-op thread (the repository's ``conftest.py``),
-fixed seeds, the demo database's fixed crops.
+fixed seeds, the small corpus's fixed tiles.
 
 To update the stored values after an intended change, run
 
@@ -61,20 +61,22 @@ def _equal_the_stored(losses: dict[str, dict[str, float]], stored_file: Path) ->
 
 
 @pytest.mark.integration
-def test_first_losses_of_a_tiny_three_task_run_equal_the_stored_ones(demo_db: Path, tmp_path: Path) -> None:
-    losses = _train_losses(tiny_config(tmp_path / "run", str(demo_db), **{"training.max_steps": 3}), tmp_path)
+def test_first_losses_of_a_tiny_three_task_run_equal_the_stored_ones(small_db: Path, tmp_path: Path) -> None:
+    losses = _train_losses(
+        tiny_config(tmp_path / "run", str(small_db), **{"training.max_steps": 3}), tmp_path
+    )
     assert list(losses) == ["1", "2", "3"] and all(len(v) == 3 for v in losses.values())
     _equal_the_stored(losses, STORED)
 
 
 @pytest.mark.integration
-def test_first_losses_of_a_tiny_hybrid_run_equal_the_stored_ones(demo_db: Path, tmp_path: Path) -> None:
+def test_first_losses_of_a_tiny_hybrid_run_equal_the_stored_ones(small_db: Path, tmp_path: Path) -> None:
     """A masked-image task (its masking drawn from the run's seed) beside a classification task."""
-    modality = next(t for t in tasks_of(demo_db) if t["name"] == "imaging_technique")
+    modality = next(t for t in tasks_of(small_db) if t["name"] == "imaging_technique")
     tiles = {
         "name": "tiles",
         "type": "masked_image",
-        "source": {"path": str(demo_db.parent / "all_images.csv")},
+        "source": {"path": str(small_db.parent / "all_images.csv")},
     }
     cfg = tiny_config(tmp_path / "run", [modality, tiles], **{"training.max_steps": 3})
     cfg["model"]["masked_image"] = {"decoder_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2}

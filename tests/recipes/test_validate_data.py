@@ -14,8 +14,8 @@ from tests.conftest import tiny_config
 runner = CliRunner()
 
 
-def test_demo_database_summary(demo_db: Path) -> None:
-    result = runner.invoke(app, ["validate-data", str(demo_db), "--set", "image_size=32"])
+def test_demo_database_summary(small_db: Path) -> None:
+    result = runner.invoke(app, ["validate-data", str(small_db), "--set", "image_size=32"])
     assert result.exit_code == 0, result.output
     for text in (
         "nuclei_seg",
@@ -30,9 +30,9 @@ def test_demo_database_summary(demo_db: Path) -> None:
         assert text in result.output, text
 
 
-def test_a_pretraining_config_is_accepted(demo_db: Path, tmp_path: Path) -> None:
+def test_a_pretraining_config_is_accepted(small_db: Path, tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(tiny_config(tmp_path / "run", str(demo_db))))
+    path.write_text(yaml.safe_dump(tiny_config(tmp_path / "run", str(small_db))))
     result = runner.invoke(app, ["validate-data", str(path)])
     assert result.exit_code == 0 and "ok: 3 task(s)" in result.output
     assert not (tmp_path / "run").exists()

@@ -84,8 +84,8 @@ def toy_registered() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def toy_task(demo_db: Path, toy_registered: None) -> dict[str, object]:
-    modality = next(t for t in tasks_of(demo_db) if t["name"] == "imaging_technique")
+def toy_task(small_db: Path, toy_registered: None) -> dict[str, object]:
+    modality = next(t for t in tasks_of(small_db) if t["name"] == "imaging_technique")
     return {**modality, "name": "technique", "type": TOY}
 
 
@@ -179,16 +179,16 @@ def one_box_registered() -> Iterator[None]:
 
 @pytest.mark.integration
 def test_a_box_task_type_registered_in_a_test_predicts_its_own_boxes(
-    demo_db: Path, one_box_registered: None, tmp_path: Path
+    small_db: Path, one_box_registered: None, tmp_path: Path
 ) -> None:
-    nuclei = next(t for t in tasks_of(demo_db) if t["name"] == "nuclei_det")
+    nuclei = next(t for t in tasks_of(small_db) if t["name"] == "nuclei_det")
     task = {**nuclei, "name": "nucleus", "type": ONE_BOX}
     cfg = tiny_config(tmp_path / "run", [task], **{"training.max_steps": 1})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     checkpoint = pretrain.run(load_pretrain_config(tmp_path / "c.yaml")) / "checkpoints" / "last"
     new = tmp_path / "new"  # three real nuclei tiles, as new images
     new.mkdir()
-    images = sorted((demo_db.parent / "nuclei" / "images").glob("*.png"))[:3]
+    images = sorted((small_db.parent / "images" / "stardist").glob("nuclei_*.png"))[:3]
     for image in images:
         shutil.copy(image, new / image.name)
 

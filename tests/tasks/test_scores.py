@@ -14,7 +14,6 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from medfoundry.demo.packaged_images import package_folder
 from medfoundry.tasks import TaskSpec, build_task
 from medfoundry.tasks.detection_metrics import DetectionMetrics
 from medfoundry.tasks.scores import (
@@ -22,6 +21,7 @@ from medfoundry.tasks.scores import (
     weighted_ece,
     weighted_macro_auroc,
 )
+from tests.packaged import package_folder
 
 
 def _resamples(n: int, rows: int, seed: int = 0) -> np.ndarray:

@@ -118,9 +118,9 @@ def test_head_owns_only_the_expander_and_validation_views_are_fixed() -> None:
 
 
 @pytest.mark.integration
-def test_loss_falls_on_real_images(demo_db: Path, tmp_path: Path) -> None:
-    """Only a two-view task, on the demo database's real microscopy and fundus crops."""
-    images = demo_db.parent / "imaging_technique.csv"
+def test_loss_falls_on_real_images(small_db: Path, tmp_path: Path) -> None:
+    """Only a two-view task, on the small corpus's real microscopy and fundus tiles."""
+    images = small_db.parent / "imaging_technique.csv"
     tasks = [
         {
             "name": "views",
@@ -129,7 +129,7 @@ def test_loss_falls_on_real_images(demo_db: Path, tmp_path: Path) -> None:
             "source": {"path": str(images)},
         }
     ]
-    cfg = tiny_config(tmp_path / "run", tasks, **{"training.max_steps": 40, "data.batch_size": 16})
+    cfg = tiny_config(tmp_path / "run", tasks, **{"training.max_steps": 60, "data.batch_size": 16})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     run = pretrain.run(load_pretrain_config(tmp_path / "c.yaml"))
     logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

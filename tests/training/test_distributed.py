@@ -35,10 +35,10 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", **extra}
 
 
-def _classification_tasks(demo_db: Path, tmp_path: Path) -> list[dict[str, Any]]:
+def _classification_tasks(small_db: Path, tmp_path: Path) -> list[dict[str, Any]]:
     """Two classification tasks on real images; their losses are means over images, so a batch
     split across processes gives exactly the mean gradient of the whole batch."""
-    rows = list(csv.DictReader((demo_db.parent / "nuclei_det.csv").open()))
+    rows = list(csv.DictReader((small_db.parent / "nuclei_det.csv").open()))
     with (tmp_path / "density.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["image", "label", "split"])
         writer.writeheader()
@@ -46,7 +46,7 @@ def _classification_tasks(demo_db: Path, tmp_path: Path) -> list[dict[str, Any]]
             dense = len(json.loads(row["boxes"])) >= 3
             writer.writerow(
                 {
-                    "image": str(demo_db.parent / row["image"]),
+                    "image": str(small_db.parent / row["image"]),
                     "label": "dense" if dense else "sparse",
                     "split": row["split"],
                 }
@@ -55,7 +55,7 @@ def _classification_tasks(demo_db: Path, tmp_path: Path) -> list[dict[str, Any]]
         {
             "name": "imaging_technique",
             "type": "classification",
-            "source": {"path": str(demo_db.parent / "imaging_technique.csv")},
+            "source": {"path": str(small_db.parent / "imaging_technique.csv")},
             "classes": ["fundus", "immunohistochemistry", "phase_contrast", "h_and_e", "fluorescence"],
         },
         {
@@ -98,8 +98,8 @@ def _output(process: subprocess.Popen[bytes]) -> str:
     return process.stdout.read().decode() if process.stdout else ""
 
 
-def test_two_processes_end_with_the_weights_of_one(demo_db: Path, tmp_path: Path) -> None:
-    tasks = _classification_tasks(demo_db, tmp_path)
+def test_two_processes_end_with_the_weights_of_one(small_db: Path, tmp_path: Path) -> None:
+    tasks = _classification_tasks(small_db, tmp_path)
     single = subprocess.run(
         [sys.executable, "-m", "medfoundry.cli.main", "pretrain", str(_config(tmp_path, "one", tasks))],
         env=_env(),
@@ -120,8 +120,8 @@ def test_two_processes_end_with_the_weights_of_one(demo_db: Path, tmp_path: Path
     assert [r["step"] for r in train if r["kind"] == "train"] == [1, 2, 3, 4]  # written once, by rank 0
 
 
-def test_a_killed_two_process_run_resumes_with_one_process(demo_db: Path, tmp_path: Path) -> None:
-    tasks = _classification_tasks(demo_db, tmp_path)
+def test_a_killed_two_process_run_resumes_with_one_process(small_db: Path, tmp_path: Path) -> None:
+    tasks = _classification_tasks(small_db, tmp_path)
     config = _config(
         tmp_path, "run", tasks, **{"training.max_steps": 40, "training.checkpoint_every_steps": 2}
     )
@@ -175,8 +175,8 @@ def _rank(rank: int, port: int, config: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def test_a_rank_that_dies_ends_the_other_with_a_message(demo_db: Path, tmp_path: Path) -> None:
-    tasks = _classification_tasks(demo_db, tmp_path)
+def test_a_rank_that_dies_ends_the_other_with_a_message(small_db: Path, tmp_path: Path) -> None:
+    tasks = _classification_tasks(small_db, tmp_path)
     config = _config(
         tmp_path, "run", tasks, **{"training.max_steps": 200, "training.distributed_timeout_s": 30}
     )
@@ -195,8 +195,8 @@ def test_a_rank_that_dies_ends_the_other_with_a_message(demo_db: Path, tmp_path:
     assert time.monotonic() - started < 60
 
 
-def test_a_missing_process_is_a_clear_error_not_a_hang(demo_db: Path, tmp_path: Path) -> None:
-    tasks = _classification_tasks(demo_db, tmp_path)
+def test_a_missing_process_is_a_clear_error_not_a_hang(small_db: Path, tmp_path: Path) -> None:
+    tasks = _classification_tasks(small_db, tmp_path)
     config = _config(tmp_path, "run", tasks, **{"training.distributed_timeout_s": 5})
     alone = _rank(0, _free_port(), config)
     code = alone.wait(timeout=120)
@@ -206,12 +206,12 @@ def test_a_missing_process_is_a_clear_error_not_a_hang(demo_db: Path, tmp_path: 
     assert not (tmp_path / "run").exists()
 
 
-def test_masked_image_tasks_train_under_two_processes(demo_db: Path, tmp_path: Path) -> None:
+def test_masked_image_tasks_train_under_two_processes(small_db: Path, tmp_path: Path) -> None:
     """A hybrid run (labelled tasks + masked-image modelling) under torchrun, gloo on the CPU."""
     config = _config(
         tmp_path,
         "hybrid",
-        str(demo_db.parent / "hybrid_tasks.yaml"),
+        str(small_db.parent / "tasks.yaml"),
         **{
             "training.max_steps": 3,
             "model.masked_image": {"decoder_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2},
@@ -227,10 +227,10 @@ def test_masked_image_tasks_train_under_two_processes(demo_db: Path, tmp_path: P
     assert (tmp_path / "hybrid" / "previews" / "all_images").is_dir()
 
 
-def test_the_transfer_monitor_scores_on_rank_0_while_the_other_waits(demo_db: Path, tmp_path: Path) -> None:
+def test_the_transfer_monitor_scores_on_rank_0_while_the_other_waits(small_db: Path, tmp_path: Path) -> None:
     """Rank 0 alone holds the held-out images, scores them and keeps ``best``; rank 1 goes on to
     the next step's collectives and waits there: no hang, each score logged once."""
-    tasks = _classification_tasks(demo_db, tmp_path)
+    tasks = _classification_tasks(small_db, tmp_path)
     monitor = {"tasks": tasks, "task_names": ["density"], "every_steps": 2, "max_images": 40}
     config = _config(
         tmp_path,

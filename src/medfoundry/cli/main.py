@@ -305,13 +305,14 @@ def embed(
 
 
 @app.command("demo-data")
-def demo_data(out_dir: Annotated[Path, typer.Argument(help="Folder to write the database into.")]) -> None:
-    """Write the built-in multi-task database of real packaged images (PNG + CSV + tasks.yaml)."""
+def demo_data(out_dir: Annotated[Path, typer.Argument(help="Folder for the small corpus.")]) -> None:
+    """Build the corpus's small selection: nuclei, imaging technique, brain MR and DICOM tasks with
+    train/val/test splits, and a held-out nuclei task (PNG + CSV + task lists + corpus.json)."""
 
     def body() -> None:
-        from medfoundry.demo import write_demo_data
+        from medfoundry.corpus.selections import build_selection
 
-        typer.echo(f"wrote {write_demo_data(out_dir)}")
+        _report_corpus(build_selection(out_dir, "small", progress=typer.echo))
 
     _run(body)
 
@@ -332,22 +333,27 @@ def corpus(
         from medfoundry.corpus import CorpusSettings, build_corpus
 
         settings = CorpusSettings(tile_size=tile_size, patch_size=patch_size, seed=seed)
-        result = build_corpus(
-            out_dir,
-            sources=source or None,
-            exclude=exclude or (),
-            settings=settings,
-            min_sources=min_sources,
-            progress=typer.echo,
+        _report_corpus(
+            build_corpus(
+                out_dir,
+                sources=source or None,
+                exclude=exclude or (),
+                settings=settings,
+                min_sources=min_sources,
+                progress=typer.echo,
+            )
         )
-        m = result.manifest
-        typer.echo(
-            f"corpus: {m['total_images']} images ({m['pretraining_images']} for pretraining) from "
-            f"{len(m['sources'])} sources, {len(m['tasks'])} tasks; built in {m['build_seconds']} s"
-        )
-        typer.echo(f"pretraining tasks: {result.tasks}\nheld-out tasks: {result.heldout_tasks}")
 
     _run(body)
+
+
+def _report_corpus(result: Any) -> None:
+    m = result.manifest
+    typer.echo(
+        f"corpus: {m['total_images']} images ({m['pretraining_images']} for pretraining) from "
+        f"{len(m['sources'])} sources, {len(m['tasks'])} tasks; built in {m['build_seconds']} s"
+    )
+    typer.echo(f"pretraining tasks: {result.tasks}\nheld-out tasks: {result.heldout_tasks}")
 
 
 @app.command()

@@ -1,9 +1,11 @@
 """The offline pretraining corpus: real images that ship inside packages, sliced, tiled and labelled.
 
 ``build_corpus(DIR)`` (``medfoundry corpus DIR``) writes PNG images, CSV manifests,
-``tasks.yaml`` (pretraining tasks), ``heldout_tasks.yaml`` (held-out evaluation tasks) and
-``corpus.json`` (sources, versions, counts, the SHA-256 of every image's pixels). Every
-source is in ``sources``, every label rule in ``labels``; docs/corpus.md describes both.
+``tasks.yaml`` (pretraining tasks), ``labelled_tasks.yaml`` (those with labels),
+``heldout_tasks.yaml`` (held-out evaluation tasks) and ``corpus.json`` (sources, versions,
+counts, the SHA-256 of every image's pixels). Every source is in ``sources``, every label rule
+in ``labels``; docs/corpus.md describes both. ``selections`` names smaller corpora built by the
+same code (``medfoundry demo-data``: the ``small`` one).
 """
 
 from __future__ import annotations

@@ -66,6 +66,11 @@ class CorpusBuild:
     built: bool
     missing: tuple[str, ...]
 
+    @property
+    def labelled_tasks(self) -> Path:
+        """``labelled_tasks.yaml``: the pretraining tasks that have labels (no ``all_images``)."""
+        return self.root / "labelled_tasks.yaml"
+
 
 def build_corpus(
     out_dir: Path,
@@ -112,9 +117,32 @@ def build_corpus(
     remove_orphans(out_dir.parent)  # what killed builds left; a live build's folders are kept
     partial = temporary_name(out_dir.with_name(f"{out_dir.name}.partial"))
     partial.mkdir()
+    try:  # a failed build leaves nothing behind; a killed one, what the next build removes
+        manifest = _write(partial, chosen, missing, settings, fingerprint, progress)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    _swap_into_place(partial, out_dir)
+    return _result(out_dir, manifest, built=True, missing=missing)
+
+
+def _write(
+    partial: Path,
+    chosen: Sequence[tuple[Source, Path]],
+    missing: tuple[str, ...],
+    settings: CorpusSettings,
+    fingerprint: str,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """Every image of the chosen sources, manifests, task lists and the marker into ``partial``."""
     start = time.perf_counter()
+    used = [source for source, _ in chosen]
     writer = CorpusWriter(
-        partial, {s.name for s in used if s.heldout}, settings.val_percent, seed=settings.seed
+        partial,
+        {s.name for s in used if s.heldout},
+        settings.val_percent,
+        test_percent=settings.test_percent,
+        seed=settings.seed,
     )
     for source, folder in chosen:
         before = len(writer.images)
@@ -123,8 +151,7 @@ def build_corpus(
         progress(f"{source.name}: {len(writer.images) - before} images ({source.description})")
     manifest = writer.finish(_manifest(used, missing, settings, fingerprint, time.perf_counter() - start))
     write_marker(partial, COMMAND, list_files=True)
-    _swap_into_place(partial, out_dir)
-    return _result(out_dir, manifest, built=True, missing=missing)
+    return manifest
 
 
 def corpus_fingerprint(chosen: Sequence[Source], settings: CorpusSettings) -> str:

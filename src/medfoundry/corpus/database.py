@@ -6,7 +6,10 @@ whose pixels equal one already written is dropped and counted. Splits: held-out 
 every other image's split follows its group (subject, volume, slab, file), so a group never
 straddles train and validation, and an image is in the same split in every task, with two
 task-local exceptions: a class whose groups all drew validation trains on its largest group,
-and a task whose groups all drew training validates on its smallest group.
+and a task whose groups all drew training validates on its smallest group. With a test share
+(``CorpusSettings.test_percent``, 0 for the full corpus) groups also draw ``test``, a task whose
+groups all drew other splits tests on its smallest spare training group, and no image that is
+a test image in any task is in ``all_images``: pretraining never sees a test image.
 """
 
 from __future__ import annotations
@@ -43,13 +46,17 @@ class CorpusWriter:
         root: Folder to write into (it exists and is empty).
         heldout_sources: Sources whose images only held-out tasks may use.
         val_percent: Share of pretraining groups that go to validation.
+        test_percent: Share of pretraining groups that go to test.
         seed: Seeds the assignment of groups to splits.
     """
 
-    def __init__(self, root: Path, heldout_sources: set[str], val_percent: int, *, seed: int) -> None:
+    def __init__(
+        self, root: Path, heldout_sources: set[str], val_percent: int, *, test_percent: int = 0, seed: int
+    ) -> None:
         self.root = root
         self.heldout_sources = heldout_sources
         self.val_percent = val_percent
+        self.test_percent = test_percent
         self.seed = seed
         self.images: dict[str, dict[str, Any]] = {}  # relative path -> manifest entry
         self.hashes: dict[str, str] = {}  # content hash -> relative path
@@ -81,15 +88,13 @@ class CorpusWriter:
             The manifest as written.
         """
         summary: dict[str, Any] = {}
+        self._settle_splits()
         for name, rows in sorted(self.rows.items()):
-            task = TASKS[name]
-            if not task.heldout:
-                _ensure_train_classes(rows)
-                _ensure_val(rows)
             write_csv(self.root / f"{name}.csv", rows)
-            summary[name] = _task_summary(task, rows)
+            summary[name] = _task_summary(TASKS[name], rows)
         written = [TASKS[name] for name in TASKS if name in self.rows]
         _write_tasks(self.root / "tasks.yaml", [t for t in written if not t.heldout])
+        _write_tasks(self.root / "labelled_tasks.yaml", [t for t in written if not t.heldout and t.classes])
         _write_tasks(self.root / "heldout_tasks.yaml", [t for t in written if t.heldout])
         per_source = Counter(entry["source"] for entry in self.images.values())
         for name, entry in manifest["sources"].items():
@@ -103,6 +108,24 @@ class CorpusWriter:
         # written last: a folder without it (or with another fingerprint) is never trusted
         (self.root / "corpus.json").write_text(json.dumps(manifest, indent=1, sort_keys=False))
         return manifest
+
+    def _settle_splits(self) -> None:
+        """Every pretraining task trains on each of its classes and has validation (and, with a
+        test share, test) rows; ``all_images`` keeps no image that a task tests on."""
+        for name, rows in self.rows.items():
+            if TASKS[name].heldout:
+                continue
+            _ensure_train_classes(rows)
+            _ensure_split(rows, "val")
+            if not any(r["split"] == "val" for r in rows):  # too few groups: validation first
+                for row in rows:
+                    row["split"] = "val" if row["split"] == "test" else row["split"]
+            if self.test_percent and name != MASKED_IMAGE_TASK:
+                _ensure_split(rows, "test", spare_only=True)
+        tested = {r["image"] for rows in self.rows.values() for r in rows if r["split"] == "test"}
+        if MASKED_IMAGE_TASK in self.rows:
+            kept = [r for r in self.rows[MASKED_IMAGE_TASK] if r["image"] not in tested]
+            self.rows[MASKED_IMAGE_TASK] = kept
 
     def _check(self, image: CorpusImage, heldout: bool) -> None:
         if image.pixels.dtype != np.uint8 or image.pixels.ndim not in (2, 3):
@@ -118,7 +141,9 @@ class CorpusWriter:
 
     def _group_split(self, group: str) -> str:
         draw = zlib.crc32(f"{self.seed}:{group}".encode()) % 100
-        return "val" if draw < self.val_percent else "train"
+        if draw < self.val_percent:
+            return "val"
+        return "test" if draw < self.val_percent + self.test_percent else "train"
 
     def _row(self, task: TaskDef, image: CorpusImage, path: str, label: Label, split: str) -> dict[str, str]:
         row = {"image": path, "split": split, "group": image.group, **image.columns}
@@ -139,37 +164,40 @@ class CorpusWriter:
 
 
 def _ensure_train_classes(rows: list[dict[str, str]]) -> None:
-    """A class whose groups all drew ``val`` trains on its largest group (in this task only)."""
-    if "label" not in rows[0]:
-        return
-    trained = {r["label"] for r in rows if r["split"] == "train"}
-    for label in sorted({r["label"] for r in rows} - trained):
-        sizes = Counter(r["group"] for r in rows if r["label"] == label)
+    """A class whose groups all drew another split trains on its largest group (in this task
+    only); so does a task without classes none of whose groups drew ``train``."""
+    trained = {r.get("label", "") for r in rows if r["split"] == "train"}
+    for label in sorted({r.get("label", "") for r in rows} - trained):
+        sizes = Counter(r["group"] for r in rows if r.get("label", "") == label)
         group = max(sorted(sizes), key=lambda g: sizes[g])
         for row in rows:
             if row["group"] == group:
                 row["split"] = "train"
 
 
-def _ensure_val(rows: list[dict[str, str]]) -> None:
-    """A pretraining task needs validation rows: when its groups all drew ``train``, its
-    smallest group whose classes other groups also show validates (ties: name order); failing
-    that (every class in one group), its smallest group."""
-    if any(r["split"] == "val" for r in rows):
+def _ensure_split(rows: list[dict[str, str]], split: str, *, spare_only: bool = False) -> None:
+    """A pretraining task needs ``split`` rows: when none of its groups drew it, its smallest
+    training group whose classes other training groups also show takes it (ties: name order);
+    failing that (every class in one group), its smallest training group, unless ``spare_only``.
+    Its only training group is never taken."""
+    if any(r["split"] == split for r in rows):
         return
-    sizes = Counter(r["group"] for r in rows)
+    sizes = Counter(r["group"] for r in rows if r["split"] == "train")
     labels: dict[str, set[str]] = defaultdict(set)
     for row in rows:
-        labels[row["group"]].add(row.get("label", ""))
+        if row["split"] == "train":
+            labels[row["group"]].add(row.get("label", ""))
     spare = [
         g
         for g in sorted(sizes)
         if all(any(label in labels[o] for o in sizes if o != g) for label in labels[g])
     ]
+    if len(sizes) < 2 or (spare_only and not spare):
+        return  # never its last training group
     group = min(spare or sorted(sizes), key=lambda g: sizes[g])
     for row in rows:
         if row["group"] == group:
-            row["split"] = "val"
+            row["split"] = split
 
 
 def _task_summary(task: TaskDef, rows: list[dict[str, str]]) -> dict[str, Any]:

@@ -20,6 +20,9 @@ class CorpusSettings:
         min_box_pixels: Smallest part of an instance inside a tile that gets a box or is counted.
         val_percent: Share of groups (subjects, volumes, slabs, files) that pretraining tasks
             validate on.
+        test_percent: Share of groups that pretraining tasks test on (0: the corpus's pretraining
+            tasks have no test split; its held-out tasks do). Test images are never pretrained
+            on, ``all_images`` included.
         slab_slices: Slices per slab: neighbouring slices of one volume are nearly identical,
             so single-volume sources are split by slabs, never by slice.
         seed: Seeds crop positions and split assignment.
@@ -30,6 +33,7 @@ class CorpusSettings:
     nuclei_tile_size: int = 64
     min_box_pixels: int = 40
     val_percent: int = 20
+    test_percent: int = 0
     slab_slices: int = 16
     seed: int = 0
 

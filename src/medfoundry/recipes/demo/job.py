@@ -31,10 +31,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 
-from medfoundry.corpus import MIN_SOURCES, SOURCES, build_corpus
+from medfoundry.corpus import SOURCES, build_corpus
+from medfoundry.corpus.selections import SELECTIONS, build_selection
 from medfoundry.errors import DataError
 from medfoundry.evaluation.efficiency_table import saving_sentence
 from medfoundry.evaluation.study_data import ALL
@@ -42,10 +42,9 @@ from medfoundry.output_folders import claim_output_folder
 from medfoundry.recipes import evaluate, pretrain
 from medfoundry.recipes.evaluate.config import BASELINES, load_study_config
 from medfoundry.recipes.pretrain.config import load_pretrain_config
-from medfoundry.tasks import TASK_TYPES
 from medfoundry.training.progress import ProgressLines
 
-__all__ = ["demo_config", "labelled_tasks", "run"]
+__all__ = ["demo_config", "run"]
 
 HELDOUT_DOMAINS = {
     "heldout_brain_region": "in-domain: brain MR of another head, another label",
@@ -57,15 +56,7 @@ HELDOUT_DOMAINS = {
 task (a decoder trained on the frozen encoder); the corpus's detection task does not fit the
 demo's time (docs/demo.md)."""
 
-QUICK_SOURCES = (
-    "stardist",
-    "mahotas",
-    "skimage",
-    "tiatoolbox",
-    "wsidicom_data",
-    "pydicom",
-    "napari_nuclei",
-)
+QUICK = SELECTIONS["quick"]
 """``--quick``: microscopy and a few DICOMs for pretraining, the held-out nuclei specimen."""
 QUICK_PRETRAIN = [
     "training.max_steps=16",
@@ -112,12 +103,12 @@ def run(out_dir: Path, quick: bool = False) -> Path:
     with stages or nullcontext():
         _status(stages, 0, "building the corpus")
         console.rule("[bold]1/3 offline corpus from packaged images")
-        corpus = build_corpus(
-            out_dir / "corpus",
-            sources=QUICK_SOURCES if quick else None,
-            min_sources=len([s for s in QUICK_SOURCES if not SOURCES[s].heldout]) if quick else MIN_SOURCES,
-            progress=console.print,
-        ).root.resolve()
+        built = (
+            build_selection(out_dir / "corpus", "quick", progress=console.print)
+            if quick
+            else build_corpus(out_dir / "corpus", progress=console.print)
+        )
+        corpus = built.root.resolve()
         console.print(f"corpus in {corpus} (how every label was derived: docs/corpus.md)")
 
         _status(stages, 1, "pretraining")
@@ -126,7 +117,7 @@ def run(out_dir: Path, quick: bool = False) -> Path:
             demo_config("demo_pretrain.yaml"),
             [
                 f"run_dir={out_dir / 'pretrain'}",
-                f"tasks={labelled_tasks(corpus, out_dir / 'pretrain_tasks.yaml')}",
+                f"tasks={corpus / 'labelled_tasks.yaml'}",  # masked-image modelling left out
                 *(QUICK_PRETRAIN if quick else []),
             ],
         )
@@ -153,22 +144,6 @@ def run(out_dir: Path, quick: bool = False) -> Path:
     return study_dir
 
 
-def labelled_tasks(corpus: Path, out: Path) -> Path:
-    """The corpus's labelled pretraining tasks, without its label-free ones (masked-image
-    modelling did not help transfer at the demo's budget, docs/demo.md), written with absolute
-    paths to ``out``."""
-    tasks = yaml.safe_load((corpus / "tasks.yaml").read_text())["tasks"]
-    kept = []
-    for task in tasks:
-        if TASK_TYPES.get(task["type"]).target == "image":  # no labels: a label-free task
-            continue
-        task["source"]["path"] = str(corpus / task["source"]["path"])
-        kept.append(task)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump({"tasks": kept}, sort_keys=False))
-    return out
-
-
 def _status(stages: ProgressLines | None, done: int, status: str) -> None:
     if stages is not None:
         stages.update(done, status)
@@ -180,7 +155,7 @@ def demo_config(name: str) -> Path:
 
 
 def _check_ready(out_dir: Path, quick: bool) -> None:
-    heldout = [s for s in SOURCES.values() if s.heldout and (not quick or s.name in QUICK_SOURCES)]
+    heldout = [s for s in SOURCES.values() if s.heldout and (not quick or s.name in QUICK.sources)]
     missing = sorted({p.install_command for s in heldout for p in s.packages if p.folder() is None})
     if missing:
         raise DataError(
