@@ -87,7 +87,7 @@ def test_source_paths_are_resolved_against_the_task_database(source_type: str, t
 
 @pytest.fixture(scope="module")
 def contract_db(small_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The small corpus's tasks plus a multilabel, a masked-image and a two-view task on the same real crops."""
+    """The small corpus's tasks plus a multilabel, a masked-image and a two-view task on its tiles."""
     root = small_db.parent
     with (root / "imaging_technique.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
