@@ -2,9 +2,10 @@
 reference and the baselines), same task, mode, fraction or shots, on the same test items,
 pairing seed with seed: the mean difference and its paired bootstrap interval (a 95%
 percentile interval clipped to [-1, 1]), and on how many of the paired seeds the encoder scored
-higher. The interval resamples test items for the seeds drawn, not the draws of training labels
-themselves: ``n_better`` of ``n_pairs`` shows whether a mean difference is carried by every draw
-or by one (a decoder that collapsed on one draw moves a mean a long way)."""
+higher. The interval is two-level: each resample draws the paired seeds (the draws of training
+labels) with replacement and, within each, the test items (the same items for both encoders),
+so a mean difference carried by one draw (a decoder that collapsed on it) gets an interval as
+wide as the draws disagree; ``n_better`` of ``n_pairs`` says it in words."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from medfoundry.evaluation.bootstrap import percentile_interval
 from medfoundry.evaluation.study_data import ALL
 from medfoundry.evaluation.summary_table import SeedGroup, mean_over_seeds
 
-__all__ = ["DIFFERENCE_RANGE", "PAIRED_COLUMNS", "paired_difference", "paired_rows"]
+__all__ = ["DIFFERENCE_RANGE", "PAIRED_COLUMNS", "paired_difference", "paired_rows", "resample_seeds"]
 
 PAIRED_COLUMNS = (
     "encoder",
@@ -57,8 +58,26 @@ def paired_difference(
     if any(s is None for _, s in (*encoder, *reference)):
         return difference, math.nan, math.nan
     per_seed = [a - b for (_, a), (_, b) in zip(encoder, reference, strict=True)]  # type: ignore[operator]
-    low, high = percentile_interval(mean_over_seeds(per_seed), DIFFERENCE_RANGE)
+    low, high = percentile_interval(resample_seeds(per_seed), DIFFERENCE_RANGE)
     return difference, low, high
+
+
+def resample_seeds(per_seed: Sequence[np.ndarray]) -> np.ndarray:
+    """Per bootstrap row, the mean over a draw with replacement of the seeds of their row's
+    values (one seed: its own rows); the draws are reproducible (seeded by the shape).
+
+    Examples:
+        >>> rows = resample_seeds([np.full(1000, 0.3), np.zeros(1000), np.zeros(1000)])
+        >>> float(rows.min()), float(rows.max())  # every seed drawn thrice, or never
+        (0.0, 0.3)
+    """
+    stacked = np.stack(per_seed)
+    seeds, rows = stacked.shape
+    if seeds == 1:
+        only: np.ndarray = stacked[0]
+        return only
+    picks = np.random.default_rng([seeds, rows]).integers(0, seeds, size=(rows, seeds))
+    return mean_over_seeds(list(stacked[picks, np.arange(rows)[:, None]].T))
 
 
 def paired_rows(

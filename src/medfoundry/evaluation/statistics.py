@@ -29,7 +29,8 @@ EFFICIENCY_RULE = (
     "Labels needed: the smallest share of the training labels at which the encoder reaches the "
     "reference's score and keeps reaching it at every larger share the study ran. 'Reaches' means "
     "the 95% paired bootstrap interval of (encoder - reference), computed on the same test items "
-    "(and, over seeds, pairing seed with seed), has its lower end at or above -margin. Shares "
+    "and, over seeds, pairing seed with seed and resampling the seeds too (the draws of labels), "
+    "has its lower end at or above -margin. Shares "
     "that gave the same training subset count once, as the largest of them, so no saving is read "
     "from two names for one subset; the reference is never compared with itself."
 )
