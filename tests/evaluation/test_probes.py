@@ -130,11 +130,12 @@ def test_probe_config_keys_are_arguments_of_the_components() -> None:
     import inspect
 
     from medfoundry.evaluation.features import cached_features
+    from medfoundry.evaluation.level_choice import extracted_levels
     from medfoundry.evaluation.probes import ProbeConfig
 
     arguments = {
         name
-        for component in (LinearProbe, KNNProbe, cached_features)
+        for component in (LinearProbe, KNNProbe, cached_features, extracted_levels)
         for name in inspect.signature(component).parameters
     }
     assert set(ProbeConfig.model_fields) <= arguments

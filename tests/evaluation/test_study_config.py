@@ -140,6 +140,10 @@ def _evaluate(tmp_path: Path, cfg: dict[str, Any]) -> tuple[int, str]:
         ),
         ({"probe": {"feature_levels": [-5, -1]}}, r"probe.feature_levels: -5 is not a level of encoder"),
         (
+            {"probe": {"feature_level_choices": [[0], [-6, -1]]}},
+            r"probe.feature_level_choices: -6 is not a level of encoder",
+        ),
+        (
             {"bootstrap": {"resamples": 100}},
             r"bootstrap.resamples: Input should be greater than or equal to 1000",
         ),

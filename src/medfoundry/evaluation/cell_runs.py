@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import numpy as np
 
 from medfoundry.data.record import Record
 from medfoundry.evaluation.finetune import FinetuneConfig, FinetuneResult, finetune, score_model
+from medfoundry.evaluation.level_choice import ChosenLevels, fit_probe_choosing_levels
 from medfoundry.evaluation.linear_decoder import (
     DenseFeatures,
     LinearDecoderConfig,
@@ -21,7 +22,9 @@ from medfoundry.evaluation.linear_decoder import (
 from medfoundry.evaluation.predictions import N_ITEMS
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder
 from medfoundry.evaluation.probes import (
+    KNNProbe,
     LabelledFeatures,
+    LinearProbe,
     ProbeConfig,
     ProbeMode,
     fit_probe,
@@ -82,14 +85,26 @@ class FeatureTable:
     Attributes:
         features: ``(N, D)`` float32.
         rows: Record key -> row of ``features``.
+        level_columns: Candidate pyramid levels (``probe.feature_level_choices``) -> their
+            columns of ``features``; empty: a probe fits on every column.
+        fitted: Probes already fitted on these features, by mode, center and training set:
+            cells with the same set of training records (every seed at 100 % of the labels)
+            share one fit, which is what each of them would fit.
     """
 
     features: np.ndarray
     rows: dict[tuple[Path, str | None, int | None], int]
+    level_columns: dict[str, np.ndarray] = field(default_factory=dict)
+    fitted: dict[tuple[Any, ...], LinearProbe | KNNProbe | ChosenLevels] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, features: np.ndarray, records: Sequence[Record]) -> FeatureTable:
-        return cls(features, {r.key: i for i, r in enumerate(records)})
+    def build(
+        cls,
+        features: np.ndarray,
+        records: Sequence[Record],
+        level_columns: dict[str, np.ndarray] | None = None,
+    ) -> FeatureTable:
+        return cls(features, {r.key: i for i, r in enumerate(records)}, level_columns or {})
 
     def labelled(self, records: Sequence[Record]) -> LabelledFeatures:
         """Features and targets of ``records``."""
@@ -131,13 +146,24 @@ def run_probe_cell(
     inputs = cell_data(cell, data)
     train = features.labelled(inputs.train)
     mode: ProbeMode = "linear" if cell.mode == "linear" else "knn"
-    probe = fit_probe(mode, data.task, train, features.labelled(inputs.val), cfg)
+    key = (mode, cell.train_center, frozenset(r.key for r in inputs.train))
+    probe = features.fitted.get(key)
+    if probe is None:
+        val = features.labelled(inputs.val)
+        probe = features.fitted[key] = (
+            fit_probe_choosing_levels(mode, data.task, train, val, cfg, features.level_columns)
+            if features.level_columns
+            else fit_probe(mode, data.task, train, val, cfg)
+        )
+    levels = probe.levels if isinstance(probe, ChosenLevels) else ""
     rows, items = [], {}
     for test_center, records in inputs.tests.items():
         test = features.labelled(records)
         metrics = probe_accumulator(data.task, probe.predict(test.features), test.targets)
         rows += [
-            result_row(cell, n_train=len(train), test_center=test_center, metric=m, value=v)
+            result_row(
+                cell, n_train=len(train), test_center=test_center, metric=m, value=v, probe_levels=levels
+            )
             for m, v in metrics.compute().items()
         ]
         items[test_center] = {**metrics.items(), N_ITEMS: np.asarray(len(records))}

@@ -114,6 +114,12 @@ class ProbeConfig(BaseModel):
         feature_levels: Pyramid levels whose globally pooled maps are concatenated into the
             features (``-1``: the deepest; e.g. ``[-2, -1]`` adds the one above, as DINO's
             linear evaluation concatenates several blocks).
+        feature_level_choices: Candidate ``feature_levels``, e.g. ``[[0], [1], [-3, -2, -1]]``;
+            when given, every ``linear`` or ``knn`` cell of a study fits its probe on each
+            candidate's pooled features and keeps the one whose probe has the lowest validation
+            log-loss (``feature_levels`` is then not used), as DINOv2's linear evaluation picks
+            the blocks it concatenates on validation; each encoder and cell chooses for itself,
+            and ``results.csv`` names the levels chosen (``level_choice``).
         batch_size: Images per forward pass when extracting features.
         num_workers: DataLoader workers decoding images for extraction.
     """
@@ -128,6 +134,7 @@ class ProbeConfig(BaseModel):
     temperature: float = Field(default=0.07, gt=0)
     class_weight: Literal["balanced", "none"] = "balanced"
     feature_levels: list[int] = Field(default_factory=lambda: [-1], min_length=1)
+    feature_level_choices: list[Annotated[list[int], Field(min_length=1)]] = Field(default_factory=list)
     batch_size: int = Field(default=64, ge=1)
     num_workers: int = Field(default=0, ge=0)
 

@@ -61,11 +61,14 @@ RESULT_COLUMNS = (
     "test_ci95_low",
     "test_ci95_high",
     "never_improved",
+    "probe_levels",
 )
 """Columns of the tidy ``results.csv``: one row per metric of one test set of one cell.
 ``fraction`` is empty for k-shot cells, ``shots`` for fraction cells; the test-set bootstrap
 interval is filled in when the study's outputs are written; ``never_improved`` is 1 for a
-trained cell whose validation metric never rose after its first evaluation."""
+trained cell whose validation metric never rose after its first evaluation; ``probe_levels``
+names the pyramid levels a probe cell chose on validation (``probe.feature_level_choices``),
+empty where nothing was chosen."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,14 @@ class Cell:
 
 
 def result_row(
-    cell: Cell, *, n_train: int, test_center: str, metric: str, value: float, never_improved: bool = False
+    cell: Cell,
+    *,
+    n_train: int,
+    test_center: str,
+    metric: str,
+    value: float,
+    never_improved: bool = False,
+    probe_levels: str = "",
 ) -> dict[str, Any]:
     """One row of ``results.csv`` (its test-set interval is filled in later)."""
     return {
@@ -122,6 +132,7 @@ def result_row(
         "test_ci95_low": math.nan,
         "test_ci95_high": math.nan,
         "never_improved": int(never_improved),
+        "probe_levels": probe_levels,
     }
 
 
@@ -216,6 +227,7 @@ def read_results(path: Path) -> list[dict[str, Any]]:
         row["seed"] = int(row["seed"])
         row["n_train"] = int(row["n_train"])
         row["never_improved"] = bool(int(row["never_improved"] or 0))
+        row["probe_levels"] = row.get("probe_levels") or ""  # results.csv written before the column
         for key in ("value", "test_ci95_low", "test_ci95_high"):
             row[key] = _number(row[key])
     return rows

@@ -98,6 +98,16 @@ class TransferMonitorConfig(BaseModel):
     val_fraction: float = Field(default=0.2, ge=0, lt=1)
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
 
+    @field_validator("probe")
+    @classmethod
+    def _fixed_levels(cls, probe: ProbeConfig) -> ProbeConfig:
+        if probe.feature_level_choices:
+            raise ValueError(
+                "feature_level_choices is for studies: the monitor scores on the validation split "
+                "it would choose on; give feature_levels"
+            )
+        return probe
+
     @field_validator("tasks")
     @classmethod
     def _unique_task_names(cls, tasks: list[DatabaseTask]) -> list[DatabaseTask]:

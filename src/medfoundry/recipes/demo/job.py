@@ -72,6 +72,7 @@ QUICK_STUDY = [
     "seeds=2",
     "few_shot.shots=[5]",
     "few_shot.episodes=2",
+    "workers=1",  # a second process would take longer to start than this study takes
 ]
 NEEDED_FREE_BYTES = 800 * 2**20
 FEW_LABELS = 0.1

@@ -46,15 +46,22 @@ def load_study_encoders(
 
 
 def check_levels(cfg: StudyConfig, encoders: dict[str, Encoder]) -> None:
-    """Every pooled level must exist in every encoder with a pyramid."""
+    """Every pooled level (of every candidate, when levels are chosen) must exist in every
+    encoder with a pyramid."""
     pyramids = {n: e.num_levels for n, e in encoders.items() if isinstance(e, PretrainedEncoder)}
     problems = []
-    for level in cfg.probe.feature_levels:
+    choices = cfg.probe.feature_level_choices
+    key, asked = (
+        ("probe.feature_level_choices", sorted({v for c in choices for v in c}))
+        if choices
+        else ("probe.feature_levels", cfg.probe.feature_levels)
+    )
+    for level in asked:
         lacking = [name for name, levels in pyramids.items() if not -levels <= level < levels]
         if lacking:
             sizes = ", ".join(sorted({f"{pyramids[n]}" for n in lacking}))
             problems.append(
-                f"probe.feature_levels: {level} is not a level of encoder(s) {', '.join(lacking)} "
+                f"{key}: {level} is not a level of encoder(s) {', '.join(lacking)} "
                 f"({sizes} levels: 0 is the finest, -1 the deepest)"
             )
     if problems:

@@ -33,6 +33,7 @@ from medfoundry.evaluation.cell_runs import (
 )
 from medfoundry.evaluation.claims import ClaimBoard
 from medfoundry.evaluation.features import cached_features, features_path
+from medfoundry.evaluation.level_choice import extracted_levels
 from medfoundry.evaluation.linear_decoder import DenseFeatures, dense_features
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder
 from medfoundry.evaluation.study_cells import Cell, CellStore
@@ -175,7 +176,11 @@ def _features(
     cfg, encoder, task_data = plan.cfg, plan.encoder_of(cell), plan.data[cell.task]
     records = task_data.records
     folder = Path(cfg.study_dir) / "features"
-    levels = cfg.probe.feature_levels
+    levels, level_columns = extracted_levels(
+        encoder,
+        feature_levels=cfg.probe.feature_levels,
+        feature_level_choices=cfg.probe.feature_level_choices,
+    )
     path = features_path(
         encoder,
         records,
@@ -201,7 +206,7 @@ def _features(
     finally:
         board.release(claim)
     cache.clear()  # one (encoder, task) in memory at a time
-    cache[key] = FeatureTable.build(extracted, records)
+    cache[key] = FeatureTable.build(extracted, records, level_columns)
     return cache[key]
 
 
