@@ -121,8 +121,11 @@ def _weighted_auroc(y: np.ndarray, s: np.ndarray, weights: np.ndarray) -> np.nda
     s_sorted, y_sorted = s[order], y[order]
     starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])  # groups of tied scores
     w = weights[:, order]
-    positives = np.add.reduceat(w * y_sorted, starts, axis=1)  # (B, groups)
-    negatives = np.add.reduceat(w * (1 - y_sorted), starts, axis=1)
+    if starts.size == s.size:  # no ties (continuous probabilities): each item is its own group
+        positives, negatives = w * y_sorted, w * (1 - y_sorted)
+    else:
+        positives = np.add.reduceat(w * y_sorted, starts, axis=1)  # (B, groups)
+        negatives = np.add.reduceat(w * (1 - y_sorted), starts, axis=1)
     below = np.cumsum(negatives, axis=1) - negatives  # negative weight scored strictly lower
     pairs = positives.sum(axis=1) * negatives.sum(axis=1)
     wins = (positives * (below + 0.5 * negatives)).sum(axis=1)

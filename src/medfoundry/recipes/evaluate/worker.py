@@ -79,10 +79,6 @@ class _Worker:
             for name, task_data in plan.data.items()
         }
         groups = list(dict.fromkeys((c.encoder, c.task) for c in plan.cells))
-        # groups that train models (the longest cells) first: worker 0 starts on them while the
-        # others start halfway down the list, so the long cells do not all fall to the last worker
-        trains = {(c.encoder, c.task) for c in plan.cells if c.mode not in PROBE_MODES}
-        groups = [g for g in groups if g in trains] + [g for g in groups if g not in trains]
         start = index * len(groups) // max(workers, 1)
         self.groups = groups[start:] + groups[:start]
         self.features: dict[tuple[str, str], FeatureTable] = {}
