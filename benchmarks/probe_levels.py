@@ -85,10 +85,10 @@ def _task_rows(plan: Any, task_name: str, data: Any, encoder_name: str, choices:
     a, b = table.labelled(half_a), table.labelled(half_b)
     subsets = [(f"{f:g}", s, data.train_subset(f, s)) for f in (0.01, 0.05, 0.1, 1.0) for s in range(seeds)]
     subsets += [(f"{k}-shot", e, data.few_shot_subset(k, e)) for k in (1, 5, 10) for e in range(seeds)]
+    only_fixed = {"fixed": columns[level_name(FIXED)]}
     rows = []
     for cell, seed, train in subsets:
         labelled = table.labelled(train)
-        only_fixed = {"fixed": columns[level_name(FIXED)]}
         fixed = fit_probe_choosing_levels("linear", task, labelled, a, probe_cfg, only_fixed)
         chosen = fit_probe_choosing_levels("linear", task, labelled, a, probe_cfg, columns)
         rows.append(

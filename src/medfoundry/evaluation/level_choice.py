@@ -10,7 +10,7 @@ choice on validation; the test split is never read to choose. Ties keep the earl
 Why: which levels carry a task differs between encoders and with the number of labels (a
 random network's early levels, a pretrained network's middle ones; fewer dimensions at few
 labels), and one fixed set can favour one encoder over another. Each encoder gets the set its
-own validation split prefers, as DINOv2's and iGPT's linear evaluations choose blocks.
+own validation split prefers, as DINOv2's linear evaluation chooses its blocks.
 """
 
 from __future__ import annotations
