@@ -18,10 +18,13 @@ import tifffile
 from PIL import Image
 
 from medfoundry.corpus import CorpusBuild, CorpusSettings
+from medfoundry.data import AugmentConfig
+from medfoundry.tasks.database import load_task_database
 from tests.corpus.conftest import package_path, read_rows
 
 TILE = re.compile(r"^(?P<file>.*?)(?:_t(?P<side>\d+)_y(?P<y>\d+)_x(?P<x>\d+))?$")
 SETTINGS = CorpusSettings()
+SIDES = ("left", "right", "anterior", "posterior", "superior", "inferior")
 
 
 def _png(corpus: CorpusBuild, relative: str) -> np.ndarray:
@@ -174,6 +177,23 @@ def test_heldout_brain_region_is_the_zone_in_the_head_box(small_corpus: CorpusBu
         ap = "posterior" if y < 1 / 3 else "middle" if y < 2 / 3 else "anterior"
         assert row["label"] == f"{ap}_{'inferior' if z < 0.5 else 'superior'}"
         assert 0 <= y < 1 and 0 <= z < 1  # centres lie inside the head
+
+
+def test_tasks_whose_labels_name_sides_are_never_trained_on_flipped_images(small_corpus: CorpusBuild) -> None:
+    """A flipped slice would carry the other side's label: a task whose classes name sides turns
+    flips off for its training samples (in any run or study that reads the database), keeping the
+    run's other augmentation; every other task keeps the run's flips."""
+    specs = [
+        *load_task_database(small_corpus.tasks),
+        *load_task_database(small_corpus.heldout_tasks),
+    ]
+    run = AugmentConfig(affine_degrees=10)
+    sided = {s.name for s in specs if any(side in c for c in s.classes for side in SIDES)}
+    assert {"brain_region", "heldout_brain_region"} <= sided
+    for spec in specs:
+        augment = spec.training_augment(run)
+        assert augment.enable_flips == (spec.name not in sided), spec.name
+        assert augment.affine_degrees == 10
 
 
 def test_slice_positions_are_five_equal_bins_along_each_axis(small_corpus: CorpusBuild) -> None:

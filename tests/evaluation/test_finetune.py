@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from medfoundry.data.augment import AugmentConfig
 from medfoundry.data.task_records import load_task_records
 from medfoundry.evaluation.finetune import (
     FinetuneConfig,
@@ -67,6 +68,36 @@ def test_layerwise_decay_gives_deeper_blocks_larger_learning_rates(checkpoint: P
     assert TINY.optimizer.head_lr is not None and TINY.optimizer.head_lr > TINY.optimizer.lr
     assert all(lr_of[id(p)] == TINY.optimizer.head_lr for p in model.pixel_decoder.parameters())
     assert not any(id(p) in lr_of for p in model.heads.parameters())  # the head has its own optimizer
+
+
+def test_a_tasks_augment_changes_the_studys_for_its_training_samples(
+    checkpoint: Path, small_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task whose labels name sides turns flips off for its own training samples (a flipped
+    image would carry the other side's label); the study's other augmentation holds."""
+    spec, task, splits = _task(small_db, "imaging_technique")
+    sided = build_task(spec.model_copy(update={"augment": AugmentConfig(enable_flips=False)}))
+    real, seen = finetune_module.task_dataset, []
+
+    def spy(*args: object) -> object:
+        seen.append(args[3])  # the augmentation of the training samples
+        return real(*args)
+
+    monkeypatch.setattr(finetune_module, "task_dataset", spy)
+    cfg = TINY.model_copy(update={"augment": AugmentConfig(intensity_jitter=0.1), "max_steps": 1})
+    for each in (task, sided):
+        finetune(
+            load_encoder(checkpoint),
+            spec.name,
+            each,
+            train=splits["train"][:8],
+            val=splits["val"][:8],
+            metric="balanced_accuracy",
+            cfg=cfg,
+            freeze_encoder=False,
+            seed=0,
+        )
+    assert [(a.enable_flips, a.intensity_jitter) for a in seen] == [(True, 0.1), (False, 0.1)]
 
 
 @pytest.mark.integration

@@ -48,6 +48,39 @@ def test_three_task_run_lowers_every_task_validation_loss(small_db: Path, tmp_pa
     assert list((run_dir / "tensorboard").iterdir())
 
 
+def test_a_tasks_augment_changes_the_runs_for_its_training_samples(
+    small_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task of the database can turn the run's flips off for its own training samples (its
+    labels name sides), keeping the run's other augmentation; validation is never augmented."""
+    from medfoundry.recipes.pretrain import setup
+
+    tasks = yaml.safe_load(small_db.read_text())["tasks"]
+    sided = next(t for t in tasks if t["name"] == "imaging_technique")
+    sided["augment"] = {"enable_flips": False}
+    for task in tasks:
+        task["source"]["path"] = str(small_db.parent / task["source"]["path"])
+    cfg = tiny_config(
+        tmp_path / "run", tasks, **{"training.max_steps": 1, "data.augment": {"affine_degrees": 5}}
+    )
+    real, seen = setup.TaskDataset, {}
+
+    def spy(records: Any, target: str, size: int, *, augment: Any, **kwargs: Any) -> Any:
+        seen[(target, augment.enable_flips, augment.affine_degrees)] = True
+        return real(records, target, size, augment=augment, **kwargs)
+
+    monkeypatch.setattr(setup, "TaskDataset", spy)
+    pretrain.run(load_pretrain_config(_write(tmp_path / "c.yaml", cfg)))
+    assert set(seen) == {
+        ("mask", True, 5.0),  # nuclei_seg, training
+        ("boxes", True, 5.0),  # nuclei_det
+        ("label", False, 5.0),  # imaging_technique: its own flips setting, the run's affine
+        ("mask", False, 0.0),  # validation: none
+        ("boxes", False, 0.0),
+        ("label", False, 0.0),
+    }
+
+
 def _cli(*args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.Popen(

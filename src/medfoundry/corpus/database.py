@@ -224,6 +224,7 @@ def _write_tasks(path: Path, tasks: list[TaskDef]) -> None:
             "type": t.type,
             **({"classes": list(t.classes)} if t.classes else {}),
             "modality": t.modality,
+            **({"augment": dict(t.augment)} if t.augment else {}),
             "source": {"path": f"{t.name}.csv"},
         }
         for t in tasks

@@ -28,6 +28,12 @@ class TaskDef:
     classes: tuple[str, ...]
     modality: str
     heldout: bool = False
+    augment: tuple[tuple[str, object], ...] = ()
+    """Changes to a run's or a study's training augmentation for this task (``TaskSpec.augment``)."""
+
+
+NO_FLIPS = (("enable_flips", False),)
+"""The labels name sides (left/right, anterior/posterior, superior/inferior): a flip changes them."""
 
 
 MASKED_IMAGE_TASK = "all_images"
@@ -39,7 +45,7 @@ TASKS: dict[str, TaskDef] = {
         TaskDef(
             "bold_tissue", "segmentation", ("background", "grey_matter", "white_matter", "csf"), "MR (BOLD)"
         ),
-        TaskDef("brain_region", "classification", MNI_OCTANTS, "MR (T1)"),
+        TaskDef("brain_region", "classification", MNI_OCTANTS, "MR (T1)", augment=NO_FLIPS),
         TaskDef("volume_plane", "classification", PLANES, "MR, CT"),
         TaskDef("slice_position", "classification", POSITION_BINS, "MR, CT"),
         TaskDef("ct_tissue", "segmentation", CT_TISSUE_CLASSES, "CT"),
@@ -50,7 +56,9 @@ TASKS: dict[str, TaskDef] = {
         TaskDef("imaging_technique", "classification", TECHNIQUES, "microscopy, fundus photography"),
         TaskDef(MASKED_IMAGE_TASK, "masked_image", (), "every pretraining image"),
         # held out: other subjects / specimens / a modality never pretrained on
-        TaskDef("heldout_brain_region", "classification", HEAD_ZONES, "MR (T1)", heldout=True),
+        TaskDef(
+            "heldout_brain_region", "classification", HEAD_ZONES, "MR (T1)", heldout=True, augment=NO_FLIPS
+        ),
         TaskDef("heldout_face_seg", "segmentation", ("background", "face"), "MR (T1)", heldout=True),
         TaskDef(
             "heldout_nuclei_count", "classification", COUNT_BINS, "fluorescence microscopy", heldout=True

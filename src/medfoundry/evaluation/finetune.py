@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 
+from medfoundry.data.augment import AugmentConfig
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.record import Record
 from medfoundry.evaluation.frozen_maps import memoized_maps
@@ -84,7 +85,8 @@ class FinetuneConfig(BaseModel):
         layer_decay: Learning-rate factor per backbone block, from the deepest down; 1 disables.
         grad_clip_norm: Clip gradient norms; ``None`` disables.
         precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast + loss scaling; CUDA only).
-        augment: Random flips of training images (and masks, boxes).
+        augment: Training augmentation of images with their masks and boxes (``true``: random
+            flips; ``medfoundry.data.AugmentConfig``); a task's own ``augment`` replaces it.
         num_workers: DataLoader worker processes.
         pixel_decoder: Shared decoder under segmentation heads (the same for every encoder).
         detection_decoder: Shared decoder under detection heads (the same for every encoder).
@@ -104,7 +106,7 @@ class FinetuneConfig(BaseModel):
     layer_decay: float = Field(default=0.75, gt=0, le=1)
     grad_clip_norm: float | None = Field(default=1.0, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    augment: bool = True
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     num_workers: int = Field(default=0, ge=0)
     pixel_decoder: PixelDecoderConfig = PixelDecoderConfig()
     detection_decoder: DetectionDecoderConfig = DetectionDecoderConfig()
@@ -217,7 +219,9 @@ def finetune(
     batch_size = _batch_size(len(train), cfg.batch_size)
     loader = CyclicTaskLoader(
         name,
-        task_dataset(task, train, encoder.image_size, cfg.augment, preprocessing, pixels),
+        task_dataset(
+            task, train, encoder.image_size, task.spec.training_augment(cfg.augment), preprocessing, pixels
+        ),
         TaskCollate(name, task),
         batch_size=batch_size,
         seed=seed,

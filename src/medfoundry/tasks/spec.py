@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from medfoundry.data.augment import AugmentConfig
 from medfoundry.data.preprocessing import Preprocessing
 from medfoundry.data.sources import SourceBase, SourceConfig
 from medfoundry.data.splits import SplitPolicy
@@ -41,6 +42,10 @@ class TaskSpec(BaseModel):
         preprocessing: Cached size, fit, channels, intensity (CT windows, percentiles, ...).
         split: How records without a given split are divided into train / val / test.
         batch_size: Images per batch for this task; ``None`` uses the run's default.
+        augment: Changes to the run's (pretraining) or the study's (``finetune``,
+            ``frozen-decoder``) training augmentation for this task: the keys given replace
+            theirs, the others are kept. Set it where a transform changes the label:
+            ``{enable_flips: false}`` for left/right or anterior/posterior classes.
         options: Task-type options, validated by the task type (e.g. ``ignore_index``).
 
     Examples:
@@ -60,6 +65,7 @@ class TaskSpec(BaseModel):
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     split: SplitPolicy = Field(default_factory=SplitPolicy)
     batch_size: int | None = Field(default=None, ge=1)
+    augment: AugmentConfig | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("classes")
@@ -73,6 +79,24 @@ class TaskSpec(BaseModel):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def training_augment(self, default: AugmentConfig) -> AugmentConfig:
+        """The augmentation of this task's training samples: ``default`` with the keys this
+        task's ``augment`` sets replaced.
+
+        Examples:
+            >>> run = AugmentConfig(affine_degrees=10)
+            >>> zone = TaskSpec(name="zone", type="classification", augment={"enable_flips": False})
+            >>> zone.training_augment(run).enable_flips, zone.training_augment(run).affine_degrees
+            (False, 10.0)
+            >>> TaskSpec(name="count", type="classification").training_augment(run) == run
+            True
+        """
+        if self.augment is None:
+            return default
+        return default.model_copy(
+            update={key: getattr(self.augment, key) for key in self.augment.model_fields_set}
+        )
 
     def data_source(self) -> SourceBase:
         """The source, for the commands that read the task's data.

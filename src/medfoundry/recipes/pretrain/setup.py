@@ -209,7 +209,13 @@ def _train_sampler(
     loaders = {
         spec.name: CyclicTaskLoader(
             spec.name,
-            _dataset(data[spec.name], "train", tasks[spec.name], cfg.model.image_size, cfg.data.augment),
+            _dataset(
+                data[spec.name],
+                "train",
+                tasks[spec.name],
+                cfg.model.image_size,
+                spec.training_augment(cfg.data.augment),
+            ),
             TaskCollate(spec.name, tasks[spec.name]),
             batch_size=batch_sizes[spec.name],
             seed=cfg.seed,
