@@ -25,6 +25,7 @@ from medfoundry.recipes import evaluate
 from medfoundry.recipes.evaluate import worker as evaluate_worker
 from medfoundry.recipes.evaluate.config import StudyConfig
 from medfoundry.recipes.evaluate.plan import plan_study
+from medfoundry.safe_writes import process_alive
 from tests.evaluation.conftest import study_config, tasks_of
 
 pytestmark = pytest.mark.integration
@@ -120,6 +121,37 @@ def test_a_killed_worker_leaves_its_cell_to_be_redone(
     assert killed in ran and len(ran) == len(set(ran)) == 24  # redone, and nothing twice
     assert _same(read_results(study / "results.csv"), one_worker)
     assert not list((study / "claims").glob("*"))
+
+
+def _watched_child(pid_file: str) -> None:
+    evaluate_worker.stop_with_parent()
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(600)  # a long cell
+
+
+def _parent_of_a_worker(pid_file: str) -> None:
+    child = multiprocessing.get_context("spawn").Process(target=_watched_child, args=(pid_file,))
+    child.start()
+    child.join()
+
+
+def test_workers_stop_when_the_study_process_is_killed(tmp_path: Path) -> None:
+    """A `--workers N` study killed from outside (SIGKILL, or SIGTERM from a scheduler) cannot stop
+    its workers itself: they must not go on through the whole study on their own."""
+    pid_file = tmp_path / "worker.pid"
+    parent = multiprocessing.get_context("spawn").Process(target=_parent_of_a_worker, args=(str(pid_file),))
+    parent.start()
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pid_file.exists(), "the worker never started"
+    worker = int(pid_file.read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.join()
+    deadline = time.monotonic() + 30
+    while process_alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not process_alive(worker), "the worker outlived the study process"
 
 
 def test_claims_are_taken_over_only_from_workers_that_are_gone(tmp_path: Path) -> None:

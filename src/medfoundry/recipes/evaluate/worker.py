@@ -16,7 +16,11 @@ guards it) and read by the others from the shared cache.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -43,7 +47,7 @@ from medfoundry.recipes.evaluate.plan import StudyPlan, plan_study
 from medfoundry.training.checkpoint import save_checkpoint
 from medfoundry.training.progress import CountProgress
 
-__all__ = ["spawned_worker", "work", "worker_device"]
+__all__ = ["spawned_worker", "stop_with_parent", "work", "worker_device"]
 
 log = logging.getLogger(__name__)
 
@@ -272,8 +276,27 @@ def worker_device(cfg: StudyConfig, index: int) -> torch.device | None:
 def spawned_worker(config: dict[str, Any], index: int, workers: int, *, threads: int | None) -> None:
     """Entry point of a worker process started by ``--workers N`` (it plans the study again: the
     same checks, the same cells and digests)."""
+    stop_with_parent()
     if threads is not None:
         torch.set_num_threads(threads)
     cfg = StudyConfig.model_validate(config)
     plan = plan_study(cfg, worker_device(cfg, index))
     work(plan, index=index, workers=workers, show_progress=False)
+
+
+def stop_with_parent() -> None:
+    """End this process when the process that started it is gone.
+
+    ``medfoundry evaluate --workers N`` stops its workers on Ctrl-C or an error, but a parent
+    killed from outside (SIGTERM from a scheduler, SIGKILL) has no chance to: its workers went on
+    through the whole study. Now each ends as the parent would have ended it (SIGTERM); its
+    claims go stale and a rerun takes its cells up, as after any killed worker."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
