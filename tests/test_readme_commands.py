@@ -65,6 +65,12 @@ PLAN: list[tuple[str, str, str]] = [
     ("medfoundry evaluate configs/study_demo.yaml", RUN, ONE_CELL),
     ("medfoundry evaluate configs/study_demo.yaml --workers 2", RUN, ONE_CELL),
     (
+        "medfoundry evaluate configs/study_finetune.yaml",
+        RUN,
+        "--set task_names=[heldout_nuclei_count] --set fractions=[0.01] --set seeds=1 "
+        "--set finetune.min_steps=1 --set finetune.max_steps=2 --set workers=1",
+    ),
+    (
         "open runs/study_demo/report.html",
         "not run",
         "opens a desktop browser; tests/evaluation/test_report_browser.py",
@@ -248,6 +254,7 @@ def test_documented_commands_run_in_a_readers_order(reader: Path) -> None:
         reader / "runs" / "tiny_convnext" / "config.yaml"
     ).is_file()  # --set run_dir: to the current folder
     assert (reader / "runs" / "study_demo" / "results.csv").is_file()
+    assert (reader / "runs" / "study_finetune" / "results.csv").is_file()  # study_dir: relative to its file
     assert any((reader / "pred").iterdir()) and (reader / "features.npz").is_file()
 
 
