@@ -86,7 +86,7 @@ class FinetuneConfig(BaseModel):
         grad_clip_norm: Clip gradient norms; ``None`` disables.
         precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast + loss scaling; CUDA only).
         augment: Training augmentation of images with their masks and boxes (``true``: random
-            flips; ``medfoundry.data.AugmentConfig``); a task's own ``augment`` replaces it.
+            flips; ``medfoundry.data.AugmentConfig``); the keys a task's own ``augment`` sets replace these.
         num_workers: DataLoader worker processes.
         pixel_decoder: Shared decoder under segmentation heads (the same for every encoder).
         detection_decoder: Shared decoder under detection heads (the same for every encoder).

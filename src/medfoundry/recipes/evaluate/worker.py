@@ -288,9 +288,9 @@ def stop_with_parent() -> None:
     """End this process when the process that started it is gone.
 
     ``medfoundry evaluate --workers N`` stops its workers on Ctrl-C or an error, but a parent
-    killed from outside (SIGTERM from a scheduler, SIGKILL) has no chance to: its workers went on
-    through the whole study. Now each ends as the parent would have ended it (SIGTERM); its
-    claims go stale and a rerun takes its cells up, as after any killed worker."""
+    killed from outside (SIGTERM from a scheduler, SIGKILL) has no chance to, and its workers
+    would go on through the whole study. Each worker ends as the parent would have ended it
+    (SIGTERM); its claims go stale and a rerun takes its cells up, as after any killed worker."""
     parent = multiprocessing.parent_process()
     if parent is None:
         return
