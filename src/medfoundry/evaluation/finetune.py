@@ -211,11 +211,7 @@ def finetune(
     model, model_cfg = _task_model(encoder, tasks, cfg=cfg, freeze_encoder=freeze_encoder, seed=seed)
     o = cfg.optimizer
     autocast_dtype, scaler = resolve_precision(cfg.precision, device, "finetune.precision")
-    optimizers = Optimizers(
-        shared=_shared_optimizer(model, o, cfg.layer_decay),
-        heads={name: build_adamw(model.head_parameters(name), o.head_lr or o.lr, o)},
-        scaler=scaler,
-    )
+    optimizers = _task_optimizers(model, name, cfg, scaler)
     batch_size = _batch_size(len(train), cfg.batch_size)
     loader = CyclicTaskLoader(
         name,
@@ -270,6 +266,18 @@ def finetune(
     never_improved = best_state is None or (len(curve) >= 2 and best_step == min(every, budget))
     return FinetuneResult(
         model.eval(), model_cfg, best_step, best_score, step, budget, len(curve), never_improved, curve
+    )
+
+
+def _task_optimizers(
+    model: MultiTaskModel, name: str, cfg: FinetuneConfig, scaler: torch.amp.GradScaler | None
+) -> Optimizers:
+    """AdamW for encoder and decoder (with ``cfg.layer_decay``) and for the task's head."""
+    o = cfg.optimizer
+    return Optimizers(
+        shared=_shared_optimizer(model, o, cfg.layer_decay),
+        heads={name: build_adamw(model.head_parameters(name), o.head_lr or o.lr, o)},
+        scaler=scaler,
     )
 
 
