@@ -32,6 +32,7 @@ from tests.evaluation.conftest import study_config, tasks_of
 
 STORED = Path(__file__).with_name("stored_study.json")
 RTOL = 1e-4
+AUROC_RTOL = 1e-3
 ECE_ATOL = 0.01
 NUMBERS = ("value", "test_ci95_low", "test_ci95_high")
 TASK = "heldout_nuclei_count"
@@ -67,5 +68,11 @@ def test_a_one_cell_study_gives_the_stored_results(checkpoint: Path, small_db: P
             # stored earlier on an Intel Xeon read 0.1521 for 0.1537 (upper bound 0.3436 for 0.3464)
             # on an AMD EPYC while accuracy, balanced accuracy, AUROC and their bounds agreed to
             # 1e-4 (the CPUs' float rounding; not traced further). Stored now on an AMD EPYC.
-            tolerance = {"abs": ECE_ATOL} if metric == "ece" else {"rel": RTOL}
+            # AUROC ranks the probabilities across images, so near-ties feel the rounding too: on
+            # an Intel Xeon it read 0.93275 for the stored 0.93289 (bounds 0.90706 / 0.95787 for
+            # 0.90718 / 0.95787; accuracy and balanced accuracy equal): AUROC gets 1e-3.
+            if metric == "ece":
+                tolerance = {"abs": ECE_ATOL}
+            else:
+                tolerance = {"rel": AUROC_RTOL if metric == "auroc" else RTOL}
             assert results[metric][key] == pytest.approx(value, nan_ok=True, **tolerance), f"{metric} {key}"
