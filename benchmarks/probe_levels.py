@@ -15,9 +15,10 @@ Run (after ``medfoundry demo``, which leaves the corpus and its encoder in ``run
     python benchmarks/probe_levels.py --corpus runs/demo/corpus \\
         --encoder pretrained=runs/demo/pretrain/checkpoints/last
 
-Writes ``benchmarks/results/probe_levels-cpu<t>t-fp32-torch<ver>.csv`` (one row per task,
-encoder, cell and seed: the fixed set's and the chosen set's balanced accuracy on half B and
-the set chosen) with its JSON sidecar, and prints the means per task, encoder and cell.
+Writes ``benchmarks/results/<results-name>-cpu<t>t-fp32-torch<ver>.csv`` (``--results-name``,
+default ``probe_levels``; one row per task, encoder, cell and seed: the fixed set's and the
+chosen set's balanced accuracy on half B and the set chosen) with its JSON sidecar, and prints
+the means per task, encoder and cell.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def main() -> None:
     for task_name, data in plan.data.items():
         for encoder_name in ("pretrained", "released", "random"):
             rows += _task_rows(plan, task_name, data, encoder_name, choices, args.seeds)
-    path = write_results("probe_levels", rows, torch.device("cpu"), "fp32")
+    path = write_results(args.results_name, rows, torch.device("cpu"), "fp32")
     print_table(_means(rows))
     print(f"wrote {path}")
 
@@ -128,6 +129,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--encoder", required=True, help="pretrained=CHECKPOINT: the demo's own encoder")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per fraction, episodes per shot count")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--results-name", default="probe_levels", help="names the results files (one name per encoder)"
+    )
     return parser.parse_args()
 
 
