@@ -66,16 +66,18 @@ def main() -> None:
     rows = []
     for task_name, data in plan.data.items():
         for encoder_name in ("pretrained", "released", "random"):
-            rows += _task_rows(plan, task_name, data, encoder_name, choices, args.seeds)
+            rows += _task_rows(plan, task_name, data, encoder_name, choices, args.seeds, args.half_seed)
     path = write_results(args.results_name, rows, torch.device("cpu"), "fp32")
     print_table(_means(rows))
     print(f"wrote {path}")
 
 
-def _task_rows(plan: Any, task_name: str, data: Any, encoder_name: str, choices: list, seeds: int) -> list:
+def _task_rows(
+    plan: Any, task_name: str, data: Any, encoder_name: str, choices: list, seeds: int, half_seed: int
+) -> list:
     encoder, task, probe_cfg = plan.encoders[encoder_name], plan.tasks[task_name], plan.cfg.probe
     val = list(data.splits["val"])
-    order = np.random.default_rng(0).permutation(len(val))
+    order = np.random.default_rng(half_seed).permutation(len(val))
     half_a = [val[i] for i in order[: len(val) // 2]]
     half_b = [val[i] for i in order[len(val) // 2 :]]
     levels, columns = extracted_levels(encoder, feature_levels=FIXED, feature_level_choices=choices)
@@ -129,6 +131,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--encoder", required=True, help="pretrained=CHECKPOINT: the demo's own encoder")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per fraction, episodes per shot count")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--half-seed", type=int, default=0, help="seeds the cut into halves A and B")
     parser.add_argument(
         "--results-name", default="probe_levels", help="names the results files (one name per encoder)"
     )
