@@ -42,6 +42,35 @@ def test_resamples_are_reproducible_and_shared_by_test_set() -> None:
     assert first.mean() == pytest.approx(1.0) and first.var() == pytest.approx(1 - 1 / 50, rel=0.05)
 
 
+def test_grouped_resamples_draw_whole_groups() -> None:
+    groups = np.repeat(np.arange(10), np.arange(1, 11))  # 10 groups of 1 to 10 images: 55 items
+    weights = np.vstack(list(Resampler(1000, seed=3).weights(55, "organ/all", groups)))
+    first = np.searchsorted(groups, np.arange(10))  # each group's first item
+    assert (weights == weights[:, first][:, groups]).all()  # an image counts as often as its group
+    assert (weights[:, first].sum(axis=1) == 10).all()  # ten groups drawn per resample
+    # a group of its own per image, or unit "item": the images' resamples, exactly
+    plain = np.vstack(list(Resampler(1000, seed=3).weights(55, "organ/all")))
+    assert (np.vstack(list(Resampler(1000, seed=3).weights(55, "organ/all", np.arange(55)))) == plain).all()
+    by_item = Resampler(1000, seed=3, unit="item")
+    assert (np.vstack(list(by_item.weights(55, "organ/all", groups))) == plain).all()
+    with pytest.raises(ValueError, match="54 item groups for 55 items"):
+        next(Resampler().weights(55, "organ/all", groups[1:]))
+
+
+def test_copies_within_a_group_do_not_narrow_the_grouped_interval() -> None:
+    # 40 patients, each imaged 8 times identically: the data hold 40 independent values, not 320
+    values = np.random.default_rng(0).random(40)
+    copies, groups = np.repeat(values, 8), np.repeat(np.arange(40), 8)
+
+    def spread(resampler: Resampler, x: np.ndarray, g: np.ndarray | None) -> float:
+        w = np.vstack(list(resampler.weights(len(x), "scans/all", g)))
+        return float(np.std(w @ x / w.sum(axis=1)))
+
+    once = spread(Resampler(2000, unit="item"), values, None)
+    assert spread(Resampler(2000), copies, groups) == pytest.approx(once, rel=0.1)
+    assert spread(Resampler(2000, unit="item"), copies, groups) < 0.5 * once  # about 1/sqrt(8)
+
+
 def test_percentile_interval_is_clipped_and_needs_finite_values() -> None:
     values = np.concatenate([np.linspace(0.9, 1.1, 200), [np.nan] * 10])
     low, high = percentile_interval(values)

@@ -22,12 +22,17 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
-from medfoundry.evaluation.study_cells import read_results
+from medfoundry.evaluation.bootstrap import Resampler, percentile_interval
+from medfoundry.evaluation.predictions import ITEM_GROUPS, N_ITEMS, load_predictions
+from medfoundry.evaluation.study_cells import Cell, read_results
 from medfoundry.recipes import evaluate
 from medfoundry.recipes.evaluate.config import StudyConfig
+from medfoundry.tasks import TaskSpec, build_task
 from tests.evaluation.conftest import study_config, tasks_of
 
 STORED = Path(__file__).with_name("stored_study.json")
@@ -36,6 +41,7 @@ AUROC_RTOL = 1e-3
 ECE_ATOL = 0.01
 NUMBERS = ("value", "test_ci95_low", "test_ci95_high")
 TASK = "heldout_nuclei_count"
+METRIC = "balanced_accuracy"
 
 
 @pytest.mark.integration
@@ -51,12 +57,14 @@ def test_a_one_cell_study_gives_the_stored_results(checkpoint: Path, small_db: P
         baselines=[],
         modes=["linear"],
     )
-    rows = read_results(evaluate.run(StudyConfig.model_validate(cfg)) / "results.csv")
+    study = evaluate.run(StudyConfig.model_validate(cfg))
+    rows = read_results(study / "results.csv")
     assert {(r["task"], r["encoder"], r["mode"], r["fraction"], r["seed"]) for r in rows} == {
         (TASK, "pretrained", "linear", 1.0, 0)
     }  # one cell
     results = {r["metric"]: {key: r[key] for key in NUMBERS} for r in rows}
     assert math.isfinite(results["balanced_accuracy"]["value"])
+    _check_blocks_are_resampled_whole(study, counts)
     if os.environ.get("MEDFOUNDRY_UPDATE_STORED_STUDY") == "1":
         STORED.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         pytest.skip(f"stored study results rewritten: {STORED}")
@@ -64,15 +72,32 @@ def test_a_one_cell_study_gives_the_stored_results(checkpoint: Path, small_db: P
     assert results.keys() == stored.keys()
     for metric, values in stored.items():
         for key, value in values.items():
-            # ECE reads the probabilities themselves, not only their order or argmax: results
-            # stored earlier on an Intel Xeon read 0.1521 for 0.1537 (upper bound 0.3436 for 0.3464)
-            # on an AMD EPYC while accuracy, balanced accuracy, AUROC and their bounds agreed to
-            # 1e-4 (the CPUs' float rounding; not traced further). Stored now on an AMD EPYC.
-            # AUROC ranks the probabilities across images, so near-ties feel the rounding too: on
-            # an Intel Xeon it read 0.93275 for the stored 0.93289 (bounds 0.90706 / 0.95787 for
-            # 0.90718 / 0.95787; accuracy and balanced accuracy equal): AUROC gets 1e-3.
+            # ECE reads the probabilities themselves, not only their order or argmax: an Intel Xeon
+            # and an AMD EPYC read 0.1521 and 0.1537 for one stored value while accuracy, balanced
+            # accuracy and AUROC agreed to 1e-4 (the CPUs' float rounding; not traced further).
+            # AUROC ranks the probabilities across images, so near-ties feel the rounding too:
+            # 0.93275 on an Intel Xeon, 0.93289 on an AMD EPYC: AUROC gets 1e-3. Stored on an
+            # Intel Xeon (2026-12-07, when the intervals began to draw the test blocks whole).
             if metric == "ece":
                 tolerance = {"abs": ECE_ATOL}
             else:
                 tolerance = {"rel": AUROC_RTOL if metric == "auroc" else RTOL}
             assert results[metric][key] == pytest.approx(value, nan_ok=True, **tolerance), f"{metric} {key}"
+
+
+def _check_blocks_are_resampled_whole(study: Path, spec: dict[str, Any]) -> None:
+    """The test tiles come from a few spatial blocks (10 slices x 128 x 128 pixels): the stored
+    interval draws blocks, and is wider than one that draws the tiles one by one."""
+    items = load_predictions(study / "predictions" / f"{Cell('pretrained', TASK, 'linear', 1.0, 0).id}.npz")[
+        "all"
+    ]
+    n, groups = int(items.pop(N_ITEMS)), items.pop(ITEM_GROUPS)
+    assert n == 160 and len(np.unique(groups)) == 4  # the test split's four blocks
+    metrics = build_task(TaskSpec.model_validate(spec)).metrics()
+
+    def width(resampler: Resampler) -> float:
+        scores = resampler.scores(metrics, items, n=n, name=f"{TASK}/all", groups=groups)
+        low, high = percentile_interval(scores[METRIC])
+        return high - low
+
+    assert width(Resampler()) > 1.2 * width(Resampler(unit="item"))  # 0.180 against 0.129 when written

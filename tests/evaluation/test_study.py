@@ -213,7 +213,7 @@ def test_paired_intervals_use_the_same_test_items(study: Path) -> None:
     )
     # an encoder against itself, on the very arrays the table pairs: exactly zero
     from medfoundry.evaluation.bootstrap import Resampler
-    from medfoundry.evaluation.predictions import N_ITEMS, load_predictions
+    from medfoundry.evaluation.predictions import ITEM_GROUPS, N_ITEMS, load_predictions
     from medfoundry.evaluation.study_cells import Cell
     from medfoundry.tasks import TaskSpec, build_task
 
@@ -222,7 +222,12 @@ def test_paired_intervals_use_the_same_test_items(study: Path) -> None:
         study / "predictions" / f"{Cell('pretrained', 'imaging_technique', 'linear', 0.25, 0).id}.npz"
     )
     n = int(items["all"].pop(N_ITEMS))
-    scores = Resampler().scores(build_task(spec).metrics(), items["all"], n=n, name="imaging_technique/all")
+    groups = items["all"].pop(ITEM_GROUPS)  # each test image's group (its file's, here), by index
+    assert groups.shape == (n,) and groups.min() == 0
+    assert set(np.unique(groups).tolist()) == set(range(int(groups.max()) + 1))
+    scores = Resampler().scores(
+        build_task(spec).metrics(), items["all"], n=n, name="imaging_technique/all", groups=groups
+    )
     seeds = [(0.5, scores["balanced_accuracy"])]
     assert paired_difference(seeds, seeds) == (0.0, 0.0, 0.0)
 

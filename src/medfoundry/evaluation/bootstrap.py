@@ -3,13 +3,20 @@ encoder beats another on the same items.
 
 A resample draws ``N`` test items with replacement; it is stored as a row of multiplicities
 (``(B, N)`` weights, ``B`` resamples), which the task metrics score directly
-(``TaskMetrics.score_items``). Resamples depend only on the bootstrap seed, the test set's name
-and its size, so every cell of a task that is scored on the same test set sees the *same*
-resamples: a paired comparison of two encoders is the distribution of the difference of their
-scores, resample by resample, on identical items. The intervals are percentile intervals [0],
-clipped to the range the quantity can take.
+(``TaskMetrics.score_items``). When the test items carry groups (patients, volumes, spatial
+blocks: ``Record.group``) and ``unit`` is ``group`` (the default), a resample draws the ``G``
+GROUPS with replacement instead and every item counts as often as its group was drawn: images of
+one patient or one block are not independent, and resampling them one by one makes an interval
+look surer than the test set allows [1]. Items without a group are groups of their own, so a
+test set of independent images is resampled exactly as before. Resamples depend only on the
+bootstrap seed, the test set's name, its size and its groups, so every cell of a task that is
+scored on the same test set sees the *same* resamples: a paired comparison of two encoders is
+the distribution of the difference of their scores, resample by resample, on identical items.
+The intervals are percentile intervals [0], clipped to the range the quantity can take.
 
 [0] Efron and Tibshirani, "An Introduction to the Bootstrap", Chapman & Hall 1993, ch. 13.
+[1] Field and Welsh, "Bootstrapping clustered data", J. R. Stat. Soc. B 69(3), 2007 (the
+    cluster bootstrap: resample the clusters, keep each one whole).
 """
 
 from __future__ import annotations
@@ -19,12 +26,15 @@ import warnings
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from medfoundry.tasks.task_type import TaskMetrics
 
-__all__ = ["METRIC_RANGE", "Resampler", "percentile_interval"]
+__all__ = ["METRIC_RANGE", "BootstrapUnit", "Resampler", "percentile_interval"]
+
+BootstrapUnit = Literal["group", "item"]
 
 METRIC_RANGE = (0.0, 1.0)
 """Every task metric (accuracy, balanced accuracy, AUROC, ECE, Dice, mAP) lies in [0, 1]; a
@@ -41,33 +51,58 @@ class Resampler:
     Args:
         resamples: Rows ``B`` (at least 1000 in studies).
         seed: Seeds every test set's resamples (with the test set's name).
+        unit: ``group``: resample the test items' groups when they are given; ``item``: resample
+            the items whatever their groups.
 
     Examples:
         >>> weights = np.vstack(list(Resampler(4, seed=0).weights(5, "organ/all")))
         >>> weights.shape, weights.sum(axis=1).tolist()
         ((4, 5), [5.0, 5.0, 5.0, 5.0])
+        >>> by_group = np.vstack(list(Resampler(3).weights(4, "organ/all", np.array([0, 0, 1, 1]))))
+        >>> bool((by_group[:, 0] == by_group[:, 1]).all() and (by_group[:, 2] == by_group[:, 3]).all())
+        True
     """
 
     resamples: int = 1000
     seed: int = 0
+    unit: BootstrapUnit = "group"
 
-    def weights(self, n: int, name: str) -> Iterator[np.ndarray]:
+    def weights(self, n: int, name: str, groups: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """The ``(rows, n)`` multiplicities of the resamples of test set ``name`` (``n`` items),
-        in chunks; the same ``(n, name)`` always gives the same rows."""
+        in chunks; the same ``(n, name, groups)`` always gives the same rows.
+
+        ``groups``: each item's group index (``0 .. G - 1``); with ``unit: group`` the groups
+        are drawn and each item weighs as often as its group was drawn."""
+        inverse = None  # each item's group, numbered 0 .. G - 1; None: resample the items
+        if groups is not None and self.unit == "group":
+            if len(groups) != n:
+                raise ValueError(f"{name}: {len(groups)} item groups for {n} items")
+            found, inverse = np.unique(groups, return_inverse=True)
+            inverse = None if len(found) == n else inverse.reshape(-1)
+        units = n if inverse is None else int(inverse.max()) + 1
         rows = max(1, min(self.resamples, CELLS_PER_CHUNK // max(n, 1)))
         key = zlib.crc32(name.encode())
         for chunk, start in enumerate(range(0, self.resamples, rows)):
             count = min(rows, self.resamples - start)
-            rng = np.random.default_rng([self.seed, key, n, chunk])
-            draws = rng.integers(0, n, size=(count, n)) + n * np.arange(count)[:, None]
-            yield np.bincount(draws.ravel(), minlength=count * n).reshape(count, n).astype(np.float64)
+            seed = [self.seed, key, n, chunk] if inverse is None else [self.seed, key, n, units, chunk]
+            rng = np.random.default_rng(seed)
+            draws = rng.integers(0, units, size=(count, units)) + units * np.arange(count)[:, None]
+            drawn = np.bincount(draws.ravel(), minlength=count * units).reshape(count, units)
+            yield (drawn if inverse is None else drawn[:, inverse]).astype(np.float64)
 
     def scores(
-        self, metrics: TaskMetrics, items: Mapping[str, np.ndarray], *, n: int, name: str
+        self,
+        metrics: TaskMetrics,
+        items: Mapping[str, np.ndarray],
+        *,
+        n: int,
+        name: str,
+        groups: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
-        """Every metric of ``items`` (``n`` test items) on each resample: name -> ``(B,)``."""
+        """Every metric of ``items`` (``n`` test items, ``groups`` as in ``weights``) on each
+        resample: name -> ``(B,)``."""
         parts: dict[str, list[np.ndarray]] = {}
-        for weights in self.weights(n, name):
+        for weights in self.weights(n, name, groups):
             for metric, values in metrics.score_items(dict(items), weights).items():
                 parts.setdefault(metric, []).append(values)
         return {metric: np.concatenate(values) for metric, values in parts.items()}

@@ -19,7 +19,7 @@ from medfoundry.evaluation.linear_decoder import (
     fit_linear_decoder,
     score_decoder,
 )
-from medfoundry.evaluation.predictions import N_ITEMS
+from medfoundry.evaluation.predictions import item_layout
 from medfoundry.evaluation.pretrained_encoder import PretrainedEncoder
 from medfoundry.evaluation.probes import (
     KNNProbe,
@@ -166,7 +166,7 @@ def run_probe_cell(
             )
             for m, v in metrics.compute().items()
         ]
-        items[test_center] = {**metrics.items(), N_ITEMS: np.asarray(len(records))}
+        items[test_center] = {**metrics.items(), **item_layout(records)}
     return CellOutcome(rows, items)
 
 
@@ -193,7 +193,7 @@ def run_linear_decoder_cell(
             result_row(cell, n_train=len(inputs.train), test_center=test_center, metric=m, value=v)
             for m, v in metrics.compute().items()
         ]
-        items[test_center] = {**metrics.items(), N_ITEMS: np.asarray(len(records))}
+        items[test_center] = {**metrics.items(), **item_layout(records)}
     return CellOutcome(rows, items)
 
 
@@ -264,5 +264,5 @@ def run_training_cell(
             )
             for m, v in metrics.compute().items()
         ]
-        items[test_center] = {**metrics.items(), N_ITEMS: np.asarray(len(records))}
+        items[test_center] = {**metrics.items(), **item_layout(records)}
     return CellOutcome(rows, items, result)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medfoundry.evaluation.bootstrap import Resampler
+from medfoundry.evaluation.bootstrap import BootstrapUnit, Resampler
 from medfoundry.evaluation.efficiency_table import EFFICIENCY_COLUMNS, Reference, percent, saving_sentence
 from medfoundry.evaluation.paired_table import PAIRED_COLUMNS
 from medfoundry.evaluation.report_figures import curve_figure, embed_png, heatmap_figure
@@ -93,11 +93,17 @@ def write_study_outputs(
         title=title,
         reference=reference,
         resamples=resampler.resamples,
+        unit=resampler.unit,
     )
     document = {
         "primary_metrics": dict(primary_metrics),
         "reference": None if reference is None else vars(reference),
-        "bootstrap": {"resamples": resampler.resamples, "seed": resampler.seed, "level": 0.95},
+        "bootstrap": {
+            "resamples": resampler.resamples,
+            "seed": resampler.seed,
+            "unit": resampler.unit,
+            "level": 0.95,
+        },
         "efficiency_rule": EFFICIENCY_RULE,
         "notes": tables.notes,
         "cells": tables.results,
@@ -123,12 +129,16 @@ def render_report(
     title: str,
     reference: Reference | None,
     resamples: int,
+    unit: BootstrapUnit = "group",
 ) -> str:
     """The report as one HTML page (plots embedded)."""
     parts = [f"<h1>{html.escape(title)}</h1>"]
+    drawn = (
+        "test items, whole groups (patients, volumes, blocks) at a time" if unit == "group" else "test items"
+    )
     parts.append(
         '<p class="note">Scores are means over seeds (or k-shot episodes). Two 95% intervals are given: '
-        f"over the test items (percentile bootstrap, {resamples} resamples; the bands on the curves) and "
+        f"over the {drawn} (percentile bootstrap, {resamples} resamples; the bands on the curves) and "
         "over seeds (Student t), both clipped to [0, 1]. <i>n</i> is the number of training samples. "
         "Paired differences score both encoders on the same resampled test items, seed with seed. The "
         "dotted grey line is chance level. Full numbers: summary.csv, paired.csv, efficiency.csv, "

@@ -20,15 +20,17 @@ for each task.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medfoundry.evaluation.bootstrap import Resampler
 from medfoundry.evaluation.efficiency_table import Reference, efficiency_rows
 from medfoundry.evaluation.paired_table import paired_rows
-from medfoundry.evaluation.predictions import N_ITEMS, load_predictions
+from medfoundry.evaluation.predictions import ITEM_GROUPS, N_ITEMS, load_predictions
 from medfoundry.evaluation.statistics import group_rows
 from medfoundry.evaluation.study_cells import CELL_KEYS, Cell
 from medfoundry.evaluation.summary_table import (
@@ -81,8 +83,13 @@ def build_study_tables(
     missing = 0
     for task_name, task_rows in group_rows(results, ("task",)).items():
         task = tasks[task_name[0]]
-        scores, chance, lost = _task_scores(task_rows, task, predictions, resampler)
+        scores, chance, lost, ungrouped = _task_scores(task_rows, task, predictions, resampler)
         missing += lost
+        if ungrouped and resampler.unit == "group":
+            tables.notes.append(
+                f"task '{task_name[0]}': cells of test set(s) {', '.join(ungrouped)} store no item groups "
+                "(cells run before item groups were stored): their bootstrap resamples images, not groups"
+            )
         task_results = [with_cell_interval(row, scores) for row in task_rows]
         summary = summary_rows(task_results, scores, chance)
         metric = primary_metrics[task.spec.name]
@@ -113,20 +120,42 @@ def build_study_tables(
 
 def _task_scores(
     rows: Sequence[Mapping[str, Any]], task: TaskType, predictions: Path, resampler: Resampler
-) -> tuple[dict[tuple[Any, ...], Scores], dict[str, dict[str, float]], int]:
-    """Resample scores per (cell key + test set), chance levels per test set, cells missing."""
+) -> tuple[dict[tuple[Any, ...], Scores], dict[str, dict[str, float]], int, list[str]]:
+    """Resample scores per (cell key + test set), chance levels per test set, cells missing, and
+    the test sets whose items are resampled one by one because a cell stored no item groups."""
     metrics = task.metrics()
-    scores: dict[tuple[Any, ...], Scores] = {}
-    chance: dict[str, dict[str, float]] = {}
+    stored = {}
     missing = 0
     for key in group_rows(rows, CELL_KEYS):
         cell = Cell(**dict(zip(CELL_KEYS, key, strict=True)))
-        stored = load_predictions(predictions / f"{cell.id}.npz")
-        if not stored:
-            missing += 1
-        for test, items in stored.items():
+        stored[key] = load_predictions(predictions / f"{cell.id}.npz")
+        missing += not stored[key]
+    groups = _test_set_groups(stored.values())
+    scores: dict[tuple[Any, ...], Scores] = {}
+    chance: dict[str, dict[str, float]] = {}
+    for key, by_test in stored.items():
+        for test, items in by_test.items():
             n = int(items.pop(N_ITEMS))
-            scores[(*key, test)] = resampler.scores(metrics, items, n=n, name=f"{task.spec.name}/{test}")
+            items.pop(ITEM_GROUPS, None)
+            name = f"{task.spec.name}/{test}"
+            scores[(*key, test)] = resampler.scores(metrics, items, n=n, name=name, groups=groups.get(test))
             if test not in chance:
                 chance[test] = metrics.chance(items)
-    return scores, chance, missing
+    ungrouped = [test for test in {t for by_test in stored.values() for t in by_test} if test not in groups]
+    return scores, chance, missing, sorted(ungrouped)
+
+
+def _test_set_groups(stored: Iterable[Mapping[str, Mapping[str, np.ndarray]]]) -> dict[str, np.ndarray]:
+    """Test set -> its items' groups, where every cell stored the same ones (cells of a study
+    from before item groups were stored have none: that test set is then resampled by item, so
+    that every cell of it still sees the same resamples)."""
+    seen: dict[str, list[np.ndarray | None]] = {}
+    for by_test in stored:
+        for test, items in by_test.items():
+            seen.setdefault(test, []).append(items.get(ITEM_GROUPS))
+    out = {}
+    for test, arrays in seen.items():
+        first = arrays[0]
+        if first is not None and all(a is not None and np.array_equal(a, first) for a in arrays):
+            out[test] = first
+    return out

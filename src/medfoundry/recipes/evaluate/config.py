@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from medfoundry.config_io import path_keys, validate_config
 from medfoundry.errors import ConfigError
+from medfoundry.evaluation.bootstrap import BootstrapUnit
 from medfoundry.evaluation.finetune import FinetuneConfig
 from medfoundry.evaluation.linear_decoder import LinearDecoderConfig
 from medfoundry.evaluation.pretrained_encoder import looks_like_path
@@ -136,10 +137,15 @@ class BootstrapConfig(_Frozen):
     Args:
         resamples: Resamples per interval (percentile method, 95%).
         seed: Seeds the resamples.
+        unit: ``group``: draw the test items' groups (patients, volumes, blocks: the task's
+            ``group`` column) and keep each whole, because images of one group are not
+            independent; items without a group are their own. ``item``: draw the images one by
+            one whatever their groups (narrower intervals where groups hold several images).
     """
 
     resamples: int = Field(default=1000, ge=1000)
     seed: int = 0
+    unit: BootstrapUnit = "group"
 
 
 class StudyConfig(_Frozen):
