@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from medfoundry.evaluation.bootstrap import Resampler, percentile_interval
+from medfoundry.evaluation.bootstrap import Resampler, group_notes, percentile_interval
 from medfoundry.evaluation.paired_table import paired_difference, paired_rows
 from medfoundry.evaluation.statistics import fraction_needed, identical_fractions, mean_confidence_interval
 from medfoundry.evaluation.summary_table import SeedGroup
@@ -53,6 +53,17 @@ def test_grouped_resamples_draw_whole_groups() -> None:
     assert (np.vstack(list(Resampler(1000, seed=3).weights(55, "organ/all", np.arange(55)))) == plain).all()
     by_item = Resampler(1000, seed=3, unit="item")
     assert (np.vstack(list(by_item.weights(55, "organ/all", groups))) == plain).all()
+    # one group: nothing between groups to draw (every resample would be the whole test set);
+    # three: 10 distinct resamples. The items are resampled, and the study says what that means
+    for few in (np.zeros(55, dtype=int), groups % 3):
+        assert (np.vstack(list(Resampler(1000, seed=3).weights(55, "organ/all", few))) == plain).all()
+    assert "come from one group" in group_notes("organ/all", np.zeros(55, dtype=int))[0]
+    assert "come from only 3 groups" in group_notes("organ/all", groups % 3)[0]
+    four = np.vstack(list(Resampler(1000, seed=3).weights(55, "organ/all", groups % 4)))
+    assert all(np.ptp(four[:, groups % 4 == g], axis=1).max() == 0 for g in range(4))  # drawn whole
+    assert "from only 4 groups" in group_notes("organ/all", groups % 4)[0]
+    assert group_notes("organ/all", groups) == []  # ten groups: enough, no note
+    assert group_notes("organ/all", groups % 4, unit="item") == []
     with pytest.raises(ValueError, match="54 item groups for 55 items"):
         next(Resampler().weights(55, "organ/all", groups[1:]))
 

@@ -32,13 +32,27 @@ import numpy as np
 
 from medfoundry.tasks.task_type import TaskMetrics
 
-__all__ = ["METRIC_RANGE", "BootstrapUnit", "Resampler", "percentile_interval"]
+__all__ = [
+    "FEW_GROUPS",
+    "METRIC_RANGE",
+    "MIN_GROUPS",
+    "BootstrapUnit",
+    "Resampler",
+    "group_notes",
+    "percentile_interval",
+]
 
 BootstrapUnit = Literal["group", "item"]
 
 METRIC_RANGE = (0.0, 1.0)
 """Every task metric (accuracy, balanced accuracy, AUROC, ECE, Dice, mAP) lies in [0, 1]; a
 difference of two of them in [-1, 1]."""
+
+MIN_GROUPS = 4
+"""Fewest groups a test set's resamples draw (4 groups: 35 distinct resamples; 3: only 10)."""
+
+FEW_GROUPS = 10
+"""Below this many groups in a test set, a study notes that its group-resampled intervals are coarse."""
 
 CELLS_PER_CHUNK = 2_000_000
 """Resample weights held at once (rows x items): bounds memory on large test sets."""
@@ -58,8 +72,8 @@ class Resampler:
         >>> weights = np.vstack(list(Resampler(4, seed=0).weights(5, "organ/all")))
         >>> weights.shape, weights.sum(axis=1).tolist()
         ((4, 5), [5.0, 5.0, 5.0, 5.0])
-        >>> by_group = np.vstack(list(Resampler(3).weights(4, "organ/all", np.array([0, 0, 1, 1]))))
-        >>> bool((by_group[:, 0] == by_group[:, 1]).all() and (by_group[:, 2] == by_group[:, 3]).all())
+        >>> by_group = np.vstack(list(Resampler(3).weights(8, "organ/all", np.arange(8) // 2)))
+        >>> bool((by_group[:, 0::2] == by_group[:, 1::2]).all())  # the two images of a group together
         True
     """
 
@@ -71,14 +85,17 @@ class Resampler:
         """The ``(rows, n)`` multiplicities of the resamples of test set ``name`` (``n`` items),
         in chunks; the same ``(n, name, groups)`` always gives the same rows.
 
-        ``groups``: each item's group index (``0 .. G - 1``); with ``unit: group`` the groups
-        are drawn and each item weighs as often as its group was drawn."""
+        ``groups``: each item's group (an index); with ``unit: group`` the groups are drawn and
+        each item weighs as often as its group was drawn. Fewer than ``MIN_GROUPS`` groups are
+        too few to draw (one group: every resample is the test set itself, an interval of zero
+        width; two: three distinct resamples): the items are resampled, and the interval
+        describes those groups only (``group_notes`` says so in a study)."""
         inverse = None  # each item's group, numbered 0 .. G - 1; None: resample the items
         if groups is not None and self.unit == "group":
             if len(groups) != n:
                 raise ValueError(f"{name}: {len(groups)} item groups for {n} items")
             found, inverse = np.unique(groups, return_inverse=True)
-            inverse = None if len(found) == n else inverse.reshape(-1)
+            inverse = None if len(found) < MIN_GROUPS or len(found) == n else inverse.reshape(-1)
         units = n if inverse is None else int(inverse.max()) + 1
         rows = max(1, min(self.resamples, CELLS_PER_CHUNK // max(n, 1)))
         key = zlib.crc32(name.encode())
@@ -106,6 +123,35 @@ class Resampler:
             for metric, values in metrics.score_items(dict(items), weights).items():
                 parts.setdefault(metric, []).append(values)
         return {metric: np.concatenate(values) for metric, values in parts.items()}
+
+
+def group_notes(name: str, groups: np.ndarray, unit: BootstrapUnit = "group") -> list[str]:
+    """What a study should say about test set ``name``'s intervals, given its items' groups.
+
+    Examples:
+        >>> group_notes("face/all", np.zeros(10, dtype=int))[0].split(":")[0]
+        "test set 'face/all'"
+        >>> "come from only 2 groups" in group_notes("face/all", np.array([0] * 8 + [1] * 2))[0]
+        True
+        >>> group_notes("cells/all", np.arange(200))
+        []
+    """
+    count, n = len(np.unique(groups)), len(groups)
+    if unit != "group" or count == n:
+        return []
+    if count < MIN_GROUPS:
+        kind, them = ("one group", "that group") if count == 1 else (f"only {count} groups", "those groups")
+        return [
+            f"test set '{name}': all {n} test items come from {kind} (patients, volumes or blocks), too "
+            f"few to resample: its intervals resample the items, so they describe {them} only and "
+            "overstate what the test set says about others"
+        ]
+    if count < FEW_GROUPS:
+        return [
+            f"test set '{name}': {n} test items from only {count} groups: its intervals draw the "
+            f"{count} groups whole and are coarse; a difference they exclude 0 for rests on {count} places"
+        ]
+    return []
 
 
 def percentile_interval(

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from medfoundry.evaluation.bootstrap import Resampler
+from medfoundry.evaluation.bootstrap import Resampler, group_notes
 from medfoundry.evaluation.efficiency_table import Reference, efficiency_rows
 from medfoundry.evaluation.paired_table import paired_rows
 from medfoundry.evaluation.predictions import ITEM_GROUPS, N_ITEMS, load_predictions
@@ -83,8 +83,10 @@ def build_study_tables(
     missing = 0
     for task_name, task_rows in group_rows(results, ("task",)).items():
         task = tasks[task_name[0]]
-        scores, chance, lost, ungrouped = _task_scores(task_rows, task, predictions, resampler)
+        scores, chance, lost, item_groups, ungrouped = _task_scores(task_rows, task, predictions, resampler)
         missing += lost
+        for test, test_groups in sorted(item_groups.items()):
+            tables.notes += group_notes(f"{task_name[0]}/{test}", test_groups, resampler.unit)
         if ungrouped and resampler.unit == "group":
             tables.notes.append(
                 f"task '{task_name[0]}': cells of test set(s) {', '.join(ungrouped)} store no item groups "
@@ -120,9 +122,10 @@ def build_study_tables(
 
 def _task_scores(
     rows: Sequence[Mapping[str, Any]], task: TaskType, predictions: Path, resampler: Resampler
-) -> tuple[dict[tuple[Any, ...], Scores], dict[str, dict[str, float]], int, list[str]]:
-    """Resample scores per (cell key + test set), chance levels per test set, cells missing, and
-    the test sets whose items are resampled one by one because a cell stored no item groups."""
+) -> tuple[dict[tuple[Any, ...], Scores], dict[str, dict[str, float]], int, dict[str, np.ndarray], list[str]]:
+    """Resample scores per (cell key + test set), chance levels per test set, cells missing, the
+    items' groups per test set, and the test sets whose items are resampled one by one because a
+    cell stored no item groups."""
     metrics = task.metrics()
     stored = {}
     missing = 0
@@ -142,7 +145,7 @@ def _task_scores(
             if test not in chance:
                 chance[test] = metrics.chance(items)
     ungrouped = [test for test in {t for by_test in stored.values() for t in by_test} if test not in groups]
-    return scores, chance, missing, sorted(ungrouped)
+    return scores, chance, missing, groups, sorted(ungrouped)
 
 
 def _test_set_groups(stored: Iterable[Mapping[str, Mapping[str, np.ndarray]]]) -> dict[str, np.ndarray]:
