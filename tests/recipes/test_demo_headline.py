@@ -4,6 +4,7 @@ gets its verdicts against random init and the raw pixels and its saving sentence
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 from rich.console import Console
@@ -97,6 +98,22 @@ def test_headline_judges_every_encoder_under_test_and_no_baseline(tmp_path: Path
     assert "one seed" not in text
     for encoder in ENCODERS:  # every encoder's scores are listed
         assert f"  {encoder} " in text
+    assert "test split:" not in text  # the study noted nothing about it
+
+
+def test_the_headline_says_how_few_places_a_test_split_holds(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    notes = [
+        f"test set '{TASK}/all': 160 test items from only 4 groups: its intervals draw the 4 groups whole",
+        "test set 'heldout_face_seg/all': all 10 test items come from only 2 groups",
+        "baselines: imagenet: not added",
+    ]
+    (study / "results.json").write_text(json.dumps({"notes": notes}))
+    console = Console(record=True, width=400)
+    demo.job._print_headline(console, study)
+    text = console.export_text()
+    assert "  test split: 160 test items from only 4 groups: its intervals draw the 4 groups whole" in text
+    assert "10 test items" not in text and "imagenet" not in text  # another task's, not the test split's
 
 
 def test_a_dense_task_is_judged_in_its_decoder_mode_against_random_init(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ selection of the corpus, one held-out task and a few pretraining steps, in about
 from __future__ import annotations
 
 import csv
+import json
 import math
 import shutil
 from contextlib import nullcontext
@@ -190,6 +191,8 @@ def _print_headline(console: Console, study_dir: Path) -> None:
             f"[bold]{task}[/] ({HELDOUT_DOMAINS.get(task, 'held out')}): {metric}, "
             f"{MODE_WORDS.get(mode, mode)}, mean over seeds [95% test-set bootstrap interval]"
         )
+        for note in _test_split_notes(study_dir, task):
+            console.print(f"  [dim]test split: {note}[/]")
         curve = [
             r
             for r in summary
@@ -213,6 +216,15 @@ def _print_headline(console: Console, study_dir: Path) -> None:
         f"\nreport: {study_dir / 'report.html'}  "
         "(tables: summary.csv, paired.csv, efficiency.csv; raw: results.csv)"
     )
+
+
+def _test_split_notes(study_dir: Path, task: str) -> list[str]:
+    """The study's notes on ``task``'s whole test split (how few groups its intervals rest on,
+    ``bootstrap.group_notes``), without their ``test set '<task>/all': `` prefix."""
+    path = study_dir / "results.json"
+    notes = json.loads(path.read_text()).get("notes", []) if path.is_file() else []
+    prefix = f"test set '{task}/{ALL}': "
+    return [note.removeprefix(prefix) for note in notes if note.startswith(prefix)]
 
 
 def _draws(row: dict[str, str]) -> str:
