@@ -232,6 +232,31 @@ def test_paired_intervals_use_the_same_test_items(study: Path) -> None:
     assert paired_difference(seeds, seeds) == (0.0, 0.0, 0.0)
 
 
+def test_a_study_whose_cells_stored_no_item_groups_resamples_images_and_says_so(
+    study: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from medfoundry.evaluation.predictions import ITEM_GROUPS, load_predictions, save_predictions
+    from medfoundry.recipes.evaluate.job import read_study
+
+    older = shutil.copytree(study, tmp_path / "study")
+    cell = next((older / "predictions").glob("pretrained-imaging_technique-linear-*.npz"))
+    items = load_predictions(cell)
+    assert all(ITEM_GROUPS in arrays for arrays in items.values())
+    save_predictions(
+        cell, {test: {k: v for k, v in arrays.items() if k != ITEM_GROUPS} for test, arrays in items.items()}
+    )
+    tables = read_study(older).tables
+    assert any(
+        note.startswith("task 'imaging_technique': cells of test set(s) all store no item groups")
+        for note in tables.notes
+    )
+    assert not any("store no item groups" in note and "'sites'" in note for note in tables.notes)  # untouched
+    rows = [r for r in tables.paired if r["task"] == "imaging_technique"]
+    assert rows and all(-1.0 <= r["diff_ci95_low"] <= r["diff_ci95_high"] <= 1.0 for r in rows)
+
+
 def _same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
     """Equal rows, NaN equal to NaN."""
     return len(a) == len(b) and all(
