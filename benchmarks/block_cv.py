@@ -15,8 +15,9 @@ score from every non-test block instead, without reading a test image:
   regression), and predict fold ``k``;
 - the out-of-fold predictions of all folds are pooled, so every non-test image is scored once
   per cell and seed, and scored with balanced accuracy;
-- encoder minus random weights, mean over seeds, with a 95 % percentile interval from resampling
-  BLOCKS with replacement (the same resamples for both encoders, 1,000 of them).
+- encoder minus random weights, mean over seeds, with a 95 % percentile interval from the
+  study's bootstrap drawing BLOCKS whole (``Resampler``; the same 1,000 resamples for both
+  encoders).
 
 For comparison only, ``--test-paired`` (a study's ``paired.csv``, e.g. the demo's) adds the
 test split's paired difference for the same encoder, task and cell; nothing here is chosen on it.
@@ -46,10 +47,11 @@ import torch
 from medfoundry.data.few_shot import few_shot_indices
 from medfoundry.data.fractions import NestedFractions
 from medfoundry.data.record import Record
+from medfoundry.evaluation.bootstrap import Resampler, percentile_interval
 from medfoundry.evaluation.cell_runs import FeatureTable
 from medfoundry.evaluation.features import extract_features
 from medfoundry.evaluation.level_choice import extracted_levels, fit_probe_choosing_levels
-from medfoundry.evaluation.probes import probe_metrics
+from medfoundry.evaluation.probes import probe_accumulator
 from medfoundry.recipes.evaluate.config import load_study_config
 from medfoundry.recipes.evaluate.plan import plan_study
 
@@ -177,66 +179,45 @@ def _task_rows(
     scores: dict[str, dict[tuple[str, int], np.ndarray]],
     test: dict[tuple[str, str, str], float],
 ) -> list[dict[str, Any]]:
-    """Per encoder and cell: mean cross-validated score, and minus random weights with its block interval."""
-    task_name = task.spec.name
+    """Per encoder and cell: mean cross-validated score, and minus random weights with its block
+    interval (the study's bootstrap, ``Resampler``, drawing blocks; the same resamples for all)."""
     targets = np.array([r.label for r in pool])
-    weights = _block_weights(blocks)
-    first = next(iter(next(iter(scores.values())).values()))
-    assert (
-        abs(_balanced_accuracy(first, targets, np.ones((1, len(pool))))[0] - _metric(task, first, targets))
-        < 1e-9
-    )
-    rows = []
+    resampler = Resampler(RESAMPLES)
+
+    def scored(probabilities: np.ndarray) -> tuple[float, np.ndarray]:
+        accumulator = probe_accumulator(task, probabilities, targets)
+        items = accumulator.items()
+        resampled = resampler.scores(task.metrics(), items, n=len(pool), name=task.spec.name, groups=blocks)
+        return float(accumulator.compute()[METRIC]), resampled[METRIC]
+
+    means = {}  # (encoder, cell) -> mean over seeds of the score and of its resamples
     for encoder, by_cell in scores.items():
         for cell in dict.fromkeys(c for c, _ in by_cell):
-            seeds = sorted(s for c, s in by_cell if c == cell)
-            mine = np.mean([_balanced_accuracy(by_cell[(cell, s)], targets, weights) for s in seeds], axis=0)
-            point = np.mean([_metric(task, by_cell[(cell, s)], targets) for s in seeds])
-            row: dict[str, Any] = {
-                "task": task_name,
-                "encoder": encoder,
-                "cell": cell,
-                "cv_score": round(point, 4),
-                **dict.fromkeys(("minus_random", "ci95_low", "ci95_high", "test_minus_random"), ""),
+            seeded = [scored(by_cell[(cell, s)]) for s in sorted(s for c, s in by_cell if c == cell)]
+            means[(encoder, cell)] = (
+                np.mean([p for p, _ in seeded]),
+                np.mean([r for _, r in seeded], axis=0),
+            )
+    rows = []
+    for (encoder, cell), (point, resampled) in means.items():
+        row: dict[str, Any] = {
+            "task": task.spec.name,
+            "encoder": encoder,
+            "cell": cell,
+            "cv_score": round(float(point), 4),
+            **dict.fromkeys(("minus_random", "ci95_low", "ci95_high", "test_minus_random"), ""),
+        }
+        if encoder != "random":
+            ref_point, ref_resampled = means[("random", cell)]
+            low, high = percentile_interval(resampled - ref_resampled, (-1.0, 1.0))
+            row |= {
+                "minus_random": round(float(point - ref_point), 4),
+                "ci95_low": round(low, 4),
+                "ci95_high": round(high, 4),
+                "test_minus_random": test.get((encoder, task.spec.name, cell), ""),
             }
-            if encoder != "random":
-                ref = scores["random"]
-                base = np.mean([_balanced_accuracy(ref[(cell, s)], targets, weights) for s in seeds], axis=0)
-                ref_point = np.mean([_metric(task, ref[(cell, s)], targets) for s in seeds])
-                low, high = np.percentile(mine - base, [2.5, 97.5])
-                row |= {
-                    "minus_random": round(point - ref_point, 4),
-                    "ci95_low": round(low, 4),
-                    "ci95_high": round(high, 4),
-                }
-                row["test_minus_random"] = test.get((encoder, task_name, cell), "")
-            rows.append(row)
+        rows.append(row)
     return rows
-
-
-def _metric(task: Any, probabilities: np.ndarray, targets: np.ndarray) -> float:
-    """The study's balanced accuracy of pooled predictions."""
-    return float(probe_metrics(task, probabilities, targets)[METRIC])
-
-
-def _block_weights(blocks: np.ndarray) -> np.ndarray:
-    """``(RESAMPLES, N)`` multiplicities: blocks drawn with replacement, each image weighted by
-    its block's draws."""
-    n_blocks = int(blocks.max()) + 1
-    rng = np.random.default_rng(0)
-    counts = np.stack(
-        [np.bincount(rng.integers(0, n_blocks, n_blocks), minlength=n_blocks) for _ in range(RESAMPLES)]
-    )
-    return counts[:, blocks].astype(np.float64)
-
-
-def _balanced_accuracy(probabilities: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Balanced accuracy on each resample (classes absent from a resample left out of its mean)."""
-    correct = (probabilities.argmax(1) == targets).astype(np.float64)
-    onehot = (targets[:, None] == np.unique(targets)[None, :]).astype(np.float64)
-    hits, counts = weights @ (onehot * correct[:, None]), weights @ onehot
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.nanmean(np.where(counts > 0, hits / counts, np.nan), axis=1)
 
 
 def _test_differences(path: Path) -> dict[tuple[str, str, str], float]:
