@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from medfoundry.data.few_shot import few_shot_indices
+from medfoundry.data.folds import group_folds
 from medfoundry.data.fractions import NestedFractions
 from medfoundry.data.record import Record
 from medfoundry.evaluation.bootstrap import Resampler, percentile_interval
@@ -99,17 +100,14 @@ def main() -> None:
 
 
 def _deal_folds(pool: list[Record], k: int, max_shots: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each record's fold and block index: blocks shuffled and dealt round robin, the first deal
+    """Each record's fold and block index: whole blocks dealt into folds (``group_folds``), the first deal
     that shows every class in every fold and ``max_shots`` of each in every training pool."""
     names = sorted({r.group or r.key for r in pool})
     block = np.array([names.index(r.group or r.key) for r in pool])
     labels = np.array([r.label for r in pool])
     classes = np.unique(labels)
     for attempt in range(MAX_DEALS):
-        order = np.random.default_rng([seed, attempt]).permutation(len(names))
-        fold_of_block = np.empty(len(names), dtype=int)
-        fold_of_block[order] = np.arange(len(names)) % k
-        folds = fold_of_block[block]
+        folds = group_folds(pool, k, seed=[seed, attempt])
         shown = all(np.isin(classes, labels[folds == f]).all() for f in range(k))
         pools = [labels[(folds != f) & (folds != (f + 1) % k)] for f in range(k)]
         if shown and all(

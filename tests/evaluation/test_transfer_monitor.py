@@ -177,3 +177,56 @@ def test_a_score_leaves_mode_weights_and_random_streams_as_they_were(small_db: P
     assert set(scores.scores["imaging_technique"]) == {"linear", "knn"}
     assert scores.mean == pytest.approx(np.mean(list(scores.scores["imaging_technique"].values())))
     assert set(scores.metrics()) == {"imaging_technique/linear", "imaging_technique/knn", "mean", "seconds"}
+
+
+def test_cross_validation_keeps_groups_whole_and_scores_pooled_out_of_fold_predictions(
+    small_db: Path,
+) -> None:
+    """With folds: 3 every training and validation image is scored once, by probes that saw none
+    of its group; the score is the metric on those pooled predictions."""
+    cfg = _monitor(small_db, max_images=60, folds=3)
+    monitor = load_transfer_monitor(cfg, image_size=32)
+    task = monitor.tasks["imaging_technique"]
+    records = [*task.train.records, *task.val.records]
+    assert task.folds is not None and len(task.folds) == len(records)
+    folds_of_group: dict[str | None, set[int]] = {}
+    for record, fold in zip(records, task.folds.tolist(), strict=True):
+        folds_of_group.setdefault(record.group, set()).add(fold)
+    assert len(folds_of_group) >= 3 and all(len(f) == 1 for f in folds_of_group.values())
+    assert set(task.folds.tolist()) == {0, 1, 2}
+
+    encoder = create_encoder("resnet10t", img_size=32).eval()
+    device = torch.device("cpu")
+    features = np.concatenate([monitor._embed(encoder, s.images, device) for s in (task.train, task.val)])
+    pool = transfer_monitor.LabelledFeatures(features, np.concatenate([task.train.targets, task.val.targets]))
+    # the kNN's prediction of a fold does not read that fold's labels
+    knn = monitor._out_of_fold("knn", task.task, pool, task.folds)
+    held = np.flatnonzero(task.folds == 0)
+    relabelled = pool.targets.copy()
+    relabelled[held] = (relabelled[held] + 1) % 5
+    moved = monitor._out_of_fold(
+        "knn", task.task, transfer_monitor.LabelledFeatures(features, relabelled), task.folds
+    )
+    np.testing.assert_array_equal(knn[held], moved[held])
+    assert not np.array_equal(knn[task.folds != 0], moved[task.folds != 0])  # the other folds do read them
+
+    scores = monitor.score(encoder, device=device).scores["imaging_technique"]
+    for mode in ("linear", "knn"):
+        expected = transfer_monitor.probe_metrics(
+            task.task, monitor._out_of_fold(mode, task.task, pool, task.folds), pool.targets
+        )["balanced_accuracy"]
+        assert scores[mode] == pytest.approx(expected)
+    single = load_transfer_monitor(_monitor(small_db, max_images=60), image_size=32)
+    assert single.tasks["imaging_technique"].folds is None
+    other_deal = load_transfer_monitor(_monitor(small_db, max_images=60, folds=3, fold_seed=1), image_size=32)
+    other = other_deal.tasks["imaging_technique"]
+    assert other.folds is not None and not np.array_equal(other.folds, task.folds)
+    assert [r.key for r in other.train.records] == [r.key for r in task.train.records]  # the same splits
+
+
+def test_more_folds_than_groups_is_one_line_naming_the_task(small_db: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_transfer_monitor(_monitor(small_db, max_images=60, folds=40), image_size=32)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "transfer_monitor.folds" in message and "'imaging_technique'" in message and "40 folds" in message

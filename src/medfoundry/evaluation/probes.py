@@ -67,7 +67,7 @@ class LabelledFeatures:
     def __len__(self) -> int:
         return int(self.features.shape[0])
 
-    def take(self, indices: Sequence[int]) -> LabelledFeatures:
+    def take(self, indices: Sequence[int] | np.ndarray) -> LabelledFeatures:
         """The rows at ``indices``."""
         index = np.asarray(indices, dtype=np.int64)
         return LabelledFeatures(self.features[index], self.targets[index])

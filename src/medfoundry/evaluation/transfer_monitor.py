@@ -7,6 +7,13 @@ study's probes on the pooled features (class-balanced logistic regression with `
 the validation split, cosine kNN; ``evaluation.probes``) and scores each task's primary metric
 on its validation split.
 
+With ``folds: k`` (k >= 2) the score is cross-validated instead: the training and validation
+subsets are pooled, their groups (``Record.group``: patients, volumes, spatial blocks) dealt into
+``k`` folds (``data.folds``), each fold predicted by probes fitted on the others, and the metric
+computed once on the pooled out-of-fold predictions. A validation split of a few groups ranks
+steps by those few places; every non-test group then counts, at ``k`` probe fits instead of one
+(the embedding, most of the cost, is the same).
+
 The splits are the study's (``load_study_task_data`` with the same split settings), so the
 monitor's validation split is the one a study selects on. The test split is never read: its
 rows are listed, as a study lists them, but not one of its images is decoded. The logistic
@@ -31,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from torch import nn
 
 from medfoundry.data.cache import CacheSettings, prepare_arrays
+from medfoundry.data.folds import group_count, group_folds
 from medfoundry.data.fractions import NestedFractions
 from medfoundry.data.record import DEFAULT_IGNORE_INDEX, Record
 from medfoundry.errors import ConfigError
@@ -52,6 +60,7 @@ from medfoundry.training.rng import rng_state, set_rng_state
 __all__ = [
     "HeldOutSplit",
     "MonitoredTask",
+    "ScoredRecords",
     "TransferMonitor",
     "TransferMonitorConfig",
     "TransferScores",
@@ -84,6 +93,10 @@ class TransferMonitorConfig(BaseModel):
         split_seed: The study's ``split_seed``: seeds the split of rows without one, and the subsets.
         val_fraction: The study's ``val_fraction``.
         test_fraction: The study's ``test_fraction`` (the test rows are set aside, never read).
+        folds: 1 scores the probes fitted on the training subset on the validation subset; ``k``
+            >= 2 cross-validates over both subsets pooled, whole groups in ``k`` folds (the
+            module docstring); each task needs at least ``k`` groups there.
+        fold_seed: Seeds the deal of groups into folds (another seed: another deal, the same splits).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -97,6 +110,8 @@ class TransferMonitorConfig(BaseModel):
     split_seed: int = 0
     val_fraction: float = Field(default=0.2, ge=0, lt=1)
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    folds: int = Field(default=1, ge=1)
+    fold_seed: int = 0
 
     @field_validator("probe")
     @classmethod
@@ -156,11 +171,23 @@ class HeldOutSplit:
 
 @dataclass(frozen=True)
 class MonitoredTask:
-    """A held-out task's training and validation subsets."""
+    """A held-out task's training and validation subsets; ``folds``: each record's fold, training
+    records first (``None``: scored on the validation subset)."""
 
     task: TaskType
     train: HeldOutSplit
     val: HeldOutSplit
+    folds: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ScoredRecords:
+    """A monitored task's scored records (``records``, ``targets`` as ``LabelledFeatures``) and
+    each probe's ``(N, C)`` probabilities of them."""
+
+    records: list[Record]
+    targets: np.ndarray
+    probabilities: dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -211,28 +238,69 @@ class TransferMonitor:
             device: Where ``encoder`` lives.
         """
         started = time.perf_counter()
-        rng, was_training = rng_state(), encoder.training
-        encoder.eval()
-        try:
-            scores = {name: self._score_task(t, encoder, device) for name, t in self.tasks.items()}
-        finally:
-            encoder.train(was_training)
-            set_rng_state(rng)
+        predicted = self.predict(encoder, device=device)
+        scores = {
+            name: {
+                mode: probe_metrics(self.tasks[name].task, p, scored.targets).get(
+                    str(self.tasks[name].task.primary_metric), math.nan
+                )
+                for mode, p in scored.probabilities.items()
+            }
+            for name, scored in predicted.items()
+        }
         values = [v for by_probe in scores.values() for v in by_probe.values()]
         return TransferScores(scores, float(np.mean(values)), time.perf_counter() - started)
 
-    def _score_task(self, t: MonitoredTask, encoder: nn.Module, device: torch.device) -> dict[str, float]:
+    def predict(self, encoder: nn.Module, *, device: torch.device) -> dict[str, ScoredRecords]:
+        """What ``score`` scores: per task, the scored records (the validation subset, or with
+        ``folds`` every record out of fold) and each probe's probabilities. Mode and RNG states
+        are put back as ``score`` says."""
+        rng, was_training = rng_state(), encoder.training
+        encoder.eval()
+        try:
+            return {name: self._predict_task(t, encoder, device) for name, t in self.tasks.items()}
+        finally:
+            encoder.train(was_training)
+            set_rng_state(rng)
+
+    def _predict_task(self, t: MonitoredTask, encoder: nn.Module, device: torch.device) -> ScoredRecords:
         train, val = (
             LabelledFeatures(self._embed(encoder, split.images, device), split.targets)
             for split in (t.train, t.val)
         )
-        metric = str(t.task.primary_metric)
-        return {
-            mode: probe_metrics(
-                t.task, fit_probe(mode, t.task, train, val, self.probe).predict(val.features), val.targets
-            ).get(metric, math.nan)
-            for mode in self.probes
-        }
+        if t.folds is None:
+            return ScoredRecords(
+                t.val.records,
+                val.targets,
+                {
+                    mode: fit_probe(mode, t.task, train, val, self.probe).predict(val.features)
+                    for mode in self.probes
+                },
+            )
+        pool = LabelledFeatures(
+            np.concatenate([train.features, val.features]), np.concatenate([train.targets, val.targets])
+        )
+        return ScoredRecords(
+            [*t.train.records, *t.val.records],
+            pool.targets,
+            {mode: self._out_of_fold(mode, t.task, pool, t.folds) for mode in self.probes},
+        )
+
+    def _out_of_fold(
+        self, mode: ProbeMode, task: TaskType, pool: LabelledFeatures, folds: np.ndarray
+    ) -> np.ndarray:
+        """Each record's probabilities from the probe fitted on the other folds (its ``C`` chosen on
+        the fold it predicts, as ``folds: 1`` chooses on the split it scores)."""
+        parts = []
+        for fold in range(int(folds.max()) + 1):
+            held = np.flatnonzero(folds == fold)
+            held_out = pool.take(held)
+            probe = fit_probe(mode, task, pool.take(np.flatnonzero(folds != fold)), held_out, self.probe)
+            parts.append((held, probe.predict(held_out.features)))
+        out = np.empty((len(pool), parts[0][1].shape[1]), dtype=parts[0][1].dtype)
+        for held, probabilities in parts:
+            out[held] = probabilities
+        return out
 
     @torch.no_grad()
     def _embed(self, encoder: nn.Module, images: torch.Tensor, device: torch.device) -> np.ndarray:
@@ -268,6 +336,8 @@ def load_transfer_monitor(
 
     Raises:
         ConfigError: a task that takes no probes (one line per task, all together).
+        ConfigError: with ``folds`` >= 2, a task with fewer groups than folds (its training and
+            validation subsets).
         DataError: a task's data cannot be read, or it has no validation rows.
     """
     specs = [with_classes(spec) for spec in cfg.selected_tasks]
@@ -291,14 +361,31 @@ def load_transfer_monitor(
             val_fraction=cfg.val_fraction,
             test_fraction=cfg.test_fraction,
         )
+        train, val = (
+            _held_out_split(spec, task, data.splits[split], split, cfg, image_size, num_workers)
+            for split in ("train", "val")
+        )
         monitored[spec.name] = MonitoredTask(
-            task,
-            *(
-                _held_out_split(spec, task, data.splits[split], split, cfg, image_size, num_workers)
-                for split in ("train", "val")
-            ),
+            task, train, val, _folds(spec.name, [*train.records, *val.records], cfg)
         )
     return TransferMonitor(monitored, probes=cfg.probes, probe=cfg.probe)
+
+
+def _folds(name: str, records: list[Record], cfg: TransferMonitorConfig) -> np.ndarray | None:
+    """The records' folds, or ``None`` with ``folds: 1``.
+
+    Raises:
+        ConfigError: fewer groups than folds.
+    """
+    if cfg.folds == 1:
+        return None
+    groups = group_count(records)
+    if groups < cfg.folds:
+        raise ConfigError(
+            f"{KEY}.folds: task '{name}' has {groups} group(s) in its training and validation subsets, "
+            f"fewer than {cfg.folds} folds; lower folds (or 1: score on the validation split)"
+        )
+    return group_folds(records, cfg.folds, seed=cfg.fold_seed)
 
 
 def check_monitor_levels(levels: Sequence[int], num_levels: int, encoder_name: str) -> None:
