@@ -775,6 +775,40 @@ def evaluate_study_folder_with_a_planted_link(c: Inputs) -> tuple[list[str], str
     return ["evaluate", str(c.folder / "study.yaml")], "results.csv: a symbolic link inside the study folder"
 
 
+@case
+def manifest_short_row_with_inferred_classes(c: Inputs) -> tuple[list[str], str]:
+    task = c.classification()
+    del task["classes"]  # inferred from the label column
+    c.png("cls/8.png", c.gray(8))
+    with (c.folder / "cls.csv").open("a") as f:
+        f.write("cls/8.png\n")  # a row without its label cell
+    return validate(c, task), "cls.csv, row 10: the label is empty (every row needs one of a, b)"
+
+
+@case
+def config_class_names_that_yaml_reads_as_numbers(c: Inputs) -> tuple[list[str], str]:
+    task = c.classification(labels=("0", "1") * 4)
+    (c.folder / "tasks.yaml").write_text(
+        yaml.safe_dump({"tasks": [task]}).replace("- '0'\n", "- 0\n").replace("- '1'\n", "- 1\n")
+    )
+    return [
+        "validate-data",
+        str(c.folder / "tasks.yaml"),
+    ], "class names must be text, got 0, 1: put them in quotes"
+
+
+@case
+def embed_cache_dir_is_a_file(c: Inputs, trained_run: Path) -> tuple[list[str], str]:
+    checkpoint = _copy_checkpoint(c, trained_run)
+    c.classification()
+    argv = ["embed", str(checkpoint), str(c.folder / "cls.csv"), "-o", str(c.folder / "features.npz")]
+    return [
+        *argv,
+        "--cache-dir",
+        str(c.folder / "cls" / "0.png"),
+    ], "0.png: --cache-dir is a file, not a folder"
+
+
 def _needs_run(fn: Case) -> bool:
     return "trained_run" in fn.__code__.co_varnames[: fn.__code__.co_argcount]
 

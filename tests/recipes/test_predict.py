@@ -186,6 +186,40 @@ def test_a_dicom_series_becomes_one_label_volume_on_the_series_grid(
     np.testing.assert_allclose(written.affine, expected, atol=1e-4)
 
 
+def test_outputs_stay_in_their_folder_and_never_share_a_file(
+    volume_checkpoint: tuple[Path, Path], image_checkpoint: Path, small_db: Path, tmp_path: Path
+) -> None:
+    """A manifest row that goes up a folder, two volumes with one stem, and an output folder
+    inside the input folder: no user file is touched and no sample loses its file."""
+    checkpoint, root = volume_checkpoint
+    volumes = tmp_path / "vols"
+    volumes.mkdir()
+    shutil.copy(root / "images" / "anat_a.nii", volumes / "head.nii")
+    source = nib.load(root / "images" / "anat_a.nii")
+    flipped = np.asanyarray(source.dataobj)[::-1].copy()
+    nib.save(nib.Nifti1Image(flipped, source.affine), volumes / "head.nii.gz")
+    out = _predict(checkpoint, volumes, tmp_path / "vol_out")
+    rows = {r["id"]: r["mask"] for r in csv.DictReader((out / "masks.csv").open())}
+    assert rows == {"head.nii": "volumes/head.nii.gz", "head.nii.gz": "volumes/head-2.nii.gz"}
+    first, second = (np.asanyarray(nib.load(out / rows[k]).dataobj) for k in ("head.nii", "head.nii.gz"))
+    assert not np.array_equal(first, second)  # each volume's own prediction
+
+    images, lists = tmp_path / "imgs", tmp_path / "proj" / "lists"
+    images.mkdir(), lists.mkdir(parents=True)
+    shutil.copy(small_db.parent / "images" / "stardist" / "nuclei_y000_x064.png", images / "a.png")
+    (images / "a.png.png").write_text("the user's own file")
+    (lists / "m.csv").write_text("image\n../../imgs/a.png\n")
+    out = _predict(image_checkpoint, lists / "m.csv", tmp_path / "seg_out", task="nuclei_seg")
+    assert (images / "a.png.png").read_text() == "the user's own file"
+    rows = {r["id"]: r["mask"] for r in csv.DictReader((out / "masks.csv").open())}
+    assert rows == {"../../imgs/a.png": "masks/imgs/a.png.png"}
+    assert np.asarray(Image.open(out / rows["../../imgs/a.png"])).shape == (64, 64)
+
+    with pytest.raises(DataError, match=r"imgs/pred: the output folder is inside the input folder"):
+        _predict(image_checkpoint, images, images / "pred", task="nuclei_seg")
+    assert sorted(p.name for p in images.iterdir()) == ["a.png", "a.png.png"]
+
+
 def test_every_task_type_on_images_a_folder_and_a_manifest(
     image_checkpoint: Path, small_db: Path, tmp_path: Path
 ) -> None:

@@ -68,6 +68,16 @@ class TaskSpec(BaseModel):
     augment: AugmentConfig | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _text_classes(cls, classes: Any) -> Any:
+        if isinstance(classes, list) and (found := [c for c in classes if not isinstance(c, str)]):
+            raise ValueError(
+                f"class names must be text, got {', '.join(repr(c) for c in found)}: put them in quotes "
+                "(YAML reads 0 as a number and no / yes as false / true), e.g. ['0', '1'] or ['no', 'yes']"
+            )
+        return classes
+
     @field_validator("classes")
     @classmethod
     def _unique_classes(cls, classes: list[str]) -> list[str]:

@@ -73,7 +73,9 @@ class ManifestSource(SourceBase):
         header, rows = self._read()
         self._require_columns(header, [self.label_column if target == "label" else self.boxes_column])
         if target == "label":
-            return sorted({row[self.label_column].strip() for row in rows} - {""})
+            return sorted(
+                {(row[self.label_column] or "").strip() for row in rows} - {""}
+            )  # None: a short row
         names: set[str] = set()
         for row in rows:
             try:
@@ -220,6 +222,8 @@ def _split(row: dict[str, str], column: str, where: str) -> str | None:
 
 def _class_index(value: str, classes: list[str], where: str) -> int:
     name = (value or "").strip()
+    if not name:
+        raise DataError(f"{where}: the label is empty (every row needs one of {', '.join(classes)})")
     if name not in classes:
         raise DataError(f"{where}: label '{name}' is not a declared class ({', '.join(classes)})")
     return classes.index(name)

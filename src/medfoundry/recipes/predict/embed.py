@@ -73,14 +73,18 @@ def run(cfg: EmbedConfig) -> Path:
     """Write the embeddings of ``cfg.data`` to ``cfg.output``; returns the output path.
 
     Raises:
-        ConfigError: bad output suffix, unknown encoder, not a checkpoint, unknown task (before
-            any work).
+        ConfigError: bad output suffix, a cache folder that is a file, unknown encoder, not a
+            checkpoint, unknown task (before any work).
         DataError: the output exists and is not an embeddings file ``embed`` wrote (before any
             work), the data is no manifest, image folder or task database, or an image is
             unreadable.
     """
     check_embeddings_path(cfg.output)
     check_output_file(cfg.output, "embed", written_by=_embeddings_file)
+    if cfg.cache_dir is not None and cfg.cache_dir.exists() and not cfg.cache_dir.is_dir():
+        raise ConfigError(
+            f"{cfg.cache_dir}: --cache-dir is a file, not a folder; give a folder for the feature cache"
+        )
     device = resolve_device(cfg.device, "--device")
     if cfg.data.suffix.lower() in (".yaml", ".yml"):
         records, ids, preprocessing = _task_samples(cfg.data, cfg.task)

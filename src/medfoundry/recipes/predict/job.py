@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import MofNCompleteColumn, Progress
 from torch.utils.data import DataLoader
 
-from medfoundry.errors import ConfigError
+from medfoundry.errors import ConfigError, DataError
 from medfoundry.output_folders import check_output_folder, write_marker
 from medfoundry.recipes.predict.inputs import PredictionImages, as_geometry, prediction_records
 from medfoundry.recipes.predict.outputs import PredictedBatch, prediction_writer
@@ -74,11 +74,12 @@ def run(cfg: PredictConfig) -> Path:
     Raises:
         ConfigError: not a checkpoint, no task head, an unknown task (before anything is read).
         DataError: an output folder that is not new, empty or an earlier prediction's
-            (``output_folders``; before anything is read), or the input cannot be read
-            (nothing is written).
+            (``output_folders``), or inside the input folder (both before anything is read), or
+            the input cannot be read (nothing is written).
     """
     output = Path(cfg.output)
     check_output_folder(output, "predict")
+    _check_outside_input(output, Path(cfg.input))
     device = resolve_device(cfg.device, "--device")
     config = load_checkpoint_config(cfg.checkpoint)
     spec = _chosen_task(config, cfg.task, cfg.checkpoint)
@@ -117,6 +118,19 @@ def run(cfg: PredictConfig) -> Path:
     written = write_folder_atomically(output, write)
     log.info("%d samples of %s predicted by task '%s' into %s", len(records), cfg.input, spec.name, written)
     return written
+
+
+def _check_outside_input(output: Path, input_path: Path) -> None:
+    """An output folder inside an input folder would be read as input by the next run.
+
+    Raises:
+        DataError: ``output`` is inside the folder ``input_path``.
+    """
+    if input_path.is_dir() and output.resolve().is_relative_to(input_path.resolve()):
+        raise DataError(
+            f"{output}: the output folder is inside the input folder {input_path}, so a rerun would "
+            "read its own predictions as images; write it outside the input folder"
+        )
 
 
 def supervised_tasks(config: dict[str, Any]) -> list[TaskSpec]:

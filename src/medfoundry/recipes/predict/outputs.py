@@ -10,7 +10,10 @@ these forms needs nothing here:
   ``probability/<class>`` for every class (softmax for classification, sigmoid for multilabel);
 - per-pixel classes (segmentation): ``masks/<id>.png`` per 2D image (pixel value = class index,
   ``#`` in ids becomes ``_``), and for a volume one label volume ``volumes/<name>.nii.gz`` on
-  the input's own voxel grid (shape, affine, orientation); ``masks.csv`` lists ``id`` -> file;
+  the input's own voxel grid (shape, affine, orientation); ``masks.csv`` lists ``id`` -> file.
+  Every file lies inside the output folder (an id's ``..`` parts, e.g. of a manifest row
+  ``../images/a.png``, are left out) and no two samples share one (``head.nii`` and
+  ``head.nii.gz`` give ``head.nii.gz`` and ``head-2.nii.gz``);
 - scored boxes (detection): ``detections.json`` in COCO format (``images`` with their size,
   ``categories``, ``annotations`` with ``bbox`` [x, y, w, h] in pixels of the image and ``score``).
 
@@ -25,7 +28,7 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -171,6 +174,7 @@ class MaskWriter:
         # slices still missing per volume: a volume is written (and freed) once it is complete
         self.missing = Counter(r.image for r in records if isinstance(r.reader, VolumeSliceReader))
         self.volumes: dict[Path, np.ndarray] = {}
+        self.names = FileNames()
 
     def add(self, batch: PredictedBatch, predictions: Predictions) -> None:
         class_scores = _expect(predictions, PixelPredictions).class_scores
@@ -184,7 +188,7 @@ class MaskWriter:
             if isinstance(record.reader, VolumeSliceReader):
                 self._add_slice(record, record.reader, sample_id, mask)
             else:
-                name = f"masks/{sample_id.replace('#', '_')}.png"
+                name = self.names.new(f"masks/{inside(sample_id.replace('#', '_'))}", ".png")
                 (self.folder / name).parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(mask).save(self.folder / name)
                 self.rows.append({"id": sample_id, "mask": name})
@@ -197,13 +201,48 @@ class MaskWriter:
         self.missing[record.image] -= 1
         if self.missing[record.image] == 0:
             volume_id = sample_id.split("#")[0]
-            name = (Path("volumes") / volume_id).parent / f"{file_stem(Path(volume_id))}.nii.gz"
+            stem = PurePosixPath("volumes", inside(volume_id)).parent / file_stem(Path(volume_id))
+            name = self.names.new(stem.as_posix(), ".nii.gz")
             write_label_volume(self.folder / name, self.volumes.pop(record.image), volume)
-            self.rows.append({"id": volume_id, "mask": name.as_posix()})
+            self.rows.append({"id": volume_id, "mask": name})
 
     def finish(self) -> list[str]:
         _write_csv(self.folder / "masks.csv", ["id", "mask"], self.rows)
         return ["masks.csv", *(row["mask"] for row in self.rows)]
+
+
+def inside(sample_id: str) -> str:
+    """``sample_id`` as a relative path that stays inside a folder: its root, ``.`` and ``..``
+    parts left out.
+
+    Examples:
+        >>> inside("../../imgs/a.png"), inside("/data/b.png"), inside("c/./d.png")
+        ('imgs/a.png', 'data/b.png', 'c/d.png')
+    """
+    parts = PurePosixPath(sample_id.replace("\\", "/")).parts
+    return "/".join(p for p in parts if p not in ("/", ".", ".."))
+
+
+class FileNames:
+    """Output file names, each given once: a name already given (in any letter case) gets
+    ``-2``, ``-3``, ... before its suffix.
+
+    Examples:
+        >>> names = FileNames()
+        >>> names.new("volumes/head", ".nii.gz"), names.new("volumes/head", ".nii.gz")
+        ('volumes/head.nii.gz', 'volumes/head-2.nii.gz')
+    """
+
+    def __init__(self) -> None:
+        self.given: set[str] = set()
+
+    def new(self, stem: str, suffix: str) -> str:
+        name, n = f"{stem}{suffix}", 1
+        while name.lower() in self.given:
+            n += 1
+            name = f"{stem}-{n}{suffix}"
+        self.given.add(name.lower())
+        return name
 
 
 class DetectionWriter:
