@@ -334,3 +334,16 @@ def test_cli_predicts_and_reports_an_unknown_task_in_one_line(
     assert (tmp_path / "o" / "predictions.csv").is_file()
     metadata = json.loads((tmp_path / "o" / "prediction.json").read_text())
     assert metadata["task"] == "imaging_technique" and Preprocessing.model_validate(metadata["preprocessing"])
+
+
+def test_boxes_of_zero_size_are_left_out_with_a_warning(
+    small_db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The released encoder's nuclei_det head never learnt to regress boxes (every side 0):
+    its detections are not written as zero-size objects, and the run says why there are none."""
+    tile = small_db.parent / "images" / "stardist" / "nuclei_y000_x064.png"
+    with caplog.at_level("WARNING"):
+        out = _predict(Path("medfoundry:resnet18-views"), tile, tmp_path / "det", task="nuclei_det")
+    coco = json.loads((out / "detections.json").read_text())
+    assert coco["images"] and all(a["bbox"][2] > 0 and a["bbox"][3] > 0 for a in coco["annotations"])
+    assert "of zero width or height were left out (0 kept)" in caplog.text

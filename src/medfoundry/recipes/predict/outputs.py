@@ -16,6 +16,8 @@ these forms needs nothing here:
   ``head.nii.gz`` give ``head.nii.gz`` and ``head-2.nii.gz``);
 - scored boxes (detection): ``detections.json`` in COCO format (``images`` with their size,
   ``categories``, ``annotations`` with ``bbox`` [x, y, w, h] in pixels of the image and ``score``).
+  Boxes of zero width or height are not objects and are left out; a warning says how many (a
+  head whose box regression outputs zero everywhere never learnt to draw boxes).
 
 Every prediction is brought back onto the image's own grid (``medfoundry.data.fit_inverse``):
 the decoded image's size, or for volume slices the slice's size before any in-plane resampling.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +47,8 @@ from medfoundry.tasks import BoxPredictions, ClassPredictions, PixelPredictions,
 __all__ = ["PredictedBatch", "PredictionWriter", "TaskPredictionWriter", "prediction_writer"]
 
 Form = TypeVar("Form", ClassPredictions, PixelPredictions, BoxPredictions)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -250,6 +255,7 @@ class DetectionWriter:
 
     def __init__(self, folder: Path, classes: list[str]) -> None:
         self.folder = folder
+        self.empty_boxes = 0
         self.coco: dict[str, list[dict[str, Any]]] = {
             "images": [],
             "annotations": [],
@@ -271,6 +277,9 @@ class DetectionWriter:
             )
             scores, labels = found["scores"].cpu().tolist(), found["labels"].cpu().tolist()
             for (x1, y1, x2, y2), score, label in zip(boxes.tolist(), scores, labels, strict=True):
+                if x2 <= x1 or y2 <= y1:
+                    self.empty_boxes += 1
+                    continue
                 self.coco["annotations"].append(
                     {
                         "id": len(self.coco["annotations"]) + 1,
@@ -284,6 +293,14 @@ class DetectionWriter:
                 )
 
     def finish(self) -> list[str]:
+        if self.empty_boxes:
+            kept = len(self.coco["annotations"])
+            log.warning(
+                "%d detections of zero width or height were left out (%d kept): a head whose boxes "
+                "all have zero size has not learnt to regress boxes",
+                self.empty_boxes,
+                kept,
+            )
         (self.folder / "detections.json").write_text(json.dumps(self.coco, indent=1))
         return ["detections.json"]
 
