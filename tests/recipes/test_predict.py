@@ -220,6 +220,26 @@ def test_outputs_stay_in_their_folder_and_never_share_a_file(
     assert sorted(p.name for p in images.iterdir()) == ["a.png", "a.png.png"]
 
 
+def test_a_4d_file_is_predicted_at_the_volume_index_given(
+    volume_checkpoint: tuple[Path, Path], tmp_path: Path
+) -> None:
+    checkpoint, root = volume_checkpoint
+    source = nib.load(root / "images" / "anat_a.nii")
+    data = np.asanyarray(source.dataobj)
+    flipped = data[::-1].copy()
+    nib.save(nib.Nifti1Image(np.stack([data, flipped], axis=-1), source.affine), tmp_path / "run.nii.gz")
+    nib.save(nib.Nifti1Image(flipped, source.affine), tmp_path / "flipped.nii.gz")
+    with pytest.raises(DataError, match=r"the file is 4D .*--volume-index"):
+        _predict(checkpoint, tmp_path / "run.nii.gz", tmp_path / "none")
+    picked = _predict(checkpoint, tmp_path / "run.nii.gz", tmp_path / "picked", volume_index=1)
+    alone = _predict(checkpoint, tmp_path / "flipped.nii.gz", tmp_path / "alone")
+    predicted = np.asanyarray(nib.load(picked / "volumes" / "run.nii.gz").dataobj)
+    assert predicted.shape == data.shape
+    np.testing.assert_array_equal(
+        predicted, np.asanyarray(nib.load(alone / "volumes" / "flipped.nii.gz").dataobj)
+    )
+
+
 def test_every_task_type_on_images_a_folder_and_a_manifest(
     image_checkpoint: Path, small_db: Path, tmp_path: Path
 ) -> None:

@@ -197,6 +197,9 @@ def predict(
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder (new or empty).")],
     task: Annotated[str | None, typer.Option(help="The checkpoint's task to predict.")] = None,
+    volume_index: Annotated[
+        int | None, typer.Option(help="Which 3D volume of 4D files (e.g. a time point); default: the task's.")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 16,
     num_workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -213,6 +216,7 @@ def predict(
             "input": input_,
             "output": output,
             "task": task,
+            "volume_index": volume_index,
             "batch_size": batch_size,
             "num_workers": num_workers,
             "device": device,

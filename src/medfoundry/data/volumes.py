@@ -319,7 +319,8 @@ def _check_dimensions(shape: tuple[int, ...], volume_index: int | None, path: Pa
             return
         if volume_index is None:
             raise DataError(
-                f"{path}: the file is 4D (shape {shape}); set source.volume_index to pick a 3D volume"
+                f"{path}: the file is 4D (shape {shape}); set source.volume_index (predict: "
+                "--volume-index) to pick a 3D volume"
             )
         if not 0 <= volume_index < shape[3]:
             raise DataError(f"{path}: volume_index {volume_index} is outside 0..{shape[3] - 1}")

@@ -16,6 +16,7 @@ with its position after ``#`` for slices and frames (as ``medfoundry embed`` nam
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,11 @@ __all__ = ["PredictionImages", "as_geometry", "prediction_records"]
 KINDS = ("volumes", "DICOM files", "images")
 
 
-def prediction_records(path: Path, spec: TaskSpec) -> tuple[list[Record], list[str]]:
-    """The samples of INPUT, read as ``spec``'s task reads its data, and their ids.
+def prediction_records(
+    path: Path, spec: TaskSpec, *, volume_index: int | None = None
+) -> tuple[list[Record], list[str]]:
+    """The samples of INPUT, read as ``spec``'s task reads its data, and their ids
+    (``volume_index``: which 3D volume of 4D files, instead of the task's own setting).
 
     Raises:
         DataError: INPUT is missing, empty, of a kind the data layer does not read, or has an
@@ -63,6 +67,8 @@ def prediction_records(path: Path, spec: TaskSpec) -> tuple[list[Record], list[s
             return [record], [path.name]
     # a spec without a source (a head built by ``create_task``) was trained on no volumes
     reading = spec.source.prediction_reading() if spec.source is not None else PredictionReading()
+    if volume_index is not None:
+        reading = dataclasses.replace(reading, volume_index=volume_index)
     source = _source(path, reading)
     scan = source.scan(
         "image", classes=[], preprocessing=spec.preprocessing, ignore_index=DEFAULT_IGNORE_INDEX

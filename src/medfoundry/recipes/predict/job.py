@@ -50,6 +50,7 @@ class PredictConfig(BaseModel):
         input: An image, DICOM file or series, NIfTI/NRRD volume, CSV/TSV manifest or folder.
         output: Folder to write: new, empty, or an earlier prediction's (replaced).
         task: The checkpoint's task whose head predicts (may be left out when it has one).
+        volume_index: Which 3D volume of 4D files; ``None``: the task's own source's setting.
         batch_size: Images per forward pass.
         num_workers: DataLoader workers decoding images.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
@@ -62,6 +63,7 @@ class PredictConfig(BaseModel):
     input: Path
     output: Path
     task: str | None = None
+    volume_index: int | None = Field(default=None, ge=0)
     batch_size: int = Field(default=16, ge=1)
     num_workers: int = Field(default=0, ge=0)
     device: str = "auto"
@@ -84,7 +86,7 @@ def run(cfg: PredictConfig) -> Path:
     config = load_checkpoint_config(cfg.checkpoint)
     spec = _chosen_task(config, cfg.task, cfg.checkpoint)
     task = build_task(spec)
-    records, ids = prediction_records(cfg.input, spec)
+    records, ids = prediction_records(cfg.input, spec, volume_index=cfg.volume_index)
     model, _ = load_multitask_model(cfg.checkpoint, device)
     image_size = int(config["model"]["image_size"])
     loader = DataLoader(
