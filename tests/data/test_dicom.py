@@ -97,6 +97,24 @@ def test_truncated_and_empty_dicom_give_one_clear_error(dicom_file: DicomFile, t
         decode_image(tmp_path / "empty.dcm", intensity=AutoIntensity(), frame=None)
 
 
+def test_a_dicom_file_without_its_preamble_is_read_as_stored(dicom_file: DicomFile, tmp_path: Path) -> None:
+    """Older writers leave out the 128-byte preamble and ``DICM`` marker (pydicom's
+    OT-PAL-8-face.dcm, a real palette-colour photograph): its elements are read in the encoding
+    they were written in; bytes that describe no image are still refused."""
+    path = dicom_file("OT-PAL-8-face.dcm")
+    assert path.read_bytes()[128:132] != b"DICM"
+    image = decode_image(path, intensity=RangeIntensity(), frame=None)
+    ds = pydicom.dcmread(path, force=True)
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    reference = pydicom.pixels.apply_color_lut(ds.pixel_array, ds)
+    assert image.shape[:2] == reference.shape[:2] == (480, 640)
+    assert np.corrcoef(image[..., 0].ravel(), reference[..., 0].ravel())[0, 1] > 0.99
+    (tmp_path / "notes.dcm").write_bytes(b"not an image, just text " * 20)
+    with pytest.raises(DataError, match=r"notes.dcm: cannot read DICOM"):
+        decode_image(tmp_path / "notes.dcm", intensity=AutoIntensity(), frame=None)
+
+
 def _ct_series(dicom_file: DicomFile, folder: Path, slices: int = 4) -> None:
     """CT_small's real pixels as a series: shifted copies 5 mm apart, saved in reverse name order
     and without suffix (as many archives do)."""

@@ -28,7 +28,10 @@ from typing import Any
 
 import numpy as np
 import pydicom
+import pydicom.errors
+from pydicom.dataset import FileMetaDataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medfoundry.data.intensity import (
     PercentileIntensity,
@@ -60,7 +63,7 @@ def read_dicom_header(path: Path) -> pydicom.Dataset:
         DataError: the file is not DICOM or is damaged.
     """
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        return _dcmread(path, stop_before_pixels=True)
     except Exception as e:  # pydicom raises many types for damaged files
         raise DataError(f"{path}: cannot read DICOM header ({type(e).__name__}: {str(e)[:120]})") from None
 
@@ -209,9 +212,35 @@ def frame_header(ds: pydicom.Dataset, frame: int) -> pydicom.Dataset:
     return flat
 
 
+def _dcmread(path: Path, *, stop_before_pixels: bool = False) -> pydicom.Dataset:
+    """``pydicom.dcmread``; a file written without the 128-byte preamble and ``DICM`` marker
+    (older writers, ACR-NEMA) is read as its elements, if they describe an image.
+
+    Raises:
+        Exception: whatever pydicom raises for a file that is neither.
+    """
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except pydicom.errors.InvalidDicomError:
+        forced = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+        if "SOPClassUID" not in forced and not ("Rows" in forced and "Columns" in forced):
+            raise
+        if "TransferSyntaxUID" not in getattr(forced, "file_meta", {}):  # raw elements: as read
+            implicit, little = forced.original_encoding
+            forced.file_meta = FileMetaDataset()
+            forced.file_meta.TransferSyntaxUID = (
+                ImplicitVRLittleEndian
+                if implicit
+                else ExplicitVRLittleEndian
+                if little
+                else ExplicitVRBigEndian
+            )
+        return forced
+
+
 def _read_pixels(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
     try:
-        ds = pydicom.dcmread(path)
+        ds = _dcmread(path)
     except Exception as e:  # pydicom raises many types for damaged files
         raise DataError(f"{path}: cannot read DICOM ({type(e).__name__}: {str(e)[:120]})") from None
     if "PixelData" not in ds:
