@@ -12,7 +12,8 @@ subsets are pooled, their groups (``Record.group``: patients, volumes, spatial b
 ``k`` folds (``data.folds``), each fold predicted by probes fitted on the others, and the metric
 computed once on the pooled out-of-fold predictions. A validation split of a few groups ranks
 steps by those few places; every non-test group then counts, at ``k`` probe fits instead of one
-(the embedding, most of the cost, is the same).
+(the embedding is shared: 1.3 times the seconds of an evaluation on the corpus's held-out tasks,
+docs/benchmarks.md).
 
 The splits are the study's (``load_study_task_data`` with the same split settings), so the
 monitor's validation split is the one a study selects on. The test split is never read: its
