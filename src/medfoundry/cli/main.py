@@ -197,9 +197,7 @@ def predict(
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder (new or empty).")],
     task: Annotated[str | None, typer.Option(help="The checkpoint's task to predict.")] = None,
-    volume_index: Annotated[
-        int | None, typer.Option(help="Which 3D volume of 4D files (e.g. a time point); default: the task's.")
-    ] = None,
+    volume_index: Annotated[int | None, typer.Option(help="3D volume of 4D files (default: task's).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 16,
     num_workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -211,17 +209,10 @@ def predict(
         from medfoundry.config_io import validate_config
         from medfoundry.recipes import predict as predict_recipe
 
-        options = {
-            "checkpoint": checkpoint,
-            "input": input_,
-            "output": output,
-            "task": task,
-            "volume_index": volume_index,
-            "batch_size": batch_size,
-            "num_workers": num_workers,
-            "device": device,
-            "progress": progress,
-        }
+        options = dict(
+            checkpoint=checkpoint, input=input_, output=output, task=task, volume_index=volume_index,
+            batch_size=batch_size, num_workers=num_workers, device=device, progress=progress,
+        )  # fmt: skip
         cfg = validate_config(predict_recipe.PredictConfig, options, "predict")
         typer.echo(f"wrote {predict_recipe.run(cfg)}")
 
